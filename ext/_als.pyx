@@ -1,0 +1,262 @@
+# cython: language_level=3
+"""Implicit-feedback ALS kernels (Hu, Koren and Volinsky 2008).
+
+One half-step updates every row of ``X`` (users, or items when called on the
+transposed matrix) with ``Y`` held fixed.  For row u with stored values r:
+
+    c = 1 + alpha * |r|   (fastrec convention)   or   c = alpha * |r|  (implicit's)
+    p = 1 if r > 0 else 0 (negative r is "thumbs down": preference 0)
+    (YtY + lambda_u I + sum_j (c_j - 1) y_j y_j^T) x_u = sum_j c_j p_j y_j
+
+Both solvers run over rows with OpenMP (dynamic schedule: popular rows do not
+starve a thread), release the GIL and do no Python work per row.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport sqrt, fabs
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport ssyrk, dsyrk
+from scipy.linalg.cython_lapack cimport sposv, dposv
+
+include "_common.pxi"
+
+ctypedef fused index_t:
+    int
+    long long
+
+
+cdef inline void confidence(floating r, floating alpha, bint implicit_convention,
+                            floating *c, floating *p) noexcept nogil:
+    """Confidence and preference of one stored value."""
+    cdef floating a = fabs(r)
+    if implicit_convention:
+        c[0] = alpha * a
+    else:
+        c[0] = 1 + alpha * a
+    p[0] = 1 if r > 0 else 0
+
+
+cdef inline void dense_matvec(const floating *A, const floating *x, floating *out,
+                              int n) noexcept nogil:
+    """out = A x for a row-major symmetric n x n matrix."""
+    cdef int k
+    for k in range(n):
+        out[k] = dot(&A[k * n], x, n)
+
+
+cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
+                int row, floating *x, const floating *Y, const floating *YtY,
+                floating reg, floating alpha, bint implicit_convention, int f,
+                int steps, floating *r, floating *p, floating *Ap) noexcept nogil:
+    """Warm-started conjugate gradient for one row; x is updated in place."""
+    cdef index_t j
+    cdef int it
+    cdef const floating *y
+    cdef floating c, pref, coef, rsold, rsnew, pAp, step
+    cdef index_t start = indptr[row]
+    cdef index_t end = indptr[row + 1]
+
+    if start == end:
+        memset(x, 0, f * sizeof(floating))
+        return 0
+
+    # r = b - A x, with the sparse part of A x and b fused in one pass
+    dense_matvec(YtY, x, r, f)
+    for it in range(f):
+        r[it] = -r[it] - reg * x[it]
+    for j in range(start, end):
+        y = &Y[<long long> indices[j] * f]
+        confidence(data[j], alpha, implicit_convention, &c, &pref)
+        coef = c * pref - (c - 1) * dot(y, x, f)
+        axpy(coef, y, r, f)
+
+    memcpy(p, r, f * sizeof(floating))
+    rsold = dot(r, r, f)
+    if rsold < 1e-20:
+        return 0
+
+    for it in range(steps):
+        dense_matvec(YtY, p, Ap, f)
+        axpy(reg, p, Ap, f)
+        for j in range(start, end):
+            y = &Y[<long long> indices[j] * f]
+            confidence(data[j], alpha, implicit_convention, &c, &pref)
+            coef = (c - 1) * dot(y, p, f)
+            if coef != 0:
+                axpy(coef, y, Ap, f)
+        pAp = dot(p, Ap, f)
+        if pAp <= 0:
+            return 1  # not positive definite along p: stop, keep what we have
+        step = rsold / pAp
+        axpy(step, p, x, f)
+        axpy(-step, Ap, r, f)
+        rsnew = dot(r, r, f)
+        if rsnew < 1e-20:
+            break
+        xpby(r, rsnew / rsold, p, f)
+        rsold = rsnew
+    return 0
+
+
+cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating *A) noexcept nogil:
+    """A += scale * G^T G, where G is row-major k x n (column-major n x k)."""
+    cdef char uplo = b'U'
+    cdef char trans = b'N'
+    cdef floating one = 1
+    if k == 0:
+        return
+    if floating is float:
+        ssyrk(&uplo, &trans, &n, &k, &scale, G, &n, &one, A, &n)
+    else:
+        dsyrk(&uplo, &trans, &n, &k, &scale, G, &n, &one, A, &n)
+
+
+cdef inline int posv_upper(int n, floating *A, floating *b) noexcept nogil:
+    cdef char uplo = b'U'
+    cdef int nrhs = 1
+    cdef int info = 0
+    if floating is float:
+        sposv(&uplo, &n, &nrhs, A, &n, b, &n, &info)
+    else:
+        dposv(&uplo, &n, &nrhs, A, &n, b, &n, &info)
+    return info
+
+
+cdef int cholesky_row(const index_t *indptr, const int *indices, const floating *data,
+                      int row, floating *x, const floating *Y, const floating *YtY,
+                      floating reg, floating alpha, bint implicit_convention, int f,
+                      floating *A, floating *b, floating *G, floating *Gneg) noexcept nogil:
+    """Exact solve of one row: gathers sqrt(c-1)-scaled item rows, one SYRK, one POSV."""
+    cdef index_t j
+    cdef int k, n_pos = 0, n_neg = 0
+    cdef const floating *y
+    cdef floating c, pref, w
+    cdef index_t start = indptr[row]
+    cdef index_t end = indptr[row + 1]
+
+    if start == end:
+        memset(x, 0, f * sizeof(floating))
+        return 0
+
+    memcpy(A, YtY, f * f * sizeof(floating))
+    for k in range(f):
+        A[k * f + k] += reg
+    memset(b, 0, f * sizeof(floating))
+    for j in range(start, end):
+        y = &Y[<long long> indices[j] * f]
+        confidence(data[j], alpha, implicit_convention, &c, &pref)
+        if pref != 0:
+            axpy(c, y, b, f)
+        w = c - 1
+        # negative weights only arise under implicit's convention (alpha*r < 1)
+        if w > 0:
+            scal_copy(<floating> sqrt(w), y, &G[<long long> n_pos * f], f)
+            n_pos += 1
+        elif w < 0:
+            scal_copy(<floating> sqrt(-w), y, &Gneg[<long long> n_neg * f], f)
+            n_neg += 1
+    syrk_upper(f, n_pos, <floating> 1, G, A)
+    syrk_upper(f, n_neg, <floating> -1, Gneg, A)
+    if posv_upper(f, A, b) != 0:
+        return 1  # singular system: keep the previous factors for this row
+    memcpy(x, b, f * sizeof(floating))
+    return 0
+
+
+def als_half_step(const index_t[::1] indptr, const int[::1] indices,
+                  const floating[::1] data, floating[:, ::1] X,
+                  const floating[:, ::1] Y, const floating[:, ::1] YtY,
+                  const floating[::1] reg, floating alpha, bint implicit_convention,
+                  int solver, int cg_steps, int num_threads):
+    """Update every row of ``X`` in place; return the number of rows left unsolved.
+
+    Parameters
+    ----------
+    indptr, indices, data : CSR arrays of the rows being solved (raw values r).
+    X : (n_rows, f) factors to update, warm start for CG.
+    Y : (n_cols, f) fixed factors.
+    YtY : (f, f) Gram matrix of Y (without regularisation).
+    reg : (n_rows,) regularisation of each row.
+    alpha : confidence scale.
+    implicit_convention : use ``c = alpha*|r|`` instead of ``1 + alpha*|r|``.
+    solver : 0 for conjugate gradient, 1 for Cholesky.
+    cg_steps : CG iterations per row.
+    num_threads : OpenMP threads.
+    """
+    cdef int n_rows = X.shape[0]
+    cdef int f = X.shape[1]
+    cdef int row, failures = 0
+    cdef index_t j, max_len = 0
+    cdef floating *buf
+    cdef floating *G
+    if indptr.shape[0] != n_rows + 1:
+        raise ValueError("indptr does not match the number of rows of X")
+    if Y.shape[1] != f or YtY.shape[0] != f or YtY.shape[1] != f:
+        raise ValueError("factor shapes do not agree")
+    if reg.shape[0] != n_rows:
+        raise ValueError("reg must have one value per row")
+    if n_rows == 0 or f == 0:
+        return 0
+    for row in range(n_rows):
+        if indptr[row + 1] - indptr[row] > max_len:
+            max_len = indptr[row + 1] - indptr[row]
+
+    with nogil, parallel(num_threads=num_threads):
+        # per-thread scratch: CG needs 3 vectors; Cholesky A, b and the gathered rows
+        if solver == 0:
+            buf = <floating *> malloc(3 * f * sizeof(floating))
+            G = NULL
+        else:
+            buf = <floating *> malloc((f * f + f) * sizeof(floating))
+            G = <floating *> malloc((2 * max_len + 1) * f * sizeof(floating))
+        for row in prange(n_rows, schedule="dynamic", chunksize=16):
+            if buf == NULL or (solver != 0 and G == NULL):
+                failures += 1  # out of memory: report the row as unsolved
+            elif solver == 0:
+                failures += cg_row(&indptr[0], &indices[0], &data[0], row, &X[row, 0],
+                                   &Y[0, 0], &YtY[0, 0], reg[row], alpha,
+                                   implicit_convention, f, cg_steps,
+                                   buf, buf + f, buf + 2 * f)
+            else:
+                failures += cholesky_row(&indptr[0], &indices[0], &data[0], row,
+                                         &X[row, 0], &Y[0, 0], &YtY[0, 0], reg[row],
+                                         alpha, implicit_convention, f, buf, buf + f * f,
+                                         G, G + max_len * f)
+        free(buf)
+        free(G)
+    return failures
+
+
+def als_loss(const index_t[::1] indptr, const int[::1] indices, const floating[::1] data,
+             const floating[:, ::1] X, const floating[:, ::1] Y, const floating[:, ::1] YtY,
+             const floating[::1] reg_rows, const floating[::1] reg_cols, floating alpha,
+             bint implicit_convention, int num_threads):
+    """The full weighted objective, summed over every (row, column) pair.
+
+    sum_{u,i} c_ui (p_ui - x_u.y_i)^2 + sum_u reg_u |x_u|^2 + sum_i reg_i |y_i|^2,
+    where unobserved pairs have c = 1 and p = 0.  Computed in O(nnz f + n f^2).
+    """
+    cdef int n_rows = X.shape[0]
+    cdef int n_cols = Y.shape[0]
+    cdef int f = X.shape[1]
+    cdef int row, col
+    cdef index_t j
+    cdef double total = 0, c_d
+    cdef floating c, pref, s
+    cdef floating *tmp
+    if n_rows == 0 or f == 0:
+        return 0.0
+    with nogil, parallel(num_threads=num_threads):
+        tmp = <floating *> malloc(f * sizeof(floating))
+        for row in prange(n_rows, schedule="dynamic", chunksize=64):
+            dense_matvec(&YtY[0, 0], &X[row, 0], tmp, f)
+            total += dot(tmp, &X[row, 0], f) + reg_rows[row] * dot(&X[row, 0], &X[row, 0], f)
+            for j in range(indptr[row], indptr[row + 1]):
+                s = dot(&X[row, 0], &Y[indices[j], 0], f)
+                confidence(data[j], alpha, implicit_convention, &c, &pref)
+                total += c * (pref - s) * (pref - s) - s * s
+        free(tmp)
+    for col in range(n_cols):
+        total += reg_cols[col] * dot(&Y[col, 0], &Y[col, 0], f)
+    return total

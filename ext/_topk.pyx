@@ -1,0 +1,232 @@
+# cython: language_level=3
+"""Multithreaded top-K over a block of query vectors times the item factors.
+
+Scores are computed tile by tile (users x items) with GEMM into a small
+per-thread buffer, and each user keeps a running top-K heap, so memory stays
+bounded however many users are asked for.  Filters are checked only for
+scores that would enter the heap, so they cost almost nothing:
+
+* seen items: a sorted CSR row per query, searched by bisection;
+* a global exclusion mask over items;
+* a candidate subset: the caller passes the gathered candidate rows and the
+  map from local position to item id.
+
+Ordering is deterministic: score descending, ties broken by the lower item id.
+Rows with fewer than k eligible items are padded with id -1 and score -inf.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY
+from libc.stdlib cimport malloc, free
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+include "_common.pxi"
+
+ctypedef fused index_t:
+    int
+    long long
+
+
+cdef inline bint worse(floating s1, int i1, floating s2, int i2) noexcept nogil:
+    """True when (s1, i1) ranks below (s2, i2): lower score, or same score and higher id."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+cdef inline void sift_down(floating *hs, int *hi, int size, int pos) noexcept nogil:
+    """Restore the min-heap (worst element at the root) below ``pos``."""
+    cdef int child
+    cdef floating s = hs[pos]
+    cdef int i = hi[pos]
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
+            child += 1
+        if not worse(hs[child], hi[child], s, i):
+            break
+        hs[pos] = hs[child]
+        hi[pos] = hi[child]
+        pos = child
+    hs[pos] = s
+    hi[pos] = i
+
+
+cdef inline void heap_push(floating *hs, int *hi, int *size, int k,
+                           floating s, int item) noexcept nogil:
+    cdef int pos, parent
+    if size[0] < k:
+        pos = size[0]
+        size[0] += 1
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if not worse(s, item, hs[parent], hi[parent]):
+                break
+            hs[pos] = hs[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hs[pos] = s
+        hi[pos] = item
+    elif worse(hs[0], hi[0], s, item):
+        hs[0] = s
+        hi[0] = item
+        sift_down(hs, hi, k, 0)
+
+
+cdef inline void heap_drain_sorted(floating *hs, int *hi, int size, int k,
+                                   floating *out_s, int *out_i) noexcept nogil:
+    """Write the heap best-first into the outputs and pad the rest."""
+    cdef int n = size, j
+    for j in range(size, k):
+        out_s[j] = -INFINITY
+        out_i[j] = -1
+    while n > 0:
+        out_s[n - 1] = hs[0]
+        out_i[n - 1] = hi[0]
+        n -= 1
+        hs[0] = hs[n]
+        hi[0] = hi[n]
+        sift_down(hs, hi, n, 0)
+
+
+cdef inline bint in_sorted(const int *arr, long long lo, long long hi, int value) noexcept nogil:
+    """Bisection in arr[lo:hi], sorted ascending."""
+    cdef long long mid, end = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if arr[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and arr[lo] == value
+
+
+cdef inline void gemm_tile(const floating *Q, const floating *Y, floating *S,
+                           int n_users, int n_items, int f) noexcept nogil:
+    """S (n_users x n_items, row-major) = Q (n_users x f) @ Y (n_items x f)^T."""
+    cdef char ta = b'T'
+    cdef char tb = b'N'
+    cdef floating one = 1, zero = 0
+    if floating is float:
+        sgemm(&ta, &tb, &n_items, &n_users, &f, &one, <float *> Y, &f,
+              <float *> Q, &f, &zero, S, &n_items)
+    else:
+        dgemm(&ta, &tb, &n_items, &n_users, &f, &one, <double *> Y, &f,
+              <double *> Q, &f, &zero, S, &n_items)
+
+
+def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1] bias,
+         const index_t[::1] seen_indptr, const int[::1] seen_indices,
+         const unsigned char[::1] exclude_mask, const int[::1] item_ids,
+         int[:, ::1] out_ids, floating[:, ::1] out_scores,
+         int num_threads, int block_users=64, int block_items=2048):
+    """Fill ``out_ids``/``out_scores`` (m x k) with each query's best items.
+
+    Parameters
+    ----------
+    Q : (m, f) query vectors.
+    Y : (n, f) item vectors (possibly a gathered candidate subset).
+    bias : (n,) added to every score, or empty.
+    seen_indptr, seen_indices : CSR (m rows) of item ids each query must skip,
+        sorted within rows; empty ``seen_indptr`` disables this filter.
+    exclude_mask : (n_all_items,) nonzero marks a globally excluded item id, or empty.
+    item_ids : (n,) item id of each row of Y (candidate subsets), or empty for identity.
+    """
+    cdef int m = Q.shape[0]
+    cdef int f = Q.shape[1]
+    cdef int n = Y.shape[0]
+    cdef int k = out_ids.shape[1]
+    cdef bint use_bias = bias.shape[0] > 0
+    cdef bint use_seen = seen_indptr.shape[0] > 0
+    cdef bint use_mask = exclude_mask.shape[0] > 0
+    cdef bint use_map = item_ids.shape[0] > 0
+    cdef int n_blocks, n_iblocks, ib, blk, u0, u1, bu, i0, i1, bi, u, j, item
+    cdef floating s
+    cdef floating *S
+    cdef floating *hs
+    cdef int *hi
+    cdef int *hsize
+    cdef const floating *row
+    cdef const int *seen_ptr
+    cdef long long seen_lo, seen_hi
+    cdef int failed = 0
+
+    if Y.shape[1] != f:
+        raise ValueError("query and item factors must have the same number of columns")
+    if out_scores.shape[0] != m or out_ids.shape[0] != m or out_scores.shape[1] != k:
+        raise ValueError("output arrays must be (n_queries, k)")
+    if use_bias and bias.shape[0] != n:
+        raise ValueError("bias must have one value per item row")
+    if use_seen and seen_indptr.shape[0] != m + 1:
+        raise ValueError("seen_indptr must have n_queries + 1 entries")
+    if use_map and item_ids.shape[0] != n:
+        raise ValueError("item_ids must have one id per item row")
+    if m == 0 or k == 0:
+        return
+    block_users = max(1, min(block_users, m))
+    block_items = max(1, min(block_items, n)) if n > 0 else 1
+    n_blocks = (m + block_users - 1) // block_users
+    n_iblocks = (n + block_items - 1) // block_items
+    seen_ptr = &seen_indices[0] if seen_indices.shape[0] > 0 else NULL
+
+    with nogil, parallel(num_threads=num_threads):
+        S = <floating *> malloc(<size_t> block_users * block_items * sizeof(floating))
+        hs = <floating *> malloc(<size_t> block_users * k * sizeof(floating))
+        hi = <int *> malloc(<size_t> block_users * k * sizeof(int))
+        hsize = <int *> malloc(<size_t> block_users * sizeof(int))
+        for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
+            if S == NULL or hs == NULL or hi == NULL or hsize == NULL:
+                failed += 1
+                continue
+            u0 = blk * block_users
+            u1 = min(u0 + block_users, m)
+            bu = u1 - u0
+            for u in range(bu):
+                hsize[u] = 0
+            for ib in range(n_iblocks):
+                i0 = ib * block_items
+                i1 = min(i0 + block_items, n)
+                bi = i1 - i0
+                gemm_tile(&Q[u0, 0], &Y[i0, 0], S, bu, bi, f)
+                for u in range(bu):
+                    row = S + <size_t> u * bi
+                    if use_seen:
+                        seen_lo = seen_indptr[u0 + u]
+                        seen_hi = seen_indptr[u0 + u + 1]
+                    for j in range(bi):
+                        s = row[j]
+                        if use_bias:
+                            s = s + bias[i0 + j]
+                        # cheap threshold test first; filters only for would-be entries
+                        if hsize[u] == k and s < hs[<size_t> u * k]:
+                            continue
+                        item = item_ids[i0 + j] if use_map else i0 + j
+                        if use_mask and exclude_mask[item]:
+                            continue
+                        if use_seen and seen_lo < seen_hi and in_sorted(seen_ptr, seen_lo, seen_hi, item):
+                            continue
+                        heap_push(hs + <size_t> u * k, hi + <size_t> u * k, &hsize[u], k, s, item)
+            for u in range(bu):
+                heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
+                                  &out_scores[u0 + u, 0], &out_ids[u0 + u, 0])
+        free(S)
+        free(hs)
+        free(hi)
+        free(hsize)
+    if failed:
+        raise MemoryError("top-K scratch buffers could not be allocated")
+
+
+def pair_scores(const floating[:, ::1] U, const floating[:, ::1] Y, const floating[::1] bias,
+                const int[::1] users, const int[::1] items, floating[::1] out, int num_threads):
+    """out[t] = U[users[t]] . Y[items[t]] (+ bias[items[t]]), in parallel."""
+    cdef Py_ssize_t t, n = users.shape[0]
+    cdef int f = U.shape[1]
+    cdef bint use_bias = bias.shape[0] > 0
+    if items.shape[0] != n or out.shape[0] != n:
+        raise ValueError("users, items and out must have the same length")
+    with nogil:
+        for t in prange(n, schedule="static", num_threads=num_threads):
+            out[t] = dot(&U[users[t], 0], &Y[items[t], 0], f)
+            if use_bias:
+                out[t] = out[t] + bias[items[t]]

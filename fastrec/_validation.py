@@ -1,0 +1,196 @@
+"""Every input check, in one place.
+
+Errors name the argument and say what was expected.  Checks never modify the
+caller's data: conversions always produce new arrays.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "check_dtype",
+    "check_int",
+    "check_float",
+    "check_choice",
+    "check_bool",
+    "check_num_threads",
+    "check_interactions",
+    "check_ids",
+    "check_n",
+    "check_factors_array",
+]
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def check_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """Return float32 or float64, or raise for anything else."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from exc
+    if resolved not in (np.float32, np.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {resolved}")
+    return resolved
+
+
+def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not bool) within [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_float(value: Any, name: str, minimum: float | None = None,
+                maximum: float | None = None, strict_minimum: bool = False) -> float:
+    """A finite real number within the bounds (``strict_minimum`` excludes the minimum)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None:
+        if strict_minimum and value <= minimum:
+            raise ValueError(f"{name} must be > {minimum}, got {value}")
+        if not strict_minimum and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_num_threads(value: Any, name: str = "num_threads") -> int:
+    """0 (all usable CPUs) or a positive thread count."""
+    return check_int(value, name, minimum=0, maximum=1024)
+
+
+def _as_sparse(X: Any, name: str) -> sp.spmatrix:
+    if hasattr(X, "to_csr") and callable(X.to_csr) and not sp.issparse(X):
+        X = X.to_csr()  # fastrec.Interactions and look-alikes
+    if sp.issparse(X):
+        return X
+    if isinstance(X, np.ndarray) or isinstance(X, (list, tuple)):
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D users x items matrix, got {arr.ndim}-D input")
+        return sp.csr_matrix(arr)
+    raise TypeError(
+        f"{name} must be a scipy.sparse matrix (users x items), a 2-D array or "
+        f"fastrec.Interactions; got {type(X).__name__}"
+    )
+
+
+def check_interactions(X: Any, name: str = "X", dtype: Any = np.float32,
+                       shape: tuple[int | None, int | None] | None = None,
+                       allow_empty: bool = False) -> sp.csr_matrix:
+    """Validate a users x items interaction matrix and return a canonical CSR copy.
+
+    The copy has sorted column indices, duplicates summed, explicit zeros
+    removed, int32 indices and values of ``dtype``.  The caller's matrix is
+    never modified.
+
+    Parameters
+    ----------
+    shape : optional expected (n_rows, n_cols); None entries are not checked.
+        When the shape is the transpose of the expected one, the error says so.
+    allow_empty : accept a matrix with zero rows (used by fold-in calls).
+    """
+    dtype = check_dtype(dtype)
+    X = _as_sparse(X, name)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got {X.ndim}-D")
+    n_rows, n_cols = X.shape
+    if not allow_empty and (n_rows == 0 or n_cols == 0):
+        raise ValueError(f"{name} has zero size {X.shape}; it needs at least one user and one item")
+    if n_rows > INT32_MAX or n_cols > INT32_MAX:
+        raise ValueError(f"{name} has shape {X.shape}; fastrec supports at most {INT32_MAX} users and items")
+    if shape is not None:
+        exp_rows, exp_cols = shape
+        if exp_cols is not None and n_cols != exp_cols:
+            hint = ""
+            if exp_rows is not None and (n_rows, n_cols) == (exp_cols, exp_rows):
+                hint = " It looks transposed: fastrec expects users x items."
+            elif n_rows == exp_cols:
+                hint = " Its rows match the item count: is it items x users? fastrec expects users x items."
+            raise ValueError(f"{name} has {n_cols} columns but the model has {exp_cols} items.{hint}")
+        if exp_rows is not None and n_rows != exp_rows:
+            raise ValueError(f"{name} has {n_rows} rows but {exp_rows} were expected")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+
+    csr = sp.csr_matrix(X, dtype=dtype, copy=True)
+    if csr.data.size and not np.isfinite(csr.data).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    csr.sum_duplicates()  # also sorts indices
+    csr.eliminate_zeros()
+    if csr.indices.dtype != np.int32:
+        csr.indices = csr.indices.astype(np.int32)
+    if csr.indptr.dtype not in (np.int32, np.int64):
+        csr.indptr = csr.indptr.astype(np.int64)
+    return csr
+
+
+def check_ids(ids: Any, n: int, name: str, allow_scalar: bool = True) -> tuple[np.ndarray, bool]:
+    """Validate integer ids in [0, n); return (int32 1-D array, was_scalar)."""
+    scalar = np.ndim(ids) == 0
+    if scalar and not allow_scalar:
+        raise ValueError(f"{name} must be a 1-D array of ids")
+    arr = np.asarray(ids)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            pass  # integral floats are accepted
+        else:
+            raise TypeError(f"{name} must be integer indices, got dtype {arr.dtype}")
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or 1-D array of ids, got shape {arr.shape}")
+    arr = arr.reshape(-1)
+    if arr.size:
+        lo, hi = arr.min(), arr.max()
+        if lo < 0:
+            raise IndexError(f"{name} contains negative id {int(lo)}; ids must be in [0, {n})")
+        if hi >= n:
+            raise IndexError(f"{name} contains id {int(hi)} but only {n} exist; ids must be in [0, {n})")
+    return arr.astype(np.int32, copy=False), scalar
+
+
+def check_n(n: Any, name: str = "n") -> int:
+    return check_int(n, name, minimum=0, maximum=INT32_MAX)
+
+
+def check_factors_array(arr: Any, name: str, dtype: np.dtype, n_cols: int | None = None) -> np.ndarray:
+    """A finite 2-D float array of ``dtype``, C-contiguous (copied when needed)."""
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"{name} must be a float array, got dtype {a.dtype}")
+    if n_cols is not None and a.shape[1] != n_cols:
+        raise ValueError(f"{name} must have {n_cols} columns, got {a.shape[1]}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a

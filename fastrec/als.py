@@ -1,0 +1,359 @@
+"""Implicit-feedback matrix factorisation by alternating least squares.
+
+Hu, Koren and Volinsky, "Collaborative Filtering for Implicit Feedback
+Datasets", ICDM 2008; regularisation scaled by row counts as in Zhou et al.,
+"Large-scale Parallel Collaborative Filtering for the Netflix Prize" (ALS-WR,
+Spark MLlib's default).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._base import FactorModel, FittedState
+from ._kernels import load_kernel
+from ._progress import Progress
+from ._threads import blas_single_thread, blas_threads, resolve_num_threads
+from ._validation import (check_bool, check_choice, check_dtype, check_float, check_ids,
+                          check_int, check_interactions, check_num_threads)
+
+__all__ = ["ALS"]
+
+_SOLVERS = {"cg": 0, "cholesky": 1}
+
+Callback = Callable[[int, float, float], Any]
+
+
+class ALS(FactorModel):
+    """Implicit-feedback ALS with conjugate-gradient or Cholesky solvers.
+
+    Each stored value ``r`` of the users x items matrix gives a confidence and
+    a preference.  With ``confidence="hu"`` (the default, Hu et al.)
+    ``c = 1 + alpha * |r|``; with ``confidence="implicit"`` ``c = alpha * |r|``,
+    which is what the `implicit` library does (its ``alpha`` multiplies the
+    data and the ``1 +`` is left to the caller).  The preference is 1 for
+    ``r > 0`` and 0 for ``r < 0``: negative values are "thumbs down", pushing
+    the score towards 0 with confidence from ``|r|``.  Unobserved pairs have
+    ``c = 1``, ``p = 0``.
+
+    Parameters
+    ----------
+    factors : int
+        Latent dimensions.
+    regularization : float
+        lambda.  With ``regularization_scaling="count"`` each user's (item's)
+        penalty is ``lambda * n`` where n counts its interactions (ALS-WR, as in
+        Spark); with ``"none"`` it is the constant ``lambda``.
+    alpha : float
+        Confidence scale (see above).
+    iterations : int
+        Alternating sweeps (one user half-step and one item half-step each).
+    solver : {"cg", "cholesky"}
+        Conjugate gradient warm-started from the previous sweep (fast), or an
+        exact Cholesky solve per row (monotone loss).
+    cg_steps : int
+        CG iterations per row and half-step.
+    regularization_scaling : {"count", "none"}
+        See ``regularization``.
+    confidence : {"hu", "implicit"}
+        Confidence convention, see above.
+    dtype : float32 or float64
+    num_threads : int
+        0 uses every CPU this process may use (affinity and cgroup aware).
+    random_state : int, numpy Generator or None
+        Seeds the initial factors.
+    show_progress : bool
+        Print a progress bar with the training loss to stderr.
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray
+    loss_history_ : list of float
+        Training loss after each iteration (when computed; see ``fit``).
+    """
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 2.0,
+                 iterations: int = 15, solver: str = "cg", cg_steps: int = 3,
+                 regularization_scaling: str = "count", confidence: str = "hu",
+                 dtype: Any = np.float32, num_threads: int = 0, random_state: Any = None,
+                 show_progress: bool = False):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.regularization_scaling = regularization_scaling
+        self.confidence = confidence
+        self.dtype = dtype
+        self.num_threads = num_threads
+        self.random_state = random_state
+        self.show_progress = show_progress
+
+    # ----------------------------------------------------------- validation
+    def _check_params(self) -> dict[str, Any]:
+        return {
+            "factors": check_int(self.factors, "factors", minimum=1, maximum=4096),
+            "regularization": check_float(self.regularization, "regularization", minimum=0.0),
+            "alpha": check_float(self.alpha, "alpha", minimum=0.0),
+            "iterations": check_int(self.iterations, "iterations", minimum=0),
+            "solver": check_choice(self.solver, "solver", _SOLVERS),
+            "cg_steps": check_int(self.cg_steps, "cg_steps", minimum=1),
+            "regularization_scaling": check_choice(self.regularization_scaling,
+                                                   "regularization_scaling", ("count", "none")),
+            "confidence": check_choice(self.confidence, "confidence", ("hu", "implicit")),
+            "dtype": check_dtype(self.dtype),
+            "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
+            "show_progress": check_bool(self.show_progress, "show_progress"),
+        }
+
+    def _row_regularization(self, csr: sp.csr_matrix, params: dict[str, Any]) -> np.ndarray:
+        lam = params["regularization"]
+        if params["regularization_scaling"] == "count":
+            return (lam * np.diff(csr.indptr)).astype(params["dtype"])
+        return np.full(csr.shape[0], lam, dtype=params["dtype"])
+
+    def _gram(self, factors: np.ndarray, threads: int) -> np.ndarray:
+        with blas_threads(threads):
+            return np.ascontiguousarray(factors.T @ factors)
+
+    def _half_step(self, csr: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg: np.ndarray,
+                   params: dict[str, Any], solver: str, threads: int, YtY: np.ndarray | None = None) -> int:
+        if YtY is None:
+            YtY = self._gram(Y, threads)
+        with blas_single_thread():
+            return load_kernel("als").als_half_step(
+                csr.indptr, csr.indices, csr.data, X, Y, YtY, reg,
+                X.dtype.type(params["alpha"]), params["confidence"] == "implicit",
+                _SOLVERS[solver], params["cg_steps"], threads)
+
+    def _loss(self, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg_users: np.ndarray,
+              reg_items: np.ndarray, params: dict[str, Any], threads: int) -> float:
+        """Weighted mean squared error plus penalties, normalised like implicit's loss."""
+        YtY = self._gram(Y, threads)
+        total = load_kernel("als").als_loss(
+            Cui.indptr, Cui.indices, Cui.data, X, Y, YtY, reg_users, reg_items,
+            X.dtype.type(params["alpha"]), params["confidence"] == "implicit", threads)
+        alpha = params["alpha"]
+        conf = alpha * np.abs(Cui.data, dtype=np.float64)
+        if params["confidence"] == "hu":
+            conf += 1
+        weight = conf.sum() + Cui.shape[0] * Cui.shape[1] - Cui.nnz
+        return float(total / weight)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, callback: Callback | None = None, compute_loss: bool | None = None) -> "ALS":
+        """Learn factors from a users x items matrix.
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix (any format), 2-D array or ``fastrec.Interactions``
+            Interaction strengths, users x items.  It is never modified.
+        callback : callable(iteration, elapsed_seconds, loss), optional
+            Called after every iteration.
+        compute_loss : bool, optional
+            Compute the training loss each iteration (costs about one CG step).
+            Defaults to True when a callback or progress bar wants it.
+
+        Returns
+        -------
+        self
+        """
+        params = self._check_params()
+        dtype, threads, f = params["dtype"], params["num_threads"], params["factors"]
+        Cui = check_interactions(X, "X", dtype=dtype)
+        Ciu = Cui.T.tocsr()
+        Ciu.indices = Ciu.indices.astype(np.int32, copy=False)
+        n_users, n_items = Cui.shape
+
+        rng = np.random.default_rng(self.random_state)
+        user_factors = (rng.standard_normal((n_users, f)) * 0.01).astype(dtype)
+        item_factors = (rng.standard_normal((n_items, f)) * 0.01).astype(dtype)
+        reg_users = self._row_regularization(Cui, params)
+        reg_items = self._row_regularization(Ciu, params)
+
+        if compute_loss is None:
+            compute_loss = callback is not None or params["show_progress"]
+        progress = Progress(params["iterations"], "ALS", enabled=params["show_progress"])
+        history: list[float] = []
+        start = time.perf_counter()
+        for iteration in range(params["iterations"]):
+            self._half_step(Cui, user_factors, item_factors, reg_users, params, params["solver"], threads)
+            self._half_step(Ciu, item_factors, user_factors, reg_items, params, params["solver"], threads)
+            loss = float("nan")
+            if compute_loss:
+                loss = self._loss(Cui, user_factors, item_factors, reg_users, reg_items, params, threads)
+                history.append(loss)
+            elapsed = time.perf_counter() - start
+            progress.update(loss=loss)
+            if callback is not None:
+                callback(iteration, elapsed, loss)
+        progress.close()
+
+        self.loss_history_ = history
+        self._state = FittedState(user_factors, item_factors, Cui)
+        return self
+
+    # ------------------------------------------------------------- fold-in
+    def _cached_gram(self, state: FittedState, side: str, threads: int) -> np.ndarray:
+        key = f"gram_{side}"
+        gram = state.cache.get(key)
+        if gram is None:
+            factors = state.item_factors if side == "items" else state.user_factors
+            gram = self._gram(factors, threads)
+            gram.flags.writeable = False
+            state.cache[key] = gram
+        return gram
+
+    def _solve_rows(self, state: FittedState, rows: sp.csr_matrix, side: str) -> np.ndarray:
+        """Exact (Cholesky) factors for rows against the fixed factors of ``side``."""
+        params = self._check_params()
+        fixed = state.item_factors if side == "items" else state.user_factors
+        threads = 1 if rows.shape[0] < 64 else params["num_threads"]
+        out = np.zeros((rows.shape[0], fixed.shape[1]), dtype=fixed.dtype)
+        reg = self._row_regularization(rows, params)
+        self._half_step(rows, out, fixed, reg, params, "cholesky", threads,
+                        YtY=self._cached_gram(state, side, threads))
+        return out
+
+    def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
+        return self._solve_rows(state, X_rows, "items")
+
+    def fold_in(self, X: Any) -> np.ndarray:
+        """Factors for users described only by their interaction rows ``X`` (not stored).
+
+        Solves each row exactly with the item factors held fixed.
+
+        Returns
+        -------
+        ndarray of shape (X.shape[0], factors)
+        """
+        state = self._require_state()
+        rows = check_interactions(X, "X", dtype=state.item_factors.dtype,
+                                  shape=(None, state.n_items), allow_empty=True)
+        return self._fold_in(state, rows)
+
+    def partial_fit_users(self, user_ids: Any, X_rows: Any) -> "ALS":
+        """Recompute (or add) users from their full interaction rows, items held fixed.
+
+        Parameters
+        ----------
+        user_ids : array of int
+            Users to update.  Ids at or beyond ``n_users_`` grow the model; users
+            between the old count and a new id start with no interactions.
+        X_rows : sparse matrix, len(user_ids) x n_items
+            Each user's complete interactions; they replace the stored rows.
+        """
+        return self._partial_fit(user_ids, X_rows, side="users")
+
+    def partial_fit_items(self, item_ids: Any, X_cols: Any) -> "ALS":
+        """Recompute (or add) items from their full interaction columns, users held fixed.
+
+        Parameters
+        ----------
+        item_ids : array of int
+        X_cols : sparse matrix, n_users x len(item_ids)
+            Each item's complete interactions (users x items orientation).
+        """
+        return self._partial_fit(item_ids, X_cols, side="items")
+
+    def _partial_fit(self, ids: Any, X: Any, side: str) -> "ALS":
+        with self._fit_lock:  # one writer at a time; readers keep the old state
+            state = self._require_state()
+            dtype = state.item_factors.dtype
+            own_count = state.n_users if side == "users" else state.n_items
+            ids_arr, _ = check_ids(ids, np.iinfo(np.int32).max, "user_ids" if side == "users" else "item_ids")
+            if np.unique(ids_arr).size != ids_arr.size:
+                raise ValueError(f"{'user_ids' if side == 'users' else 'item_ids'} contains duplicates")
+            if side == "users":
+                rows = check_interactions(X, "X_rows", dtype=dtype, shape=(ids_arr.size, state.n_items),
+                                          allow_empty=True)
+            else:
+                cols = check_interactions(X, "X_cols", dtype=dtype, shape=(state.n_users, ids_arr.size),
+                                          allow_empty=True)
+                rows = cols.T.tocsr()
+                rows.indices = rows.indices.astype(np.int32, copy=False)
+            other = "items" if side == "users" else "users"
+            new_vectors = self._solve_rows(state, rows, other)
+
+            new_count = max(own_count, int(ids_arr.max()) + 1 if ids_arr.size else 0)
+            own = state.user_factors if side == "users" else state.item_factors
+            factors = np.zeros((new_count, own.shape[1]), dtype=dtype)
+            factors[:own_count] = own
+            factors[ids_arr] = new_vectors
+
+            # replace the stored rows (users) or columns (items) of the seen matrix
+            seen = state.user_items if side == "users" else state.user_items.T.tocsr()
+            seen = sp.vstack([seen, sp.csr_matrix((new_count - own_count, seen.shape[1]), dtype=dtype)]).tocsr()
+            keep = np.ones(new_count, dtype=bool)
+            keep[ids_arr] = False
+            kept = sp.diags(keep.astype(dtype)) @ seen
+            placed = sp.csr_matrix((np.ones(ids_arr.size, dtype=dtype), (ids_arr, np.arange(ids_arr.size))),
+                                   shape=(new_count, ids_arr.size)) @ rows
+            seen = (kept + placed).tocsr()
+            if side == "items":
+                seen = seen.T.tocsr()
+            seen.sort_indices()
+            seen.indices = seen.indices.astype(np.int32, copy=False)
+
+            if side == "users":
+                self._state = FittedState(factors, state.item_factors, seen, state.item_bias)
+            else:
+                self._state = FittedState(state.user_factors, factors, seen, state.item_bias)
+        return self
+
+    # ------------------------------------------------------------- explain
+    def explain(self, user: int, item: int, X: Any = None, n: int | None = 10
+                ) -> tuple[float, np.ndarray, np.ndarray]:
+        """Why ``item`` scores as it does for ``user`` (Hu et al. 2008, section 5).
+
+        The score of item i is ``sum_j s_ij c_j p_j`` over the user's liked items
+        j, where ``s_ij = y_i^T W_u y_j`` and ``W_u`` is the inverse of the
+        user's regularised, confidence-weighted Gram matrix.  Each term is how
+        much watching j contributes to recommending i ("because you watched j").
+
+        Parameters
+        ----------
+        user : int
+        item : int
+        X : sparse matrix (1 x n_items), optional
+            The user's interactions, if not those stored at fit time.
+        n : int or None
+            Keep the ``n`` largest contributions (None keeps all).
+
+        Returns
+        -------
+        score : float
+            The exact score ``sum`` of all contributions (equals the model's
+            score for this pair when the user's factors are an exact solve).
+        item_ids : ndarray of int32
+            Contributing items, largest contribution first.
+        contributions : ndarray
+        """
+        state = self._require_state()
+        params = self._check_params()
+        user_id, _ = check_ids(user, state.n_users, "user")
+        item_id, _ = check_ids(item, state.n_items, "item")
+        if X is not None:
+            row = check_interactions(X, "X", dtype=state.item_factors.dtype,
+                                     shape=(1, state.n_items))
+        else:
+            row = state.user_items[user_id[:1]]
+        Y = state.item_factors.astype(np.float64)
+        liked = row.indices
+        r = row.data.astype(np.float64)
+        conf = params["alpha"] * np.abs(r) + (1.0 if params["confidence"] == "hu" else 0.0)
+        pref = (r > 0).astype(np.float64)
+        lam = params["regularization"] * (row.nnz if params["regularization_scaling"] == "count" else 1)
+        Yu = Y[liked]
+        A = Y.T @ Y + lam * np.eye(Y.shape[1]) + (Yu * (conf - 1)[:, None]).T @ Yu
+        w = np.linalg.solve(A, Y[item_id[0]])
+        contributions = (Yu @ w) * conf * pref
+        score = float(contributions.sum())
+        order = np.lexsort((liked, -contributions))
+        if n is not None:
+            order = order[: int(n)]
+        return score, liked[order].astype(np.int32), contributions[order]

@@ -1,0 +1,96 @@
+"""Build the Cython + OpenMP kernels in ext/ into modules of the fastrec package.
+
+Every ``ext/_NAME.pyx`` becomes ``fastrec._NAME`` built with portable flags
+(``-O3``, baseline ISA) and, on x86-64, also ``fastrec._NAME_avx2`` built with
+``-mavx2 -mfma``.  ``fastrec._kernels`` picks the fastest variant the running
+CPU supports, so a wheel is fast without ``-march=native``.
+
+Environment variables
+---------------------
+FASTREC_NATIVE=1   add ``-march=native`` to every variant (not portable).
+FASTREC_DEBUG=1    build with Cython bounds checks, ``-O1 -g`` and no ISA variants.
+FASTREC_ASAN=1     with FASTREC_DEBUG, also compile with AddressSanitizer.
+"""
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = Path(__file__).parent.resolve()
+EXT_DIR = HERE / "ext"
+VARIANT_DIR = HERE / "build" / "ext_variants"
+
+native = os.environ.get("FASTREC_NATIVE", "") == "1"
+debug = os.environ.get("FASTREC_DEBUG", "") == "1"
+asan = debug and os.environ.get("FASTREC_ASAN", "") == "1"
+is_x86 = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+
+if sys.platform == "win32":
+    base_compile, base_link = ["/O2", "/openmp"], []
+elif sys.platform == "darwin":  # Apple clang needs libomp; build serial otherwise
+    base_compile, base_link = ["-O3", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
+else:
+    base_compile, base_link = ["-O3", "-fopenmp", "-fno-math-errno"], ["-fopenmp"]
+
+if debug:
+    base_compile = [f for f in base_compile if not f.startswith("-O")] + ["-O1", "-g"]
+    if asan:
+        base_compile += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+        base_link += ["-fsanitize=address"]
+if native:
+    base_compile.append("-march=native")
+
+directives = {
+    "language_level": "3",
+    "boundscheck": debug,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": debug,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+
+def _extension(name, source, extra):
+    return Extension(
+        f"fastrec.{name}",
+        [str(source)],
+        include_dirs=[np.get_include(), str(EXT_DIR)],
+        extra_compile_args=base_compile + extra,
+        extra_link_args=base_link,
+        define_macros=macros,
+    )
+
+
+def _avx2_variant(source):
+    """A one-line .pyx that textually includes ``source`` under another module name."""
+    VARIANT_DIR.mkdir(parents=True, exist_ok=True)
+    stub = VARIANT_DIR / f"{source.stem}_avx2.pyx"
+    text = f'include "{source.name}"\n'
+    if not stub.exists() or stub.read_text() != text:
+        stub.write_text(text)
+    return stub
+
+
+extensions = []
+for source in sorted(EXT_DIR.glob("_*.pyx")):
+    extensions.append(_extension(source.stem, source, []))
+    if is_x86 and not debug and not native:
+        extensions.append(
+            _extension(f"{source.stem}_avx2", _avx2_variant(source), ["-mavx2", "-mfma"])
+        )
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        include_path=[str(EXT_DIR)],
+        nthreads=int(os.environ.get("FASTREC_BUILD_JOBS", "2")),
+    ),
+)
