@@ -20,9 +20,10 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-HERE = Path(__file__).parent.resolve()
-EXT_DIR = HERE / "ext"
-VARIANT_DIR = HERE / "build" / "ext_variants"
+# setuptools wants source paths relative to the project root
+os.chdir(Path(__file__).parent.resolve())
+EXT_DIR = Path("ext")
+VARIANT_DIR = Path("build") / "ext_variants"
 
 native = os.environ.get("FASTREC_NATIVE", "") == "1"
 debug = os.environ.get("FASTREC_DEBUG", "") == "1"
@@ -61,7 +62,7 @@ def _extension(name, source, extra):
     return Extension(
         f"fastrec.{name}",
         [str(source)],
-        include_dirs=[np.get_include(), str(EXT_DIR)],
+        include_dirs=[np.get_include(), str(EXT_DIR.resolve())],
         extra_compile_args=base_compile + extra,
         extra_link_args=base_link,
         define_macros=macros,

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._idmap import IdMap
 from ._ranking import candidate_ids, exclusion_mask, top_k
 from ._threads import resolve_num_threads
 from ._validation import check_ids, check_interactions, check_n
 from .exceptions import NotFittedError
 
-__all__ = ["FactorModel", "FittedState"]
+__all__ = ["FactorModel", "FittedState", "id_maps_of"]
 
 
 def _readonly(arr: np.ndarray | None) -> np.ndarray | None:
@@ -41,6 +42,8 @@ class FittedState:
     item_factors: np.ndarray
     user_items: sp.csr_matrix
     item_bias: np.ndarray | None = None
+    user_map: IdMap | None = None  # raw ids, when fitted from fastrec.Interactions
+    item_map: IdMap | None = None
     # lazily filled, derived-only caches (idempotent, so races are harmless)
     cache: dict = field(default_factory=dict, repr=False)
 
@@ -69,6 +72,15 @@ class FittedState:
             value = _readonly(factors / np.where(norms > 0, norms, 1))
             self.cache[key] = value
         return value
+
+
+def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
+    """The (user_map, item_map) of a ``fastrec.Interactions``-like input, else (None, None)."""
+    user_map = getattr(X, "user_map", None)
+    item_map = getattr(X, "item_map", None)
+    if isinstance(user_map, IdMap) and isinstance(item_map, IdMap):
+        return user_map, item_map
+    return None, None
 
 
 def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
@@ -154,6 +166,16 @@ class FactorModel:
     def user_items_(self) -> sp.csr_matrix:
         """The users x items interactions seen at fit time (excluded by ``recommend``)."""
         return self._require_state().user_items
+
+    @property
+    def user_map_(self) -> IdMap | None:
+        """Raw user ids (``IdMap``) when fitted from ``fastrec.Interactions``, else None."""
+        return self._require_state().user_map
+
+    @property
+    def item_map_(self) -> IdMap | None:
+        """Raw item ids (``IdMap``) when fitted from ``fastrec.Interactions``, else None."""
+        return self._require_state().item_map
 
     @property
     def n_users_(self) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import FactorModel, FittedState
+from ._base import FactorModel, FittedState, id_maps_of
 from ._kernels import load_kernel
 from ._progress import Progress
 from ._threads import blas_single_thread, blas_threads, resolve_num_threads
@@ -194,7 +194,8 @@ class ALS(FactorModel):
         progress.close()
 
         self.loss_history_ = history
-        self._state = FittedState(user_factors, item_factors, Cui)
+        user_map, item_map = id_maps_of(X)
+        self._state = FittedState(user_factors, item_factors, Cui, user_map=user_map, item_map=item_map)
         return self
 
     # ------------------------------------------------------------- fold-in
@@ -300,9 +301,11 @@ class ALS(FactorModel):
             seen.indices = seen.indices.astype(np.int32, copy=False)
 
             if side == "users":
-                self._state = FittedState(factors, state.item_factors, seen, state.item_bias)
+                self._state = FittedState(factors, state.item_factors, seen, state.item_bias,
+                                          None if new_count != own_count else state.user_map, state.item_map)
             else:
-                self._state = FittedState(state.user_factors, factors, seen, state.item_bias)
+                self._state = FittedState(state.user_factors, factors, seen, state.item_bias,
+                                          state.user_map, None if new_count != own_count else state.item_map)
         return self
 
     # ------------------------------------------------------------- explain

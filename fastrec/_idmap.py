@@ -1,0 +1,107 @@
+"""Map raw ids (ints or strings) to contiguous indices and back, vectorised."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IdMap"]
+
+
+def _as_label_array(labels: Any) -> np.ndarray:
+    """Labels as int64 or fixed-width unicode: never object arrays (they need pickle)."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise ValueError("float ids must be whole numbers")
+        return arr.astype(np.int64)
+    return arr.astype(str)
+
+
+class IdMap:
+    """Raw ids <-> indices ``0..n-1``.
+
+    Parameters
+    ----------
+    labels : array-like
+        The raw id of each index; must be unique.
+    """
+
+    def __init__(self, labels: Any):
+        self.labels = _as_label_array(labels)
+        self.labels.flags.writeable = False
+        self._order = np.argsort(self.labels, kind="stable")
+        self._sorted = self.labels[self._order]
+        if self._sorted.size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
+            raise ValueError("ids in an IdMap must be unique")
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> tuple["IdMap", np.ndarray]:
+        """Build a map from raw ids (repeats allowed) and return it with each entry's index.
+
+        Indices follow the sorted order of the distinct ids.
+        """
+        arr = _as_label_array(raw)
+        labels, inverse = np.unique(arr, return_inverse=True)
+        return cls(labels), inverse.astype(np.int32).reshape(-1)
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def __repr__(self) -> str:
+        return f"IdMap({len(self)} ids, dtype={self.labels.dtype})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and np.array_equal(self.labels, other.labels)
+
+    def to_index(self, raw: Any, unknown: str = "raise") -> np.ndarray | int:
+        """Indices of raw ids.
+
+        Parameters
+        ----------
+        raw : scalar or array-like of raw ids
+        unknown : {"raise", "mask"}
+            ``"raise"`` raises ``KeyError`` naming unknown ids; ``"mask"`` returns -1 for them.
+        """
+        scalar = np.ndim(raw) == 0
+        arr = np.atleast_1d(np.asarray(raw))
+        try:
+            arr = arr.astype(self.labels.dtype) if arr.size else arr.astype(self.labels.dtype)
+        except (ValueError, TypeError):
+            arr = arr.astype(str)
+        if self._sorted.size == 0:
+            pos = np.zeros(arr.shape, dtype=np.intp)
+            found = np.zeros(arr.shape, dtype=bool)
+        else:
+            try:
+                pos = np.searchsorted(self._sorted, arr)
+            except TypeError:  # comparing strings with ints: nothing matches
+                pos = np.zeros(arr.shape, dtype=np.intp)
+                found = np.zeros(arr.shape, dtype=bool)
+            else:
+                pos = np.minimum(pos, self._sorted.size - 1)
+                found = self._sorted[pos] == arr
+        out = np.where(found, self._order[pos] if self._sorted.size else -1, -1).astype(np.int32)
+        if not found.all():
+            if unknown == "raise":
+                missing = arr[~found]
+                shown = ", ".join(map(repr, missing[:5].tolist()))
+                more = f" and {missing.size - 5} more" if missing.size > 5 else ""
+                raise KeyError(f"unknown id(s): {shown}{more}")
+            if unknown != "mask":
+                raise ValueError(f"unknown must be 'raise' or 'mask', got {unknown!r}")
+        return int(out[0]) if scalar else out
+
+    def to_ids(self, index: Any) -> np.ndarray:
+        """Raw ids of indices (-1 entries, used as padding, are not allowed)."""
+        idx = np.asarray(index)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.labels.size):
+            raise IndexError(f"indices must be in [0, {self.labels.size})")
+        out = self.labels[idx]
+        return out

@@ -1,0 +1,1 @@
+"""Datasets: loaders, the embedded demo data and a synthetic generator."""
