@@ -17,7 +17,6 @@ from libc.math cimport sqrt, fabs
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport ssyrk, dsyrk
-from scipy.linalg.cython_lapack cimport sposv, dposv
 
 include "_common.pxi"
 
@@ -37,39 +36,53 @@ cdef inline void confidence(floating r, floating alpha, bint implicit_convention
     p[0] = 1 if r > 0 else 0
 
 
-cdef inline void dense_matvec(const floating *A, const floating *x, floating *out,
-                              int n) noexcept nogil:
-    """out = A x for a row-major symmetric n x n matrix."""
-    cdef int k
-    for k in range(n):
-        out[k] = dot(&A[k * n], x, n)
+DEF PREFETCH_AHEAD = 6
+DEF GATHER_BYTES = 262144  # gather a row's factor vectors when they fit in L2
 
 
 cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
                 int row, floating *x, const floating *Y, const floating *YtY,
                 floating reg, floating alpha, bint implicit_convention, int f,
-                int steps, floating *r, floating *p, floating *Ap) noexcept nogil:
-    """Warm-started conjugate gradient for one row; x is updated in place."""
-    cdef index_t j
-    cdef int it
-    cdef const floating *y
-    cdef floating c, pref, coef, rsold, rsnew, pAp, step
-    cdef index_t start = indptr[row]
-    cdef index_t end = indptr[row + 1]
+                int steps, floating *r, floating *p, floating *Ap,
+                const floating **rows, floating *weight, floating *offset,
+                floating *gathered) noexcept nogil:
+    """Warm-started conjugate gradient for one row; x is updated in place.
 
-    if start == end:
+    The row's factor vectors are gathered once into a contiguous buffer (when
+    they fit in cache) with their weights c - 1 and c * p, so every CG pass
+    reads cache-resident, contiguous memory instead of chasing indices.
+    """
+    cdef index_t j
+    cdef int it, t, n = <int> (indptr[row + 1] - indptr[row])
+    cdef const floating *y
+    cdef floating c, pref, rsold, rsnew, pAp, step
+    cdef index_t start = indptr[row]
+    cdef bint gather = <size_t> n * f * sizeof(floating) <= GATHER_BYTES
+
+    if n == 0:
         memset(x, 0, f * sizeof(floating))
         return 0
 
-    # r = b - A x, with the sparse part of A x and b fused in one pass
-    dense_matvec(YtY, x, r, f)
+    for t in range(n):
+        j = start + t
+        if t + PREFETCH_AHEAD < n:
+            fr_prefetch(&Y[<long long> indices[j + PREFETCH_AHEAD] * f], f * sizeof(floating))
+        y = &Y[<long long> indices[j] * f]
+        if gather:
+            memcpy(&gathered[<long long> t * f], y, f * sizeof(floating))
+            y = &gathered[<long long> t * f]
+        rows[t] = y
+        confidence(data[j], alpha, implicit_convention, &c, &pref)
+        weight[t] = 1 - c   # negated: the residual subtracts the sparse part of A x
+        offset[t] = c * pref
+
+    # r = b - A x
+    symv(YtY, x, r, f)
     for it in range(f):
         r[it] = -r[it] - reg * x[it]
-    for j in range(start, end):
-        y = &Y[<long long> indices[j] * f]
-        confidence(data[j], alpha, implicit_convention, &c, &pref)
-        coef = c * pref - (c - 1) * dot(y, x, f)
-        axpy(coef, y, r, f)
+    weighted_gram_apply(rows, weight, offset, n, x, r, f)
+    for t in range(n):
+        weight[t] = -weight[t]
 
     memcpy(p, r, f * sizeof(floating))
     rsold = dot(r, r, f)
@@ -77,14 +90,9 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
         return 0
 
     for it in range(steps):
-        dense_matvec(YtY, p, Ap, f)
+        symv(YtY, p, Ap, f)
         axpy(reg, p, Ap, f)
-        for j in range(start, end):
-            y = &Y[<long long> indices[j] * f]
-            confidence(data[j], alpha, implicit_convention, &c, &pref)
-            coef = (c - 1) * dot(y, p, f)
-            if coef != 0:
-                axpy(coef, y, Ap, f)
+        weighted_gram_apply(rows, weight, NULL, n, p, Ap, f)
         pAp = dot(p, Ap, f)
         if pAp <= 0:
             return 1  # not positive definite along p: stop, keep what we have
@@ -100,8 +108,11 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
 
 
 cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating *A) noexcept nogil:
-    """A += scale * G^T G, where G is row-major k x n (column-major n x k)."""
-    cdef char uplo = b'U'
+    """A += scale * G^T G on the row-major upper triangle; G is row-major k x n.
+
+    BLAS is column-major: its lower triangle is our row-major upper one.
+    """
+    cdef char uplo = b'L'
     cdef char trans = b'N'
     cdef floating one = 1
     if k == 0:
@@ -110,17 +121,6 @@ cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating 
         ssyrk(&uplo, &trans, &n, &k, &scale, G, &n, &one, A, &n)
     else:
         dsyrk(&uplo, &trans, &n, &k, &scale, G, &n, &one, A, &n)
-
-
-cdef inline int posv_upper(int n, floating *A, floating *b) noexcept nogil:
-    cdef char uplo = b'U'
-    cdef int nrhs = 1
-    cdef int info = 0
-    if floating is float:
-        sposv(&uplo, &n, &nrhs, A, &n, b, &n, &info)
-    else:
-        dposv(&uplo, &n, &nrhs, A, &n, b, &n, &info)
-    return info
 
 
 cdef int cholesky_row(const index_t *indptr, const int *indices, const floating *data,
@@ -144,6 +144,8 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
         A[k * f + k] += reg
     memset(b, 0, f * sizeof(floating))
     for j in range(start, end):
+        if j + PREFETCH_AHEAD < end:
+            fr_prefetch(&Y[<long long> indices[j + PREFETCH_AHEAD] * f], f * sizeof(floating))
         y = &Y[<long long> indices[j] * f]
         confidence(data[j], alpha, implicit_convention, &c, &pref)
         if pref != 0:
@@ -158,7 +160,7 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
             n_neg += 1
     syrk_upper(f, n_pos, <floating> 1, G, A)
     syrk_upper(f, n_neg, <floating> -1, Gneg, A)
-    if posv_upper(f, A, b) != 0:
+    if cholesky_solve(A, b, f) != 0:
         return 1  # singular system: keep the previous factors for this row
     memcpy(x, b, f * sizeof(floating))
     return 0
@@ -190,6 +192,7 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
     cdef index_t j, max_len = 0
     cdef floating *buf
     cdef floating *G
+    cdef const floating **rows
     if indptr.shape[0] != n_rows + 1:
         raise ValueError("indptr does not match the number of rows of X")
     if Y.shape[1] != f or YtY.shape[0] != f or YtY.shape[1] != f:
@@ -204,20 +207,24 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
 
     with nogil, parallel(num_threads=num_threads):
         # per-thread scratch: CG needs 3 vectors; Cholesky A, b and the gathered rows
+        rows = NULL
         if solver == 0:
-            buf = <floating *> malloc(3 * f * sizeof(floating))
-            G = NULL
+            # r, p, Ap, then per-entry weights, then the gathered vectors
+            buf = <floating *> malloc((3 * f + 2 * max_len + 1) * sizeof(floating))
+            G = <floating *> malloc((min(max_len, GATHER_BYTES // sizeof(floating) // f) + 1) * f * sizeof(floating))
+            rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))
         else:
             buf = <floating *> malloc((f * f + f) * sizeof(floating))
             G = <floating *> malloc((2 * max_len + 1) * f * sizeof(floating))
         for row in prange(n_rows, schedule="dynamic", chunksize=16):
-            if buf == NULL or (solver != 0 and G == NULL):
+            if buf == NULL or G == NULL or (solver == 0 and rows == NULL):
                 failures += 1  # out of memory: report the row as unsolved
             elif solver == 0:
                 failures += cg_row(&indptr[0], &indices[0], &data[0], row, &X[row, 0],
                                    &Y[0, 0], &YtY[0, 0], reg[row], alpha,
                                    implicit_convention, f, cg_steps,
-                                   buf, buf + f, buf + 2 * f)
+                                   buf, buf + f, buf + 2 * f, rows, buf + 3 * f,
+                                   buf + 3 * f + max_len, G)
             else:
                 failures += cholesky_row(&indptr[0], &indices[0], &data[0], row,
                                          &X[row, 0], &Y[0, 0], &YtY[0, 0], reg[row],
@@ -225,6 +232,7 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
                                          G, G + max_len * f)
         free(buf)
         free(G)
+        free(rows)
     return failures
 
 
@@ -250,7 +258,7 @@ def als_loss(const index_t[::1] indptr, const int[::1] indices, const floating[:
     with nogil, parallel(num_threads=num_threads):
         tmp = <floating *> malloc(f * sizeof(floating))
         for row in prange(n_rows, schedule="dynamic", chunksize=64):
-            dense_matvec(&YtY[0, 0], &X[row, 0], tmp, f)
+            symv(&YtY[0, 0], &X[row, 0], tmp, f)
             total += dot(tmp, &X[row, 0], f) + reg_rows[row] * dot(&X[row, 0], &X[row, 0], f)
             for j in range(indptr[row], indptr[row + 1]):
                 s = dot(&X[row, 0], &Y[indices[j], 0], f)

@@ -12,6 +12,17 @@ cdef extern from "_simd.h" nogil:
     void fr_dxpby(const double *x, double b, double *y, int n)
     void fr_sscal_copy(float a, const float *x, float *y, int n)
     void fr_dscal_copy(double a, const double *x, double *y, int n)
+    void fr_prefetch(const void *p, int bytes)
+    void fr_s_dot4(const float *r0, const float *r1, const float *r2, const float *r3, const float *x, int n, float *out)
+    void fr_d_dot4(const double *r0, const double *r1, const double *r2, const double *r3, const double *x, int n, double *out)
+    void fr_s_axpy4(float a0, float a1, float a2, float a3, const float *r0, const float *r1, const float *r2, const float *r3, float *y, int n)
+    void fr_d_axpy4(double a0, double a1, double a2, double a3, const double *r0, const double *r1, const double *r2, const double *r3, double *y, int n)
+    void fr_s_symv(const float *A, const float *x, float *out, int n)
+    void fr_d_symv(const double *A, const double *x, double *out, int n)
+    int fr_s_potrf_upper(float *A, int n)
+    int fr_d_potrf_upper(double *A, int n)
+    void fr_s_potrs_upper(const float *U, float *b, int n)
+    void fr_d_potrs_upper(const double *U, double *b, int n)
 
 
 cdef inline floating dot(const floating *a, const floating *b, int n) noexcept nogil:
@@ -40,3 +51,66 @@ cdef inline void scal_copy(floating a, const floating *x, floating *y, int n) no
         fr_sscal_copy(a, x, y, n)
     else:
         fr_dscal_copy(a, x, y, n)
+
+
+cdef inline int cholesky_solve(floating *A, floating *b, int n) noexcept nogil:
+    """Solve A x = b for SPD A (row-major, upper triangle read); b becomes x.
+
+    Returns 0, or nonzero when A is not positive definite (b is then undefined).
+    """
+    cdef int info
+    if floating is float:
+        info = fr_s_potrf_upper(A, n)
+        if info == 0:
+            fr_s_potrs_upper(A, b, n)
+    else:
+        info = fr_d_potrf_upper(A, n)
+        if info == 0:
+            fr_d_potrs_upper(A, b, n)
+    return info
+
+
+cdef inline void symv(const floating *A, const floating *x, floating *out, int n) noexcept nogil:
+    """out = A x for a symmetric row-major n x n matrix."""
+    if floating is float:
+        fr_s_symv(A, x, out, n)
+    else:
+        fr_d_symv(A, x, out, n)
+
+
+cdef inline void weighted_gram_apply(const floating **rows, const floating *weight,
+                                     const floating *offset, int m, const floating *v,
+                                     floating *out, int n) noexcept nogil:
+    """out += sum_t (offset_t + weight_t * (rows_t . v)) rows_t, four rows at a time.
+
+    ``offset`` may be NULL (treated as zeros).  This is the sparse part of an
+    ALS row system applied to v: sum_t w_t y_t y_t^T v (+ the b vector).
+    """
+    cdef int t = 0
+    cdef floating d[4]
+    cdef floating a0, a1, a2, a3
+    while t + 4 <= m:
+        if floating is float:
+            fr_s_dot4(rows[t], rows[t + 1], rows[t + 2], rows[t + 3], v, n, d)
+        else:
+            fr_d_dot4(rows[t], rows[t + 1], rows[t + 2], rows[t + 3], v, n, d)
+        a0 = weight[t] * d[0]
+        a1 = weight[t + 1] * d[1]
+        a2 = weight[t + 2] * d[2]
+        a3 = weight[t + 3] * d[3]
+        if offset != NULL:
+            a0 = a0 + offset[t]
+            a1 = a1 + offset[t + 1]
+            a2 = a2 + offset[t + 2]
+            a3 = a3 + offset[t + 3]
+        if floating is float:
+            fr_s_axpy4(a0, a1, a2, a3, rows[t], rows[t + 1], rows[t + 2], rows[t + 3], out, n)
+        else:
+            fr_d_axpy4(a0, a1, a2, a3, rows[t], rows[t + 1], rows[t + 2], rows[t + 3], out, n)
+        t += 4
+    while t < m:
+        a0 = weight[t] * dot(rows[t], v, n)
+        if offset != NULL:
+            a0 = a0 + offset[t]
+        axpy(a0, rows[t], out, n)
+        t += 1

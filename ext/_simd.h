@@ -22,6 +22,12 @@ static inline double fr_ddot(const double *a, const double *b, int n) {
     return s;
 }
 
+/* Ask for the cache lines of a factor row that will be read soon. */
+static inline void fr_prefetch(const void *p, int bytes) {
+    const char *c = (const char *)p;
+    for (int off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
 /* y += a * x */
 static inline void fr_saxpy(float a, const float *x, float *y, int n) {
 #pragma omp simd
@@ -54,5 +60,120 @@ static inline void fr_dscal_copy(double a, const double *x, double *y, int n) {
 #pragma omp simd
     for (int i = 0; i < n; ++i) y[i] = a * x[i];
 }
+
+/* In-place Cholesky of a small SPD matrix, A = U^T U, for the ALS row solves.
+ *
+ * Row-major, reads and writes the upper triangle only.  Right-looking with
+ * rank-4 trailing updates, so the inner loops are long contiguous FMAs that
+ * vectorise (LAPACK's unblocked potf2 is ~4x slower at n = 64 because of
+ * per-column BLAS-2 call overhead).  Returns 0, or r + 1 when the leading
+ * minor r is not positive definite.
+ */
+#define FR_DEFINE_CHOLESKY(T, NAME, SQRT)                                      \
+static inline int NAME##_potrf_upper(T *A, int n) {                           \
+    for (int j = 0; j < n; j += 4) {                                          \
+        int jb = n - j < 4 ? n - j : 4;                                       \
+        for (int t = 0; t < jb; ++t) {                                        \
+            int r = j + t;                                                    \
+            T d = A[(long)r * n + r];                                         \
+            if (!(d > 0)) return r + 1;                                       \
+            d = SQRT(d);                                                      \
+            A[(long)r * n + r] = d;                                           \
+            T inv = (T)1 / d;                                                 \
+            T *row = A + (long)r * n;                                         \
+            _Pragma("omp simd")                                               \
+            for (int c = r + 1; c < n; ++c) row[c] *= inv;                    \
+            for (int i = r + 1; i < j + jb; ++i) {                            \
+                T u = row[i];                                                 \
+                T *dst = A + (long)i * n;                                     \
+                _Pragma("omp simd")                                           \
+                for (int c = i; c < n; ++c) dst[c] -= u * row[c];             \
+            }                                                                 \
+        }                                                                     \
+        const T *u0 = A + (long)j * n;                                        \
+        if (jb == 4) {                                                        \
+            const T *u1 = u0 + n, *u2 = u0 + 2 * n, *u3 = u0 + 3 * n;         \
+            for (int i = j + 4; i < n; ++i) {                                 \
+                T a0 = u0[i], a1 = u1[i], a2 = u2[i], a3 = u3[i];             \
+                T *dst = A + (long)i * n;                                     \
+                _Pragma("omp simd")                                           \
+                for (int c = i; c < n; ++c)                                   \
+                    dst[c] -= a0 * u0[c] + a1 * u1[c] + a2 * u2[c] + a3 * u3[c]; \
+            }                                                                 \
+        } else {                                                              \
+            for (int i = j + jb; i < n; ++i) {                                \
+                T *dst = A + (long)i * n;                                     \
+                for (int t = 0; t < jb; ++t) {                                \
+                    const T *ut = u0 + (long)t * n;                           \
+                    T a = ut[i];                                              \
+                    _Pragma("omp simd")                                       \
+                    for (int c = i; c < n; ++c) dst[c] -= a * ut[c];          \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
+    return 0;                                                                 \
+}                                                                             \
+/* Solve U^T U x = b in place (b becomes x), U from NAME_potrf_upper. */      \
+static inline void NAME##_potrs_upper(const T *U, T *b, int n) {              \
+    for (int r = 0; r < n; ++r) {                                             \
+        const T *row = U + (long)r * n;                                       \
+        T y = b[r] / row[r];                                                  \
+        b[r] = y;                                                             \
+        _Pragma("omp simd")                                                   \
+        for (int c = r + 1; c < n; ++c) b[c] -= y * row[c];                   \
+    }                                                                         \
+    for (int r = n - 1; r >= 0; --r) {                                        \
+        const T *row = U + (long)r * n;                                       \
+        T s = 0;                                                              \
+        _Pragma("omp simd reduction(+:s)")                                    \
+        for (int c = r + 1; c < n; ++c) s += row[c] * b[c];                   \
+        b[r] = (b[r] - s) / row[r];                                           \
+    }                                                                         \
+}
+
+#include <math.h>
+FR_DEFINE_CHOLESKY(float, fr_s, sqrtf)
+FR_DEFINE_CHOLESKY(double, fr_d, sqrt)
+
+/* Four dot products against one vector at once: four independent FMA chains
+ * instead of one latency-bound chain, and x is loaded once. */
+#define FR_DEFINE_MULTI(T, NAME)                                               \
+static inline void NAME##_dot4(const T *r0, const T *r1, const T *r2,          \
+                               const T *r3, const T *x, int n, T *out) {       \
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                         \
+    _Pragma("omp simd reduction(+:s0,s1,s2,s3)")                              \
+    for (int i = 0; i < n; ++i) {                                             \
+        T xi = x[i];                                                          \
+        s0 += r0[i] * xi; s1 += r1[i] * xi; s2 += r2[i] * xi; s3 += r3[i] * xi; \
+    }                                                                         \
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                       \
+}                                                                             \
+/* y += a0 r0 + a1 r1 + a2 r2 + a3 r3 in one pass over y. */                  \
+static inline void NAME##_axpy4(T a0, T a1, T a2, T a3, const T *r0,           \
+                                const T *r1, const T *r2, const T *r3,         \
+                                T *y, int n) {                                 \
+    _Pragma("omp simd")                                                       \
+    for (int i = 0; i < n; ++i)                                               \
+        y[i] += a0 * r0[i] + a1 * r1[i] + a2 * r2[i] + a3 * r3[i];            \
+}                                                                             \
+/* out = A x for a symmetric row-major n x n A, as a sum of rows (no         \
+ * reductions, so no dependency chains). */                                   \
+static inline void NAME##_symv(const T *A, const T *x, T *out, int n) {       \
+    int k = 0;                                                                \
+    for (int i = 0; i < n; ++i) out[i] = 0;                                   \
+    for (; k + 4 <= n; k += 4)                                                \
+        NAME##_axpy4(x[k], x[k + 1], x[k + 2], x[k + 3], A + (long)k * n,      \
+                     A + (long)(k + 1) * n, A + (long)(k + 2) * n,            \
+                     A + (long)(k + 3) * n, out, n);                          \
+    for (; k < n; ++k) {                                                      \
+        const T *row = A + (long)k * n; T a = x[k];                           \
+        _Pragma("omp simd")                                                   \
+        for (int i = 0; i < n; ++i) out[i] += a * row[i];                     \
+    }                                                                         \
+}
+
+FR_DEFINE_MULTI(float, fr_s)
+FR_DEFINE_MULTI(double, fr_d)
 
 #endif

@@ -6,6 +6,7 @@ caller's data: conversions always produce new arrays.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Iterable
 
 import numpy as np
@@ -22,6 +23,12 @@ __all__ = [
     "check_ids",
     "check_n",
     "check_factors_array",
+    "check_raw_ids",
+    "check_values",
+    "check_timestamps",
+    "check_columns",
+    "check_selector",
+    "check_path",
 ]
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -86,16 +93,32 @@ def check_num_threads(value: Any, name: str = "num_threads") -> int:
     return check_int(value, name, minimum=0, maximum=1024)
 
 
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """``np.asarray`` whose errors (ragged nested lists, odd objects) name the argument."""
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} cannot be converted to an array: {exc}") from exc
+    except TypeError as exc:
+        raise TypeError(f"{name} cannot be converted to an array: {exc}") from exc
+
+
+def _dense_to_csr(arr: np.ndarray, name: str) -> sp.csr_matrix:
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")  # before scipy's own error
+    return sp.csr_matrix(arr)
+
+
 def _as_sparse(X: Any, name: str) -> sp.spmatrix:
     if hasattr(X, "to_csr") and callable(X.to_csr) and not sp.issparse(X):
         X = X.to_csr()  # fastrec.Interactions and look-alikes
     if sp.issparse(X):
         return X
     if isinstance(X, np.ndarray) or isinstance(X, (list, tuple)):
-        arr = np.asarray(X)
+        arr = _as_array(X, name)
         if arr.ndim != 2:
             raise ValueError(f"{name} must be a 2-D users x items matrix, got {arr.ndim}-D input")
-        return sp.csr_matrix(arr)
+        return _dense_to_csr(arr, name)
     raise TypeError(
         f"{name} must be a scipy.sparse matrix (users x items), a 2-D array or "
         f"fastrec.Interactions; got {type(X).__name__}"
@@ -156,10 +179,10 @@ def check_interactions(X: Any, name: str = "X", dtype: Any = np.float32,
 
 def check_ids(ids: Any, n: int, name: str, allow_scalar: bool = True) -> tuple[np.ndarray, bool]:
     """Validate integer ids in [0, n); return (int32 1-D array, was_scalar)."""
-    scalar = np.ndim(ids) == 0
+    arr = _as_array(ids, name)
+    scalar = arr.ndim == 0
     if scalar and not allow_scalar:
         raise ValueError(f"{name} must be a 1-D array of ids")
-    arr = np.asarray(ids)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
         if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             pass  # integral floats are accepted
@@ -194,3 +217,116 @@ def check_factors_array(arr: Any, name: str, dtype: np.dtype, n_cols: int | None
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return a
+
+
+def check_path(path: Any, name: str = "path") -> str:
+    """A filesystem path given as ``str`` or ``os.PathLike[str]``, returned as ``str``."""
+    try:
+        resolved = os.fspath(path)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}") from exc
+    if not isinstance(resolved, str):
+        raise TypeError(f"{name} must be a text path (str or os.PathLike[str]), got {type(resolved).__name__}")
+    if not resolved:
+        raise ValueError(f"{name} must not be empty")
+    return resolved
+
+
+def _missing_mask(arr: np.ndarray) -> np.ndarray:
+    """True where an object or float array holds None or NaN."""
+    if arr.dtype == object:
+        return np.asarray(arr == None) | np.asarray(arr != arr)  # noqa: E711 (elementwise)
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    return np.zeros(arr.shape, dtype=bool)
+
+
+def _describe_bad(mask: np.ndarray) -> str:
+    bad = np.flatnonzero(mask)
+    return f"{bad.size} of them, first at position {int(bad[0])}"
+
+
+def check_raw_ids(values: Any, name: str, n: int | None = None) -> np.ndarray:
+    """Raw ids (ints or strings) as a 1-D int64 or unicode array without missing values.
+
+    Object arrays holding only integers become int64, other object arrays
+    become strings, whole-number floats become int64.  Conversions copy; the
+    caller's array is never modified.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if n is not None and arr.size != n:
+        raise ValueError(f"{name} has {arr.size} entries but {n} were expected (lengths must match)")
+    missing = _missing_mask(arr)
+    if missing.any():
+        raise ValueError(f"{name} contains missing ids (None or NaN): {_describe_bad(missing)}")
+    if arr.dtype == object:
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in arr):
+            return arr.astype(np.int64)
+        return arr.astype(str)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise ValueError(f"{name} holds float ids that are not whole numbers")
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind in "US":
+        return arr.astype(str, copy=False)
+    raise TypeError(f"{name} must hold integer or string ids, got dtype {arr.dtype}")
+
+
+def check_values(values: Any, name: str, n: int) -> np.ndarray:
+    """``n`` finite real numbers as a 1-D float64 array (a copy unless already float64)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size != n:
+        raise ValueError(f"{name} has {arr.size} entries but {n} were expected (lengths must match)")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}") from exc
+    arr = arr.astype(np.float64, copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} contains NaN or infinite values: {_describe_bad(bad)}")
+    return arr
+
+
+def check_timestamps(values: Any, name: str, n: int) -> np.ndarray:
+    """Timestamps as float64; datetime64 values become seconds since the epoch."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        nat = np.isnat(arr)
+        if nat.any():
+            raise ValueError(f"{name} contains missing times (NaT): {_describe_bad(nat)}")
+        arr = arr.astype("datetime64[ns]").astype(np.int64) / 1e9
+    return check_values(arr, name, n)
+
+
+def check_columns(available: Iterable[Any], wanted: dict[str, Any], source: str) -> None:
+    """Raise ``KeyError`` naming every wanted column that ``available`` lacks.
+
+    ``wanted`` maps argument names (``"user_col"``) to column names; None
+    values are optional columns that were not asked for.
+    """
+    have = list(available)
+    missing = [repr(col) if arg == str(col) else f"{arg}={col!r}"
+               for arg, col in wanted.items() if col is not None and col not in have]
+    if missing:
+        raise KeyError(f"{source} has no column(s) {', '.join(missing)}; its columns are {have}")
+
+
+def check_selector(selector: Any, n: int, name: str = "selector") -> np.ndarray:
+    """A new boolean mask of length ``n`` from a mask or integer positions in [0, n)."""
+    arr = np.asarray(selector)
+    if arr.dtype == np.bool_:
+        if arr.shape != (n,):
+            raise ValueError(f"{name} is a boolean mask of shape {arr.shape}; expected ({n},)")
+        return arr.copy()
+    positions, _ = check_ids(arr, n, name)
+    mask = np.zeros(n, dtype=bool)
+    mask[positions] = True
+    return mask

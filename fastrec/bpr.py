@@ -1,0 +1,327 @@
+"""Pairwise ranking matrix factorisation with item biases: BPR and WARP losses.
+
+Rendle, Freudenthaler, Gantner and Schmidt-Thieme, "BPR: Bayesian
+Personalized Ranking from Implicit Feedback", UAI 2009; Weston, Bengio and
+Usunier, "WSABIE: Scaling Up To Large Vocabulary Image Annotation", IJCAI 2011
+(WARP).  Trained by Hogwild SGD in ``ext/_sgd.pyx``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._base import FactorModel, FittedState, id_maps_of
+from ._kernels import load_kernel
+from ._progress import Progress
+from ._threads import resolve_num_threads
+from ._validation import (check_bool, check_choice, check_dtype, check_float, check_ids,
+                          check_int, check_interactions, check_num_threads)
+
+__all__ = ["BPR"]
+
+_LOSSES = {"bpr": 0, "warp": 1}
+_SCHEDULES = ("sgd", "adagrad")
+
+Callback = Callable[[int, float, float], Any]
+
+
+@dataclass(frozen=True)
+class _Positives:
+    """The kernel's view of an interaction matrix: positives only, one user per entry."""
+
+    indptr: np.ndarray   # int64
+    indices: np.ndarray  # int32, sorted within rows
+    users: np.ndarray    # int32, the row of each entry
+    weights: np.ndarray  # the positive values, or empty when they are all 1
+
+    @classmethod
+    def from_csr(cls, csr: sp.csr_matrix) -> "_Positives":
+        # negative values ("thumbs down") are not positives; they stay eligible as negatives
+        keep = csr.data > 0
+        kept_before = np.zeros(csr.nnz + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept_before[1:])
+        indptr = kept_before[csr.indptr]
+        counts = np.diff(indptr)
+        data = csr.data[keep]
+        weights = data if (data != 1).any() else data[:0]
+        users = np.repeat(np.arange(csr.shape[0], dtype=np.int32), counts)
+        return cls(indptr, np.ascontiguousarray(csr.indices[keep], dtype=np.int32), users,
+                   np.ascontiguousarray(weights))
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+
+def _rank_weights(n_items: int, dtype: np.dtype) -> np.ndarray:
+    """WARP's L(k) = sum_{i <= k} 1/i for k in [0, n_items)."""
+    table = np.zeros(max(n_items, 1), dtype=np.float64)
+    table[1:] = np.cumsum(1.0 / np.arange(1, max(n_items, 1)))
+    return table.astype(dtype)
+
+
+class BPR(FactorModel):
+    """Matrix factorisation for ranking, with item biases, trained by Hogwild SGD.
+
+    Scores are ``user_factors_[u] . item_factors_[i] + item_bias_[i]``.  Each
+    step samples a positive interaction uniformly (so active users and popular
+    items are visited in proportion to their interactions), then negatives
+    uniformly over the items:
+
+    * ``loss="bpr"``: Bayesian Personalised Ranking, one negative per positive,
+      maximising ``ln sigmoid(score_pos - score_neg)``.
+    * ``loss="warp"``: Weighted Approximate-Rank Pairwise.  Negatives are drawn
+      until one violates the margin (``score_neg > score_pos - 1``), at most
+      ``max_sampled`` times; the hinge step is weighted by
+      ``L(floor((n_items - 1) / n_drawn))`` with ``L(k) = sum_{i<=k} 1/i``,
+      an estimate of how far down the positive ranks.
+
+    Interaction values: a positive value ``w`` multiplies that interaction's
+    gradient (weights far from 1 act like a larger learning rate; binarise or
+    ``log1p`` heavy counts).  Negative values ("thumbs down") are removed from
+    the positives and treated like unobserved items: they can be drawn as
+    negatives and are never rejected by ``verify_negative_samples``.  All
+    stored items, liked or not, are excluded by ``recommend``.
+
+    Parameters
+    ----------
+    factors : int
+        Latent dimensions.
+    learning_rate : float
+        SGD step size (with adagrad, the step before per-parameter scaling).
+    regularization : float
+        L2 weight decay applied at every step to the parameters it touches.
+    iterations : int
+        Epochs; each takes as many samples as there are positive interactions.
+    loss : {"bpr", "warp"}
+    max_sampled : int
+        WARP: most negatives drawn per positive.  Ignored by BPR.
+    learning_schedule : {"sgd", "adagrad"}
+        Constant step size, or adagrad's per-parameter steps (accumulators start at 1).
+    num_threads : int
+        0 uses every CPU this process may use.  More than one thread updates
+        shared factors without locks (Hogwild), so only ``num_threads=1`` with a
+        fixed ``random_state`` is reproducible bit for bit.
+    random_state : int, numpy Generator or None
+        Seeds the initial factors and every thread's sampler.
+    verify_negative_samples : bool
+        Reject negatives the user interacted with (a binary search per draw
+        for BPR, per margin violator for WARP).
+    dtype : float32 or float64
+    show_progress : bool
+        Print a progress bar with the training AUC to stderr.
+
+    Attributes
+    ----------
+    user_factors_, item_factors_, item_bias_ : ndarray
+    auc_history_ : list of float
+        Sampled training AUC of each epoch: the fraction of the epoch's
+        (positive, first negative) pairs the model ordered correctly when it
+        drew them.
+    """
+
+    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
+                 iterations: int = 100, loss: str = "bpr", max_sampled: int = 10,
+                 learning_schedule: str = "sgd", num_threads: int = 0, random_state: Any = None,
+                 verify_negative_samples: bool = True, dtype: Any = np.float32,
+                 show_progress: bool = False):
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.loss = loss
+        self.max_sampled = max_sampled
+        self.learning_schedule = learning_schedule
+        self.num_threads = num_threads
+        self.random_state = random_state
+        self.verify_negative_samples = verify_negative_samples
+        self.dtype = dtype
+        self.show_progress = show_progress
+
+    # ----------------------------------------------------------- validation
+    def _check_params(self) -> dict[str, Any]:
+        return {
+            "factors": check_int(self.factors, "factors", minimum=1, maximum=4096),
+            "learning_rate": check_float(self.learning_rate, "learning_rate", minimum=0.0,
+                                         strict_minimum=True),
+            "regularization": check_float(self.regularization, "regularization", minimum=0.0),
+            "iterations": check_int(self.iterations, "iterations", minimum=0),
+            "loss": check_choice(self.loss, "loss", _LOSSES),
+            "max_sampled": check_int(self.max_sampled, "max_sampled", minimum=1),
+            "learning_schedule": check_choice(self.learning_schedule, "learning_schedule", _SCHEDULES),
+            "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
+            "verify_negative_samples": check_bool(self.verify_negative_samples,
+                                                  "verify_negative_samples"),
+            "dtype": check_dtype(self.dtype),
+            "show_progress": check_bool(self.show_progress, "show_progress"),
+        }
+
+    # ------------------------------------------------------------ training
+    def _run_epochs(self, params: dict[str, Any], positives: _Positives, user_factors: np.ndarray,
+                    item_factors: np.ndarray, item_bias: np.ndarray, epochs: int,
+                    rng: np.random.Generator, update_items: bool,
+                    callback: Callback | None = None, progress: Progress | None = None) -> list[float]:
+        """Train in place for ``epochs``; returns each epoch's sampled training AUC."""
+        dtype = user_factors.dtype
+        adagrad = params["learning_schedule"] == "adagrad"
+        empty_rows = np.empty((0, user_factors.shape[1]), dtype=dtype)
+        grad_users = np.ones_like(user_factors) if adagrad else empty_rows
+        grad_items = np.ones_like(item_factors) if adagrad and update_items else empty_rows
+        grad_bias = np.ones_like(item_bias) if adagrad and update_items else item_bias[:0]
+        rank_weight = _rank_weights(item_factors.shape[0], dtype)
+        threads = params["num_threads"]
+        kernel = load_kernel("sgd")
+        history: list[float] = []
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            seeds = rng.integers(0, np.iinfo(np.uint64).max, size=threads, dtype=np.uint64,
+                                 endpoint=True)
+            correct, compared, _ = kernel.sgd_epoch(
+                _LOSSES[params["loss"]], positives.indptr, positives.indices, positives.users,
+                positives.weights, user_factors, item_factors, item_bias,
+                grad_users, grad_items, grad_bias, rank_weight,
+                dtype.type(params["learning_rate"]), dtype.type(params["regularization"]),
+                positives.nnz, params["max_sampled"], params["verify_negative_samples"],
+                update_items, seeds, threads)
+            auc = correct / compared if compared else float("nan")
+            history.append(auc)
+            if progress is not None:
+                progress.update(auc=auc)
+            if callback is not None:
+                callback(epoch, time.perf_counter() - start, auc)
+        return history
+
+    def fit(self, X: Any, callback: Callback | None = None) -> "BPR":
+        """Learn factors and item biases from a users x items matrix.
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix (any format), 2-D array or ``fastrec.Interactions``
+            Interactions, users x items (see the class docstring for how values
+            are used).  It is never modified.
+        callback : callable(epoch, elapsed_seconds, training_auc), optional
+            Called after every epoch with that epoch's sampled training AUC.
+
+        Returns
+        -------
+        self
+        """
+        params = self._check_params()
+        dtype, f = params["dtype"], params["factors"]
+        csr = check_interactions(X, "X", dtype=dtype)
+        positives = _Positives.from_csr(csr)
+        n_users, n_items = csr.shape
+
+        rng = np.random.default_rng(self.random_state)
+        user_factors = ((rng.random((n_users, f)) - 0.5) / f).astype(dtype)
+        item_factors = ((rng.random((n_items, f)) - 0.5) / f).astype(dtype)
+        item_bias = np.zeros(n_items, dtype=dtype)
+
+        progress = Progress(params["iterations"], params["loss"].upper(),
+                            enabled=params["show_progress"])
+        history = self._run_epochs(params, positives, user_factors, item_factors, item_bias,
+                                   params["iterations"], rng, True, callback, progress)
+        progress.close()
+
+        self.auc_history_ = history
+        user_map, item_map = id_maps_of(X)
+        self._state = FittedState(user_factors, item_factors, csr, item_bias,
+                                  user_map=user_map, item_map=item_map)
+        return self
+
+    # ------------------------------------------------------------- fold-in
+    def _train_rows(self, state: FittedState, rows: sp.csr_matrix, start: np.ndarray,
+                    epochs: int) -> np.ndarray:
+        """User factors trained on ``rows`` from ``start``, the item side held fixed."""
+        params = self._check_params()
+        user_factors = np.array(start, dtype=state.item_factors.dtype, order="C", copy=True)
+        self._run_epochs(params, _Positives.from_csr(rows), user_factors, state.item_factors,
+                         state.item_bias, epochs, np.random.default_rng(self.random_state),
+                         update_items=False)
+        return user_factors
+
+    def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
+        start = np.zeros((X_rows.shape[0], state.item_factors.shape[1]), dtype=state.item_factors.dtype)
+        return self._train_rows(state, X_rows, start, check_int(self.iterations, "iterations", minimum=0))
+
+    def fold_in(self, X: Any, epochs: int | None = None) -> np.ndarray:
+        """Factors for users described only by their interaction rows ``X`` (not stored).
+
+        Runs SGD on fresh user vectors (starting at zero) with the item factors
+        and biases held fixed.
+
+        Parameters
+        ----------
+        X : sparse matrix, n x n_items
+        epochs : int, optional
+            Passes over ``X``'s interactions; defaults to ``iterations``.
+
+        Returns
+        -------
+        ndarray of shape (X.shape[0], factors)
+        """
+        state = self._require_state()
+        rows = check_interactions(X, "X", dtype=state.item_factors.dtype,
+                                  shape=(None, state.n_items), allow_empty=True)
+        epochs = self.iterations if epochs is None else epochs
+        start = np.zeros((rows.shape[0], state.item_factors.shape[1]), dtype=state.item_factors.dtype)
+        return self._train_rows(state, rows, start, check_int(epochs, "epochs", minimum=0))
+
+    def partial_fit_users(self, user_ids: Any, X_rows: Any, epochs: int | None = None) -> "BPR":
+        """Retrain (or add) users from their full interaction rows, items held fixed.
+
+        Existing users start from their current factors, new ones from zero.
+
+        Parameters
+        ----------
+        user_ids : array of int
+            Users to update.  Ids at or beyond ``n_users_`` grow the model; users
+            between the old count and a new id start with no interactions.
+        X_rows : sparse matrix, len(user_ids) x n_items
+            Each user's complete interactions; they replace the stored rows.
+        epochs : int, optional
+            Passes over ``X_rows``' interactions; defaults to ``iterations``.
+
+        Returns
+        -------
+        self
+        """
+        with self._fit_lock:  # one writer at a time; readers keep the old state
+            state = self._require_state()
+            dtype = state.item_factors.dtype
+            ids, _ = check_ids(user_ids, np.iinfo(np.int32).max, "user_ids")
+            if np.unique(ids).size != ids.size:
+                raise ValueError("user_ids contains duplicates")
+            rows = check_interactions(X_rows, "X_rows", dtype=dtype, shape=(ids.size, state.n_items),
+                                      allow_empty=True)
+            epochs = check_int(self.iterations if epochs is None else epochs, "epochs", minimum=0)
+
+            old_count = state.n_users
+            new_count = max(old_count, int(ids.max()) + 1 if ids.size else 0)
+            user_factors = np.zeros((new_count, state.item_factors.shape[1]), dtype=dtype)
+            user_factors[:old_count] = state.user_factors
+            user_factors[ids] = self._train_rows(state, rows, user_factors[ids], epochs)
+
+            seen = _replace_rows(state.user_items, ids, rows, new_count)
+            self._state = FittedState(user_factors, state.item_factors, seen, state.item_bias,
+                                      state.user_map if new_count == old_count else None,
+                                      state.item_map)
+        return self
+
+
+def _replace_rows(matrix: sp.csr_matrix, ids: np.ndarray, rows: sp.csr_matrix,
+                  n_rows: int) -> sp.csr_matrix:
+    """``matrix`` grown to ``n_rows`` empty-padded rows, with rows ``ids`` replaced by ``rows``."""
+    old = matrix.shape[0]
+    empty = sp.csr_matrix((1, matrix.shape[1]), dtype=matrix.dtype)
+    stacked = sp.vstack([matrix, empty, rows.astype(matrix.dtype)], format="csr")
+    pick = np.minimum(np.arange(n_rows), old)  # rows past the old end read the empty row
+    pick[ids] = old + 1 + np.arange(ids.size)
+    out = stacked[pick]
+    out.sort_indices()
+    out.indices = out.indices.astype(np.int32, copy=False)
+    return out
