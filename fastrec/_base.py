@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from ._idmap import IdMap
 from ._ranking import candidate_ids, exclusion_mask, top_k
 from ._threads import resolve_num_threads
-from ._validation import check_ids, check_interactions, check_n
+from ._validation import check_bool, check_ids, check_interactions, check_n, check_scalar_id
 from .exceptions import NotFittedError
 
 __all__ = ["FactorModel", "FittedState", "id_maps_of"]
@@ -223,11 +223,14 @@ class FactorModel:
         ids, scores
             1-D arrays for a single user, 2-D ``(len(users), n)`` for a batch.
             Sorted by score descending, ties by lower item id.  A single user's
-            arrays hold only eligible items; batch rows with fewer than ``n``
-            eligible items are padded with id ``-1`` and score ``-inf``.
+            arrays hold only eligible items.  A batch has
+            ``min(n, number of ranked items)`` columns; rows with fewer eligible
+            items are padded with id ``-1`` and score ``-inf``.
         """
         state = self._require_state()
         n = check_n(n)
+        exclude_seen = check_bool(exclude_seen, "exclude_seen")
+        recalculate = check_bool(recalculate, "recalculate")
         fresh = None
         if X is not None:
             fresh = check_interactions(X, "X", dtype=state.item_factors.dtype,
@@ -257,7 +260,8 @@ class FactorModel:
             if fresh is not None:
                 parts.append(fresh)
             if parts:
-                seen = parts[0] if len(parts) == 1 else (parts[0] + parts[1]).tocsr()
+                # union of the patterns: adding raw values could cancel an entry out
+                seen = parts[0] if len(parts) == 1 else (abs(parts[0]) + abs(parts[1])).tocsr()
                 if not seen.has_sorted_indices:
                     seen.sort_indices()
         ids, scores = top_k(queries, state.item_factors, state.item_bias, n, seen,
@@ -297,8 +301,8 @@ class FactorModel:
     def predict(self, users: Any, items: Any) -> np.ndarray:
         """Scores of (user, item) pairs; ``users`` and ``items`` broadcast like NumPy arrays."""
         state = self._require_state()
-        u, _ = check_ids(np.ravel(users) if np.ndim(users) else users, state.n_users, "users")
-        i, _ = check_ids(np.ravel(items) if np.ndim(items) else items, state.n_items, "items")
+        u, _ = check_ids(users, state.n_users, "users")
+        i, _ = check_ids(items, state.n_items, "items")
         try:
             u, i = np.broadcast_arrays(u, i)
         except ValueError as exc:
@@ -317,17 +321,20 @@ class FactorModel:
     def rank(self, user: int, items: Any) -> tuple[np.ndarray, np.ndarray]:
         """Order ``items`` for one user: ``(ids, scores)`` sorted by score, ties by lower id."""
         state = self._require_state()
-        user_id, scalar = check_ids(user, state.n_users, "user")
-        if not scalar:
-            raise ValueError("rank takes a single user")
+        user_id = check_scalar_id(user, state.n_users, "user")
         item_ids, _ = check_ids(items, state.n_items, "items")
-        scores = self.predict(np.full(item_ids.size, user_id[0]), item_ids)
+        scores = self.predict(np.full(item_ids.size, user_id), item_ids)
         order = np.lexsort((item_ids, -scores))
         return item_ids[order], scores[order]
 
     # ---------------------------------------------------------- persistence
     def save(self, path: Any) -> None:
-        """Write the model to ``path`` (a versioned ``.npz``; no pickle)."""
+        """Write the model to ``path`` atomically (a versioned, checksummed ``.npz``).
+
+        Model files contain no pickle and loading them runs no code.
+        ``pickle.dumps(model)`` also works (for multiprocessing), but never
+        unpickle data from an untrusted source.
+        """
         from .persistence import save_model
         save_model(self, path)
 

@@ -36,6 +36,8 @@ INT32_MAX = np.iinfo(np.int32).max
 
 def check_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     """Return float32 or float64, or raise for anything else."""
+    if dtype is None:
+        raise TypeError(f"{name} must be float32 or float64, got None")
     try:
         resolved = np.dtype(dtype)
     except TypeError as exc:
@@ -165,7 +167,8 @@ def check_interactions(X: Any, name: str = "X", dtype: Any = np.float32,
     if np.issubdtype(X.dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
 
-    csr = sp.csr_matrix(X, dtype=dtype, copy=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
+        csr = sp.csr_matrix(X, dtype=dtype, copy=True)
     if csr.data.size and not np.isfinite(csr.data).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     csr.sum_duplicates()  # also sorts indices
@@ -330,3 +333,24 @@ def check_selector(selector: Any, n: int, name: str = "selector") -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[positions] = True
     return mask
+
+
+def check_random_state(value: Any, name: str = "random_state") -> Any:
+    """None, a non-negative integer seed, or a ``numpy.random.Generator``."""
+    if value is None or isinstance(value, np.random.Generator):
+        return value
+    return check_int(value, name, minimum=0)
+
+
+def check_callback(value: Any, name: str = "callback") -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable(iteration, elapsed, loss) or None, got {value!r}")
+    return value
+
+
+def check_scalar_id(value: Any, n: int, name: str) -> int:
+    """One integer id in [0, n)."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a single {name} id, got an array of shape {np.shape(value)}")
+    ids, _ = check_ids(value, n, name)
+    return int(ids[0])

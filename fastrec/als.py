@@ -8,6 +8,7 @@ Spark MLlib's default).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -17,8 +18,9 @@ from ._base import FactorModel, FittedState, id_maps_of
 from ._kernels import load_kernel
 from ._progress import Progress
 from ._threads import blas_single_thread, blas_threads, resolve_num_threads
-from ._validation import (check_bool, check_choice, check_dtype, check_float, check_ids,
-                          check_int, check_interactions, check_num_threads)
+from ._validation import (check_bool, check_callback, check_choice, check_dtype, check_float,
+                          check_ids, check_int, check_interactions, check_num_threads,
+                          check_random_state, check_scalar_id)
 
 __all__ = ["ALS"]
 
@@ -108,6 +110,7 @@ class ALS(FactorModel):
             "dtype": check_dtype(self.dtype),
             "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
             "show_progress": check_bool(self.show_progress, "show_progress"),
+            "random_state": check_random_state(self.random_state),
         }
 
     def _row_regularization(self, csr: sp.csr_matrix, params: dict[str, Any]) -> np.ndarray:
@@ -125,10 +128,15 @@ class ALS(FactorModel):
         if YtY is None:
             YtY = self._gram(Y, threads)
         with blas_single_thread():
-            return load_kernel("als").als_half_step(
+            failures = load_kernel("als").als_half_step(
                 csr.indptr, csr.indices, csr.data, X, Y, YtY, reg,
                 X.dtype.type(params["alpha"]), params["confidence"] == "implicit",
                 _SOLVERS[solver], params["cg_steps"], threads)
+        if failures:
+            # a singular row system keeps its previous factors (zeros for fold-in)
+            warnings.warn(f"ALS: {failures} of {X.shape[0]} row systems were singular and left "
+                          "unsolved; use regularization > 0", RuntimeWarning, stacklevel=3)
+        return failures
 
     def _loss(self, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg_users: np.ndarray,
               reg_items: np.ndarray, params: dict[str, Any], threads: int) -> float:
@@ -163,13 +171,21 @@ class ALS(FactorModel):
         self
         """
         params = self._check_params()
+        check_callback(callback)
+        if compute_loss is not None:
+            compute_loss = check_bool(compute_loss, "compute_loss")
+        with self._fit_lock:  # a concurrent partial_fit waits, then applies to the new model
+            return self._fit(X, params, callback, compute_loss)
+
+    def _fit(self, X: Any, params: dict[str, Any], callback: Callback | None,
+             compute_loss: bool | None) -> "ALS":
         dtype, threads, f = params["dtype"], params["num_threads"], params["factors"]
         Cui = check_interactions(X, "X", dtype=dtype)
         Ciu = Cui.T.tocsr()
         Ciu.indices = Ciu.indices.astype(np.int32, copy=False)
         n_users, n_items = Cui.shape
 
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(params["random_state"])
         user_factors = (rng.standard_normal((n_users, f)) * 0.01).astype(dtype)
         item_factors = (rng.standard_normal((n_items, f)) * 0.01).astype(dtype)
         reg_users = self._row_regularization(Cui, params)
@@ -266,15 +282,27 @@ class ALS(FactorModel):
             state = self._require_state()
             dtype = state.item_factors.dtype
             own_count = state.n_users if side == "users" else state.n_items
-            ids_arr, _ = check_ids(ids, np.iinfo(np.int32).max, "user_ids" if side == "users" else "item_ids")
+            ids_name = "user_ids" if side == "users" else "item_ids"
+            ids_arr, _ = check_ids(ids, np.iinfo(np.int32).max, ids_name)
             if np.unique(ids_arr).size != ids_arr.size:
-                raise ValueError(f"{'user_ids' if side == 'users' else 'item_ids'} contains duplicates")
+                raise ValueError(f"{ids_name} contains duplicates")
+            growth_limit = own_count + max(1024, 2 * ids_arr.size, own_count)
+            if ids_arr.size and int(ids_arr.max()) >= growth_limit:
+                raise ValueError(f"{ids_name} contains id {int(ids_arr.max())}, which would grow the model "
+                                 f"from {own_count} to {int(ids_arr.max()) + 1} {side}; new ids must be "
+                                 f"below {growth_limit} (add {side} with consecutive ids)")
             if side == "users":
-                rows = check_interactions(X, "X_rows", dtype=dtype, shape=(ids_arr.size, state.n_items),
+                rows = check_interactions(X, "X_rows", dtype=dtype, shape=(None, state.n_items),
                                           allow_empty=True)
+                if rows.shape[0] != ids_arr.size:
+                    raise ValueError(f"X_rows has {rows.shape[0]} rows but user_ids has "
+                                     f"{ids_arr.size} ids; pass one row per user")
             else:
-                cols = check_interactions(X, "X_cols", dtype=dtype, shape=(state.n_users, ids_arr.size),
+                cols = check_interactions(X, "X_cols", dtype=dtype, shape=(state.n_users, None),
                                           allow_empty=True)
+                if cols.shape[1] != ids_arr.size:
+                    raise ValueError(f"X_cols has {cols.shape[1]} columns but item_ids has "
+                                     f"{ids_arr.size} ids; pass one column per item")
                 rows = cols.T.tocsr()
                 rows.indices = rows.indices.astype(np.int32, copy=False)
             other = "items" if side == "users" else "users"
@@ -338,8 +366,10 @@ class ALS(FactorModel):
         """
         state = self._require_state()
         params = self._check_params()
-        user_id, _ = check_ids(user, state.n_users, "user")
-        item_id, _ = check_ids(item, state.n_items, "item")
+        user_id = np.array([check_scalar_id(user, state.n_users, "user")])
+        item_id = np.array([check_scalar_id(item, state.n_items, "item")])
+        if n is not None:
+            n = check_int(n, "n", minimum=0)
         if X is not None:
             row = check_interactions(X, "X", dtype=state.item_factors.dtype,
                                      shape=(1, state.n_items))

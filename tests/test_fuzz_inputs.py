@@ -350,28 +350,20 @@ def test_set_params_rejects_unknown_names(fitted):
         _fresh_copy(fitted).set_params(factor=3)
 
 
-# --------------------------------------------------------------- known gaps
-# Found by this suite and reported to the lead (ALS / FactorModel code).  They
-# are strict xfails: once fixed they fail as XPASS, so delete the marker then.
-def _gap(reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"known gap, reported: {reason}")
+# ------------------------------------------------- gaps found by this suite (fixed)
 
-
-@_gap("ALS.explain does not validate n (int(n) is called on anything)")
 @pytest.mark.parametrize("n", [np.inf, np.nan, -1, 2.5, "5", [5], True])
 def test_explain_validates_n(fitted, n):
     with pytest.raises((ValueError, TypeError), match=r"\bn\b"):
         fitted.explain(2, 3, n=n)
 
 
-@_gap("ALS.explain silently uses the first of several users/items, IndexError on empty")
 @pytest.mark.parametrize("args", [([1, 2], 3), (2, [3, 4]), (2, []), ([], 3)])
 def test_explain_needs_one_user_and_one_item(fitted, args):
     with pytest.raises((ValueError, TypeError, IndexError), match=r"\b(user|item)\b"):
         fitted.explain(*args)
 
 
-@_gap("recommend treats exclude_seen / recalculate by truthiness")
 @pytest.mark.parametrize("kwargs", [{"exclude_seen": np.array([True, False])}, {"exclude_seen": "no"},
                                     {"recalculate": "no"}])
 def test_recommend_validates_flags(fitted, kwargs):
@@ -379,7 +371,6 @@ def test_recommend_validates_flags(fitted, kwargs):
         fitted.recommend([0, 1], X=_training_matrix()[[0, 1]], **kwargs)
 
 
-@_gap("FactorModel.predict calls np.ndim(users) before check_ids, so ragged lists give NumPy's message")
 @pytest.mark.parametrize("arg", ["users", "items"])
 def test_predict_names_ragged_ids(fitted, arg):
     kwargs = {"users": [0, 1], "items": [0, 1], arg: [[0], [0, 1]]}
@@ -387,21 +378,18 @@ def test_predict_names_ragged_ids(fitted, arg):
         fitted.predict(**kwargs)
 
 
-@_gap("ALS._check_params does not validate random_state; NumPy's message does not name it")
 @pytest.mark.parametrize("random_state", [-1, "seed", 1.5, [1, -2]])
 def test_fit_validates_random_state(random_state):
     with pytest.raises((ValueError, TypeError), match="random_state"):
         ALS(factors=3, iterations=1, random_state=random_state).fit(_training_matrix())
 
 
-@_gap("ALS.fit calls callback without checking it is callable (fails after the first iteration)")
 @pytest.mark.parametrize("callback", [5, "print"])
 def test_fit_validates_callback(callback):
     with pytest.raises(TypeError, match="callback"):
         ALS(factors=3, iterations=1, num_threads=1).fit(_training_matrix(), callback=callback)
 
 
-@_gap("partial_fit_items with a wrong number of ids says 'the model has 1 items'")
 def test_partial_fit_items_count_mismatch_message(fitted):
     X = _training_matrix()
     with pytest.raises(ValueError) as info:
