@@ -61,18 +61,84 @@ cdef extern from *:
     #define fr_prefetch_read(p) ((void)(p))
     #define fr_prefetch_write(p) ((void)(p))
     #endif
+
+    /* The per-element update of one triple, in C so that ``__restrict`` lets the
+       compiler vectorise it (the rows never overlap: p != n, and the user,
+       item and accumulator rows live in different arrays).  ``g`` is the
+       loss's gradient coefficient; the right-hand sides use the old user row.
+       pair_*: user and both items move; user_*: only the user (fold-in). */
+    #define FR_DEFINE_STEPS(T, SQRT, SFX)                                            \
+    static inline void fr_pair_sgd_##SFX(T *__restrict u, T *__restrict p,          \
+                                         T *__restrict n, T g, T lr, T reg, int f) { \
+        _Pragma("omp simd")                                                          \
+        for (int k = 0; k < f; ++k) {                                                \
+            T uk = u[k];                                                             \
+            u[k] = uk + lr * (g * (p[k] - n[k]) - reg * uk);                         \
+            p[k] = p[k] + lr * (g * uk - reg * p[k]);                                \
+            n[k] = n[k] + lr * (-g * uk - reg * n[k]);                               \
+        }                                                                            \
+    }                                                                                \
+    static inline void fr_user_sgd_##SFX(T *__restrict u, const T *__restrict p,    \
+                                         const T *__restrict n, T g, T lr, T reg,    \
+                                         int f) {                                    \
+        _Pragma("omp simd")                                                          \
+        for (int k = 0; k < f; ++k)                                                  \
+            u[k] = u[k] + lr * (g * (p[k] - n[k]) - reg * u[k]);                     \
+    }                                                                                \
+    static inline void fr_pair_adagrad_##SFX(T *__restrict u, T *__restrict p,      \
+            T *__restrict n, T *__restrict au, T *__restrict ap, T *__restrict an,   \
+            T g, T lr, T reg, int f) {                                               \
+        _Pragma("omp simd")                                                          \
+        for (int k = 0; k < f; ++k) {                                                \
+            T uk = u[k];                                                             \
+            T du = g * (p[k] - n[k]) - reg * uk;                                     \
+            T dp = g * uk - reg * p[k];                                              \
+            T dn = -g * uk - reg * n[k];                                             \
+            au[k] += du * du;                                                        \
+            ap[k] += dp * dp;                                                        \
+            an[k] += dn * dn;                                                        \
+            u[k] = uk + lr * du / SQRT(au[k]);                                       \
+            p[k] = p[k] + lr * dp / SQRT(ap[k]);                                     \
+            n[k] = n[k] + lr * dn / SQRT(an[k]);                                     \
+        }                                                                            \
+    }                                                                                \
+    static inline void fr_user_adagrad_##SFX(T *__restrict u, const T *__restrict p, \
+            const T *__restrict n, T *__restrict au, T g, T lr, T reg, int f) {      \
+        _Pragma("omp simd")                                                          \
+        for (int k = 0; k < f; ++k) {                                                \
+            T du = g * (p[k] - n[k]) - reg * u[k];                                   \
+            au[k] += du * du;                                                        \
+            u[k] = u[k] + lr * du / SQRT(au[k]);                                     \
+        }                                                                            \
+    }
+    #include <math.h>
+    FR_DEFINE_STEPS(float, sqrtf, s)
+    FR_DEFINE_STEPS(double, sqrt, d)
     """
     uint64_t fr_next_u64(uint64_t *state) nogil
     uint64_t fr_below(uint64_t *state, uint64_t n) nogil
     void fr_prefetch_read(const void *p) nogil
     void fr_prefetch_write(const void *p) nogil
+    void fr_pair_sgd_s(float *u, float *p, float *n, float g, float lr, float reg, int f) nogil
+    void fr_pair_sgd_d(double *u, double *p, double *n, double g, double lr, double reg, int f) nogil
+    void fr_user_sgd_s(float *u, const float *p, const float *n, float g, float lr, float reg, int f) nogil
+    void fr_user_sgd_d(double *u, const double *p, const double *n, double g, double lr, double reg,
+                       int f) nogil
+    void fr_pair_adagrad_s(float *u, float *p, float *n, float *au, float *ap, float *an,
+                           float g, float lr, float reg, int f) nogil
+    void fr_pair_adagrad_d(double *u, double *p, double *n, double *au, double *ap, double *an,
+                           double g, double lr, double reg, int f) nogil
+    void fr_user_adagrad_s(float *u, const float *p, const float *n, float *au,
+                           float g, float lr, float reg, int f) nogil
+    void fr_user_adagrad_d(double *u, const double *p, const double *n, double *au,
+                           double g, double lr, double reg, int f) nogil
 
 
 cdef enum:
     LOSS_BPR = 0
     LOSS_WARP = 1
-    AHEAD = 8            # pipeline distance between drawing, prefetching and using a sample
-    RING = 32            # ring slots; must exceed 2 * AHEAD
+    AHEAD = 4            # pipeline distance between the stages of a sample (see run_chunk)
+    RING = 16            # ring slots; must exceed 3 * AHEAD
     MAX_NEGATIVE_DRAWS = 64  # BPR: give up on a user whose items are almost all positives
 
 
@@ -131,21 +197,24 @@ cdef inline void prefetch_row(const void *row, int n_bytes, bint write) noexcept
 
 
 cdef inline bint is_positive(const Model *m, int user, int item) noexcept nogil:
-    """Binary search of ``item`` in the user's sorted row."""
-    cdef long long lo = m.indptr[user]
-    cdef long long hi = m.indptr[user + 1]
-    cdef long long mid
-    cdef int v
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = m.indices[mid]
-        if v == item:
-            return True
-        if v < item:
-            lo = mid + 1
-        else:
-            hi = mid
-    return False
+    """Whether ``item`` is in the user's sorted row.
+
+    A branch-free binary search (the comparisons are unpredictable, so
+    branches would mispredict half the time) that prefetches both possible
+    next probes while the current one loads.
+    """
+    cdef const int *a = m.indices + m.indptr[user]
+    cdef long long n = m.indptr[user + 1] - m.indptr[user]
+    cdef long long half
+    if n == 0:
+        return False
+    while n > 1:
+        half = n >> 1
+        fr_prefetch_read(a + (half >> 1))
+        fr_prefetch_read(a + half + (half >> 1))
+        a += half * (a[half] <= item)
+        n -= half
+    return a[0] == item
 
 
 cdef inline floating score(const Model *m, int user, int item, floating like) noexcept nogil:
@@ -165,7 +234,7 @@ cdef inline void adagrad_scalar(floating *param, floating *acc, floating grad, f
 cdef inline void pair_step(const Model *m, int user, int pos, int neg,
                            floating g, floating lr, floating reg) noexcept nogil:
     """Move the triple's parameters along gradient coefficient ``g`` (see the module docstring)."""
-    cdef int f = m.f, k
+    cdef int f = m.f
     cdef long long ou = <long long> user * f
     cdef long long op = <long long> pos * f
     cdef long long on = <long long> neg * f
@@ -177,45 +246,38 @@ cdef inline void pair_step(const Model *m, int user, int pos, int neg,
     cdef floating *Ap
     cdef floating *An
     cdef floating *Ab
-    cdef floating uk, du, dp, dn
 
     if m.GU == NULL:
-        if m.update_items:
-            for k in range(f):
-                uk = u[k]
-                u[k] = uk + lr * (g * (p[k] - n[k]) - reg * uk)
-                p[k] = p[k] + lr * (g * uk - reg * p[k])
-                n[k] = n[k] + lr * (-g * uk - reg * n[k])
-            b[pos] += lr * (g - reg * b[pos])
-            b[neg] += lr * (-g - reg * b[neg])
+        if not m.update_items:
+            if floating is float:
+                fr_user_sgd_s(u, p, n, g, lr, reg, f)
+            else:
+                fr_user_sgd_d(u, p, n, g, lr, reg, f)
+            return
+        if floating is float:
+            fr_pair_sgd_s(u, p, n, g, lr, reg, f)
         else:
-            for k in range(f):
-                u[k] = u[k] + lr * (g * (p[k] - n[k]) - reg * u[k])
+            fr_pair_sgd_d(u, p, n, g, lr, reg, f)
+        b[pos] += lr * (g - reg * b[pos])
+        b[neg] += lr * (-g - reg * b[neg])
         return
 
     Au = <floating *> m.GU + ou
-    if m.update_items:
-        Ap = <floating *> m.GV + op
-        An = <floating *> m.GV + on
-        Ab = <floating *> m.Gb
-        for k in range(f):
-            uk = u[k]
-            du = g * (p[k] - n[k]) - reg * uk
-            dp = g * uk - reg * p[k]
-            dn = -g * uk - reg * n[k]
-            Au[k] += du * du
-            Ap[k] += dp * dp
-            An[k] += dn * dn
-            u[k] = uk + lr * du / fsqrt(Au[k])
-            p[k] = p[k] + lr * dp / fsqrt(Ap[k])
-            n[k] = n[k] + lr * dn / fsqrt(An[k])
-        adagrad_scalar(&b[pos], &Ab[pos], g - reg * b[pos], lr)
-        adagrad_scalar(&b[neg], &Ab[neg], -g - reg * b[neg], lr)
+    if not m.update_items:
+        if floating is float:
+            fr_user_adagrad_s(u, p, n, Au, g, lr, reg, f)
+        else:
+            fr_user_adagrad_d(u, p, n, Au, g, lr, reg, f)
+        return
+    Ap = <floating *> m.GV + op
+    An = <floating *> m.GV + on
+    Ab = <floating *> m.Gb
+    if floating is float:
+        fr_pair_adagrad_s(u, p, n, Au, Ap, An, g, lr, reg, f)
     else:
-        for k in range(f):
-            du = g * (p[k] - n[k]) - reg * u[k]
-            Au[k] += du * du
-            u[k] = u[k] + lr * du / fsqrt(Au[k])
+        fr_pair_adagrad_d(u, p, n, Au, Ap, An, g, lr, reg, f)
+    adagrad_scalar(&b[pos], &Ab[pos], g - reg * b[pos], lr)
+    adagrad_scalar(&b[neg], &Ab[neg], -g - reg * b[neg], lr)
 
 
 cdef inline bint sample_step(const Model *m, int user, int pos, int neg, floating x,
@@ -294,27 +356,46 @@ cdef inline void warp_sample(const Model *m, uint64_t *state, int user, int pos,
         neg = <int> fr_below(state, m.n_items)
 
 
+cdef inline void prefetch_positives(const Model *m, int user) noexcept nogil:
+    """The lines of the user's sorted row that ``is_positive`` will probe first."""
+    cdef long long lo = m.indptr[user]
+    cdef long long hi = m.indptr[user + 1]
+    cdef long long j, step
+    if hi - lo <= 128:  # up to 8 cache lines: take them all
+        for j in range(lo, hi, 16):
+            fr_prefetch_read(&m.indices[j])
+        fr_prefetch_read(&m.indices[hi - 1])
+    else:  # the first three levels of the binary search
+        step = (hi - lo) >> 2
+        for j in range(1, 4):
+            fr_prefetch_read(&m.indices[lo + j * step])
+
+
 cdef void run_chunk(const Model *m, long long n_samples, uint64_t seed,
                     floating lr, floating reg, Counts *counts) noexcept nogil:
-    """``n_samples`` samples drawn from one thread's stream, pipelined in three stages.
+    """``n_samples`` samples drawn from one thread's stream, pipelined in four stages.
 
-    Stage A draws sample s's interaction and prefetches its (user, item);
-    stage B, AHEAD samples later, draws its first negative and prefetches the
-    factor rows; stage C, AHEAD samples after that, runs the loss's step.
+    Each stage runs AHEAD samples after the previous one, so the random
+    reads it prefetches have arrived when the next stage needs them:
+    A draws sample s's interaction and prefetches its (user, item);
+    B reads them, draws the first negative and prefetches the factor rows;
+    C prefetches the user's positives (for verify_negative_samples);
+    D runs the loss's step.  All draws come from the thread's one stream in a
+    fixed order, so a seed still fixes the result.
     """
     cdef long long idx_ring[RING]
     cdef int user_ring[RING]
     cdef int pos_ring[RING]
     cdef int neg_ring[RING]
     cdef uint64_t state = seed
-    cdef long long s, idx
+    cdef long long s, t, idx
     cdef int slot, user, pos, neg
     cdef floating w
     cdef const floating *weights = <const floating *> m.weights
 
     memset(counts, 0, sizeof(Counts))
-    for s in range(n_samples + 2 * AHEAD):
-        if s < n_samples:
+    for s in range(n_samples + 3 * AHEAD):
+        if s < n_samples:  # stage A
             slot = s & (RING - 1)
             idx = <long long> fr_below(&state, m.nnz)
             idx_ring[slot] = idx
@@ -322,8 +403,9 @@ cdef void run_chunk(const Model *m, long long n_samples, uint64_t seed,
             fr_prefetch_read(&m.indices[idx])
             if weights != NULL:
                 fr_prefetch_read(&weights[idx])
-        if AHEAD <= s < n_samples + AHEAD:
-            slot = (s - AHEAD) & (RING - 1)
+        t = s - AHEAD
+        if 0 <= t < n_samples:  # stage B
+            slot = t & (RING - 1)
             idx = idx_ring[slot]
             user = m.users[idx]
             pos = m.indices[idx]
@@ -332,8 +414,12 @@ cdef void run_chunk(const Model *m, long long n_samples, uint64_t seed,
             pos_ring[slot] = pos
             neg_ring[slot] = neg
             prefetch_sample(m, user, pos, neg, lr)
-        if s >= 2 * AHEAD:
-            slot = (s - 2 * AHEAD) & (RING - 1)
+        t = s - 2 * AHEAD
+        if m.verify and 0 <= t < n_samples:  # stage C
+            prefetch_positives(m, user_ring[t & (RING - 1)])
+        t = s - 3 * AHEAD
+        if t >= 0:  # stage D
+            slot = t & (RING - 1)
             w = 1 if weights == NULL else weights[idx_ring[slot]]
             if m.loss == LOSS_BPR:
                 bpr_sample(m, &state, user_ring[slot], pos_ring[slot], neg_ring[slot],

@@ -173,7 +173,37 @@ static inline void NAME##_symv(const T *A, const T *x, T *out, int n) {       \
     }                                                                         \
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+/* AVX2 build: four dots reduced together (3 hadds instead of 4 full
+ * horizontal sums), which matters at f = 64 where each dot is only 8 FMAs. */
+FR_DEFINE_MULTI(float, fr_s_generic_)
+static inline __attribute__((always_inline)) void fr_s_dot4(
+        const float *r0, const float *r1, const float *r2, const float *r3,
+        const float *x, int n, float *out) {
+    if (n & 7) { fr_s_generic__dot4(r0, r1, r2, r3, x, n, out); return; }
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < n; i += 8) {
+        __m256 xi = _mm256_loadu_ps(x + i);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xi, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xi, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xi, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xi, s3);
+    }
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+}
+static inline __attribute__((always_inline)) void fr_s_axpy4(
+        float a0, float a1, float a2, float a3, const float *r0, const float *r1,
+        const float *r2, const float *r3, float *y, int n) {
+    fr_s_generic__axpy4(a0, a1, a2, a3, r0, r1, r2, r3, y, n);
+}
+static inline void fr_s_symv(const float *A, const float *x, float *out, int n) {
+    fr_s_generic__symv(A, x, out, n);
+}
+#else
 FR_DEFINE_MULTI(float, fr_s)
+#endif
 FR_DEFINE_MULTI(double, fr_d)
 
 #endif

@@ -7,6 +7,8 @@ from ._threads import available_cpus
 from .als import ALS
 from .bpr import BPR
 from .exceptions import ModelFormatError, NotFittedError
+from .interactions import Interactions
+from . import datasets
 from . import evaluation, model_selection
 from .evaluation import (evaluate, leave_last_k_out, per_user_split, random_split, ranking_metrics,
                          temporal_split, user_split)
@@ -17,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ALS",
     "BPR",
+    "Interactions",
+    "datasets",
     "NotFittedError",
     "ModelFormatError",
     "available_cpus",

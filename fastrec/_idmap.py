@@ -70,24 +70,30 @@ class IdMap:
             ``"raise"`` raises ``KeyError`` naming unknown ids; ``"mask"`` returns -1 for them.
         """
         scalar = np.ndim(raw) == 0
-        arr = np.atleast_1d(np.asarray(raw))
-        try:
-            arr = arr.astype(self.labels.dtype) if arr.size else arr.astype(self.labels.dtype)
-        except (ValueError, TypeError):
-            arr = arr.astype(str)
-        if self._sorted.size == 0:
-            pos = np.zeros(arr.shape, dtype=np.intp)
-            found = np.zeros(arr.shape, dtype=bool)
-        else:
-            try:
-                pos = np.searchsorted(self._sorted, arr)
-            except TypeError:  # comparing strings with ints: nothing matches
-                pos = np.zeros(arr.shape, dtype=np.intp)
-                found = np.zeros(arr.shape, dtype=bool)
+        query = np.atleast_1d(np.asarray(raw))
+        # Compare with the caller's values, not a cast of them: casting would
+        # truncate 'bobby' to a 'bob' label or 1.7 to 1 and report a false match.
+        if self.labels.dtype.kind == "i":
+            if query.dtype.kind in "iub":
+                arr = query.astype(np.int64)
+            elif query.dtype.kind == "f":
+                whole = np.isfinite(query) & (query == np.round(query))
+                arr = np.where(whole, query, 0).astype(np.int64)
             else:
-                pos = np.minimum(pos, self._sorted.size - 1)
-                found = self._sorted[pos] == arr
+                arr, whole = None, None
+        else:
+            arr = query.astype(str)
+            whole = None
+        if arr is None or self._sorted.size == 0:
+            pos = np.zeros(query.shape, dtype=np.intp)
+            found = np.zeros(query.shape, dtype=bool)
+        else:
+            pos = np.minimum(np.searchsorted(self._sorted, arr), self._sorted.size - 1)
+            found = self._sorted[pos] == arr
+            if whole is not None:
+                found &= whole
         out = np.where(found, self._order[pos] if self._sorted.size else -1, -1).astype(np.int32)
+        arr = query
         if not found.all():
             if unknown == "raise":
                 missing = arr[~found]
