@@ -71,6 +71,7 @@ class IdMap:
         """
         scalar = np.ndim(raw) == 0
         query = np.atleast_1d(np.asarray(raw))
+        whole = None  # mask of float queries that are whole numbers
         # Compare with the caller's values, not a cast of them: casting would
         # truncate 'bobby' to a 'bob' label or 1.7 to 1 and report a false match.
         if self.labels.dtype.kind == "i":
@@ -83,7 +84,6 @@ class IdMap:
                 arr, whole = None, None
         else:
             arr = query.astype(str)
-            whole = None
         if arr is None or self._sorted.size == 0:
             pos = np.zeros(query.shape, dtype=np.intp)
             found = np.zeros(query.shape, dtype=bool)
