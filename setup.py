@@ -1,8 +1,8 @@
 """Build the Cython + OpenMP kernels in ext/ into modules of the fastrec package.
 
 Every ``ext/_NAME.pyx`` becomes ``fastrec._NAME`` built with portable flags
-(``-O3``, baseline ISA) and, on x86-64, also ``fastrec._NAME_avx2`` built with
-``-mavx2 -mfma``.  ``fastrec._kernels`` picks the fastest variant the running
+(``-O3``, baseline ISA) and, on x86-64, also ``fastrec._NAME_avx2`` (``-mavx2
+-mfma``) and ``fastrec._NAME_avx512`` (AVX-512 F/DQ/VL/BW).  ``fastrec._kernels`` picks the fastest variant the running
 CPU supports, so a wheel is fast without ``-march=native``.
 
 Environment variables
@@ -69,10 +69,18 @@ def _extension(name, source, extra):
     )
 
 
-def _avx2_variant(source):
+# x86-64 builds besides the portable one; fastrec._kernels picks the best the CPU runs
+ISA_VARIANTS = {
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
+               "-mprefer-vector-width=512"],
+}
+
+
+def _isa_variant(source, suffix):
     """A one-line .pyx that textually includes ``source`` under another module name."""
     VARIANT_DIR.mkdir(parents=True, exist_ok=True)
-    stub = VARIANT_DIR / f"{source.stem}_avx2.pyx"
+    stub = VARIANT_DIR / f"{source.stem}_{suffix}.pyx"
     text = f'include "{source.name}"\n'
     if not stub.exists() or stub.read_text() != text:
         stub.write_text(text)
@@ -83,9 +91,8 @@ extensions = []
 for source in sorted(EXT_DIR.glob("_*.pyx")):
     extensions.append(_extension(source.stem, source, []))
     if is_x86 and not debug and not native:
-        extensions.append(
-            _extension(f"{source.stem}_avx2", _avx2_variant(source), ["-mavx2", "-mfma"])
-        )
+        for suffix, flags in ISA_VARIANTS.items():
+            extensions.append(_extension(f"{source.stem}_{suffix}", _isa_variant(source, suffix), flags))
 
 setup(
     ext_modules=cythonize(

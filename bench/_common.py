@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -115,6 +115,39 @@ def describe(X: sp.csr_matrix) -> str:
 
 def csr_bytes(X: sp.csr_matrix) -> int:
     return int(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
+
+
+def trained_als(X: sp.csr_matrix, factors: int, threads: int = THREADS, iterations: int = 2,
+                seed: int = 0):
+    """A fastrec ALS (default hyperparameters) from a short fit on ``X``, cached on disk.
+
+    Realistic factors for the serving benchmarks; the model file lives under
+    ``bench/.cache/models`` and is refitted when it is missing or unreadable.
+    """
+    import fastrec
+    path = CACHE / "models" / f"als_{X.shape[0]}x{X.shape[1]}x{X.nnz}_f{factors}_it{iterations}_s{seed}.npz"
+    if path.exists():
+        try:
+            return fastrec.ALS.load(path).set_params(num_threads=threads)
+        except Exception as exc:  # an older file format: refit
+            print(f"refitting {path.name}: {exc}", file=sys.stderr)
+    print(f"fitting ALS ({factors} factors, {iterations} iterations) for the serving benches ...",
+          file=sys.stderr, flush=True)
+    model = fastrec.ALS(factors=factors, iterations=iterations, num_threads=threads,
+                        random_state=seed).fit(X)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def implicit_twin(model: Any, threads: int = THREADS, **params: Any):
+    """An implicit CPU ALS model serving the same factors as the fastrec ``model``."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    with blas_limit(1):
+        twin = AlternatingLeastSquares(factors=model.item_factors_.shape[1], num_threads=threads, **params)
+    twin.user_factors = np.array(model.user_factors_, dtype=np.float32)  # writable copies
+    twin.item_factors = np.array(model.item_factors_, dtype=np.float32)
+    return twin
 
 
 # --------------------------------------------------------------- metrics
@@ -224,14 +257,73 @@ def alternate(runners: dict[str, Callable[[], Sample | Sequence[Sample]]], repea
     return result
 
 
+def latencies(calls: dict[str, Callable[[int], Any]], n: int, block: int = 100) -> Alternated:
+    """Per-call samples of ``calls[name](j)`` for j in 0..n-1, in alternated blocks.
+
+    Block b of every contender runs before block b+1 of any, so slow phases
+    of a noisy machine hit all of them alike.  The first block runs once
+    more, untimed, as a warm-up.  Contenders whose name starts with
+    "implicit" run with BLAS at one thread (set once per block).
+    """
+    result = Alternated({name: [] for name in calls})
+    wall, cpu = time.perf_counter, time.process_time
+    for b, start in enumerate([0, *range(0, n, block)]):
+        for name, fn in calls.items():
+            out = result.samples[name] if b else []
+            with blas_limit(1) if name.startswith("implicit") else _nothing():
+                for j in range(start, min(start + block, n)):
+                    w, c = wall(), cpu()
+                    fn(j)
+                    out.append(Sample(wall() - w, cpu() - c))
+    return result
+
+
+def latency_row(result: Alternated, bar: float | None, ours: str = "fastrec", **first: Any) -> dict:
+    """p50/p99 in ms of ``ours`` and of every other contender, the ratios against the best of them."""
+    row: dict[str, Any] = dict(first)
+    p_ours = percentiles(result.walls(ours))
+    anchors = {name: percentiles(result.walls(name)) for name in result.samples if name != ours}
+    best = min(anchors, key=lambda name: anchors[name][0])
+    row[f"{ours} p50 ms"] = 1e3 * p_ours[0]
+    row[f"{ours} p99 ms"] = 1e3 * p_ours[1]
+    for name, p in anchors.items():
+        row[f"{name} p50 ms"] = 1e3 * p[0]
+        row[f"{name} p99 ms"] = 1e3 * p[1]
+    row["ratio p50"] = p_ours[0] / anchors[best][0]
+    row["ratio p99"] = p_ours[1] / anchors[best][1]
+    row["vs"] = best
+    for name in result.samples:
+        row[f"{name} cpu p50 ms"] = 1e3 * percentiles(result.cpus(name))[0]
+    row["calls each"] = len(result.samples[ours])
+    if bar is not None:
+        row["bar"] = f"p50 ratio <= {bar:g}"
+        row["pass"] = bool(row["ratio p50"] <= bar)
+    return row
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 99)) -> list[float]:
     return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), qs)]
 
 
+_controller: ThreadpoolController | None = None
+
+
 @contextmanager
 def blas_limit(n: int = 1) -> Iterator[None]:
-    """BLAS limited to ``n`` threads (implicit's docs ask for 1 around its calls)."""
-    with threadpool_limits(limits=n, user_api="blas"):
+    """BLAS limited to ``n`` threads (implicit's docs ask for 1 around its calls).
+
+    Entering costs a little (the limit is set on every loaded BLAS), so enter
+    it around a batch of timed calls, not inside each one.
+    """
+    global _controller
+    if _controller is None:  # scanning the loaded libraries is slow: once per process
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=n, user_api="blas"):
         yield
 
 

@@ -37,7 +37,7 @@ cdef inline void confidence(floating r, floating alpha, bint implicit_convention
 
 
 DEF PREFETCH_AHEAD = 6
-DEF GATHER_BYTES = 262144  # gather a row's factor vectors when they fit in L2
+DEF GATHER_BYTES = 1048576  # gather a row's factor vectors when they fit in L2
 
 
 cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,

@@ -294,6 +294,8 @@ cdef inline bint sample_step(const Model *m, int user, int pos, int neg, floatin
         if x >= 1:
             return False
         g = w * (<const floating *> m.rank_weight)[(m.n_items - 1) // n_sampled]
+        if g == 0:
+            return False  # more draws than items: no rank information (L(0) = 0)
     pair_step(m, user, pos, neg, g, lr, reg)
     return True
 
@@ -555,7 +557,7 @@ def apply_samples(int loss, const int[:, ::1] samples, const floating[::1] sampl
 
     ``samples`` is (n, 4) int32 rows ``(user, pos, neg, n_sampled)``;
     ``n_sampled`` is WARP's count of negatives drawn (ignored by BPR).  Ids
-    must be in range (the caller checks).  Returns how many steps were taken.
+    are checked.  Returns how many steps were taken.
     """
     cdef Model m
     cdef const long long[::1] no_indptr = np.zeros(U.shape[0] + 1, dtype=np.int64)
@@ -568,6 +570,12 @@ def apply_samples(int loss, const int[:, ::1] samples, const floating[::1] sampl
                1, False, update_items)
     if samples.shape[1] != 4 or sample_weights.shape[0] != samples.shape[0]:
         raise ValueError("samples must be (n, 4) with one weight per sample")
+    if samples.shape[0]:
+        arr = np.asarray(samples)
+        if (arr[:, 0].min() < 0 or arr[:, 0].max() >= U.shape[0] or arr[:, 1:3].min() < 0
+                or arr[:, 1:3].max() >= V.shape[0] or arr[:, 3].min() < 1
+                or (arr[:, 1] == arr[:, 2]).any()):
+            raise ValueError("samples need users and items in range, pos != neg and n_sampled >= 1")
     with nogil:
         for r in range(samples.shape[0]):
             x = (score(&m, samples[r, 0], samples[r, 1], learning_rate)

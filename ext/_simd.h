@@ -183,7 +183,23 @@ static inline __attribute__((always_inline)) void fr_s_dot4(
         const float *x, int n, float *out) {
     if (n & 7) { fr_s_generic__dot4(r0, r1, r2, r3, x, n, out); return; }
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int i = 0; i < n; i += 8) {
+    int i = 0;
+#if defined(__AVX512F__)
+    /* AVX-512 build: 16 lanes, folded to 8 before the shared reduction */
+    __m512 z0 = _mm512_setzero_ps(), z1 = z0, z2 = z0, z3 = z0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 xi = _mm512_loadu_ps(x + i);
+        z0 = _mm512_fmadd_ps(_mm512_loadu_ps(r0 + i), xi, z0);
+        z1 = _mm512_fmadd_ps(_mm512_loadu_ps(r1 + i), xi, z1);
+        z2 = _mm512_fmadd_ps(_mm512_loadu_ps(r2 + i), xi, z2);
+        z3 = _mm512_fmadd_ps(_mm512_loadu_ps(r3 + i), xi, z3);
+    }
+#define FR_FOLD(z) _mm256_add_ps(_mm512_castps512_ps256(z), \
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)))
+    s0 = FR_FOLD(z0); s1 = FR_FOLD(z1); s2 = FR_FOLD(z2); s3 = FR_FOLD(z3);
+#undef FR_FOLD
+#endif
+    for (; i < n; i += 8) {
         __m256 xi = _mm256_loadu_ps(x + i);
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xi, s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xi, s1);

@@ -1,9 +1,9 @@
 """Pick the fastest compiled variant of each kernel module this CPU can run.
 
-``setup.py`` builds every ``ext/_NAME.pyx`` twice on x86-64: ``fastrec._NAME``
-with portable flags and ``fastrec._NAME_avx2`` with ``-mavx2 -mfma``.  We use
-the AVX2 build when NumPy's CPU detection reports AVX2 and FMA3, unless the
-environment sets ``FASTREC_KERNELS=baseline``.
+``setup.py`` builds every ``ext/_NAME.pyx`` three times on x86-64:
+``fastrec._NAME`` with portable flags, ``fastrec._NAME_avx2`` and
+``fastrec._NAME_avx512``.  We use the best build that NumPy's CPU detection
+says this CPU runs; ``FASTREC_KERNELS`` can cap it.
 """
 from __future__ import annotations
 
@@ -14,22 +14,40 @@ from types import ModuleType
 __all__ = ["load_kernel", "kernel_variant"]
 
 
-def _cpu_supports_avx2() -> bool:
+def _cpu_features() -> dict:
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # NumPy < 2
         try:
             from numpy.core._multiarray_umath import __cpu_features__ as features
         except ImportError:
-            return False
-    return bool(features.get("AVX2")) and bool(features.get("FMA3"))
+            return {}
+    return features
+
+
+# best first: (variant, CPU features it needs)
+_VARIANTS = (
+    ("avx512", ("AVX512F", "AVX512DQ", "AVX512VL", "AVX512BW", "AVX2", "FMA3")),
+    ("avx2", ("AVX2", "FMA3")),
+)
 
 
 def kernel_variant() -> str:
-    """Name of the kernel build in use: ``"avx2"`` or ``"baseline"``."""
-    if os.environ.get("FASTREC_KERNELS", "").lower() == "baseline":
+    """Name of the kernel build in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``.
+
+    ``FASTREC_KERNELS`` (``baseline``, ``avx2`` or ``avx512``) caps the choice.
+    """
+    cap = os.environ.get("FASTREC_KERNELS", "").lower()
+    names = [name for name, _ in _VARIANTS]
+    if cap == "baseline":
         return "baseline"
-    return "avx2" if _cpu_supports_avx2() else "baseline"
+    features = _cpu_features()
+    for name, needs in _VARIANTS:
+        if cap in names and names.index(name) < names.index(cap):
+            continue
+        if all(features.get(flag) for flag in needs):
+            return name
+    return "baseline"
 
 
 _cache: dict[str, ModuleType] = {}
@@ -40,9 +58,10 @@ def load_kernel(name: str) -> ModuleType:
     module = _cache.get(name)
     if module is not None:
         return module
-    if kernel_variant() == "avx2":
+    variant = kernel_variant()
+    if variant != "baseline":
         try:
-            module = importlib.import_module(f"fastrec._{name}_avx2")
+            module = importlib.import_module(f"fastrec._{name}_{variant}")
         except ImportError:
             module = None
     if module is None:

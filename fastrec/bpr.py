@@ -24,7 +24,10 @@ from ._validation import (check_bool, check_choice, check_dtype, check_float, ch
 __all__ = ["BPR"]
 
 _LOSSES = {"bpr": 0, "warp": 1}
-_SCHEDULES = ("sgd", "adagrad")
+_SCHEDULES = ("auto", "sgd", "adagrad")
+# WARP needs adagrad: its rank weights scale steps by 1 to ~10, which plain SGD
+# turns into exploding popular-item biases; BPR does as well with SGD at half the cost
+_AUTO_SCHEDULE = {"bpr": "sgd", "warp": "adagrad"}
 
 Callback = Callable[[int, float, float], Any]
 
@@ -100,8 +103,11 @@ class BPR(FactorModel):
     loss : {"bpr", "warp"}
     max_sampled : int
         WARP: most negatives drawn per positive.  Ignored by BPR.
-    learning_schedule : {"sgd", "adagrad"}
-        Constant step size, or adagrad's per-parameter steps (accumulators start at 1).
+    learning_schedule : {"auto", "sgd", "adagrad"}
+        Constant step size, or adagrad's per-parameter steps (accumulators
+        start at 1, so the first steps equal SGD's).  ``"auto"`` picks SGD for
+        BPR and adagrad for WARP, the best of each on MovieLens 1M (adagrad
+        costs about 1.8x per step for its extra reads and writes).
     num_threads : int
         0 uses every CPU this process may use.  More than one thread updates
         shared factors without locks (Hogwild), so only ``num_threads=1`` with a
@@ -125,8 +131,8 @@ class BPR(FactorModel):
     """
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, loss: str = "bpr", max_sampled: int = 10,
-                 learning_schedule: str = "sgd", num_threads: int = 0, random_state: Any = None,
+                 iterations: int = 30, loss: str = "bpr", max_sampled: int = 10,
+                 learning_schedule: str = "auto", num_threads: int = 0, random_state: Any = None,
                  verify_negative_samples: bool = True, dtype: Any = np.float32,
                  show_progress: bool = False):
         self.factors = factors
@@ -144,7 +150,7 @@ class BPR(FactorModel):
 
     # ----------------------------------------------------------- validation
     def _check_params(self) -> dict[str, Any]:
-        return {
+        params = {
             "factors": check_int(self.factors, "factors", minimum=1, maximum=4096),
             "learning_rate": check_float(self.learning_rate, "learning_rate", minimum=0.0,
                                          strict_minimum=True),
@@ -159,6 +165,9 @@ class BPR(FactorModel):
             "dtype": check_dtype(self.dtype),
             "show_progress": check_bool(self.show_progress, "show_progress"),
         }
+        if params["learning_schedule"] == "auto":
+            params["learning_schedule"] = _AUTO_SCHEDULE[params["loss"]]
+        return params
 
     # ------------------------------------------------------------ training
     def _run_epochs(self, params: dict[str, Any], positives: _Positives, user_factors: np.ndarray,

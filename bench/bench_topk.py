@@ -1,0 +1,185 @@
+"""Top-K serving: batch throughput, single-user latency, memory and thread scaling vs implicit.
+
+Factors come from a short fastrec ALS fit (2 CG iterations, default
+hyperparameters) on the MovieLens-20M-shaped data, cached on disk; the same
+arrays are given to an implicit CPU ALS model.  Both exclude each user's
+items from that data ("seen") and return N=10; both use the same thread
+count; implicit runs with BLAS limited to one thread.
+
+* Batch: ``model.recommend(all users, n=10)`` against implicit's
+  ``model.recommend(userids, user_items, N=10, filter_already_liked_items=True)``,
+  alternated, medians; users per second.  Bar: fastrec >= 2x implicit.
+* Single user: ``model.recommend(u, n=10)`` against implicit's single-user call
+  (its one-row ``user_items`` is sliced beforehand, outside the timing), in
+  alternated blocks of users; p50 and p99.  Bar: fastrec p50 <= 0.4x implicit.
+* Memory: RSS sampled during fastrec's all-user batch, minus the outputs.
+  Bar: at most a fixed buffer of about 256 MB.
+* Floor: users x items x factors x 2 FLOPs at the measured sgemm rate;
+  scaling from 1 to 2 threads for both libraries (on a slice of users).
+
+Run: ``python bench/bench_topk.py [--quick] [--factors 64 128]``
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+N = 10
+BATCH_BAR = 2.0  # fastrec throughput / implicit's, at least
+SINGLE_BAR = 0.4  # fastrec p50 / implicit's, at most
+BUFFER_BAR_MB = 256.0
+
+
+def _fastrec_batch(model, users: np.ndarray) -> C.Sample:
+    _, sample = C.timed(lambda: model.recommend(users, n=N))
+    return sample
+
+
+def _implicit_batch(twin, users: np.ndarray, seen) -> C.Sample:
+    with C.blas_limit(1):
+        _, sample = C.timed(lambda: twin.recommend(users, seen, N=N, filter_already_liked_items=True))
+    return sample
+
+
+def agreement(model, twin, X, users: np.ndarray) -> float:
+    """Share of the two libraries' top-N ids that agree (ties may order differently)."""
+    ours, _ = model.recommend(users, n=N)
+    with C.blas_limit(1):
+        theirs, _ = twin.recommend(users, X[users], N=N, filter_already_liked_items=True)
+    return float(np.mean([np.intersect1d(a, b).size / N for a, b in zip(ours, theirs)]))
+
+
+def batch(model, twin, X, repeats: int) -> tuple[C.Alternated, np.ndarray]:
+    users = np.arange(X.shape[0])
+    result = C.alternate({"fastrec": lambda: _fastrec_batch(model, users),
+                          "implicit": lambda: _implicit_batch(twin, users, X)}, repeats)
+    return result, users
+
+
+def single_user(model, twins: dict, X, n_users: int, block: int, seed: int = 0) -> C.Alternated:
+    """Per-call latencies of one-user recommends, alternating blocks of users between contenders."""
+    rng = np.random.default_rng(seed)
+    users = rng.choice(X.shape[0], size=n_users, replace=False)
+    rows = [X[int(u)] for u in users]  # implicit's per-call input, sliced outside the timing
+    calls = {"fastrec": lambda j: model.recommend(int(users[j]), n=N)}
+    for name, tw in twins.items():
+        calls[name] = lambda j, tw=tw: tw.recommend(int(users[j]), rows[j], N=N,
+                                                    filter_already_liked_items=True)
+    return C.latencies(calls, n_users, block)
+
+
+def memory(model, X) -> dict:
+    users = np.arange(X.shape[0])
+    with C.PeakRSS() as rss:
+        ids, scores = model.recommend(users, n=N)
+    outputs = ids.nbytes + scores.nbytes
+    extra = (rss.peak_delta - outputs) / 2 ** 20
+    return {"peak RSS delta MB": rss.peak_delta / 2 ** 20, "outputs MB": outputs / 2 ** 20,
+            "beyond outputs MB": extra, "bar": f"<= {BUFFER_BAR_MB:g} MB", "pass": bool(extra <= BUFFER_BAR_MB)}
+
+
+def scaling(model, twin, X, n_users: int, repeats: int, threads: Sequence[int]) -> dict:
+    """Users/s at each thread count for both libraries, on the first ``n_users`` users."""
+    users = np.arange(min(n_users, X.shape[0]))
+    seen = X[users]
+    runners = {}
+    for t in threads:
+        runners[f"fastrec@{t}"] = lambda t=t: (model.set_params(num_threads=t), _fastrec_batch(model, users))[1]
+
+        def anchor(t=t):
+            twin.num_threads = t
+            return _implicit_batch(twin, users, seen)
+        runners[f"implicit@{t}"] = anchor
+    try:
+        result = C.alternate(runners, repeats)
+    finally:
+        model.set_params(num_threads=max(threads))
+        twin.num_threads = max(threads)
+    return {name: users.size / result.median(name).wall for name in runners}
+
+
+def run(quick: bool = False, threads: int = C.THREADS, factors: Sequence[int] = (64, 128),
+        repeats: int | None = None) -> C.Report:
+    X = C.synthetic(C.data_shape(quick))
+    rates = C.machine_rates()
+    repeats = repeats or (2 if quick else 3)
+    report = C.Report("Top-K serving vs implicit (issue 3)")
+    batch_rows, single_rows, memory_rows, floor_rows = [], [], [], []
+    raw: dict = {"data": C.describe(X), "threads": threads, "rates": vars(rates), "factors": {}}
+    for f in factors:
+        model = C.trained_als(X, f, threads)
+        twin = C.implicit_twin(model, threads)
+        agree = agreement(model, twin, X, np.arange(0, X.shape[0], max(1, X.shape[0] // 500)))
+        print(f"top-K {f} factors: batch ...", file=sys.stderr, flush=True)
+        result, users = batch(model, twin, X, repeats)
+        ours, anchor = result.median("fastrec"), result.median("implicit")
+        speedup = anchor.wall / ours.wall
+        batch_rows.append({
+            "factors": f, "fastrec users/s": users.size / ours.wall, "implicit users/s": users.size / anchor.wall,
+            "speed-up wall": speedup, "speed-up cpu": anchor.cpu / ours.cpu,
+            "fastrec wall s": ours.wall, "implicit wall s": anchor.wall,
+            "fastrec cpu s": ours.cpu, "implicit cpu s": anchor.cpu,
+            "bar": f">= {BATCH_BAR:g}x", "pass": bool(speedup >= BATCH_BAR), "top-10 agreement": agree})
+        print(f"top-K {f} factors: single user ...", file=sys.stderr, flush=True)
+        single_twins = {f"implicit@{threads}": twin}
+        if threads != 1:  # one user cannot use two threads; compare with implicit's faster setting
+            single_twins["implicit@1"] = C.implicit_twin(model, 1)
+        lat = single_user(model, single_twins, X, n_users=400 if quick else 2000, block=100)
+        single_rows.append(C.latency_row(lat, SINGLE_BAR, factors=f))
+        memory_rows.append({"factors": f, **memory(model, X)})
+        flops = 2.0 * X.shape[0] * X.shape[1] * f
+        floor_rows.append({"factors": f, "GFLOP (all users)": flops / 1e9,
+                           "floor s at sgemm rate": flops / (rates.sgemm_gflops * 1e9),
+                           "fastrec GFLOP/s": flops / ours.wall / 1e9,
+                           "fastrec % of sgemm": 100 * flops / ours.wall / 1e9 / rates.sgemm_gflops,
+                           "implicit GFLOP/s": flops / anchor.wall / 1e9})
+        raw["factors"][f] = {"batch": result.samples, "single": lat.samples, "agreement": agree}
+        if f == factors[0]:
+            print(f"top-K {f} factors: thread scaling ...", file=sys.stderr, flush=True)
+            counts = sorted({1, threads})
+            rates_by = scaling(model, twin, X, X.shape[0] // 4, repeats, counts)
+            raw["scaling"] = {"factors": f, "users": X.shape[0] // 4, "threads": counts,
+                              "users_per_s": rates_by,
+                              "floor_users_per_s": {1: rates.sgemm_gflops_1t * 1e9 / (2.0 * X.shape[1] * f),
+                                                    threads: rates.sgemm_gflops * 1e9 / (2.0 * X.shape[1] * f)}}
+    data = f"Data: seen items and factors of {C.describe(X)} (factors from a 2-iteration fastrec ALS fit); N={N}; {threads} threads each."
+    report.table(data + " Batch: all users, alternated runs, medians.", batch_rows,
+                 ["factors", "fastrec users/s", "implicit users/s", "speed-up wall", "speed-up cpu",
+                  "fastrec wall s", "implicit wall s", "fastrec cpu s", "implicit cpu s", "top-10 agreement",
+                  "bar", "pass"])
+    report.table("Single user: `recommend(u, n=10)` vs implicit `recommend(u, user_items[u], N=10)`; alternated "
+                 "blocks of 100 users; implicit@N = num_threads=N; ratios against the faster implicit setting.",
+                 single_rows, list(single_rows[0]))
+    report.table("Memory of the all-user batch (RSS sampled every 2 ms).", memory_rows, list(memory_rows[0]))
+    report.table(f"GEMM floor ({rates.line()}).", floor_rows, list(floor_rows[0]))
+    if "scaling" in raw:
+        s = raw["scaling"]
+        rows = [{"threads": t, "fastrec users/s": s["users_per_s"][f"fastrec@{t}"],
+                 "implicit users/s": s["users_per_s"][f"implicit@{t}"],
+                 "GEMM floor users/s": s["floor_users_per_s"][t]} for t in s["threads"]]
+        report.table(f"Thread scaling at {s['factors']} factors ({s['users']:,} users).", rows, list(rows[0]))
+    report.raw = raw
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    C.add_common_args(parser)
+    parser.add_argument("--factors", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--repeats", type=int, help="alternated pairs of batch runs")
+    args = parser.parse_args(argv)
+    report = run(args.quick, args.threads, args.factors, args.repeats)
+    print(report.markdown())
+    report.save("topk")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
