@@ -373,25 +373,33 @@ class PeakRSS:
         self.peak_delta = self.peak - self.start
 
 
-def run_child(args: Sequence[str], timeout: float = 1800) -> tuple[str, int]:
-    """Run ``python args...`` in a child; return (its stdout, its peak RSS in bytes).
+# Runs the measured child and reports its peak RSS as a last line.  This
+# middleman matters: Linux carries a process's peak RSS across exec, so a child
+# forked straight from a big benchmark process would inherit that process's
+# peak; the middleman is small when it forks, so the child's figure is its own.
+_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call([sys.executable, *sys.argv[1:]])
+sys.stdout.flush()
+print("__peak_rss_kb__", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True)
+sys.exit(code)
+"""
 
-    The peak is the child's ``ru_maxrss`` from ``os.wait4``: the
-    ``RUSAGE_CHILDREN`` figure of this one child, unmixed with earlier ones.
+
+def run_child(args: Sequence[str], timeout: float = 1800) -> tuple[str, int]:
+    """Run ``python args...`` in a fresh process; return (its stdout, its peak RSS in bytes).
+
+    The peak is ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` taken by a small
+    middleman process that ran only this child.
     """
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, cwd=REPO, text=True)
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    try:
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-        proc.stdout.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE, cwd=REPO,
+                          text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"child {args} failed with exit code {proc.returncode}")
-    return out, usage.ru_maxrss * 1024
+        raise RuntimeError(f"child {list(args)} failed with exit code {proc.returncode}")
+    lines = proc.stdout.rstrip("\n").split("\n")
+    tag, peak_kb = lines[-1].split()
+    assert tag == "__peak_rss_kb__", lines[-1]
+    return "\n".join(lines[:-1]), int(peak_kb) * 1024
 
 
 # ---------------------------------------------------------------- floors
@@ -512,7 +520,7 @@ def fmt(v: Any) -> str:
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")
+        lines.append("| " + " | ".join(fmt(row.get(c, "")).replace("|", "\\|") for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -534,7 +542,7 @@ class Report:
             if caption:
                 parts += [f"{caption}", ""]
             parts += [markdown_table(rows, columns), ""]
-        parts += [f"- {n}" for n in self.notes]
+        parts += [f"- {n.removeprefix('- ')}" for n in self.notes]
         return "\n".join(parts).rstrip() + "\n"
 
     def save(self, name: str) -> Path:

@@ -51,7 +51,7 @@ def models(X, threads: int):
 
 def run(quick: bool = False, threads: int = C.THREADS, n_users: int | None = None) -> C.Report:
     X = C.synthetic(C.data_shape(quick))
-    n_users = n_users or (500 if quick else 3000)
+    n_users = n_users or (300 if quick else 3000)
     model, twins = models(X, threads)
     rng = np.random.default_rng(1)
     users = rng.choice(X.shape[0], size=n_users, replace=False)

@@ -114,3 +114,12 @@ cdef inline void weighted_gram_apply(const floating **rows, const floating *weig
             a0 = a0 + offset[t]
         axpy(a0, rows[t], out, n)
         t += 1
+
+
+cdef inline void dot4(const floating *r0, const floating *r1, const floating *r2,
+                      const floating *r3, const floating *x, int n, floating *out) noexcept nogil:
+    """out[t] = r_t . x for four rows at once."""
+    if floating is float:
+        fr_s_dot4(r0, r1, r2, r3, x, n, out)
+    else:
+        fr_d_dot4(r0, r1, r2, r3, x, n, out)

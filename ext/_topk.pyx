@@ -11,13 +11,25 @@ scores that would enter the heap, so they cost almost nothing:
 * a candidate subset: the caller passes the gathered candidate rows and the
   map from local position to item id.
 
+Exact pruning: the caller may pass the item rows sorted by norm (descending),
+a unit direction e (the items' dominant direction) and, for every position,
+suffix bounds over the rows from there on: max and min of y.e and max of
+|y_perp| (the part of y orthogonal to e).  For a query q with q.e = a and
+orthogonal part of norm p, every remaining score is at most
+max(a * max_e, a * min_e) + p * max_perp, which is much tighter than
+Cauchy-Schwarz because trained factors share a strong popularity direction.
+A block of queries stops as soon as every query's k-th best score beats that
+bound; on trained factors the scan typically ends after a few percent of the
+catalogue.
+
 Ordering is deterministic: score descending, ties broken by the lower item id.
 Rows with fewer than k eligible items are padded with id -1 and score -inf.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, sqrt, fabs
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 include "_common.pxi"
@@ -115,11 +127,47 @@ cdef inline void gemm_tile(const floating *Q, const floating *Y, floating *S,
               <double *> Q, &f, &zero, S, &n_items)
 
 
+cdef inline void score_tile(const floating *Q, const floating *Y, floating *S,
+                            int n_users, int n_items, int f) noexcept nogil:
+    """Scores of a tile; a single query uses fused dots (GEMM packing costs more)."""
+    cdef int j = 0
+    if n_users > 1:
+        gemm_tile(Q, Y, S, n_users, n_items, f)
+        return
+    while j + 4 <= n_items:
+        dot4(&Y[<size_t> j * f], &Y[<size_t> (j + 1) * f], &Y[<size_t> (j + 2) * f],
+             &Y[<size_t> (j + 3) * f], Q, f, &S[j])
+        j += 4
+    while j < n_items:
+        S[j] = dot(&Y[<size_t> j * f], Q, f)
+        j += 1
+
+
+cdef inline bint user_done(const floating *heap_scores, int size, int k, floating a,
+                           floating p, const floating *suffix) noexcept nogil:
+    """True when no remaining item can enter this query's heap.
+
+    ``a`` = q.e and ``p`` = |q_perp|; ``suffix`` holds (max y.e, min y.e,
+    max |y_perp|) of the remaining rows.  The bound is inflated by 1e-4 of its
+    magnitude so float rounding of the computed scores can never let a pruned
+    item beat or tie the k-th score.
+    """
+    cdef floating hi, lo, bound, scale
+    if size < k:
+        return False
+    hi = a * suffix[0]
+    lo = a * suffix[1]
+    bound = (hi if hi > lo else lo) + p * suffix[2]
+    scale = fabs(hi) + fabs(lo) + p * suffix[2]
+    return heap_scores[0] > bound + scale * <floating> 1e-4
+
+
 def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1] bias,
          const index_t[::1] seen_indptr, const int[::1] seen_indices,
          const unsigned char[::1] exclude_mask, const int[::1] item_ids,
          int[:, ::1] out_ids, floating[:, ::1] out_scores,
-         int num_threads, int block_users=64, int block_items=2048):
+         int num_threads, int block_users=64, int block_items=2048,
+         const floating[::1] direction=None, const floating[:, ::1] suffix_bounds=None):
     """Fill ``out_ids``/``out_scores`` (m x k) with each query's best items.
 
     Parameters
@@ -131,6 +179,11 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
         sorted within rows; empty ``seen_indptr`` disables this filter.
     exclude_mask : (n_all_items,) nonzero marks a globally excluded item id, or empty.
     item_ids : (n,) item id of each row of Y (candidate subsets), or empty for identity.
+    direction : (f,) optional unit vector e; with ``suffix_bounds`` enables
+        exact early termination (see the module docstring).
+    suffix_bounds : (n, 3) for each row position, over the rows from there on:
+        max y.e, min y.e, max |y_perp|, where y_perp includes the bias as an
+        extra coordinate when ``bias`` is given.
     """
     cdef int m = Q.shape[0]
     cdef int f = Q.shape[1]
@@ -140,6 +193,12 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
     cdef bint use_seen = seen_indptr.shape[0] > 0
     cdef bint use_mask = exclude_mask.shape[0] > 0
     cdef bint use_map = item_ids.shape[0] > 0
+    cdef bint use_prune = direction is not None and suffix_bounds is not None
+    cdef floating *qproj
+    cdef floating *Qb
+    cdef int *slot
+    cdef int a, n_active
+    cdef floating qq
     cdef int n_blocks, n_iblocks, ib, blk, u0, u1, bu, i0, i1, bi, u, j, item
     cdef floating s
     cdef floating *S
@@ -161,6 +220,9 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
         raise ValueError("seen_indptr must have n_queries + 1 entries")
     if use_map and item_ids.shape[0] != n:
         raise ValueError("item_ids must have one id per item row")
+    if use_prune and (direction.shape[0] != f or suffix_bounds.shape[0] != n
+                      or suffix_bounds.shape[1] != 3):
+        raise ValueError("direction must have f entries and suffix_bounds shape (n_items, 3)")
     if m == 0 or k == 0:
         return
     block_users = max(1, min(block_users, m))
@@ -174,22 +236,49 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
         hs = <floating *> malloc(<size_t> block_users * k * sizeof(floating))
         hi = <int *> malloc(<size_t> block_users * k * sizeof(int))
         hsize = <int *> malloc(<size_t> block_users * sizeof(int))
+        qproj = <floating *> malloc(<size_t> 2 * block_users * sizeof(floating))
+        # the block's still-active queries, packed so GEMM skips finished ones
+        Qb = <floating *> malloc(<size_t> block_users * f * sizeof(floating))
+        slot = <int *> malloc(<size_t> block_users * sizeof(int))
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
-            if S == NULL or hs == NULL or hi == NULL or hsize == NULL:
+            if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
+                    or Qb == NULL or slot == NULL):
                 failed += 1
                 continue
             u0 = blk * block_users
             u1 = min(u0 + block_users, m)
             bu = u1 - u0
+            n_active = bu
             for u in range(bu):
                 hsize[u] = 0
+                slot[u] = u
+                memcpy(&Qb[<size_t> u * f], &Q[u0 + u, 0], f * sizeof(floating))
+                if use_prune:
+                    qq = dot(&Q[u0 + u, 0], &Q[u0 + u, 0], f) + (1 if use_bias else 0)
+                    qproj[2 * u] = dot(&Q[u0 + u, 0], &direction[0], f)
+                    qq = qq - qproj[2 * u] * qproj[2 * u]
+                    qproj[2 * u + 1] = sqrt(qq) if qq > 0 else 0
             for ib in range(n_iblocks):
                 i0 = ib * block_items
                 i1 = min(i0 + block_items, n)
                 bi = i1 - i0
-                gemm_tile(&Q[u0, 0], &Y[i0, 0], S, bu, bi, f)
-                for u in range(bu):
-                    row = S + <size_t> u * bi
+                if use_prune and ib > 0:
+                    a = 0
+                    while a < n_active:
+                        u = slot[a]
+                        if user_done(hs + <size_t> u * k, hsize[u], k, qproj[2 * u],
+                                     qproj[2 * u + 1], &suffix_bounds[i0, 0]):
+                            n_active = n_active - 1
+                            slot[a] = slot[n_active]
+                            memcpy(&Qb[<size_t> a * f], &Qb[<size_t> n_active * f], f * sizeof(floating))
+                        else:
+                            a = a + 1
+                    if n_active == 0:
+                        break
+                score_tile(Qb, &Y[i0, 0], S, n_active, bi, f)
+                for a in range(n_active):
+                    u = slot[a]
+                    row = S + <size_t> a * bi
                     if use_seen:
                         seen_lo = seen_indptr[u0 + u]
                         seen_hi = seen_indptr[u0 + u + 1]
@@ -213,6 +302,9 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
         free(hs)
         free(hi)
         free(hsize)
+        free(qproj)
+        free(Qb)
+        free(slot)
     if failed:
         raise MemoryError("top-K scratch buffers could not be allocated")
 

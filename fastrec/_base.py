@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._idmap import IdMap
-from ._ranking import candidate_ids, exclusion_mask, top_k
+from ._ranking import RankingIndex, candidate_ids, csr_rows, exclusion_mask, top_k
 from ._threads import resolve_num_threads
 from ._validation import check_bool, check_ids, check_interactions, check_n, check_scalar_id
 from .exceptions import NotFittedError
@@ -61,6 +61,14 @@ class FittedState:
     @property
     def n_items(self) -> int:
         return self.item_factors.shape[0]
+
+    def ranking_index(self) -> "RankingIndex":
+        """Items sorted by (bias-augmented) norm, for exact early termination in top-K."""
+        index = self.cache.get("ranking_index")
+        if index is None:
+            index = RankingIndex.build(self.item_factors, self.item_bias)
+            self.cache["ranking_index"] = index
+        return index
 
     def normalized(self, side: str) -> np.ndarray:
         """Row-normalised user or item factors, for cosine similarity."""
@@ -254,20 +262,19 @@ class FactorModel:
 
         seen = None
         if exclude_seen:
-            parts = []
-            if user_ids is not None:
-                parts.append(state.user_items[user_ids])
-            if fresh is not None:
-                parts.append(fresh)
-            if parts:
+            if fresh is None:
+                seen = csr_rows(state.user_items, user_ids)
+            elif user_ids is None:
+                seen = fresh
+            else:
                 # union of the patterns: adding raw values could cancel an entry out
-                seen = parts[0] if len(parts) == 1 else (abs(parts[0]) + abs(parts[1])).tocsr()
-                if not seen.has_sorted_indices:
-                    seen.sort_indices()
+                seen = (abs(state.user_items[user_ids]) + abs(fresh)).tocsr()
+                seen.sort_indices()
         ids, scores = top_k(queries, state.item_factors, state.item_bias, n, seen,
                             exclusion_mask(exclude, state.n_items),
                             candidate_ids(candidates, state.n_items),
-                            1 if queries.shape[0] == 1 else self._serving_threads())
+                            1 if queries.shape[0] == 1 else self._serving_threads(),
+                            index=state.ranking_index())
         if scalar:
             valid = ids[0] >= 0
             return ids[0][valid], scores[0][valid]

@@ -6,6 +6,7 @@ arrays the kernel reads.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,15 @@ from ._kernels import load_kernel
 from ._threads import blas_single_thread
 from ._validation import check_ids
 
-__all__ = ["top_k", "exclusion_mask", "candidate_ids"]
+__all__ = ["top_k", "exclusion_mask", "candidate_ids", "csr_rows", "RankingIndex"]
 
 _EMPTY_I32 = np.empty(0, dtype=np.int32)
 _EMPTY_U8 = np.empty(0, dtype=np.uint8)
+# tile sizes: a 64 x 1024 float32 score tile (256 KB) stays in L2; a single
+# query checks the pruning bound more often
+_BLOCK_USERS = 64
+_BLOCK_ITEMS = 1024
+_BLOCK_ITEMS_ONE = 256
 
 
 def exclusion_mask(exclude: Any, n_items: int) -> np.ndarray:
@@ -41,19 +47,84 @@ def candidate_ids(candidates: Any, n_items: int) -> np.ndarray | None:
     return np.unique(ids)
 
 
+@dataclass(frozen=True)
+class RankingIndex:
+    """Item rows in non-increasing norm order, with the bounds the top-K kernel prunes by.
+
+    ``direction`` is the items' dominant direction e (top right singular
+    vector).  ``suffix_bounds[i]`` holds, over the sorted rows i..n-1, the max
+    and min of y.e and the max norm of the part of (y, bias) orthogonal to e,
+    so that ``q.y + b <= max(a*max_e, a*min_e) + |(q, 1)_perp| * max_perp``.
+    """
+
+    order: np.ndarray          # int32 item id of each sorted row
+    factors: np.ndarray        # (n_items, f) rows in that order
+    bias: np.ndarray | None    # biases in that order
+    direction: np.ndarray      # (f,) unit vector
+    suffix_bounds: np.ndarray  # (n_items, 3)
+
+    @classmethod
+    def build(cls, item_factors: np.ndarray, item_bias: np.ndarray | None) -> "RankingIndex":
+        with blas_single_thread():  # see ALS._gram: no spinning BLAS workers
+            return cls._build(item_factors, item_bias)
+
+    @classmethod
+    def _build(cls, item_factors: np.ndarray, item_bias: np.ndarray | None) -> "RankingIndex":
+        Y = item_factors.astype(np.float64)
+        sq = np.einsum("ij,ij->i", Y, Y)
+        if item_bias is not None:
+            sq = sq + np.square(item_bias.astype(np.float64))
+        order = np.argsort(-sq, kind="stable").astype(np.int32)
+        Ys, sq = Y[order], sq[order]
+        head = Ys[: min(len(Ys), 4096)]
+        if head.size and np.any(head):
+            direction = np.linalg.svd(head, full_matrices=False)[2][0]
+        else:
+            direction = np.zeros(Y.shape[1])
+            if Y.shape[1]:
+                direction[0] = 1.0
+        along = Ys @ direction
+        perp = np.sqrt(np.maximum(sq - along * along, 0.0))
+        suffix = np.empty((len(Ys), 3))
+        suffix[:, 0] = np.maximum.accumulate(along[::-1])[::-1]
+        suffix[:, 1] = np.minimum.accumulate(along[::-1])[::-1]
+        suffix[:, 2] = np.maximum.accumulate(perp[::-1])[::-1]
+        dtype = item_factors.dtype
+        bias = None if item_bias is None else np.ascontiguousarray(item_bias[order])
+        return cls(order, np.ascontiguousarray(item_factors[order]), bias,
+                   direction.astype(dtype), suffix.astype(dtype))
+
+
+def csr_rows(csr: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` of the given rows of a CSR matrix, without building a matrix."""
+    starts = csr.indptr[rows].astype(np.int64)
+    lengths = csr.indptr[rows + 1] - starts
+    indptr = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    if rows.size == 1:
+        return indptr, csr.indices[starts[0]:starts[0] + lengths[0]]
+    positions = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    return indptr, csr.indices[positions]
+
+
 def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None,
           n: int, seen: sp.csr_matrix | None = None, exclude_mask: np.ndarray = _EMPTY_U8,
-          candidates: np.ndarray | None = None, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+          candidates: np.ndarray | None = None, num_threads: int = 1,
+          index: RankingIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` items for each query row; ids padded with -1 (score -inf) when too few are eligible.
 
     Parameters
     ----------
     queries : (m, f) query vectors, same dtype as ``item_factors``.
-    seen : optional CSR (m x n_items) of items each query must skip (sorted indices).
+    seen : optional CSR (m x n_items) of items each query must skip (sorted
+        indices), or its ``(indptr, indices)`` arrays.
     exclude_mask : uint8 mask over all items, or empty.
     candidates : sorted unique item ids to rank, or None for all items.
+    index : optional norm-sorted copy of the items (from ``FittedState.ranking_index``)
+        that lets the kernel stop early; used when there are no candidates.
     """
     dtype = item_factors.dtype
+    bounds: dict = {}
     queries = np.ascontiguousarray(queries, dtype=dtype)
     m = queries.shape[0]
     if candidates is not None:
@@ -61,12 +132,18 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
         bias = item_bias[candidates] if item_bias is not None else None
         item_map = candidates.astype(np.int32, copy=False)
         n = min(n, candidates.size)
+    elif index is not None:
+        item_rows, bias, item_map = index.factors, index.bias, index.order
+        bounds = {"direction": index.direction, "suffix_bounds": index.suffix_bounds}
+        n = min(n, item_factors.shape[0])
     else:
         item_rows, bias, item_map = item_factors, item_bias, _EMPTY_I32
         n = min(n, item_factors.shape[0])
     ids = np.empty((m, n), dtype=np.int32)
     scores = np.empty((m, n), dtype=dtype)
-    if seen is not None:
+    if isinstance(seen, tuple):
+        seen_indptr, seen_indices = seen
+    elif seen is not None:
         seen_indptr, seen_indices = seen.indptr, seen.indices
         if seen_indices.dtype != np.int32:
             seen_indices = seen_indices.astype(np.int32)
@@ -74,7 +151,11 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
         seen_indptr, seen_indices = _EMPTY_I32, _EMPTY_I32
     bias_arr = np.ascontiguousarray(bias, dtype=dtype) if bias is not None else np.empty(0, dtype)
     kernel = load_kernel("topk")
-    with blas_single_thread():
-        kernel.topk(queries, item_rows, bias_arr, seen_indptr, seen_indices,
-                    exclude_mask, item_map, ids, scores, num_threads)
+    args = (queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map,
+            ids, scores, num_threads)
+    if m == 1:  # one query is scored with our own dots: no BLAS, no limit to set
+        kernel.topk(*args, block_users=1, block_items=_BLOCK_ITEMS_ONE, **bounds)
+    else:
+        with blas_single_thread():
+            kernel.topk(*args, block_users=_BLOCK_USERS, block_items=_BLOCK_ITEMS, **bounds)
     return ids, scores

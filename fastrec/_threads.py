@@ -56,7 +56,10 @@ def resolve_num_threads(num_threads: int) -> int:
 
 @lru_cache(maxsize=1)
 def _controller() -> ThreadpoolController:
-    # Scanning the loaded libraries is slow; do it once per process.
+    # Scanning the loaded libraries is slow; do it once per process.  The
+    # kernels call scipy's own OpenBLAS (scipy.linalg.cython_blas), so make
+    # sure it is loaded first, or the limits would never reach it.
+    import scipy.linalg.cython_blas  # noqa: F401
     return ThreadpoolController()
 
 

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from ._base import FactorModel, FittedState, id_maps_of
 from ._kernels import load_kernel
 from ._progress import Progress
-from ._threads import blas_single_thread, blas_threads, resolve_num_threads
+from ._threads import blas_single_thread, resolve_num_threads
 from ._validation import (check_bool, check_callback, check_choice, check_dtype, check_float,
                           check_ids, check_int, check_interactions, check_num_threads,
                           check_random_state, check_scalar_id)
@@ -120,7 +120,9 @@ class ALS(FactorModel):
         return np.full(csr.shape[0], lam, dtype=params["dtype"])
 
     def _gram(self, factors: np.ndarray, threads: int) -> np.ndarray:
-        with blas_threads(threads):
+        # One BLAS thread: a multithreaded OpenBLAS keeps its workers spinning
+        # after the call, stealing the cores our OpenMP half-step needs next.
+        with blas_single_thread():
             return np.ascontiguousarray(factors.T @ factors)
 
     def _half_step(self, csr: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg: np.ndarray,

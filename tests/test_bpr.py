@@ -368,7 +368,8 @@ def test_partial_fit_users_updates_and_grows(planted):
 @pytest.mark.parametrize("param, value, error", [
     ("factors", 0, ValueError), ("factors", 2.5, TypeError),
     ("learning_rate", 0.0, ValueError), ("learning_rate", float("nan"), ValueError),
-    ("regularization", -1.0, ValueError), ("iterations", -1, ValueError),
+    ("regularization", -1.0, ValueError), ("regularization", "high", TypeError),
+    ("iterations", -1, ValueError),
     ("loss", "logistic", ValueError), ("max_sampled", 0, ValueError),
     ("learning_schedule", "adam", ValueError), ("num_threads", -2, ValueError),
     ("verify_negative_samples", "yes", TypeError), ("dtype", np.int32, ValueError),
@@ -398,6 +399,16 @@ def test_bad_input_raises_clear_errors(planted):
         model.partial_fit_users([-1], train[:1])
     with pytest.raises(ValueError, match="epochs"):
         model.partial_fit_users([1], train[:1], epochs=-1)
+
+
+def test_auto_settings_depend_on_the_loss():
+    assert BPR()._check_params()["learning_schedule"] == "sgd"
+    assert BPR()._check_params()["regularization"] == 0.01
+    warp = BPR(loss="warp")._check_params()
+    assert (warp["learning_schedule"], warp["regularization"]) == ("adagrad", 0.4)
+    explicit = BPR(loss="warp", learning_schedule="sgd", regularization=0.2)._check_params()
+    assert (explicit["learning_schedule"], explicit["regularization"]) == ("sgd", 0.2)
+    assert BPR(loss="warp", learning_schedule="sgd")._check_params()["regularization"] == 0.01
 
 
 def test_params_round_trip():
