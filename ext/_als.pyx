@@ -37,6 +37,9 @@ cdef inline void confidence(floating r, floating alpha, bint implicit_convention
 
 
 DEF PREFETCH_AHEAD = 6
+DEF SMALL_ROW = 64  # Cholesky rows up to this length skip BLAS (see cholesky_row)
+# Python-visible: callers skip the BLAS thread limit when no row reaches BLAS
+SMALL_ROW_LIMIT = SMALL_ROW
 DEF GATHER_BYTES = 1048576  # gather a row's factor vectors when they fit in L2
 
 
@@ -126,16 +129,23 @@ cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating 
 cdef int cholesky_row(const index_t *indptr, const int *indices, const floating *data,
                       int row, floating *x, const floating *Y, const floating *YtY,
                       floating reg, floating alpha, bint implicit_convention, int f,
-                      floating *A, floating *b, floating *G, floating *Gneg) noexcept nogil:
-    """Exact solve of one row: gathers sqrt(c-1)-scaled item rows, one SYRK, one POSV."""
+                      floating *A, floating *b, floating *G, floating *Gneg,
+                      const floating **rows, floating *weight) noexcept nogil:
+    """Exact solve of one row: build the system, factor it, solve.
+
+    Short rows add their weighted outer products with our own rank-4 update
+    (reading the factor rows in place); long rows gather sqrt(|c-1|)-scaled
+    rows and use one BLAS SYRK, which wins once packing is amortised.
+    """
     cdef index_t j
-    cdef int k, n_pos = 0, n_neg = 0
+    cdef int k, t, n_pos = 0, n_neg = 0
+    cdef int n = <int> (indptr[row + 1] - indptr[row])
+    cdef bint small = n <= SMALL_ROW
     cdef const floating *y
     cdef floating c, pref, w
     cdef index_t start = indptr[row]
-    cdef index_t end = indptr[row + 1]
 
-    if start == end:
+    if n == 0:
         memset(x, 0, f * sizeof(floating))
         return 0
 
@@ -143,23 +153,30 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
     for k in range(f):
         A[k * f + k] += reg
     memset(b, 0, f * sizeof(floating))
-    for j in range(start, end):
-        if j + PREFETCH_AHEAD < end:
+    for t in range(n):
+        j = start + t
+        if t + PREFETCH_AHEAD < n:
             fr_prefetch(&Y[<long long> indices[j + PREFETCH_AHEAD] * f], f * sizeof(floating))
         y = &Y[<long long> indices[j] * f]
         confidence(data[j], alpha, implicit_convention, &c, &pref)
         if pref != 0:
             axpy(c, y, b, f)
         w = c - 1
+        if small:
+            rows[t] = y
+            weight[t] = w
         # negative weights only arise under implicit's convention (alpha*r < 1)
-        if w > 0:
+        elif w > 0:
             scal_copy(<floating> sqrt(w), y, &G[<long long> n_pos * f], f)
             n_pos += 1
         elif w < 0:
             scal_copy(<floating> sqrt(-w), y, &Gneg[<long long> n_neg * f], f)
             n_neg += 1
-    syrk_upper(f, n_pos, <floating> 1, G, A)
-    syrk_upper(f, n_neg, <floating> -1, Gneg, A)
+    if small:
+        syrk_rows(A, rows, weight, n, f)
+    else:
+        syrk_upper(f, n_pos, <floating> 1, G, A)
+        syrk_upper(f, n_neg, <floating> -1, Gneg, A)
     if cholesky_solve(A, b, f) != 0:
         return 1  # singular system: keep the previous factors for this row
     memcpy(x, b, f * sizeof(floating))
@@ -207,17 +224,16 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
 
     with nogil, parallel(num_threads=num_threads):
         # per-thread scratch: CG needs 3 vectors; Cholesky A, b and the gathered rows
-        rows = NULL
+        rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))
         if solver == 0:
             # r, p, Ap, then per-entry weights, then the gathered vectors
             buf = <floating *> malloc((3 * f + 2 * max_len + 1) * sizeof(floating))
             G = <floating *> malloc((min(max_len, GATHER_BYTES // sizeof(floating) // f) + 1) * f * sizeof(floating))
-            rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))
         else:
-            buf = <floating *> malloc((f * f + f) * sizeof(floating))
+            buf = <floating *> malloc((f * f + f + min(max_len, SMALL_ROW) + 1) * sizeof(floating))
             G = <floating *> malloc((2 * max_len + 1) * f * sizeof(floating))
         for row in prange(n_rows, schedule="dynamic", chunksize=16):
-            if buf == NULL or G == NULL or (solver == 0 and rows == NULL):
+            if buf == NULL or G == NULL or rows == NULL:
                 failures += 1  # out of memory: report the row as unsolved
             elif solver == 0:
                 failures += cg_row(&indptr[0], &indices[0], &data[0], row, &X[row, 0],
@@ -229,7 +245,7 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
                 failures += cholesky_row(&indptr[0], &indices[0], &data[0], row,
                                          &X[row, 0], &Y[0, 0], &YtY[0, 0], reg[row],
                                          alpha, implicit_convention, f, buf, buf + f * f,
-                                         G, G + max_len * f)
+                                         G, G + max_len * f, rows, buf + f * f + f)
         free(buf)
         free(G)
         free(rows)

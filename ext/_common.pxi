@@ -13,6 +13,8 @@ cdef extern from "_simd.h" nogil:
     void fr_sscal_copy(float a, const float *x, float *y, int n)
     void fr_dscal_copy(double a, const double *x, double *y, int n)
     void fr_prefetch(const void *p, int bytes)
+    void fr_s_syrk_rows(float *A, const float *const *rows, const float *w, int m, int n)
+    void fr_d_syrk_rows(double *A, const double *const *rows, const double *w, int m, int n)
     void fr_s_dot4(const float *r0, const float *r1, const float *r2, const float *r3, const float *x, int n, float *out)
     void fr_d_dot4(const double *r0, const double *r1, const double *r2, const double *r3, const double *x, int n, double *out)
     void fr_s_axpy4(float a0, float a1, float a2, float a3, const float *r0, const float *r1, const float *r2, const float *r3, float *y, int n)
@@ -123,3 +125,12 @@ cdef inline void dot4(const floating *r0, const floating *r1, const floating *r2
         fr_s_dot4(r0, r1, r2, r3, x, n, out)
     else:
         fr_d_dot4(r0, r1, r2, r3, x, n, out)
+
+
+cdef inline void syrk_rows(floating *A, const floating **rows, const floating *w,
+                           int m, int n) noexcept nogil:
+    """A += sum_t w_t rows_t rows_t^T on the row-major upper triangle."""
+    if floating is float:
+        fr_s_syrk_rows(A, rows, w, m, n)
+    else:
+        fr_d_syrk_rows(A, rows, w, m, n)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -354,3 +354,35 @@ def check_scalar_id(value: Any, n: int, name: str) -> int:
         raise ValueError(f"{name} must be a single {name} id, got an array of shape {np.shape(value)}")
     ids, _ = check_ids(value, n, name)
     return int(ids[0])
+
+
+class CSRArrays(NamedTuple):
+    """The arrays of a validated CSR matrix, for kernels that only read them."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.data.size)
+
+
+def check_rows(X: Any, name: str, dtype: np.dtype, n_cols: int) -> CSRArrays:
+    """Validated read-only CSR arrays of ``X`` (rows x n_cols), copying only when needed.
+
+    A canonical CSR of the right dtype with int32 indices, finite non-zero
+    values and in-range columns is used as it is (the latency of a one-user
+    fold-in is mostly scipy conversion otherwise); anything else goes through
+    ``check_interactions``.
+    """
+    if (isinstance(X, (sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)))
+            and X.ndim == 2 and X.shape[1] == n_cols and X.dtype == dtype
+            and X.indices.dtype == np.int32 and X.has_canonical_format):
+        data, indices = X.data, X.indices
+        if not data.size or (np.isfinite(data).all() and data.all()
+                             and indices.min() >= 0 and indices.max() < n_cols):
+            return CSRArrays(X.indptr, indices, data, X.shape)
+    csr = check_interactions(X, name, dtype=dtype, shape=(None, n_cols), allow_empty=True)
+    return CSRArrays(csr.indptr, csr.indices, csr.data, csr.shape)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +21,7 @@ from ._progress import Progress
 from ._threads import blas_single_thread, resolve_num_threads
 from ._validation import (check_bool, check_callback, check_choice, check_dtype, check_float,
                           check_ids, check_int, check_interactions, check_num_threads,
-                          check_random_state, check_scalar_id)
+                          check_random_state, check_rows, check_scalar_id)
 
 __all__ = ["ALS"]
 
@@ -113,7 +114,7 @@ class ALS(FactorModel):
             "random_state": check_random_state(self.random_state),
         }
 
-    def _row_regularization(self, csr: sp.csr_matrix, params: dict[str, Any]) -> np.ndarray:
+    def _row_regularization(self, csr: Any, params: dict[str, Any]) -> np.ndarray:
         lam = params["regularization"]
         if params["regularization_scaling"] == "count":
             return (lam * np.diff(csr.indptr)).astype(params["dtype"])
@@ -129,8 +130,13 @@ class ALS(FactorModel):
                    params: dict[str, Any], solver: str, threads: int, YtY: np.ndarray | None = None) -> int:
         if YtY is None:
             YtY = self._gram(Y, threads)
-        with blas_single_thread():
-            failures = load_kernel("als").als_half_step(
+        kernel = load_kernel("als")
+        # CG never calls BLAS, nor do Cholesky rows up to SMALL_ROW_LIMIT long;
+        # setting the limit costs several microseconds, a lot for one fold-in
+        lengths = np.diff(csr.indptr)
+        uses_blas = solver == "cholesky" and lengths.size and lengths.max() > kernel.SMALL_ROW_LIMIT
+        with blas_single_thread() if uses_blas else nullcontext():
+            failures = kernel.als_half_step(
                 csr.indptr, csr.indices, csr.data, X, Y, YtY, reg,
                 X.dtype.type(params["alpha"]), params["confidence"] == "implicit",
                 _SOLVERS[solver], params["cg_steps"], threads)
@@ -213,7 +219,9 @@ class ALS(FactorModel):
 
         self.loss_history_ = history
         user_map, item_map = id_maps_of(X)
-        self._state = FittedState(user_factors, item_factors, Cui, user_map=user_map, item_map=item_map)
+        state = FittedState(user_factors, item_factors, Cui, user_map=user_map, item_map=item_map)
+        state.cache["fit_params"] = params  # fold-ins solve with the fitted model's settings
+        self._state = state
         return self
 
     # ------------------------------------------------------------- fold-in
@@ -227,9 +235,9 @@ class ALS(FactorModel):
             state.cache[key] = gram
         return gram
 
-    def _solve_rows(self, state: FittedState, rows: sp.csr_matrix, side: str) -> np.ndarray:
-        """Exact (Cholesky) factors for rows against the fixed factors of ``side``."""
-        params = self._check_params()
+    def _solve_rows(self, state: FittedState, rows: Any, side: str) -> np.ndarray:
+        """Exact (Cholesky) factors for rows (CSR or ``CSRArrays``) against the fixed factors of ``side``."""
+        params = state.cache.get("fit_params") or self._check_params()
         fixed = state.item_factors if side == "items" else state.user_factors
         threads = 1 if rows.shape[0] < 64 else params["num_threads"]
         out = np.zeros((rows.shape[0], fixed.shape[1]), dtype=fixed.dtype)
@@ -251,9 +259,7 @@ class ALS(FactorModel):
         ndarray of shape (X.shape[0], factors)
         """
         state = self._require_state()
-        rows = check_interactions(X, "X", dtype=state.item_factors.dtype,
-                                  shape=(None, state.n_items), allow_empty=True)
-        return self._fold_in(state, rows)
+        return self._fold_in(state, check_rows(X, "X", state.item_factors.dtype, state.n_items))
 
     def partial_fit_users(self, user_ids: Any, X_rows: Any) -> "ALS":
         """Recompute (or add) users from their full interaction rows, items held fixed.
@@ -331,11 +337,14 @@ class ALS(FactorModel):
             seen.indices = seen.indices.astype(np.int32, copy=False)
 
             if side == "users":
-                self._state = FittedState(factors, state.item_factors, seen, state.item_bias,
-                                          None if new_count != own_count else state.user_map, state.item_map)
+                new_state = FittedState(factors, state.item_factors, seen, state.item_bias,
+                                        None if new_count != own_count else state.user_map, state.item_map)
             else:
-                self._state = FittedState(state.user_factors, factors, seen, state.item_bias,
-                                          state.user_map, None if new_count != own_count else state.item_map)
+                new_state = FittedState(state.user_factors, factors, seen, state.item_bias,
+                                        state.user_map, None if new_count != own_count else state.item_map)
+            if "fit_params" in state.cache:
+                new_state.cache["fit_params"] = state.cache["fit_params"]
+            self._state = new_state
         return self
 
     # ------------------------------------------------------------- explain

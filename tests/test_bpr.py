@@ -335,10 +335,12 @@ def test_fold_in_matches_trained_users(planted):
     cos = (folded * trained).sum(1) / (np.linalg.norm(folded, axis=1) * np.linalg.norm(trained, axis=1))
     assert np.median(cos) > 0.7
     # recommend(users=None, X=rows) serves new users through the same fold-in
-    ids, _ = model.recommend(users=None, X=train[:3], n=5)
+    ids, scores = model.recommend(users=None, X=train[:3], n=5)
     assert ids.shape == (3, 5)
     for r in range(3):
         assert not np.isin(ids[r], train[r].indices).any()
+    same_ids, same_scores = model.recommend(users=[0, 1, 2], X=train[:3], n=5, recalculate=True)
+    assert np.array_equal(same_ids, ids) and np.allclose(same_scores, scores)  # fixed seed: same fold-in
 
 
 def test_partial_fit_users_updates_and_grows(planted):
@@ -399,6 +401,12 @@ def test_bad_input_raises_clear_errors(planted):
         model.partial_fit_users([-1], train[:1])
     with pytest.raises(ValueError, match="epochs"):
         model.partial_fit_users([1], train[:1], epochs=-1)
+
+
+def test_show_progress_reports_each_epoch(capsys):
+    BPR(factors=2, iterations=3, num_threads=1, random_state=0, show_progress=True).fit(sp.eye(4, format="csr"))
+    err = capsys.readouterr().err
+    assert "BPR" in err and "3/3" in err and "auc=" in err
 
 
 def test_auto_settings_depend_on_the_loss():
