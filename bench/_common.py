@@ -45,6 +45,7 @@ ML1M = DATA / "ml-1m-implicit" / "interactions.tsv"
 SPLIT_SEED = 42  # the ML-1M random 80/20 split
 DATA_SEED = 0  # the synthetic data
 THREADS = 2  # every library gets this many threads
+SERVING_ITERATIONS = 15  # fastrec's default: the factors a user would serve
 
 # MovieLens-20M positives (fastrec.datasets.make_movielens20m_like) and the --quick shape
 ML20M_SHAPE = (138_493, 26_744, 10_000_000)
@@ -117,9 +118,9 @@ def csr_bytes(X: sp.csr_matrix) -> int:
     return int(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
 
 
-def trained_als(X: sp.csr_matrix, factors: int, threads: int = THREADS, iterations: int = 2,
-                seed: int = 0):
-    """A fastrec ALS (default hyperparameters) from a short fit on ``X``, cached on disk.
+def trained_als(X: sp.csr_matrix, factors: int, threads: int = THREADS,
+                iterations: int = SERVING_ITERATIONS, seed: int = 0):
+    """A fastrec ALS (default hyperparameters) fitted on ``X``, cached on disk.
 
     Realistic factors for the serving benchmarks; the model file lives under
     ``bench/.cache/models`` and is refitted when it is missing or unreadable.
@@ -131,13 +132,35 @@ def trained_als(X: sp.csr_matrix, factors: int, threads: int = THREADS, iteratio
             return fastrec.ALS.load(path).set_params(num_threads=threads)
         except Exception as exc:  # an older file format: refit
             print(f"refitting {path.name}: {exc}", file=sys.stderr)
-    print(f"fitting ALS ({factors} factors, {iterations} iterations) for the serving benches ...",
-          file=sys.stderr, flush=True)
+    print(f"fitting ALS ({factors} factors, {iterations} iterations) for the serving benches "
+          f"(cached in {path.parent}) ...", file=sys.stderr, flush=True)
     model = fastrec.ALS(factors=factors, iterations=iterations, num_threads=threads,
                         random_state=seed).fit(X)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model
+
+
+def random_als(X: sp.csr_matrix, factors: int, threads: int = THREADS, seed: int = 0):
+    """A fastrec ALS serving random normal factors (a fit of zero iterations).
+
+    The hard case for a top-K that prunes by norm bounds: nothing dominates.
+    """
+    import fastrec
+    return fastrec.ALS(factors=factors, iterations=0, num_threads=threads, random_state=seed).fit(X)
+
+
+FACTOR_SOURCES = {"trained": f"a {SERVING_ITERATIONS}-iteration fastrec ALS fit (default hyperparameters)",
+                  "random": "random normal (an ALS fit of 0 iterations)"}
+
+
+def serving_model(X: sp.csr_matrix, factors: int, source: str, threads: int = THREADS):
+    """The model whose factors the serving benches use: ``source`` is "trained" or "random"."""
+    if source == "trained":
+        return trained_als(X, factors, threads)
+    if source == "random":
+        return random_als(X, factors, threads)
+    raise ValueError(f"source must be one of {sorted(FACTOR_SOURCES)}, got {source!r}")
 
 
 def implicit_twin(model: Any, threads: int = THREADS, **params: Any):

@@ -22,7 +22,7 @@ from .bpr import BPR
 from .interactions import Interactions
 
 __all__ = ["MODEL_CHOICES", "WEIGHTINGS", "read_interactions", "apply_weighting", "build_model",
-           "model_defaults", "user_indices", "item_index", "read_id_file", "write_rankings",
+           "model_defaults", "user_indices", "item_index", "raw_ids", "read_id_file", "write_rankings",
            "json_ready", "describe"]
 
 MODEL_CHOICES = ("als", "bpr", "warp")
@@ -140,17 +140,32 @@ def build_model(model: str, show_progress: bool, **options: Any) -> Any:
 
 
 # ---------------------------------------------------------------- raw ids
+def _as_integers(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids typed as text as int64, and the mask of those that are integers.
+
+    Integer ids in a CSV are read as integers (so ``007`` is 7); the same here.
+    """
+    values = np.zeros(raw.size, dtype=np.int64)
+    parsed = np.zeros(raw.size, dtype=bool)
+    for pos, text in enumerate(raw):
+        try:
+            values[pos] = int(text)
+        except (ValueError, OverflowError):
+            continue
+        parsed[pos] = True
+    return values, parsed
+
+
 def _lookup(id_map: IdMap | None, raw: np.ndarray, n: int, kind: str, skip_unknown: bool
             ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of raw ids typed on the command line, and the mask of known ones."""
     if id_map is None:  # fitted without raw ids: ids are indices
-        idx = np.full(raw.size, -1, dtype=np.int64)
-        for pos, value in enumerate(raw):
-            try:
-                idx[pos] = int(value)
-            except ValueError:
-                pass
-        idx[(idx < 0) | (idx >= n)] = -1
+        idx, parsed = _as_integers(raw)
+        idx[~parsed | (idx < 0) | (idx >= n)] = -1
+    elif id_map.labels.dtype.kind in "iu":
+        query, parsed = _as_integers(raw)
+        idx = np.asarray(id_map.to_index(query, unknown="mask"), dtype=np.int64)
+        idx[~parsed] = -1
     else:
         idx = np.asarray(id_map.to_index(raw, unknown="mask"), dtype=np.int64)
     known = idx >= 0
@@ -163,11 +178,11 @@ def _lookup(id_map: IdMap | None, raw: np.ndarray, n: int, kind: str, skip_unkno
     return idx, known
 
 
-def user_indices(model: Any, raw: Iterable[str], skip_unknown: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of the known users, their raw ids) for ids given as text."""
-    raw_arr = np.asarray(list(raw), dtype=str)
-    idx, known = _lookup(model.user_map_, raw_arr, model.n_users_, "user", skip_unknown)
-    return idx[known].astype(np.int32), raw_arr[known]
+def user_indices(model: Any, raw: Iterable[str], skip_unknown: bool = False) -> np.ndarray:
+    """Indices of users given by their ids as text (unknown ones left out with ``skip_unknown``)."""
+    idx, known = _lookup(model.user_map_, np.asarray(list(raw), dtype=str), model.n_users_, "user",
+                         skip_unknown)
+    return idx[known].astype(np.int32)
 
 
 def item_index(model: Any, raw: str) -> int:
@@ -176,9 +191,8 @@ def item_index(model: Any, raw: str) -> int:
     return int(idx[0])
 
 
-def raw_item_ids(model: Any, ids: np.ndarray) -> list[Any]:
-    """Raw ids (Python ints or str) of item indices, for printing."""
-    id_map = model.item_map_
+def raw_ids(id_map: IdMap | None, ids: np.ndarray) -> list[Any]:
+    """Raw ids (Python ints or str) of indices, for printing; the indices without a map."""
     values = ids if id_map is None else id_map.to_ids(ids)
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 

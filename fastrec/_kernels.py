@@ -32,6 +32,12 @@ _VARIANTS = (
 )
 
 
+def runnable_variants() -> list[str]:
+    """The ISA builds (besides the baseline) this CPU can run, best first."""
+    features = _cpu_features()
+    return [name for name, needs in _VARIANTS if all(features.get(flag) for flag in needs)]
+
+
 def kernel_variant() -> str:
     """Name of the kernel build in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``.
 
@@ -41,12 +47,10 @@ def kernel_variant() -> str:
     names = [name for name, _ in _VARIANTS]
     if cap == "baseline":
         return "baseline"
-    features = _cpu_features()
-    for name, needs in _VARIANTS:
+    for name in runnable_variants():
         if cap in names and names.index(name) < names.index(cap):
             continue
-        if all(features.get(flag) for flag in needs):
-            return name
+        return name
     return "baseline"
 
 

@@ -77,14 +77,21 @@ def _show_fans(out: TextIO, model: ALS, item: int, titles: np.ndarray, n_items: 
     # a new user whose only film is `item` (fold-in): what its fans are recommended
     row = sp.csr_matrix((np.ones(1, dtype=np.float32), [item], [0, 1]), shape=(1, n_items))
     ids, _ = model.recommend(None, X=row, n=n_recs)
-    shown = "; ".join(_short(str(titles[i]), 32) for i in ids[0] if i >= 0)
-    out.write(f"  Fans of {titles[item]} also like: {shown}\n")
+    out.write(f"  Fans of {titles[item]} also like:\n")
+    line = "   "
+    for title in (_short(str(titles[i]), 40) for i in ids[0] if i >= 0):
+        if len(line) + len(title) > 96:  # wrap between titles, never inside one
+            out.write(line + "\n")
+            line = "   "
+        line += f" {title};"
+    out.write(line.rstrip(" ;") + "\n")
 
 
 def _show_metrics(out: TextIO, ours: dict[str, float], baseline: dict[str, float], k: int) -> None:
     out.write(f"\n  {'metric':<14}{'ALS':>8}{'most popular':>15}\n")
     for name in _METRICS:
         out.write(f"  {name + '@' + str(k):<14}{ours[name]:>8.4f}{baseline[name]:>15.4f}\n")
+    out.write(f"  (coverage: share of the films that appear in someone's top {k})\n")
 
 
 def run_demo(seed: int = 0, n_users: int = 3, n_recs: int = 5, n_titles: int = 3, k: int = 10,
@@ -124,11 +131,11 @@ def run_demo(seed: int = 0, n_users: int = 3, n_recs: int = 5, n_titles: int = 3
 
     out.write(f"fastrec demo: MovieTweetings 100K ({n_users_all:,} users, {n_items:,} films, "
               f"{data.nnz:,} ratings 0-10)\n")
+    held = round(100 * _TEST_FRACTION)
     out.write(f"Fitted {type(model).__name__}(factors={DEMO_PARAMS['factors']}, "
               f"alpha={DEMO_PARAMS['alpha']:g}, regularization={DEMO_PARAMS['regularization']:g}) "
-              f"on {100 - round(100 * _TEST_FRACTION)}% of each user's ratings "
-              f"in {seconds['fit']:.1f} s; * marks a film the user rated in the held-out "
-              f"{round(100 * _TEST_FRACTION)}%.\n")
+              f"on {100 - held}% of each user's ratings in {seconds['fit']:.1f} s.\n"
+              f"The other {held}% are held out: * marks a recommended film the user did rate.\n")
 
     tick = time.perf_counter()
     train_csr, test_csr = train.to_csr(), test.to_csr()
@@ -138,7 +145,8 @@ def run_demo(seed: int = 0, n_users: int = 3, n_recs: int = 5, n_titles: int = 3
 
     out.write("\nPopular films:\n")
     popularity = np.bincount(train_csr.indices, minlength=n_items)
-    for item in np.lexsort((np.arange(n_items), -popularity))[:n_titles]:
+    # every 10th of the most popular films, for variety: the top 3 are all 2013 blockbusters
+    for item in np.lexsort((np.arange(n_items), -popularity))[:10 * n_titles:10]:
         _show_fans(out, model, int(item), titles, n_items, n_recs)
     seconds["show"] = time.perf_counter() - tick
 

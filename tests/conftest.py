@@ -18,15 +18,13 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 
-def _cpu_runs_avx2() -> bool:
-    from fastrec import _kernels
-    check = getattr(_kernels, "_cpu_supports_avx2", None)
-    return bool(check()) if check is not None else _kernels.kernel_variant() == "avx2"
+from fastrec import _kernels  # noqa: E402
 
 
 def kernel_variants(name: str) -> list:
     """The importable builds of ``fastrec._<name>`` that this CPU can run."""
-    names = [f"fastrec._{name}"] + ([f"fastrec._{name}_avx2"] if _cpu_runs_avx2() else [])
+    names = [f"fastrec._{name}"] + [f"fastrec._{name}_{variant}"
+                                    for variant in _kernels.runnable_variants()]
     modules = []
     for module_name in names:
         try:

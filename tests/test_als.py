@@ -447,7 +447,7 @@ def test_fold_in_float32_matches_exact_solve():
     V = model.item_factors_
     assert V.dtype == np.float32
     rows = random_ratings(6, 30, 0.3, seed=25)
-    want = als_solve_rows(rows, V, row_regularization(rows, 0.1, "count"), 2.0)
+    want = als_solve_rows(rows, V, row_regularization(rows, 0.1, "count"), model.alpha)
     assert rel_err(model.fold_in(rows), want) < 1e-4
     assert model.fold_in(sp.csr_matrix((0, 30))).shape == (0, 4)
 
@@ -464,7 +464,7 @@ def test_partial_fit_users_grows_and_replaces(fitted64):
     model.partial_fit_users(ids, new_rows)
     assert model.n_users_ == 45 and base.n_users_ == 40, "the old state must be left as it was"
     U = model.user_factors_
-    want = als_solve_rows(new_rows, model.item_factors_, row_regularization(new_rows, 0.1, "count"), 2.0)
+    want = als_solve_rows(new_rows, model.item_factors_, row_regularization(new_rows, 0.1, "count"), model.alpha)
     np.testing.assert_allclose(U[ids], want, rtol=1e-9, atol=1e-12)
     untouched = np.setdiff1d(np.arange(40), ids)
     assert np.array_equal(U[untouched], old_U[untouched])
@@ -490,7 +490,7 @@ def test_partial_fit_items_grows_and_replaces(fitted64):
     assert model.n_items_ == 32
     V = model.item_factors_
     items = new_cols.T.tocsr()
-    want = als_solve_rows(items, model.user_factors_, row_regularization(items, 0.1, "count"), 2.0)
+    want = als_solve_rows(items, model.user_factors_, row_regularization(items, 0.1, "count"), model.alpha)
     np.testing.assert_allclose(V[ids], want, rtol=1e-9, atol=1e-12)
     assert np.all(V[30] == 0)
     untouched = np.setdiff1d(np.arange(30), ids)

@@ -250,13 +250,17 @@ def _error_cases(tmp: Path, ratings: Path, model: Path) -> dict[str, list[str]]:
     garbage.write_bytes(b"not a model at all")
     empty_users = tmp / "empty.txt"
     empty_users.write_text("# nothing\n\n")
+    notes = tmp / "notes.csv"
+    notes.write_text("user_id,item_id,note\nu1,i1,great\nu2,i1,meh\n")
     r, m = str(ratings), str(model)
     return {
         "missing data file": ["fit", str(tmp / "nope.csv"), "--out", str(tmp / "x.npz")],
         "data is a directory": ["fit", str(tmp), "--out", str(tmp / "x.npz")],
         "bad column": ["fit", r, "--user-col", "customer", "--item-col", "item", "--out", str(tmp / "x.npz")],
-        "non-numeric weights": ["fit", r, "--user-col", "user", "--item-col", "item",
-                                "--weight-col", "item", "--out", str(tmp / "x.npz")],
+        "non-numeric weights": ["fit", str(notes), "--weight-col", "note", "--out", str(tmp / "x.npz")],
+        "same column twice": ["fit", r, "--user-col", "user", "--item-col", "user", "--out", str(tmp / "x.npz")],
+        "out is a directory": ["fit", r, *FIT_OPTIONS, "--out", str(tmp)],
+        "output dir missing (recommend)": ["recommend", m, "--user", "u00", "--output", str(tmp / "no" / "r.csv")],
         "alpha with bpr": ["fit", r, *FIT_OPTIONS, "--model", "bpr", "--alpha", "3", "--out", str(tmp / "x.npz")],
         "bad factors": ["fit", r, *FIT_OPTIONS, "--factors", "0", "--out", str(tmp / "x.npz")],
         "output dir missing": ["fit", r, *FIT_OPTIONS, "--quiet", "--out", str(tmp / "no" / "x.npz")],
@@ -300,7 +304,8 @@ def test_error_messages_name_the_problem(capsys, tmp_path, ratings, model_path):
     expectations = {"missing data file": "nope.csv", "bad column": "customer",
                     "unknown user": "'u99'", "unknown item": "'zz'", "alpha with bpr": "--alpha",
                     "truncated model": "corrupt.npz", "bad factors": "factors",
-                    "leave-last without timestamps": "--timestamp-col", "missing model": "none.npz"}
+                    "leave-last without timestamps": "--timestamp-col", "missing model": "none.npz",
+                    "output dir missing": "output folder"}
     for name, fragment in expectations.items():
         code, _, err = _run(capsys, *cases[name])
         assert code == 1 and fragment in err, (name, err)
@@ -378,3 +383,87 @@ def test_demo(capsys):
     # measured on this data: ALS ~0.126 ndcg@10, most-popular ~0.104
     assert result["metrics"]["ndcg"] > result["baseline"]["ndcg"] + 0.01
     assert result["metrics"]["coverage"] > 10 * result["baseline"]["coverage"]
+
+
+def test_model_without_id_maps_uses_indices(capsys, tmp_path):
+    import scipy.sparse as sp
+    X = sp.random(12, 8, density=0.4, format="csr", random_state=np.random.default_rng(1))
+    X.data[:] = 1
+    model = ALS(factors=3, iterations=5, random_state=0).fit(X)
+    path = tmp_path / "plain.npz"
+    model.save(path)
+    code, out, _ = _run(capsys, "recommend", path, "--user", "3", "--n", "2", "--format", "jsonl")
+    assert code == 0
+    record = json.loads(out)
+    ids, _ = model.recommend(3, n=2)
+    assert record["user"] == 3 and record["items"] == ids.tolist()
+    code, _, err = _run(capsys, "recommend", path, "--user", "12")
+    assert code == 1 and "ids are indices 0..11" in err
+
+
+def test_integer_ids_stay_integers_in_json(capsys, tmp_path):
+    data = tmp_path / "ints.csv"
+    data.write_text("user_id,item_id\n" + "".join(f"{u},{100 + (u + k) % 6}\n" for u in range(10) for k in range(3)))
+    path = tmp_path / "m.npz"
+    assert cli.main(["fit", str(data), "--factors", "2", "--iterations", "3", "--out", str(path), "--quiet"]) == 0
+    code, out, _ = _run(capsys, "recommend", path, "--user", "4", "--n", "2", "--format", "jsonl")
+    record = json.loads(out)
+    assert code == 0 and record["user"] == 4 and all(isinstance(i, int) and i >= 100 for i in record["items"])
+    code, out, _ = _run(capsys, "similar", path, "--item", "103", "--format", "jsonl")
+    assert code == 0 and json.loads(out)["item"] == 103
+
+
+# ------------------------------------------------- id conversion, properties
+from types import SimpleNamespace  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from fastrec._cli_data import user_indices, write_rankings  # noqa: E402
+from fastrec._idmap import IdMap  # noqa: E402
+
+_text_ids = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1,
+                    max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels=st.one_of(st.lists(st.integers(-10**12, 10**12), min_size=1, max_size=20, unique=True),
+                        st.lists(_text_ids, min_size=1, max_size=20, unique=True)),
+       extra=st.lists(_text_ids, max_size=5), data=st.data())
+def test_text_ids_map_to_the_right_index(labels, extra, data):
+    id_map = IdMap(labels)
+    model = SimpleNamespace(user_map_=id_map, n_users_=len(labels))
+    asked = data.draw(st.lists(st.sampled_from(labels), min_size=1, max_size=8)) + extra
+    text = [str(v) for v in asked]
+    # reference: integer ids match by value (as when a CSV is read), text ids exactly
+    lookup = {label: pos for pos, label in enumerate(labels)}
+
+    def key(t):
+        if isinstance(labels[0], str):
+            return t
+        try:
+            return int(t)
+        except ValueError:
+            return None
+    expected = [lookup[key(t)] for t in text if key(t) in lookup]
+    assert user_indices(model, text, skip_unknown=True).tolist() == expected
+    if len(expected) < len(text):
+        with pytest.raises(KeyError):
+            user_indices(model, text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(_text_ids, st.lists(st.one_of(_text_ids, st.integers(-5, 5)), max_size=4),
+                               st.floats(-1e6, 1e6)), max_size=5))
+def test_rankings_round_trip_through_csv_and_jsonl(rows):
+    rows = [(query, items, np.full(len(items), score)) for query, items, score in rows]
+    buffer = io.StringIO()
+    write_rankings(buffer, "jsonl", rows)
+    records = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [(r["user"], r["items"]) for r in records] == [(q, items) for q, items, _ in rows]
+    buffer = io.StringIO()
+    write_rankings(buffer, "csv", rows)
+    parsed = list(csv.DictReader(io.StringIO(buffer.getvalue())))
+    expected = [(q, str(rank), str(item)) for q, items, _ in rows for rank, item in enumerate(items, 1)]
+    assert [(r["user"], r["rank"], r["item"]) for r in parsed] == expected
+    scores = [s for _, _, sc in rows for s in sc]
+    np.testing.assert_allclose([float(r["score"]) for r in parsed], scores, rtol=1e-5)

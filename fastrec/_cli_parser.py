@@ -1,0 +1,187 @@
+"""The argument parser of the ``fastrec`` command: every subcommand, option and help text."""
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+from . import __version__
+from ._cli_data import MODEL_CHOICES, WEIGHTINGS, model_defaults
+
+__all__ = ["build_parser", "PROG"]
+
+PROG = "fastrec"
+_SPLITS = ("random", "per-user", "leave-last", "temporal")
+_DEFAULT_METRICS = "precision,recall,map,ndcg,mrr,hit_rate,coverage"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr (exit status 2), pointing at ``--help``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+# ------------------------------------------------------------------ parser
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="CSV file (any separator; .gz ok) or Parquet file "
+                   "(.parquet/.pq, needs pandas and pyarrow) with one row per interaction")
+    g = p.add_argument_group("data columns")
+    g.add_argument("--user-col", default="user_id", help="user id column (default: %(default)s)")
+    g.add_argument("--item-col", default="item_id", help="item id column (default: %(default)s)")
+    g.add_argument("--weight-col", help="optional weight column: rating, count... "
+                   "(default: every row weighs 1)")
+    g.add_argument("--timestamp-col", help="optional timestamp column: numbers such as Unix "
+                   "seconds (or datetimes in Parquet); needed by the leave-last and temporal splits")
+    g.add_argument("--sep", default=",", help="CSV field separator; '\\t' or 'tab' for tabs, "
+                   "may be several characters such as '::' (default: ',')")
+    g.add_argument("--no-header", dest="header", action="store_false",
+                   help="the CSV has no header line: give columns as 0-based numbers")
+    g.add_argument("--duplicates", choices=("sum", "max", "last"), default="sum",
+                   help="how repeated (user, item) rows merge (default: %(default)s)")
+    g.add_argument("--weighting", choices=WEIGHTINGS, default="raw",
+                   help="transform the weights before fitting: raw keeps them, binary makes "
+                   "weights >= --threshold 1 and drops the rest, log1p damps counts, bm25/tfidf "
+                   "down-weight heavy users and popular items (default: %(default)s)")
+    g.add_argument("--threshold", type=float, default=0.0,
+                   help="with --weighting binary: the smallest weight kept (default: %(default)s)")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=MODEL_CHOICES, default="als",
+                   help="als: implicit ALS (Hu et al.); bpr / warp: ranking losses trained "
+                   "by SGD (default: %(default)s)")
+    g.add_argument("--factors", type=int, metavar="N",
+                   help=f"latent dimensions (default: {model_defaults('factors')})")
+    g.add_argument("--iterations", type=int, metavar="N", help="ALS sweeps or SGD epochs "
+                   f"(default: {model_defaults('iterations')})")
+    g.add_argument("--regularization", type=float, metavar="X",
+                   help=f"L2 penalty (default: {model_defaults('regularization')})")
+    g.add_argument("--alpha", type=float, metavar="X", help="ALS only: confidence 1 + alpha * "
+                   f"weight (default: {model_defaults('alpha')})")
+    g.add_argument("--learning-rate", type=float, metavar="X",
+                   help=f"bpr/warp only: SGD step size (default: {model_defaults('learning_rate')})")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="threads; 0 uses every CPU this process may use (default: 0)")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the initial factors "
+                   "and of the split (default: %(default)s)")
+
+
+def _sub(subs: Any, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    return subs.add_parser(name, help=help, description=textwrap.fill(description, 79),
+                           formatter_class=_formatter,
+                           epilog="examples:\n" + epilog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fastrec`` argument parser, with one subparser per command."""
+    parser = _Parser(prog=PROG, formatter_class=_formatter,
+                     description="Fast recommendations from implicit feedback: ALS, BPR and WARP.",
+                     epilog="examples:\n  fastrec demo\n"
+                     "  fastrec fit ratings.csv --user-col user --item-col movie --out model.npz\n"
+                     "  fastrec recommend model.npz --user 42\n"
+                     "Run 'fastrec COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of errors instead of one line")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _sub(subs, "demo", "fit and explain a model on the embedded MovieTweetings data",
+             "Fit ALS on the MovieTweetings 100K ratings shipped with fastrec (80% of each "
+             "user's ratings), show what a few users watched, what we recommend them and why, "
+             "what fans of popular films also like, and held-out ndcg, precision, recall and "
+             "coverage next to a most-popular baseline.",
+             "  fastrec demo\n  fastrec demo --users 5 --seed 1")
+    p.add_argument("--users", type=int, default=3, help="users shown (default: %(default)s)")
+    p.add_argument("--n", type=int, default=5, help="recommendations per user (default: %(default)s)")
+    p.add_argument("--titles", type=int, default=3,
+                   help="popular films shown with 'fans also like' (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, the model and the users shown (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="threads; 0 = all CPUs (default: 0)")
+
+    p = _sub(subs, "fit", "fit a model on a CSV or Parquet file and save it",
+             "Fit a model on interactions read from DATA and save it, with the raw user and "
+             "item ids, to the --out file (a versioned .npz without pickle).  A progress line "
+             "with the training loss (ALS) or sampled AUC (BPR/WARP) goes to stderr.",
+             "  fastrec fit ratings.csv --user-col userId --item-col movieId --out model.npz\n"
+             "  fastrec fit plays.csv --weight-col plays --weighting bm25 --alpha 5 --out m.npz\n"
+             "  fastrec fit ratings.dat --sep :: --no-header --user-col 0 --item-col 1 "
+             "--model warp --out m.npz")
+    _add_data_options(p)
+    _add_model_options(p)
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress line and no summary")
+
+    p = _sub(subs, "recommend", "top-N items for one user or a file of users",
+             "Recommend items to users of a saved model, by raw user id.  One user prints a "
+             "table; --users-file writes one batch (CSV columns user,rank,item,score, or one "
+             "JSON object per user with --format jsonl).",
+             "  fastrec recommend model.npz --user 42 --n 5\n"
+             "  fastrec recommend model.npz --users-file users.txt --format jsonl --output recs.jsonl\n"
+             "  fastrec recommend model.npz --user alice --no-exclude-seen")
+    p.add_argument("model", metavar="MODEL", help="model file written by 'fastrec fit'")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="raw user id")
+    who.add_argument("--users-file", metavar="FILE", help="file with one raw user id per line "
+                     "(blank lines and lines starting with # are skipped)")
+    p.add_argument("--n", type=int, default=10, help="items per user (default: %(default)s)")
+    p.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip items the user interacted with at fit time (default: skip)")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="with --users-file: leave out unknown users instead of failing")
+    _add_output_options(p, "table for --user, csv for --users-file")
+
+    p = _sub(subs, "similar", "items most similar to an item",
+             "Items whose factors are closest (cosine) to those of an item, by raw item id.",
+             "  fastrec similar model.npz --item 0133093 --n 5\n"
+             "  fastrec similar model.npz --item 7 --format csv")
+    p.add_argument("model", metavar="MODEL", help="model file written by 'fastrec fit'")
+    p.add_argument("--item", required=True, metavar="ID", help="raw item id")
+    p.add_argument("--n", type=int, default=10, help="similar items (default: %(default)s)")
+    _add_output_options(p, "table")
+
+    p = _sub(subs, "evaluate", "split, fit and score a model on held-out interactions",
+             "Split DATA into train and test, fit the model on train and print ranking metrics "
+             "at k on the test users' held-out interactions (relevant: positive weight, or "
+             "weight >= --threshold with --weighting binary).  Training items are never "
+             "recommended.",
+             "  fastrec evaluate ratings.csv --split per-user --k 10\n"
+             "  fastrec evaluate ratings.csv --weight-col rating --model warp --json\n"
+             "  fastrec evaluate events.csv --timestamp-col ts --split leave-last --last-n 2")
+    _add_data_options(p)
+    _add_model_options(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--split", choices=_SPLITS, default="per-user",
+                   help="random: a fraction of all interactions; per-user: of each user's; "
+                   "leave-last: each user's latest --last-n; temporal: everything after a "
+                   "time quantile (default: %(default)s)")
+    g.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share held out by random, per-user and temporal (default: %(default)s)")
+    g.add_argument("--last-n", type=int, default=1,
+                   help="interactions per user held out by leave-last (default: %(default)s)")
+    g.add_argument("--k", type=int, default=10, help="metric cut-off (default: %(default)s)")
+    g.add_argument("--metrics", default=_DEFAULT_METRICS,
+                   help="comma-separated names, or 'all' (default: %(default)s)")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    g.add_argument("--quiet", action="store_true", help="no progress line")
+
+    p = _sub(subs, "bench", "run the comparison benchmarks (source checkout only)",
+             "Run bench/compare.py, the speed and accuracy comparison with implicit (and "
+             "LightFM when installed).  It needs a source checkout of fastrec; arguments "
+             "after -- are passed on.",
+             "  fastrec bench --quick\n  fastrec bench -- --help")
+    p.add_argument("--quick", action="store_true", help="small data sets, a few minutes")
+    p.add_argument("extra", nargs="*", metavar="ARG", help="passed on to bench/compare.py")
+    return parser
+
+
+def _add_output_options(p: argparse.ArgumentParser, default_format: str) -> None:
+    p.add_argument("--format", choices=("table", "csv", "jsonl"),
+                   help=f"output format (default: {default_format})")
+    p.add_argument("--output", metavar="PATH", help="write to PATH instead of stdout")
