@@ -25,7 +25,7 @@ import _common as C  # noqa: E402
 # name -> module; bench_bpr belongs to the BPR/WARP work and may be absent
 BENCHES = {"als": "bench_als", "foldin": "bench_foldin", "topk": "bench_topk",
            "memory": "bench_memory", "bpr": "bench_bpr"}
-LABEL_KEYS = ("measure", "check", "call", "model", "library", "factors", "config")
+LABEL_KEYS = ("measure", "check", "call", "model", "library", "factors", "factors from", "config")
 # the figure a bar is about, in order of preference
 FIGURE_KEYS = ("ratio wall", "ratio p50", "speed-up wall", "ratio", "difference", "fastrec ndcg@10",
                "beyond outputs MB", "ndcg / anchor")
@@ -111,19 +111,24 @@ def als_chart(report: C.Report, path: Path) -> Path | None:
 
 def topk_chart(report: C.Report, path: Path) -> Path | None:
     """Batch users per second against threads, both libraries and the GEMM floor."""
-    scaling = report.raw.get("scaling")
+    scaling = report.raw.get("scaling") or []
     if not scaling:
         return None
-    threads, rates, floor = scaling["threads"], scaling["users_per_s"], scaling["floor_users_per_s"]
+    threads = scaling[0]["threads"]
+    colors = {"trained": "tab:blue", "random": "tab:green"}
 
     def draw(ax) -> None:
-        for lib, style in (("fastrec", "-"), ("implicit", "--")):
-            ax.plot(threads, [rates[f"{lib}@{t}"] for t in threads], style, marker="o", label=lib)
+        for s in scaling:
+            rates = s["users_per_s"]
+            for lib, style in (("fastrec", "-"), ("implicit", "--")):
+                ax.plot(s["threads"], [rates[f"{lib}@{t}"] for t in s["threads"]], style, marker="o",
+                        color=colors.get(s["source"]), label=f"{lib}, {s['source']} factors")
+        floor = scaling[0]["floor_users_per_s"]
         ax.plot(threads, [floor[t] for t in threads], ":", marker="x", color="gray",
-                label="GEMM floor (sgemm rate)")
+                label="GEMM floor of exhaustive scoring")
 
     return _log_chart(path, "threads", "users per second (top-10, seen excluded)",
-                      f"Batch top-K, {scaling['factors']} factors, {scaling['users']:,} users", threads, draw)
+                      f"Batch top-K, {scaling[0]['factors']} factors, {scaling[0]['users']:,} users", threads, draw)
 
 
 def write_results(path: Path, env: dict, reports: dict[str, C.Report], log: list[str], quick: bool,

@@ -44,9 +44,6 @@ def _read_data(args: argparse.Namespace) -> Any:
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from .demo import run_demo
-    for name in ("users", "n", "titles"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
     run_demo(seed=args.seed, n_users=args.users, n_recs=args.n, n_titles=args.titles,
              num_threads=args.threads, stream=out)
     return 0

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._ranking import top_k
+from ._validation import check_int
 from .als import ALS
 from .datasets import load_demo
 from .evaluation import evaluate, per_user_split, ranking_metrics
@@ -55,7 +56,7 @@ def _pick_users(train: sp.csr_matrix, test: sp.csr_matrix, n_users: int, seed: i
 
 
 def _show_user(out: TextIO, model: ALS, user: int, ratings: sp.csr_matrix, held_out: sp.csr_matrix,
-               titles: np.ndarray, user_id: Any, n_recs: int) -> int:
+               titles: np.ndarray, user_id: Any, n_recs: int) -> None:
     row = ratings[user]
     order = np.lexsort((row.indices, -row.data))
     out.write(f"\nUser {user_id} rated {row.nnz} films:\n")
@@ -65,11 +66,10 @@ def _show_user(out: TextIO, model: ALS, user: int, ratings: sp.csr_matrix, held_
     hidden = set(held_out[user].indices.tolist())
     out.write("  We recommend:\n")
     for rank, item in enumerate(ids, start=1):
-        _, because, _ = model.explain(user, int(item), n=1)
+        _, because, _ = model.explain(user, int(item), n=1)  # the largest contribution
+        reason = f"because you watched {_short(str(titles[because[0]]), 36)}" if because.size else ""
         mark = "*" if int(item) in hidden else " "
-        out.write(f"   {mark}{rank}. {_short(str(titles[item])):<{_TITLE_WIDTH}}  "
-                  f"because you watched {_short(str(titles[because[0]]), 36)}\n")
-    return sum(int(item) in hidden for item in ids)
+        out.write(f"   {mark}{rank}. {_short(str(titles[item])):<{_TITLE_WIDTH}}  {reason}".rstrip() + "\n")
 
 
 def _show_fans(out: TextIO, model: ALS, item: int, titles: np.ndarray, n_items: int,
@@ -115,6 +115,11 @@ def run_demo(seed: int = 0, n_users: int = 3, n_recs: int = 5, n_titles: int = 3
     dict with ``metrics`` (ALS), ``baseline`` (most popular), ``params`` and
     the ``seconds`` each step took.
     """
+    seed = check_int(seed, "seed", minimum=0)
+    n_users = check_int(n_users, "n_users", minimum=1)
+    n_recs = check_int(n_recs, "n_recs", minimum=1)
+    n_titles = check_int(n_titles, "n_titles", minimum=1)
+    k = check_int(k, "k", minimum=1)
     out = stream or sys.stdout
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -125,6 +130,8 @@ def run_demo(seed: int = 0, n_users: int = 3, n_recs: int = 5, n_titles: int = 3
 
     tick = time.perf_counter()
     train, test = per_user_split(data, test_fraction=_TEST_FRACTION, random_state=seed)
+    seconds["split"] = time.perf_counter() - tick
+    tick = time.perf_counter()
     model = ALS(**DEMO_PARAMS, random_state=seed, num_threads=num_threads)
     model.fit(train.binarize(0))  # every rating, even a low one, says "watched"
     seconds["fit"] = time.perf_counter() - tick
