@@ -310,8 +310,9 @@ def load_model(path: Any, expected_class: type | None = None) -> FactorModel:
         except ModelFormatError:
             raise
         except Exception as exc:  # any failure to decode the container means a damaged file
+            # numpy's own text may suggest allow_pickle=True: never repeat that advice
             raise ModelFormatError(f"{path} is not a readable fastrec model file "
-                                   f"(truncated or corrupted?): {type(exc).__name__}: {exc}") from exc
+                                   f"(truncated, corrupted or not a model): {type(exc).__name__}") from exc
     meta = _read_meta(arrays, path)
     if not hmac.compare_digest(arrays[_CHECKSUM].tobytes(), _checksum(arrays)):
         raise ModelFormatError(f"{path} is corrupted: its checksum does not match its contents")
