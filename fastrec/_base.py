@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from ._idmap import IdMap
 from ._ranking import RankingIndex, candidate_ids, csr_rows, exclusion_mask, top_k
 from ._threads import resolve_num_threads
-from ._validation import check_bool, check_ids, check_interactions, check_n, check_scalar_id
+from ._validation import (check_bool, check_dtype, check_ids, check_int, check_interactions, check_n,
+                          check_num_threads, check_random_state, check_scalar_id)
 from .exceptions import NotFittedError
 
 __all__ = ["FactorModel", "FittedState", "id_maps_of"]
@@ -132,6 +133,17 @@ class FactorModel:
                                  f"valid parameters are {sorted(valid)}")
             setattr(self, name, value)
         return self
+
+    def _check_common_params(self) -> dict[str, Any]:
+        """Checks of the hyperparameters every factor model shares."""
+        return {
+            "factors": check_int(self.factors, "factors", minimum=1, maximum=4096),
+            "iterations": check_int(self.iterations, "iterations", minimum=0),
+            "dtype": check_dtype(self.dtype),
+            "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
+            "show_progress": check_bool(self.show_progress, "show_progress"),
+            "random_state": check_random_state(self.random_state),
+        }
 
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}

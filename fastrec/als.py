@@ -18,10 +18,9 @@ import scipy.sparse as sp
 from ._base import FactorModel, FittedState, id_maps_of
 from ._kernels import load_kernel
 from ._progress import Progress
-from ._threads import blas_single_thread, resolve_num_threads
-from ._validation import (check_bool, check_callback, check_choice, check_dtype, check_float,
-                          check_ids, check_int, check_interactions, check_num_threads,
-                          check_random_state, check_rows, check_scalar_id)
+from ._threads import blas_single_thread
+from ._validation import (check_bool, check_callback, check_choice, check_float, check_ids,
+                          check_int, check_interactions, check_rows, check_scalar_id)
 
 __all__ = ["ALS"]
 
@@ -103,19 +102,14 @@ class ALS(FactorModel):
     # ----------------------------------------------------------- validation
     def _check_params(self) -> dict[str, Any]:
         return {
-            "factors": check_int(self.factors, "factors", minimum=1, maximum=4096),
+            **self._check_common_params(),
             "regularization": check_float(self.regularization, "regularization", minimum=0.0),
             "alpha": check_float(self.alpha, "alpha", minimum=0.0),
-            "iterations": check_int(self.iterations, "iterations", minimum=0),
             "solver": check_choice(self.solver, "solver", _SOLVERS),
             "cg_steps": check_int(self.cg_steps, "cg_steps", minimum=1),
             "regularization_scaling": check_choice(self.regularization_scaling,
                                                    "regularization_scaling", ("count", "none")),
             "confidence": check_choice(self.confidence, "confidence", ("hu", "implicit")),
-            "dtype": check_dtype(self.dtype),
-            "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
-            "show_progress": check_bool(self.show_progress, "show_progress"),
-            "random_state": check_random_state(self.random_state),
         }
 
     def _row_regularization(self, csr: Any, params: dict[str, Any]) -> np.ndarray:

@@ -17,9 +17,8 @@ import scipy.sparse as sp
 from ._base import FactorModel, FittedState, id_maps_of
 from ._kernels import load_kernel
 from ._progress import Progress
-from ._threads import resolve_num_threads
-from ._validation import (check_bool, check_choice, check_dtype, check_float, check_ids,
-                          check_int, check_interactions, check_num_threads)
+from ._validation import (check_bool, check_choice, check_float, check_ids, check_int,
+                          check_interactions)
 
 __all__ = ["BPR"]
 
@@ -158,18 +157,14 @@ class BPR(FactorModel):
     # ----------------------------------------------------------- validation
     def _check_params(self) -> dict[str, Any]:
         params = {
-            "factors": check_int(self.factors, "factors", minimum=1, maximum=4096),
+            **self._check_common_params(),
             "learning_rate": check_float(self.learning_rate, "learning_rate", minimum=0.0,
                                          strict_minimum=True),
-            "iterations": check_int(self.iterations, "iterations", minimum=0),
             "loss": check_choice(self.loss, "loss", _LOSSES),
             "max_sampled": check_int(self.max_sampled, "max_sampled", minimum=1),
             "learning_schedule": check_choice(self.learning_schedule, "learning_schedule", _SCHEDULES),
-            "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
             "verify_negative_samples": check_bool(self.verify_negative_samples,
                                                   "verify_negative_samples"),
-            "dtype": check_dtype(self.dtype),
-            "show_progress": check_bool(self.show_progress, "show_progress"),
         }
         if params["learning_schedule"] == "auto":
             params["learning_schedule"] = _AUTO_SCHEDULE[params["loss"]]
@@ -236,7 +231,7 @@ class BPR(FactorModel):
         positives = _Positives.from_csr(csr)
         n_users, n_items = csr.shape
 
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(params["random_state"])
         user_factors = ((rng.random((n_users, f)) - 0.5) / f).astype(dtype)
         item_factors = ((rng.random((n_items, f)) - 0.5) / f).astype(dtype)
         item_bias = np.zeros(n_items, dtype=dtype)
