@@ -56,7 +56,7 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
     reads cache-resident, contiguous memory instead of chasing indices.
     """
     cdef index_t j
-    cdef int it, t, n = <int> (indptr[row + 1] - indptr[row])
+    cdef int it, t, m, n = <int> (indptr[row + 1] - indptr[row])
     cdef const floating *y
     cdef floating c, pref, rsold, rsnew, pAp, step
     cdef index_t start = indptr[row]
@@ -66,6 +66,8 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
         memset(x, 0, f * sizeof(floating))
         return 0
 
+    # Entries with c == 1 add nothing to A; keep them only for b, then drop
+    # them from the rows the CG passes read.
     for t in range(n):
         j = start + t
         if t + PREFETCH_AHEAD < n:
@@ -84,8 +86,12 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
     for it in range(f):
         r[it] = -r[it] - reg * x[it]
     weighted_gram_apply(rows, weight, offset, n, x, r, f)
+    m = 0
     for t in range(n):
-        weight[t] = -weight[t]
+        if weight[t] != 0:
+            rows[m] = rows[t]
+            weight[m] = -weight[t]
+            m += 1
 
     memcpy(p, r, f * sizeof(floating))
     rsold = dot(r, r, f)
@@ -95,7 +101,7 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
     for it in range(steps):
         symv(YtY, p, Ap, f)
         axpy(reg, p, Ap, f)
-        weighted_gram_apply(rows, weight, NULL, n, p, Ap, f)
+        weighted_gram_apply(rows, weight, NULL, m, p, Ap, f)
         pAp = dot(p, Ap, f)
         if pAp <= 0:
             return 1  # not positive definite along p: stop, keep what we have
@@ -138,7 +144,7 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
     rows and use one BLAS SYRK, which wins once packing is amortised.
     """
     cdef index_t j
-    cdef int k, t, n_pos = 0, n_neg = 0
+    cdef int k, t, n_pos = 0, n_neg = 0, n_small = 0
     cdef int n = <int> (indptr[row + 1] - indptr[row])
     cdef bint small = n <= SMALL_ROW
     cdef const floating *y
@@ -163,8 +169,10 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
             axpy(c, y, b, f)
         w = c - 1
         if small:
-            rows[t] = y
-            weight[t] = w
+            if w != 0:  # c == 1 adds nothing to A
+                rows[n_small] = y
+                weight[n_small] = w
+                n_small += 1
         # negative weights only arise under implicit's convention (alpha*r < 1)
         elif w > 0:
             scal_copy(<floating> sqrt(w), y, &G[<long long> n_pos * f], f)
@@ -173,7 +181,7 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
             scal_copy(<floating> sqrt(-w), y, &Gneg[<long long> n_neg * f], f)
             n_neg += 1
     if small:
-        syrk_rows(A, rows, weight, n, f)
+        syrk_rows(A, rows, weight, n_small, f)
     else:
         syrk_upper(f, n_pos, <floating> 1, G, A)
         syrk_upper(f, n_neg, <floating> -1, Gneg, A)

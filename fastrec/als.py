@@ -192,8 +192,12 @@ class ALS(FactorModel):
         n_users, n_items = Cui.shape
 
         rng = np.random.default_rng(params["random_state"])
-        user_factors = (rng.standard_normal((n_users, f)) * 0.01).astype(dtype)
-        item_factors = (rng.standard_normal((n_items, f)) * 0.01).astype(dtype)
+        # drawn in float32 (no float64 temporary adding to peak memory), and
+        # the same draws whatever the dtype, so float32 and float64 fits agree
+        user_factors = rng.standard_normal((n_users, f), dtype=np.float32).astype(dtype, copy=False)
+        user_factors *= 0.01
+        item_factors = rng.standard_normal((n_items, f), dtype=np.float32).astype(dtype, copy=False)
+        item_factors *= 0.01
         reg_users = self._row_regularization(Cui, params)
         reg_items = self._row_regularization(Ciu, params)
 
