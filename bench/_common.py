@@ -119,26 +119,29 @@ def csr_bytes(X: sp.csr_matrix) -> int:
 
 
 def trained_als(X: sp.csr_matrix, factors: int, threads: int = THREADS,
-                iterations: int = SERVING_ITERATIONS, seed: int = 0):
-    """A fastrec ALS (default hyperparameters) fitted on ``X``, cached on disk.
+                iterations: int = SERVING_ITERATIONS, seed: int = 0, **params: Any):
+    """A fastrec ALS fitted on ``X`` (default hyperparameters unless ``params``), cached on disk.
 
-    Realistic factors for the serving benchmarks; the model file lives under
-    ``bench/.cache/models`` and is refitted when it is missing or unreadable.
+    Realistic factors for the serving benchmarks.  The model file lives under
+    ``bench/.cache/models`` and is refitted when missing or unreadable; the
+    model is always returned as loaded from that file, so a first run and a
+    cached run serve the same thing.
     """
     import fastrec
-    path = CACHE / "models" / f"als_{X.shape[0]}x{X.shape[1]}x{X.nnz}_f{factors}_it{iterations}_s{seed}.npz"
+    extra = "".join(f"_{k}-{v}" for k, v in sorted(params.items()))
+    path = CACHE / "models" / f"als_{X.shape[0]}x{X.shape[1]}x{X.nnz}_f{factors}_it{iterations}_s{seed}{extra}.npz"
     if path.exists():
         try:
             return fastrec.ALS.load(path).set_params(num_threads=threads)
         except Exception as exc:  # an older file format: refit
             print(f"refitting {path.name}: {exc}", file=sys.stderr)
-    print(f"fitting ALS ({factors} factors, {iterations} iterations) for the serving benches "
+    print(f"fitting ALS ({factors} factors, {iterations} iterations{extra}) for the serving benches "
           f"(cached in {path.parent}) ...", file=sys.stderr, flush=True)
     model = fastrec.ALS(factors=factors, iterations=iterations, num_threads=threads,
-                        random_state=seed).fit(X)
+                        random_state=seed, **params).fit(X)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
-    return model
+    return fastrec.ALS.load(path).set_params(num_threads=threads)
 
 
 def random_als(X: sp.csr_matrix, factors: int, threads: int = THREADS, seed: int = 0):

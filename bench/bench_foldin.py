@@ -1,10 +1,9 @@
 """Fold-in of one user at 64 factors: fastrec against implicit's ``recalculate_user``.
 
-A fastrec ALS (a short fit on the MovieLens-20M-shaped data, cached) is set
-to implicit's convention (confidence ``alpha * r``, constant regularisation)
-and an implicit model gets the same item factors and hyperparameters, so both
-solve exactly the same least-squares system per user (the results are
-compared).  Users are drawn at random; each call gets that user's row of the
+A fastrec ALS fitted on the MovieLens-20M-shaped data in implicit's
+convention (confidence ``alpha * r``, constant regularisation; cached on disk)
+and an implicit model given the same item factors and hyperparameters solve
+exactly the same least-squares system per user (the results are compared).  Users are drawn at random; each call gets that user's row of the
 data, sliced beforehand.  The libraries alternate in blocks of users in one
 process; implicit runs with BLAS limited to one thread.
 
@@ -31,19 +30,19 @@ FACTORS = 64
 RATIO_BAR = 0.2
 ABSOLUTE_BAR_MS = 0.1
 BLOCK = 100
+# confidence alpha * r and constant regularisation, as implicit solves it
 IMPLICIT_CONVENTION = {"confidence": "implicit", "regularization_scaling": "none"}
 
 
 def models(X, threads: int):
-    """(fastrec model in implicit's convention, {name: implicit twin solving the same problem}).
+    """(fastrec model fitted in implicit's convention, {name: implicit twin solving the same problem}).
 
     implicit gets ``threads`` as asked and also one thread: a single user
     cannot use two, and on a busy machine waking its idle OpenMP thread can
     cost far more than the solve, so the ratio is taken against its faster setting.
     """
-    model = C.trained_als(X, FACTORS, threads)
+    model = C.trained_als(X, FACTORS, threads, **IMPLICIT_CONVENTION)
     params = model.get_params()
-    model.set_params(**IMPLICIT_CONVENTION)
     twins = {f"implicit@{t}": C.implicit_twin(model, t, regularization=params["regularization"],
                                               alpha=params["alpha"]) for t in sorted({threads, 1}, reverse=True)}
     return model, twins

@@ -1,7 +1,7 @@
 """Run every comparison and write ``bench/RESULTS.md`` with tables and charts.
 
-    python bench/compare.py                 # the full suite (about half an hour on 2 cores)
-    python bench/compare.py --quick         # small data, about two minutes; writes under bench/.cache
+    python bench/compare.py                 # the full suite (~8 min on a quiet 2-core machine)
+    python bench/compare.py --quick         # small data, ~1.5 min; writes under bench/.cache
     python bench/compare.py --only als topk # a subset
 
 Each bench is also runnable alone (``python bench/bench_als.py --help``).
