@@ -83,6 +83,10 @@ class FittedState:
         return value
 
 
+# users per chunk of a large recommend batch (bounds its working memory)
+_RECOMMEND_CHUNK = 16384
+
+
 def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
     """The (user_map, item_map) of a ``fastrec.Interactions``-like input, else (None, None)."""
     user_map = getattr(X, "user_map", None)
@@ -269,6 +273,8 @@ class FactorModel:
                 if fresh is None:
                     raise ValueError("recalculate=True needs X, the users' fresh interactions")
                 queries = self._fold_in(state, fresh)
+            elif user_ids.size > _RECOMMEND_CHUNK:
+                return self._recommend_stored_in_chunks(state, user_ids, n, exclude_seen, exclude, candidates)
             else:
                 queries = state.user_factors[user_ids]
 
@@ -290,6 +296,27 @@ class FactorModel:
         if scalar:
             valid = ids[0] >= 0
             return ids[0][valid], scores[0][valid]
+        return ids, scores
+
+    def _recommend_stored_in_chunks(self, state: FittedState, user_ids: np.ndarray, n: int,
+                                    exclude_seen: bool, exclude: Any, candidates: Any
+                                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Large batches of stored users, a chunk at a time: the gathered query
+        vectors and seen rows stay a fixed size however many users are asked for."""
+        mask = exclusion_mask(exclude, state.n_items)
+        cands = candidate_ids(candidates, state.n_items)
+        index, threads = state.ranking_index(), self._serving_threads()
+        ids = scores = None
+        for start in range(0, user_ids.size, _RECOMMEND_CHUNK):
+            chunk = user_ids[start:start + _RECOMMEND_CHUNK]
+            seen = csr_rows(state.user_items, chunk) if exclude_seen else None
+            part_ids, part_scores = top_k(state.user_factors[chunk], state.item_factors, state.item_bias,
+                                          n, seen, mask, cands, threads, index=index)
+            if ids is None:
+                ids = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_ids.dtype)
+                scores = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_scores.dtype)
+            ids[start:start + chunk.size] = part_ids
+            scores[start:start + chunk.size] = part_scores
         return ids, scores
 
     def _similar(self, ids: Any, n: int, side: str) -> tuple[np.ndarray, np.ndarray]:

@@ -263,3 +263,19 @@ def test_recommend_sees_whole_states_while_they_are_swapped():
         stop.set()
         swapper.join()
     assert sum(failures) == 0, failures
+
+
+def test_large_batches_are_chunked_with_identical_results(monkeypatch):
+    import fastrec._base as base
+    rng = np.random.default_rng(11)
+    U = rng.standard_normal((50, 6)).astype(np.float32)
+    Y = rng.standard_normal((40, 6)).astype(np.float32)
+    seen = sp.random(50, 40, density=0.2, random_state=12, format="csr", dtype=np.float32)
+    model = ALS(factors=6, num_threads=2)
+    model._state = base.FittedState(U, Y, seen)
+    users = rng.permutation(50)
+    whole = model.recommend(users, n=7, exclude=[3, 4])
+    monkeypatch.setattr(base, "_RECOMMEND_CHUNK", 8)
+    chunked = model.recommend(users, n=7, exclude=[3, 4])
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    np.testing.assert_array_equal(whole[1], chunked[1])
