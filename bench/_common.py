@@ -238,6 +238,18 @@ class Timer:
         return Sample(self.seconds, self.cpu_seconds)
 
 
+def iteration_marker(marks: list) -> Callable[..., None]:
+    """A fit callback that appends (wall, cpu) at the end of every iteration or epoch."""
+    def callback(*_: Any) -> None:
+        marks.append((time.perf_counter(), time.process_time()))
+    return callback
+
+
+def iteration_samples(marks: list[tuple[float, float]]) -> list["Sample"]:
+    """Per-iteration samples from ``iteration_marker`` marks; the first iteration is dropped."""
+    return [Sample(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, Sample]:
     with Timer() as t:
         out = fn()

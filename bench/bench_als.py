@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,30 +68,19 @@ def implicit_als(factors: int, solver: str, threads: int, iterations: int, seed:
         return AlternatingLeastSquares(**params)
 
 
-def _iteration_samples(marks: list[tuple[float, float]]) -> list[C.Sample]:
-    """Per-iteration samples from (wall, cpu) marks at each iteration's end, the first dropped."""
-    return [C.Sample(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
-
-
-def _marker(marks: list):
-    def callback(*_: Any) -> None:
-        marks.append((time.perf_counter(), time.process_time()))
-    return callback
-
-
 def fastrec_iterations(X, factors: int, solver: str, threads: int, iterations: int, seed: int = 0):
     marks: list = []
-    fastrec_als(factors, solver, threads, iterations, seed, alpha=SPEED_ALPHA).fit(X, callback=_marker(marks),
-                                                                compute_loss=False)
-    return _iteration_samples(marks)
+    fastrec_als(factors, solver, threads, iterations, seed, alpha=SPEED_ALPHA).fit(
+        X, callback=C.iteration_marker(marks), compute_loss=False)
+    return C.iteration_samples(marks)
 
 
 def implicit_iterations(X, factors: int, solver: str, threads: int, iterations: int, seed: int = 0):
     marks: list = []
     model = implicit_als(factors, solver, threads, iterations, seed, alpha=SPEED_ALPHA)
     with C.blas_limit(1):
-        model.fit(X, show_progress=False, callback=_marker(marks))
-    return _iteration_samples(marks)
+        model.fit(X, show_progress=False, callback=C.iteration_marker(marks))
+    return C.iteration_samples(marks)
 
 
 # ---------------------------------------------------------------- floors

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -115,31 +113,20 @@ def quality(threads: int, seed: int) -> tuple[list[dict], dict]:
 
 
 # ---------------------------------------------------------------- speed
-def _epoch_samples(marks: list[tuple[float, float]]) -> list[C.Sample]:
-    """Per-epoch samples from (wall, cpu) marks at each epoch's end; the first epoch is dropped."""
-    return [C.Sample(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
-
-
-def _marker(marks: list):
-    def callback(*_: Any) -> None:
-        marks.append((time.perf_counter(), time.process_time()))
-    return callback
-
-
 def fastrec_epochs(X, threads: int, epochs: int, seed: int = 0) -> list[C.Sample]:
     import fastrec
     marks: list = []
     fastrec.BPR(factors=FACTORS, iterations=epochs, num_threads=threads,
-                random_state=seed).fit(X, callback=_marker(marks))
-    return _epoch_samples(marks)
+                random_state=seed).fit(X, callback=C.iteration_marker(marks))
+    return C.iteration_samples(marks)
 
 
 def implicit_epochs(X, threads: int, epochs: int, seed: int = 0) -> list[C.Sample]:
     marks: list = []
     model = implicit_bpr(threads, seed, iterations=epochs, learning_rate=IMPLICIT["learning_rate"])
     with C.blas_limit(1):
-        model.fit(X, show_progress=False, callback=_marker(marks))
-    return _epoch_samples(marks)
+        model.fit(X, show_progress=False, callback=C.iteration_marker(marks))
+    return C.iteration_samples(marks)
 
 
 def sample_cost(factors: int) -> tuple[float, float]:

@@ -96,6 +96,12 @@ def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
     return None, None
 
 
+def _single_row(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A one-query answer as 1-D arrays holding only the eligible entries (no padding)."""
+    valid = ids[0] >= 0
+    return ids[0][valid], scores[0][valid]
+
+
 def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
     """A CSR with one entry per row: the query itself, for similar_* calls."""
     m = ids.size
@@ -273,16 +279,15 @@ class FactorModel:
                 if fresh is None:
                     raise ValueError("recalculate=True needs X, the users' fresh interactions")
                 queries = self._fold_in(state, fresh)
-            elif user_ids.size > _RECOMMEND_CHUNK:
-                return self._recommend_stored_in_chunks(state, user_ids, n, exclude_seen, exclude, candidates)
+            elif fresh is None:
+                ids, scores = self._recommend_stored(state, user_ids, n, exclude_seen, exclude, candidates)
+                return _single_row(ids, scores) if scalar else (ids, scores)
             else:
                 queries = state.user_factors[user_ids]
 
         seen = None
         if exclude_seen:
-            if fresh is None:
-                seen = csr_rows(state.user_items, user_ids)
-            elif user_ids is None:
+            if user_ids is None:
                 seen = fresh
             else:
                 # union of the patterns: adding raw values could cancel an entry out
@@ -293,21 +298,18 @@ class FactorModel:
                             candidate_ids(candidates, state.n_items),
                             1 if queries.shape[0] == 1 else self._serving_threads(),
                             index=state.ranking_index())
-        if scalar:
-            valid = ids[0] >= 0
-            return ids[0][valid], scores[0][valid]
-        return ids, scores
+        return _single_row(ids, scores) if scalar else (ids, scores)
 
-    def _recommend_stored_in_chunks(self, state: FittedState, user_ids: np.ndarray, n: int,
-                                    exclude_seen: bool, exclude: Any, candidates: Any
-                                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Large batches of stored users, a chunk at a time: the gathered query
-        vectors and seen rows stay a fixed size however many users are asked for."""
+    def _recommend_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
+                          exclude: Any, candidates: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Stored users, a chunk at a time: the gathered query vectors and seen
+        rows stay a fixed size however many users are asked for."""
         mask = exclusion_mask(exclude, state.n_items)
         cands = candidate_ids(candidates, state.n_items)
-        index, threads = state.ranking_index(), self._serving_threads()
+        index = state.ranking_index()
+        threads = 1 if user_ids.size == 1 else self._serving_threads()
         ids = scores = None
-        for start in range(0, user_ids.size, _RECOMMEND_CHUNK):
+        for start in range(0, max(user_ids.size, 1), _RECOMMEND_CHUNK):  # once even when empty
             chunk = user_ids[start:start + _RECOMMEND_CHUNK]
             seen = csr_rows(state.user_items, chunk) if exclude_seen else None
             part_ids, part_scores = top_k(state.user_factors[chunk], state.item_factors, state.item_bias,
@@ -327,10 +329,7 @@ class FactorModel:
         normed = state.normalized(side)
         out_ids, scores = top_k(normed[ids_arr], normed, None, n, _self_exclusion(ids_arr, total),
                                 num_threads=1 if ids_arr.size == 1 else self._serving_threads())
-        if scalar:
-            valid = out_ids[0] >= 0
-            return out_ids[0][valid], scores[0][valid]
-        return out_ids, scores
+        return _single_row(out_ids, scores) if scalar else (out_ids, scores)
 
     def similar_items(self, items: Any, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Items most similar to ``items`` by cosine of their factors, the query excluded.

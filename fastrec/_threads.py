@@ -59,7 +59,7 @@ def _controller() -> ThreadpoolController:
     # Scanning the loaded libraries is slow; do it once per process.  The
     # kernels call scipy's own OpenBLAS (scipy.linalg.cython_blas), so make
     # sure it is loaded first, or the limits would never reach it.
-    import scipy.linalg.cython_blas  # noqa: F401
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library; nothing used)
     return ThreadpoolController()
 
 
@@ -69,9 +69,3 @@ def blas_single_thread() -> Iterator[None]:
     with _controller().limit(limits=1, user_api="blas"):
         yield
 
-
-@contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    """Limit BLAS to ``n`` threads for a call made outside our parallel regions."""
-    with _controller().limit(limits=max(1, int(n)), user_api="blas"):
-        yield

@@ -279,3 +279,20 @@ def test_large_batches_are_chunked_with_identical_results(monkeypatch):
     chunked = model.recommend(users, n=7, exclude=[3, 4])
     np.testing.assert_array_equal(whole[0], chunked[0])
     np.testing.assert_array_equal(whole[1], chunked[1])
+
+
+def test_chunked_batches_with_fresh_rows_exclude_them(monkeypatch):
+    import fastrec._base as base
+    rng = np.random.default_rng(13)
+    U = rng.standard_normal((30, 5)).astype(np.float32)
+    Y = rng.standard_normal((25, 5)).astype(np.float32)
+    model = ALS(factors=5, num_threads=2)
+    model._state = base.FittedState(U, Y, sp.csr_matrix((30, 25), dtype=np.float32))
+    monkeypatch.setattr(base, "_RECOMMEND_CHUNK", 4)
+    users = np.arange(30)
+    fresh = sp.random(30, 25, density=0.3, random_state=14, format="csr", dtype=np.float32)
+    ids, _ = model.recommend(users, n=25, X=fresh)
+    for u in users:
+        assert not set(ids[u][ids[u] >= 0]) & set(fresh[u].indices)
+    empty_ids, empty_scores = model.recommend(np.array([], dtype=np.int32), n=5)
+    assert empty_ids.shape == (0, 5) and empty_scores.shape == (0, 5)
