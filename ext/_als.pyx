@@ -135,13 +135,15 @@ cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating 
 cdef int cholesky_row(const index_t *indptr, const int *indices, const floating *data,
                       int row, floating *x, const floating *Y, const floating *YtY,
                       floating reg, floating alpha, bint implicit_convention, int f,
-                      floating *A, floating *b, floating *G, floating *Gneg,
+                      floating *A, floating *b, floating *G, floating *Gneg, int capacity,
                       const floating **rows, floating *weight) noexcept nogil:
     """Exact solve of one row: build the system, factor it, solve.
 
     Short rows add their weighted outer products with our own rank-4 update
     (reading the factor rows in place); long rows gather sqrt(|c-1|)-scaled
-    rows and use one BLAS SYRK, which wins once packing is amortised.
+    rows, ``capacity`` at a time, for BLAS SYRK, which wins once packing is
+    amortised.  The bounded gather keeps a popular item's column from
+    needing a buffer as large as the column.
     """
     cdef index_t j
     cdef int k, t, n_pos = 0, n_neg = 0, n_small = 0
@@ -175,9 +177,15 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
                 n_small += 1
         # negative weights only arise under implicit's convention (alpha*r < 1)
         elif w > 0:
+            if n_pos == capacity:
+                syrk_upper(f, n_pos, <floating> 1, G, A)
+                n_pos = 0
             scal_copy(<floating> sqrt(w), y, &G[<long long> n_pos * f], f)
             n_pos += 1
         elif w < 0:
+            if n_neg == capacity:
+                syrk_upper(f, n_neg, <floating> -1, Gneg, A)
+                n_neg = 0
             scal_copy(<floating> sqrt(-w), y, &Gneg[<long long> n_neg * f], f)
             n_neg += 1
     if small:
@@ -213,7 +221,7 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
     """
     cdef int n_rows = X.shape[0]
     cdef int f = X.shape[1]
-    cdef int row, failures = 0
+    cdef int row, failures = 0, capacity
     cdef index_t j, max_len = 0
     cdef floating *buf
     cdef floating *G
@@ -230,6 +238,8 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
         if indptr[row + 1] - indptr[row] > max_len:
             max_len = indptr[row + 1] - indptr[row]
 
+    # Cholesky gathers long rows this many factor vectors at a time
+    capacity = <int> min(max_len, max(SMALL_ROW, GATHER_BYTES // sizeof(floating) // f))
     with nogil, parallel(num_threads=num_threads):
         # per-thread scratch: CG needs 3 vectors; Cholesky A, b and the gathered rows
         rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))
@@ -239,7 +249,7 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
             G = <floating *> malloc((min(max_len, GATHER_BYTES // sizeof(floating) // f) + 1) * f * sizeof(floating))
         else:
             buf = <floating *> malloc((f * f + f + min(max_len, SMALL_ROW) + 1) * sizeof(floating))
-            G = <floating *> malloc((2 * max_len + 1) * f * sizeof(floating))
+            G = <floating *> malloc((2 * <long long> capacity + 1) * f * sizeof(floating))
         for row in prange(n_rows, schedule="dynamic", chunksize=16):
             if buf == NULL or G == NULL or rows == NULL:
                 failures += 1  # out of memory: report the row as unsolved
@@ -253,7 +263,8 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
                 failures += cholesky_row(&indptr[0], &indices[0], &data[0], row,
                                          &X[row, 0], &Y[0, 0], &YtY[0, 0], reg[row],
                                          alpha, implicit_convention, f, buf, buf + f * f,
-                                         G, G + max_len * f, rows, buf + f * f + f)
+                                         G, G + <long long> capacity * f, capacity, rows,
+                                         buf + f * f + f)
         free(buf)
         free(G)
         free(rows)
@@ -292,3 +303,67 @@ def als_loss(const index_t[::1] indptr, const int[::1] indices, const floating[:
     for col in range(n_cols):
         total += reg_cols[col] * dot(&Y[col, 0], &Y[col, 0], f)
     return total
+
+
+# ------------------------------------------------------------------ transpose
+# The item half-step needs the matrix by columns.  A full CSC copy would double
+# the input's memory, so it is built one slice of columns at a time into
+# reused buffers (see fastrec/_columns.py).  Rows are split into contiguous
+# blocks, one per thread; entry counts per (block, column) give every block
+# its own write positions, so the fill needs no atomics and the output is the
+# canonical CSC (rows ascending within each column) whatever the thread count.
+
+def column_counts_by_block(const index_t[::1] indptr, const int[::1] indices,
+                           const long long[::1] row_bounds, long long[:, ::1] counts,
+                           int num_threads):
+    """counts[p, i] = stored entries of column i in rows row_bounds[p] .. row_bounds[p+1].
+
+    ``counts`` (blocks x columns) must be zeroed; column indices must be in range.
+    """
+    cdef int n_blocks = row_bounds.shape[0] - 1
+    cdef int p
+    cdef index_t j
+    if counts.shape[0] != n_blocks:
+        raise ValueError("counts needs one row per block")
+    if n_blocks < 1 or row_bounds[n_blocks] > indptr.shape[0] - 1:
+        raise ValueError("row_bounds do not match indptr")
+    with nogil:
+        for p in prange(n_blocks, schedule="static", num_threads=num_threads):
+            for j in range(indptr[row_bounds[p]], indptr[row_bounds[p + 1]]):
+                counts[p, indices[j]] += 1
+
+
+def fill_column_slice(const index_t[::1] indptr, const int[::1] indices, const floating[::1] data,
+                      long long[::1] cursor, int col_lo, int col_hi,
+                      const long long[::1] row_bounds, long long[:, ::1] positions,
+                      int[::1] out_indices, floating[::1] out_data, int num_threads):
+    """Scatter the entries of columns col_lo .. col_hi into CSC arrays.
+
+    ``cursor[u]`` is where row u's entries of these columns start (rows are
+    sorted, so slices taken in ascending column order just advance it);
+    ``positions[p, i - col_lo]`` is where block p writes its next entry of
+    column i.  Both are advanced in place.
+    """
+    cdef int n_blocks = row_bounds.shape[0] - 1
+    cdef int p, col
+    cdef long long u, pos
+    cdef index_t j, end
+    if positions.shape[0] != n_blocks or positions.shape[1] != col_hi - col_lo:
+        raise ValueError("positions must be blocks x slice width")
+    if cursor.shape[0] != indptr.shape[0] - 1 or row_bounds[n_blocks] > cursor.shape[0]:
+        raise ValueError("cursor and row_bounds must match the rows")
+    with nogil:
+        for p in prange(n_blocks, schedule="static", num_threads=num_threads):
+            for u in range(row_bounds[p], row_bounds[p + 1]):
+                j = <index_t> cursor[u]
+                end = indptr[u + 1]
+                while j < end:
+                    col = indices[j]
+                    if col >= col_hi:
+                        break
+                    pos = positions[p, col - col_lo]
+                    positions[p, col - col_lo] = pos + 1
+                    out_indices[pos] = <int> u
+                    out_data[pos] = data[j]
+                    j = j + 1
+                cursor[u] = j

@@ -129,10 +129,10 @@ def _as_sparse(X: Any, name: str) -> sp.spmatrix:
 
 def check_interactions(X: Any, name: str = "X", dtype: Any = np.float32,
                        shape: tuple[int | None, int | None] | None = None,
-                       allow_empty: bool = False) -> sp.csr_matrix:
-    """Validate a users x items interaction matrix and return a canonical CSR copy.
+                       allow_empty: bool = False, copy: bool = True) -> sp.csr_matrix:
+    """Validate a users x items interaction matrix and return it as a canonical CSR.
 
-    The copy has sorted column indices, duplicates summed, explicit zeros
+    The result has sorted column indices, duplicates summed, explicit zeros
     removed, int32 indices and values of ``dtype``.  The caller's matrix is
     never modified.
 
@@ -141,6 +141,9 @@ def check_interactions(X: Any, name: str = "X", dtype: Any = np.float32,
     shape : optional expected (n_rows, n_cols); None entries are not checked.
         When the shape is the transpose of the expected one, the error says so.
     allow_empty : accept a matrix with zero rows (used by fold-in calls).
+    copy : when False and ``X`` is already such a CSR, return a new matrix
+        over read-only views of its arrays instead of a copy (``fit`` on a big
+        input); otherwise always copy.
     """
     dtype = check_dtype(dtype)
     X = _as_sparse(X, name)
@@ -167,6 +170,9 @@ def check_interactions(X: Any, name: str = "X", dtype: Any = np.float32,
     if np.issubdtype(X.dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
 
+    if not copy and reusable_csr(X, dtype):
+        return _read_only_view(X)
+    _check_compressed_structure(X, name)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
         csr = sp.csr_matrix(X, dtype=dtype, copy=True)
     if csr.data.size and not np.isfinite(csr.data).all():
@@ -372,17 +378,68 @@ class CSRArrays(NamedTuple):
 def check_rows(X: Any, name: str, dtype: np.dtype, n_cols: int) -> CSRArrays:
     """Validated read-only CSR arrays of ``X`` (rows x n_cols), copying only when needed.
 
-    A canonical CSR of the right dtype with int32 indices, finite non-zero
-    values and in-range columns is used as it is (the latency of a one-user
-    fold-in is mostly scipy conversion otherwise); anything else goes through
-    ``check_interactions``.
+    A canonical CSR the kernels can read as it is (see ``reusable_csr``) is
+    used without conversion (the latency of a one-user fold-in is mostly scipy
+    conversion otherwise); anything else goes through ``check_interactions``.
     """
-    if (isinstance(X, (sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)))
-            and X.ndim == 2 and X.shape[1] == n_cols and X.dtype == dtype
-            and X.indices.dtype == np.int32 and X.has_canonical_format):
-        data, indices = X.data, X.indices
-        if not data.size or (np.isfinite(data).all() and data.all()
-                             and indices.min() >= 0 and indices.max() < n_cols):
-            return CSRArrays(X.indptr, indices, data, X.shape)
+    if reusable_csr(X, dtype, n_cols):
+        return CSRArrays(X.indptr, X.indices, X.data, X.shape)
     csr = check_interactions(X, name, dtype=dtype, shape=(None, n_cols), allow_empty=True)
     return CSRArrays(csr.indptr, csr.indices, csr.data, csr.shape)
+
+
+_CSR_TYPES = tuple({sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)})
+
+
+def _check_compressed_structure(X: Any, name: str) -> None:
+    """Reject a CSR/CSC whose index pointers do not describe its arrays.
+
+    scipy's own conversions trust these and would read out of bounds.
+    """
+    if X.format not in ("csr", "csc"):
+        return
+    indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+    n_major = X.shape[0] if X.format == "csr" else X.shape[1]
+    if (indptr.ndim != 1 or indptr.size != n_major + 1 or not np.issubdtype(indptr.dtype, np.integer)
+            or indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: its indptr or indices "
+                         "do not match its shape")
+    if (indptr[0] != 0 or indptr[-1] > indices.size or np.asarray(X.data).size < indptr[-1]
+            or (indptr.size > 2 and np.any(indptr[1:] < indptr[:-1]))):
+        raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: its indptr must rise "
+                         "from 0 to at most the number of stored entries")
+
+
+def reusable_csr(X: Any, dtype: np.dtype, n_cols: int | None = None) -> bool:
+    """Whether kernels can read ``X``'s arrays as they are.
+
+    True for a well-formed CSR of ``dtype`` with contiguous int32 indices,
+    sorted and unique within rows and in range, and finite non-zero values.
+    """
+    if not isinstance(X, _CSR_TYPES) or X.ndim != 2 or X.dtype != dtype:
+        return False
+    n_rows, cols = X.shape
+    indptr, indices, data = X.indptr, X.indices, X.data
+    if ((n_cols is not None and cols != n_cols) or indices.dtype != np.int32
+            or indptr.dtype not in (np.int32, np.int64) or indptr.ndim != 1 or indices.ndim != 1
+            or data.ndim != 1 or indptr.size != n_rows + 1 or not indptr.flags.c_contiguous
+            or not indices.flags.c_contiguous or not data.flags.c_contiguous):
+        return False
+    if indptr[0] != 0 or indptr[-1] != indices.size or data.size != indices.size:
+        return False
+    if n_rows > 1 and np.any(indptr[1:] < indptr[:-1]):
+        return False
+    if not X.has_canonical_format:  # safe now that indptr is known to be sound
+        return False
+    return not data.size or bool(np.isfinite(data).all() and data.all()
+                                 and indices.min() >= 0 and indices.max() < cols)
+
+
+def _read_only_view(X: Any) -> sp.csr_matrix:
+    """A CSR matrix sharing ``X``'s arrays through read-only views (``X`` itself stays writeable)."""
+    csr = sp.csr_matrix(X.shape, dtype=X.dtype)
+    csr.data, csr.indices, csr.indptr = X.data.view(), X.indices.view(), X.indptr.view()
+    for arr in (csr.data, csr.indices, csr.indptr):
+        arr.flags.writeable = False
+    csr.has_canonical_format = True
+    return csr

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._base import FactorModel, FittedState, id_maps_of
+from ._columns import ColumnSlices, slice_budget
 from ._kernels import load_kernel
 from ._progress import Progress
 from ._threads import blas_single_thread
@@ -112,11 +113,12 @@ class ALS(FactorModel):
             "confidence": check_choice(self.confidence, "confidence", ("hu", "implicit")),
         }
 
-    def _row_regularization(self, csr: Any, params: dict[str, Any]) -> np.ndarray:
+    def _regularization(self, counts: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        """Each row's lambda, given how many entries each row stores."""
         lam = params["regularization"]
         if params["regularization_scaling"] == "count":
-            return (lam * np.diff(csr.indptr)).astype(params["dtype"])
-        return np.full(csr.shape[0], lam, dtype=params["dtype"])
+            return (lam * counts).astype(params["dtype"])
+        return np.full(counts.shape[0], lam, dtype=params["dtype"])
 
     def _gram(self, factors: np.ndarray, threads: int) -> np.ndarray:
         # One BLAS thread: a multithreaded OpenBLAS keeps its workers spinning
@@ -124,15 +126,19 @@ class ALS(FactorModel):
         with blas_single_thread():
             return np.ascontiguousarray(factors.T @ factors)
 
-    def _half_step(self, csr: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg: np.ndarray,
-                   params: dict[str, Any], solver: str, threads: int, YtY: np.ndarray | None = None) -> int:
+    def _half_step(self, csr: Any, X: np.ndarray, Y: np.ndarray, reg: np.ndarray,
+                   params: dict[str, Any], solver: str, threads: int, YtY: np.ndarray | None = None,
+                   max_row_length: int | None = None) -> int:
+        """Solve every row of ``csr`` (a CSR matrix or ``CSRArrays``) into ``X``, ``Y`` fixed."""
         if YtY is None:
             YtY = self._gram(Y, threads)
         kernel = load_kernel("als")
         # CG never calls BLAS, nor do Cholesky rows up to SMALL_ROW_LIMIT long;
         # setting the limit costs several microseconds, a lot for one fold-in
-        lengths = np.diff(csr.indptr)
-        uses_blas = solver == "cholesky" and lengths.size and lengths.max() > kernel.SMALL_ROW_LIMIT
+        if max_row_length is None:
+            lengths = np.diff(csr.indptr)
+            max_row_length = int(lengths.max()) if lengths.size else 0
+        uses_blas = solver == "cholesky" and max_row_length > kernel.SMALL_ROW_LIMIT
         with blas_single_thread() if uses_blas else nullcontext():
             failures = kernel.als_half_step(
                 csr.indptr, csr.indices, csr.data, X, Y, YtY, reg,
@@ -145,18 +151,22 @@ class ALS(FactorModel):
         return failures
 
     def _loss(self, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg_users: np.ndarray,
-              reg_items: np.ndarray, params: dict[str, Any], threads: int) -> float:
+              reg_items: np.ndarray, params: dict[str, Any], threads: int, weight: float) -> float:
         """Weighted mean squared error plus penalties, normalised like implicit's loss."""
         YtY = self._gram(Y, threads)
         total = load_kernel("als").als_loss(
             Cui.indptr, Cui.indices, Cui.data, X, Y, YtY, reg_users, reg_items,
             X.dtype.type(params["alpha"]), params["confidence"] == "implicit", threads)
-        alpha = params["alpha"]
-        conf = alpha * np.abs(Cui.data, dtype=np.float64)
-        if params["confidence"] == "hu":
-            conf += 1
-        weight = conf.sum() + Cui.shape[0] * Cui.shape[1] - Cui.nnz
         return float(total / weight)
+
+    @staticmethod
+    def _loss_weight(Cui: sp.csr_matrix, params: dict[str, Any]) -> float:
+        """The sum of every pair's confidence (unobserved pairs count 1): the loss's denominator."""
+        chunk = 1 << 20  # summed in chunks: no temporary as big as the data
+        absolute = sum(float(np.abs(Cui.data[i:i + chunk], dtype=np.float64).sum())
+                       for i in range(0, Cui.nnz, chunk))
+        observed = params["alpha"] * absolute + (Cui.nnz if params["confidence"] == "hu" else 0)
+        return observed + Cui.shape[0] * Cui.shape[1] - Cui.nnz
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, callback: Callback | None = None, compute_loss: bool | None = None) -> "ALS":
@@ -165,7 +175,13 @@ class ALS(FactorModel):
         Parameters
         ----------
         X : scipy.sparse matrix (any format), 2-D array or ``fastrec.Interactions``
-            Interaction strengths, users x items.  It is never modified.
+            Interaction strengths, users x items.  It is never modified.  A CSR
+            matrix that is already canonical (values of ``dtype``, int32
+            indices, sorted and without duplicates or explicit zeros) is used
+            without a copy, and the model keeps read-only views of its arrays
+            to exclude seen items when serving (as scikit-learn's neighbours
+            estimators keep their input): do not modify it in place afterwards,
+            or pass ``X.copy()``.  Anything else is copied once.
         callback : callable(iteration, elapsed_seconds, loss), optional
             Called after every iteration.
         compute_loss : bool, optional
@@ -186,10 +202,14 @@ class ALS(FactorModel):
     def _fit(self, X: Any, params: dict[str, Any], callback: Callback | None,
              compute_loss: bool | None) -> "ALS":
         dtype, threads, f = params["dtype"], params["num_threads"], params["factors"]
-        Cui = check_interactions(X, "X", dtype=dtype)
-        Ciu = Cui.T.tocsr()
-        Ciu.indices = Ciu.indices.astype(np.int32, copy=False)
+        # a canonical CSR is read in place (and kept, read-only, for serving);
+        # anything else is copied once
+        Cui = check_interactions(X, "X", dtype=dtype, copy=False)
         n_users, n_items = Cui.shape
+        factor_bytes = (n_users + n_items) * f * np.dtype(dtype).itemsize
+        input_bytes = Cui.data.nbytes + Cui.indices.nbytes + Cui.indptr.nbytes
+        # the item half-step reads by column: a CSC built in slices within a memory budget
+        columns = ColumnSlices(Cui, slice_budget(input_bytes, factor_bytes), threads)
 
         rng = np.random.default_rng(params["random_state"])
         # drawn in float32 (no float64 temporary adding to peak memory), and
@@ -198,20 +218,27 @@ class ALS(FactorModel):
         user_factors *= 0.01
         item_factors = rng.standard_normal((n_items, f), dtype=np.float32).astype(dtype, copy=False)
         item_factors *= 0.01
-        reg_users = self._row_regularization(Cui, params)
-        reg_items = self._row_regularization(Ciu, params)
+        reg_users = self._regularization(np.diff(Cui.indptr), params)
+        reg_items = self._regularization(columns.column_counts, params)
 
         if compute_loss is None:
             compute_loss = callback is not None or params["show_progress"]
         progress = Progress(params["iterations"], "ALS", enabled=params["show_progress"])
         history: list[float] = []
+        loss_weight = 0.0
         start = time.perf_counter()
         for iteration in range(params["iterations"]):
             self._half_step(Cui, user_factors, item_factors, reg_users, params, params["solver"], threads)
-            self._half_step(Ciu, item_factors, user_factors, reg_items, params, params["solver"], threads)
+            user_gram = self._gram(user_factors, threads)  # once for every slice of items
+            for lo, hi, item_users in columns:
+                self._half_step(item_users, item_factors[lo:hi], user_factors, reg_items[lo:hi], params,
+                                params["solver"], threads, YtY=user_gram,
+                                max_row_length=columns.max_column_length)
             loss = float("nan")
             if compute_loss:
-                loss = self._loss(Cui, user_factors, item_factors, reg_users, reg_items, params, threads)
+                loss_weight = loss_weight or self._loss_weight(Cui, params)
+                loss = self._loss(Cui, user_factors, item_factors, reg_users, reg_items, params, threads,
+                                  loss_weight)
                 history.append(loss)
             elapsed = time.perf_counter() - start
             progress.update(loss=loss)
@@ -243,7 +270,7 @@ class ALS(FactorModel):
         fixed = state.item_factors if side == "items" else state.user_factors
         threads = 1 if rows.shape[0] < 64 else params["num_threads"]
         out = np.zeros((rows.shape[0], fixed.shape[1]), dtype=fixed.dtype)
-        reg = self._row_regularization(rows, params)
+        reg = self._regularization(np.diff(rows.indptr), params)
         self._half_step(rows, out, fixed, reg, params, "cholesky", threads,
                         YtY=self._cached_gram(state, side, threads))
         return out

@@ -89,6 +89,23 @@ def test_cholesky_kernel_matches_exact_solve(als_kernel, dtype, convention, scal
     assert np.all(X[0] == 0), "a user without interactions must get zero factors"
 
 
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cholesky_rows_longer_than_the_gather_buffer(als_kernel, convention):
+    """A row longer than the kernel gathers at once (1 MB of float64 vectors at f = 64: 2048
+    rows) is accumulated in several SYRK calls, with positive and negative weights."""
+    f, n_items = 64, 5000
+    rng = np.random.default_rng(30)
+    values = rng.choice([0.25, 0.5, 1.0, 3.0, -2.0], size=(2, n_items))  # alpha * r < 1: c - 1 < 0
+    values[1, ::2] = 0  # a second, shorter row
+    R = canonical(sp.csr_matrix(values))
+    Y = rng.standard_normal((n_items, f)) / 8
+    reg = row_regularization(R, 0.1, "count")
+    X, failures = kernel_half_step(als_kernel, R, np.zeros((2, f)), Y, reg, 2.0, convention, CHOLESKY,
+                                   3, 2, np.float64)
+    assert failures == 0
+    assert rel_err(X, als_solve_rows(R, Y, reg, 2.0, convention)) < 1e-9
+
+
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-3), (np.float64, 1e-8)])
 @pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize("warm", [False, True])
