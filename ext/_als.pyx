@@ -17,6 +17,9 @@ from libc.math cimport sqrt, fabs
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport ssyrk, dsyrk
+cimport numpy as cnp
+
+cnp.import_array()
 
 include "_common.pxi"
 
@@ -116,6 +119,112 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
     return 0
 
 
+DEF GROUP = 4  # short rows solved together by cg_group
+DEF SHORT_ROW_BYTES = 65536  # rows whose factor vectors fit in this many bytes are "short"
+
+
+cdef int cg_group(const index_t *indptr, const int *indices, const floating *data,
+                  int first, int count, floating *X, const floating *Y, const floating *YtY,
+                  const floating *reg, floating alpha, bint implicit_convention, int f,
+                  int steps, floating *scratch, int cap, const floating **rowptrs) noexcept nogil:
+    """``cg_row`` for ``count`` (<= GROUP) consecutive short rows in lockstep.
+
+    Each row gets exactly cg_row's arithmetic; only the dense products with
+    YtY are computed for the whole group at once (``symv4``), so YtY streams
+    from L2 once per group instead of once per row, which is what dominates
+    short rows at high ``f``.  Rows hold at most ``cap`` entries; ``scratch``
+    holds GROUP slots of 3 f + 2 cap + cap f values, ``rowptrs`` GROUP * cap.
+    """
+    cdef floating *x[GROUP]
+    cdef floating *r[GROUP]
+    cdef floating *p[GROUP]
+    cdef floating *Ap[GROUP]
+    cdef floating *weight[GROUP]
+    cdef floating *offset[GROUP]
+    cdef floating *gathered[GROUP]
+    cdef const floating **rows[GROUP]
+    cdef floating rsold[GROUP]
+    cdef int m[GROUP]
+    cdef bint active[GROUP]
+    cdef int s, t, it, n, n_active, failures = 0
+    cdef index_t start
+    cdef floating c, pref, step, rsnew, pAp, lam
+    cdef const floating *y
+    cdef long long slot = 3 * f + 2 * cap + <long long> cap * f
+
+    for s in range(GROUP):
+        r[s] = scratch + s * slot
+        p[s] = r[s] + f
+        Ap[s] = r[s] + 2 * f
+        weight[s] = r[s] + 3 * f
+        offset[s] = weight[s] + cap
+        gathered[s] = offset[s] + cap
+        rows[s] = rowptrs + s * cap
+        active[s] = 0
+        if s < count:
+            x[s] = X + <long long> (first + s) * f
+        else:
+            x[s] = x[0]  # unused slots repeat a real row; their results are ignored
+            memset(p[s], 0, f * sizeof(floating))
+
+    # r = b - A x, starting with YtY x for the whole group
+    symv4(YtY, <const floating **> x, r, f)
+    for s in range(count):
+        start = indptr[first + s]
+        n = <int> (indptr[first + s + 1] - start)
+        if n == 0:
+            memset(x[s], 0, f * sizeof(floating))
+            continue
+        for t in range(n):
+            y = &Y[<long long> indices[start + t] * f]
+            memcpy(&gathered[s][<long long> t * f], y, f * sizeof(floating))
+            rows[s][t] = &gathered[s][<long long> t * f]
+            confidence(data[start + t], alpha, implicit_convention, &c, &pref)
+            weight[s][t] = 1 - c
+            offset[s][t] = c * pref
+        lam = reg[first + s]
+        for t in range(f):
+            r[s][t] = -r[s][t] - lam * x[s][t]
+        weighted_gram_apply(rows[s], weight[s], offset[s], n, x[s], r[s], f)
+        m[s] = 0
+        for t in range(n):
+            if weight[s][t] != 0:
+                rows[s][m[s]] = rows[s][t]
+                weight[s][m[s]] = -weight[s][t]
+                m[s] += 1
+        memcpy(p[s], r[s], f * sizeof(floating))
+        rsold[s] = dot(r[s], r[s], f)
+        active[s] = rsold[s] >= 1e-20
+
+    for it in range(steps):
+        n_active = 0
+        for s in range(count):
+            n_active += active[s]
+        if n_active == 0:
+            break
+        symv4(YtY, <const floating **> p, Ap, f)
+        for s in range(count):
+            if not active[s]:
+                continue
+            axpy(reg[first + s], p[s], Ap[s], f)
+            weighted_gram_apply(rows[s], weight[s], NULL, m[s], p[s], Ap[s], f)
+            pAp = dot(p[s], Ap[s], f)
+            if pAp <= 0:
+                failures += 1  # not positive definite along p: stop, keep what we have
+                active[s] = 0
+                continue
+            step = rsold[s] / pAp
+            axpy(step, p[s], x[s], f)
+            axpy(-step, Ap[s], r[s], f)
+            rsnew = dot(r[s], r[s], f)
+            if rsnew < 1e-20:
+                active[s] = 0
+                continue
+            xpby(r[s], rsnew / rsold[s], p[s], f)
+            rsold[s] = rsnew
+    return failures
+
+
 cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating *A) noexcept nogil:
     """A += scale * G^T G on the row-major upper triangle; G is row-major k x n.
 
@@ -136,19 +245,20 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
                       int row, floating *x, const floating *Y, const floating *YtY,
                       floating reg, floating alpha, bint implicit_convention, int f,
                       floating *A, floating *b, floating *G, floating *Gneg, int capacity,
-                      const floating **rows, floating *weight) noexcept nogil:
+                      const floating **rows, floating *weight, int small_limit) noexcept nogil:
     """Exact solve of one row: build the system, factor it, solve.
 
     Short rows add their weighted outer products with our own rank-4 update
     (reading the factor rows in place); long rows gather sqrt(|c-1|)-scaled
     rows, ``capacity`` at a time, for BLAS SYRK, which wins once packing is
     amortised.  The bounded gather keeps a popular item's column from
-    needing a buffer as large as the column.
+    needing a buffer as large as the column.  Rows up to ``small_limit``
+    entries count as short; ``rows`` and ``weight`` hold that many.
     """
     cdef index_t j
     cdef int k, t, n_pos = 0, n_neg = 0, n_small = 0
     cdef int n = <int> (indptr[row + 1] - indptr[row])
-    cdef bint small = n <= SMALL_ROW
+    cdef bint small = n <= small_limit
     cdef const floating *y
     cdef floating c, pref, w
     cdef index_t start = indptr[row]
@@ -199,6 +309,59 @@ cdef int cholesky_row(const index_t *indptr, const int *indices, const floating 
     return 0
 
 
+cdef int cg_half_step(const index_t[::1] indptr, const int[::1] indices,
+                      const floating[::1] data, floating[:, ::1] X,
+                      const floating[:, ::1] Y, const floating[:, ::1] YtY,
+                      const floating[::1] reg, floating alpha, bint implicit_convention,
+                      int cg_steps, int num_threads, index_t max_len, int short_cap):
+    """The CG half-step: groups of GROUP consecutive rows, solved together when all are short."""
+    cdef int n_rows = X.shape[0]
+    cdef int f = X.shape[1]
+    cdef int group, first, count, s, failures = 0
+    cdef bint all_short
+    cdef floating *buf
+    cdef floating *G
+    cdef floating *group_buf
+    cdef const floating **rows
+    cdef const floating **group_rows
+    cdef long long slot = 3 * f + 2 * short_cap + <long long> short_cap * f
+    with nogil, parallel(num_threads=num_threads):
+        # per-thread scratch.  Single rows: r, p, Ap, per-entry weights and
+        # the gathered vectors; groups: GROUP such slots sized for short rows
+        rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))
+        buf = <floating *> malloc((3 * f + 2 * max_len + 1) * sizeof(floating))
+        G = <floating *> malloc((min(max_len, GATHER_BYTES // sizeof(floating) // f) + 1) * f * sizeof(floating))
+        group_buf = <floating *> malloc((GROUP * slot + 1) * sizeof(floating))
+        group_rows = <const floating **> malloc((GROUP * short_cap + 1) * sizeof(floating *))
+        for group in prange((n_rows + GROUP - 1) // GROUP, schedule="dynamic", chunksize=4):
+            first = group * GROUP
+            count = min(GROUP, n_rows - first)
+            if buf == NULL or G == NULL or rows == NULL or group_buf == NULL or group_rows == NULL:
+                failures += count  # out of memory: report the rows as unsolved
+                continue
+            all_short = count > 1
+            for s in range(count):
+                if indptr[first + s + 1] - indptr[first + s] > short_cap:
+                    all_short = False
+            if all_short:
+                failures += cg_group(&indptr[0], &indices[0], &data[0], first, count, &X[0, 0],
+                                     &Y[0, 0], &YtY[0, 0], &reg[0], alpha, implicit_convention,
+                                     f, cg_steps, group_buf, short_cap, group_rows)
+            else:
+                for s in range(first, first + count):
+                    failures += cg_row(&indptr[0], &indices[0], &data[0], s, &X[s, 0],
+                                       &Y[0, 0], &YtY[0, 0], reg[s], alpha,
+                                       implicit_convention, f, cg_steps,
+                                       buf, buf + f, buf + 2 * f, rows, buf + 3 * f,
+                                       buf + 3 * f + max_len, G)
+        free(buf)
+        free(G)
+        free(rows)
+        free(group_buf)
+        free(group_rows)
+    return failures
+
+
 def als_half_step(const index_t[::1] indptr, const int[::1] indices,
                   const floating[::1] data, floating[:, ::1] X,
                   const floating[:, ::1] Y, const floating[:, ::1] YtY,
@@ -221,7 +384,7 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
     """
     cdef int n_rows = X.shape[0]
     cdef int f = X.shape[1]
-    cdef int row, failures = 0, capacity
+    cdef int row, failures = 0, capacity, short_cap
     cdef index_t j, max_len = 0
     cdef floating *buf
     cdef floating *G
@@ -240,31 +403,24 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
 
     # Cholesky gathers long rows this many factor vectors at a time
     capacity = <int> min(max_len, max(SMALL_ROW, GATHER_BYTES // sizeof(floating) // f))
+    short_cap = <int> min(max_len, max(1, SHORT_ROW_BYTES // sizeof(floating) // f))
+    if solver == 0:
+        return cg_half_step(indptr, indices, data, X, Y, YtY, reg, alpha, implicit_convention,
+                            cg_steps, num_threads, max_len, short_cap)
     with nogil, parallel(num_threads=num_threads):
-        # per-thread scratch: CG needs 3 vectors; Cholesky A, b and the gathered rows
+        # per-thread scratch: A, b, weights and the gathered rows
         rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))
-        if solver == 0:
-            # r, p, Ap, then per-entry weights, then the gathered vectors
-            buf = <floating *> malloc((3 * f + 2 * max_len + 1) * sizeof(floating))
-            G = <floating *> malloc((min(max_len, GATHER_BYTES // sizeof(floating) // f) + 1) * f * sizeof(floating))
-        else:
-            buf = <floating *> malloc((f * f + f + min(max_len, SMALL_ROW) + 1) * sizeof(floating))
-            G = <floating *> malloc((2 * <long long> capacity + 1) * f * sizeof(floating))
+        buf = <floating *> malloc((f * f + f + min(max_len, SMALL_ROW) + 1) * sizeof(floating))
+        G = <floating *> malloc((2 * <long long> capacity + 1) * f * sizeof(floating))
         for row in prange(n_rows, schedule="dynamic", chunksize=16):
             if buf == NULL or G == NULL or rows == NULL:
                 failures += 1  # out of memory: report the row as unsolved
-            elif solver == 0:
-                failures += cg_row(&indptr[0], &indices[0], &data[0], row, &X[row, 0],
-                                   &Y[0, 0], &YtY[0, 0], reg[row], alpha,
-                                   implicit_convention, f, cg_steps,
-                                   buf, buf + f, buf + 2 * f, rows, buf + 3 * f,
-                                   buf + 3 * f + max_len, G)
             else:
                 failures += cholesky_row(&indptr[0], &indices[0], &data[0], row,
                                          &X[row, 0], &Y[0, 0], &YtY[0, 0], reg[row],
                                          alpha, implicit_convention, f, buf, buf + f * f,
                                          G, G + <long long> capacity * f, capacity, rows,
-                                         buf + f * f + f)
+                                         buf + f * f + f, SMALL_ROW)
         free(buf)
         free(G)
         free(rows)
@@ -367,3 +523,102 @@ def fill_column_slice(const index_t[::1] indptr, const int[::1] indices, const f
                     out_data[pos] = data[j]
                     j = j + 1
                 cursor[u] = j
+
+
+# ------------------------------------------------------------------- fold-in
+DEF FOLD_IN_MAX_ROW = 2048  # longer rows take the general (BLAS) path
+
+
+cdef int fold_in_solve(const int *indices, const floating *data, int n, int n_items,
+                       const floating *Y, const floating *YtY, int f, floating reg,
+                       floating alpha, bint implicit_convention, floating *out) noexcept nogil:
+    """Check one row (sorted unique in-range columns, finite non-zero values) and solve it.
+
+    Returns 0 when solved, -1 when the row is not canonical, 1 when singular.
+    """
+    cdef int t, result
+    cdef long long bounds[2]
+    cdef floating *A
+    cdef const floating **rows
+    for t in range(n):
+        if indices[t] < 0 or indices[t] >= n_items or (t > 0 and indices[t] <= indices[t - 1]):
+            return -1
+        if data[t] == 0 or not (fabs(data[t]) <= 1.0e308):  # zero, NaN or infinite
+            return -1
+    bounds[0] = 0
+    bounds[1] = n
+    A = <floating *> malloc((<long long> f * f + f + n + 1) * sizeof(floating))
+    rows = <const floating **> malloc((n + 1) * sizeof(floating *))
+    if A == NULL or rows == NULL:
+        free(A)
+        free(rows)
+        return -1
+    result = cholesky_row(bounds, indices, data, 0, out, Y, YtY, reg, alpha, implicit_convention,
+                          f, A, A + f * f, NULL, NULL, 0, rows, A + f * f + f, n)
+    free(A)
+    free(rows)
+    return result
+
+
+def fold_in_row(object indptr, object indices, object data, cnp.ndarray Y not None,
+                cnp.ndarray YtY not None,
+                double reg_per_entry, double reg_constant, double alpha, bint implicit_convention):
+    """Exact factors (1 x f) for one interaction row, or None when it needs the general path.
+
+    The latency path of ``ALS.fold_in``: the CSR arrays of a single row are
+    checked here in C (dtypes, sortedness, ranges, finite non-zero values)
+    rather than by NumPy calls, and the system is built without BLAS, so the
+    call costs little more than the solve.  None means "not handled": a
+    non-canonical or invalid row, a long row, or a singular system; the
+    caller then validates and solves it the general way (raising or warning).
+    The regularisation is ``reg_per_entry * n + reg_constant``.
+    """
+    cdef int typenum = cnp.PyArray_TYPE(Y)
+    cdef cnp.ndarray ip, ix, dv, out
+    cdef long long start, end
+    cdef int f, n, result
+    cdef cnp.npy_intp dims[2]
+    if not (cnp.PyArray_Check(indptr) and cnp.PyArray_Check(indices) and cnp.PyArray_Check(data)):
+        return None
+    ip, ix, dv = indptr, indices, data
+    if (typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(dv) != typenum
+            or cnp.PyArray_TYPE(YtY) != typenum or cnp.PyArray_TYPE(ix) != cnp.NPY_INT32
+            or cnp.PyArray_NDIM(ip) != 1 or cnp.PyArray_DIM(ip, 0) != 2
+            or cnp.PyArray_NDIM(ix) != 1 or cnp.PyArray_NDIM(dv) != 1
+            or cnp.PyArray_NDIM(Y) != 2 or cnp.PyArray_NDIM(YtY) != 2
+            or not cnp.PyArray_IS_C_CONTIGUOUS(ix) or not cnp.PyArray_IS_C_CONTIGUOUS(dv)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(ip) or not cnp.PyArray_IS_C_CONTIGUOUS(Y)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(YtY)):
+        return None
+    f = <int> cnp.PyArray_DIM(Y, 1)
+    if f < 1 or cnp.PyArray_DIM(YtY, 0) != f or cnp.PyArray_DIM(YtY, 1) != f:
+        return None
+    if cnp.PyArray_TYPE(ip) == cnp.NPY_INT32:
+        start = (<int *> cnp.PyArray_DATA(ip))[0]
+        end = (<int *> cnp.PyArray_DATA(ip))[1]
+    elif cnp.PyArray_TYPE(ip) == cnp.NPY_INT64:
+        start = (<long long *> cnp.PyArray_DATA(ip))[0]
+        end = (<long long *> cnp.PyArray_DATA(ip))[1]
+    else:
+        return None
+    if (start != 0 or end != cnp.PyArray_DIM(ix, 0) or end != cnp.PyArray_DIM(dv, 0)
+            or end > FOLD_IN_MAX_ROW):
+        return None
+    n = <int> end
+    dims[0] = 1
+    dims[1] = f
+    out = cnp.PyArray_ZEROS(2, dims, typenum, 0)
+    cdef int n_items = <int> cnp.PyArray_DIM(Y, 0)
+    cdef const int *idx = <const int *> cnp.PyArray_DATA(ix)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            result = fold_in_solve(idx, <const float *> cnp.PyArray_DATA(dv), n, n_items,
+                                   <const float *> cnp.PyArray_DATA(Y), <const float *> cnp.PyArray_DATA(YtY),
+                                   f, <float> (reg_per_entry * n + reg_constant), <float> alpha,
+                                   implicit_convention, <float *> cnp.PyArray_DATA(out))
+        else:
+            result = fold_in_solve(idx, <const double *> cnp.PyArray_DATA(dv), n, n_items,
+                                   <const double *> cnp.PyArray_DATA(Y), <const double *> cnp.PyArray_DATA(YtY),
+                                   f, reg_per_entry * n + reg_constant, alpha,
+                                   implicit_convention, <double *> cnp.PyArray_DATA(out))
+    return out if result == 0 else None

@@ -21,6 +21,8 @@ cdef extern from "_simd.h" nogil:
     void fr_d_axpy4(double a0, double a1, double a2, double a3, const double *r0, const double *r1, const double *r2, const double *r3, double *y, int n)
     void fr_s_symv(const float *A, const float *x, float *out, int n)
     void fr_d_symv(const double *A, const double *x, double *out, int n)
+    void fr_s_symv4(const float *A, const float *const *x, float *const *out, int n)
+    void fr_d_symv4(const double *A, const double *const *x, double *const *out, int n)
     int fr_s_potrf_upper(float *A, int n)
     int fr_d_potrf_upper(double *A, int n)
     void fr_s_potrs_upper(const float *U, float *b, int n)
@@ -134,3 +136,12 @@ cdef inline void syrk_rows(floating *A, const floating **rows, const floating *w
         fr_s_syrk_rows(A, rows, w, m, n)
     else:
         fr_d_syrk_rows(A, rows, w, m, n)
+
+
+cdef inline void symv4(const floating *A, const floating *const *x, floating *const *out,
+                       int n) noexcept nogil:
+    """out[v] = A x[v] for v < 4, reading A once (same arithmetic as four ``symv`` calls)."""
+    if floating is float:
+        fr_s_symv4(A, x, out, n)
+    else:
+        fr_d_symv4(A, x, out, n)

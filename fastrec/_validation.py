@@ -388,7 +388,8 @@ def check_rows(X: Any, name: str, dtype: np.dtype, n_cols: int) -> CSRArrays:
     return CSRArrays(csr.indptr, csr.indices, csr.data, csr.shape)
 
 
-_CSR_TYPES = tuple({sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)})
+# exact types (no subclasses), for the latency paths' type checks
+CSR_TYPES = tuple({sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)})
 
 
 def _check_compressed_structure(X: Any, name: str) -> None:
@@ -408,6 +409,12 @@ def _check_compressed_structure(X: Any, name: str) -> None:
             or (indptr.size > 2 and np.any(indptr[1:] < indptr[:-1]))):
         raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: its indptr must rise "
                          "from 0 to at most the number of stored entries")
+    n_minor = X.shape[1] if X.format == "csr" else X.shape[0]
+    stored = indices[: int(indptr[-1])]
+    if stored.size and (stored.min() < 0 or stored.max() >= n_minor):
+        axis = "column" if X.format == "csr" else "row"
+        raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: it stores {axis} index "
+                         f"{int(stored.min() if stored.min() < 0 else stored.max())} outside [0, {n_minor})")
 
 
 def reusable_csr(X: Any, dtype: np.dtype, n_cols: int | None = None) -> bool:
@@ -416,7 +423,7 @@ def reusable_csr(X: Any, dtype: np.dtype, n_cols: int | None = None) -> bool:
     True for a well-formed CSR of ``dtype`` with contiguous int32 indices,
     sorted and unique within rows and in range, and finite non-zero values.
     """
-    if not isinstance(X, _CSR_TYPES) or X.ndim != 2 or X.dtype != dtype:
+    if not isinstance(X, CSR_TYPES) or X.ndim != 2 or X.dtype != dtype:
         return False
     n_rows, cols = X.shape
     indptr, indices, data = X.indptr, X.indices, X.data

@@ -20,7 +20,7 @@ from ._columns import ColumnSlices, slice_budget
 from ._kernels import load_kernel
 from ._progress import Progress
 from ._threads import blas_single_thread
-from ._validation import (check_bool, check_callback, check_choice, check_float, check_ids,
+from ._validation import (CSR_TYPES, check_bool, check_callback, check_choice, check_float, check_ids,
                           check_int, check_interactions, check_rows, check_scalar_id)
 
 __all__ = ["ALS"]
@@ -276,7 +276,27 @@ class ALS(FactorModel):
         return out
 
     def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
+        if X_rows.shape[0] == 1:
+            factors = self._fold_in_one(state, X_rows.indptr, X_rows.indices, X_rows.data)
+            if factors is not None:
+                return factors
         return self._solve_rows(state, X_rows, "items")
+
+    def _fold_in_one(self, state: FittedState, indptr: Any, indices: Any, data: Any) -> np.ndarray | None:
+        """One row's factors by the kernel's latency path, or None when it needs the general one.
+
+        The kernel checks the row itself (see ``fold_in_row``), so a service
+        folding in one user per request pays for the solve, not for NumPy calls.
+        """
+        plan = state.cache.get("fold_in_plan")
+        if plan is None:
+            params = state.cache.get("fit_params") or self._check_params()
+            lam = params["regularization"]
+            scaled = params["regularization_scaling"] == "count"
+            plan = (state.item_factors, self._cached_gram(state, "items", 1), lam if scaled else 0.0,
+                    0.0 if scaled else lam, params["alpha"], params["confidence"] == "implicit")
+            state.cache["fold_in_plan"] = plan  # derived only: a racing rebuild is harmless
+        return load_kernel("als").fold_in_row(indptr, indices, data, *plan)
 
     def fold_in(self, X: Any) -> np.ndarray:
         """Factors for users described only by their interaction rows ``X`` (not stored).
@@ -288,6 +308,10 @@ class ALS(FactorModel):
         ndarray of shape (X.shape[0], factors)
         """
         state = self._require_state()
+        if type(X) in CSR_TYPES and X.shape[0] == 1 and X.shape[1] == state.n_items:
+            factors = self._fold_in_one(state, X.indptr, X.indices, X.data)  # validated in C
+            if factors is not None:
+                return factors
         return self._fold_in(state, check_rows(X, "X", state.item_factors.dtype, state.n_items))
 
     def partial_fit_users(self, user_ids: Any, X_rows: Any) -> "ALS":
