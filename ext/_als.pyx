@@ -46,31 +46,20 @@ SMALL_ROW_LIMIT = SMALL_ROW
 DEF GATHER_BYTES = 1048576  # gather a row's factor vectors when they fit in L2
 
 
-cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
-                int row, floating *x, const floating *Y, const floating *YtY,
-                floating reg, floating alpha, bint implicit_convention, int f,
-                int steps, floating *r, floating *p, floating *Ap,
-                const floating **rows, floating *weight, floating *offset,
-                floating *gathered) noexcept nogil:
-    """Warm-started conjugate gradient for one row; x is updated in place.
+cdef inline int cg_gather(const index_t *indptr, const int *indices, const floating *data,
+                   int row, const floating *Y, floating alpha, bint implicit_convention, int f,
+                   bint gather, const floating **rows, floating *weight, floating *offset,
+                   floating *gathered) noexcept nogil:
+    """CG setup, part 1: point ``rows`` at the row's factor vectors with their weights.
 
-    The row's factor vectors are gathered once into a contiguous buffer (when
-    they fit in cache) with their weights c - 1 and c * p, so every CG pass
-    reads cache-resident, contiguous memory instead of chasing indices.
+    With ``gather`` the vectors are first copied into one contiguous buffer,
+    so every CG pass reads cache-resident, contiguous memory instead of
+    chasing indices.  Returns the row's entry count.
     """
-    cdef index_t j
-    cdef int it, t, m, n = <int> (indptr[row + 1] - indptr[row])
+    cdef index_t j, start = indptr[row]
+    cdef int t, n = <int> (indptr[row + 1] - start)
     cdef const floating *y
-    cdef floating c, pref, rsold, rsnew, pAp, step
-    cdef index_t start = indptr[row]
-    cdef bint gather = <size_t> n * f * sizeof(floating) <= GATHER_BYTES
-
-    if n == 0:
-        memset(x, 0, f * sizeof(floating))
-        return 0
-
-    # Entries with c == 1 add nothing to A; keep them only for b, then drop
-    # them from the rows the CG passes read.
+    cdef floating c, pref
     for t in range(n):
         j = start + t
         if t + PREFETCH_AHEAD < n:
@@ -83,39 +72,86 @@ cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
         confidence(data[j], alpha, implicit_convention, &c, &pref)
         weight[t] = 1 - c   # negated: the residual subtracts the sparse part of A x
         offset[t] = c * pref
+    return n
 
-    # r = b - A x
-    symv(YtY, x, r, f)
-    for it in range(f):
-        r[it] = -r[it] - reg * x[it]
+
+cdef inline int cg_residual(int n, floating *x, floating reg, int f, floating *r, floating *p,
+                     const floating **rows, floating *weight, const floating *offset,
+                     floating *rsold) noexcept nogil:
+    """CG setup, part 2: r = p = b - A x, given r = YtY x; returns the entries CG keeps.
+
+    Entries with c == 1 add nothing to A; they counted towards b above and
+    are dropped from the rows the CG passes read.
+    """
+    cdef int t, m = 0
+    for t in range(f):
+        r[t] = -r[t] - reg * x[t]
     weighted_gram_apply(rows, weight, offset, n, x, r, f)
-    m = 0
     for t in range(n):
         if weight[t] != 0:
             rows[m] = rows[t]
             weight[m] = -weight[t]
             m += 1
-
     memcpy(p, r, f * sizeof(floating))
-    rsold = dot(r, r, f)
+    rsold[0] = dot(r, r, f)
+    return m
+
+
+DEF CG_CONTINUE = 0
+DEF CG_FAILED = 1     # not positive definite along p: stop, keep what we have
+DEF CG_CONVERGED = 2
+
+
+cdef inline int cg_update(floating *x, floating *r, floating *p, floating *Ap, floating reg, int f,
+                   const floating **rows, const floating *weight, int m,
+                   floating *rsold) noexcept nogil:
+    """One CG step, given Ap = YtY p: finish A p, move x, r and p."""
+    cdef floating pAp, step, rsnew
+    axpy(reg, p, Ap, f)
+    weighted_gram_apply(rows, weight, NULL, m, p, Ap, f)
+    pAp = dot(p, Ap, f)
+    if pAp <= 0:
+        return CG_FAILED
+    step = rsold[0] / pAp
+    axpy(step, p, x, f)
+    axpy(-step, Ap, r, f)
+    rsnew = dot(r, r, f)
+    if rsnew < 1e-20:
+        return CG_CONVERGED
+    xpby(r, rsnew / rsold[0], p, f)
+    rsold[0] = rsnew
+    return CG_CONTINUE
+
+
+cdef int cg_row(const index_t *indptr, const int *indices, const floating *data,
+                int row, floating *x, const floating *Y, const floating *YtY,
+                floating reg, floating alpha, bint implicit_convention, int f,
+                int steps, floating *r, floating *p, floating *Ap,
+                const floating **rows, floating *weight, floating *offset,
+                floating *gathered) noexcept nogil:
+    """Warm-started conjugate gradient for one row; x is updated in place.
+
+    The row's vectors are gathered when they fit in GATHER_BYTES.
+    """
+    cdef int it, m, status
+    cdef int n = <int> (indptr[row + 1] - indptr[row])
+    cdef floating rsold
+    if n == 0:
+        memset(x, 0, f * sizeof(floating))
+        return 0
+    cg_gather(indptr, indices, data, row, Y, alpha, implicit_convention, f,
+              <size_t> n * f * sizeof(floating) <= GATHER_BYTES, rows, weight, offset, gathered)
+    symv(YtY, x, r, f)
+    m = cg_residual(n, x, reg, f, r, p, rows, weight, offset, &rsold)
     if rsold < 1e-20:
         return 0
-
     for it in range(steps):
         symv(YtY, p, Ap, f)
-        axpy(reg, p, Ap, f)
-        weighted_gram_apply(rows, weight, NULL, m, p, Ap, f)
-        pAp = dot(p, Ap, f)
-        if pAp <= 0:
-            return 1  # not positive definite along p: stop, keep what we have
-        step = rsold / pAp
-        axpy(step, p, x, f)
-        axpy(-step, Ap, r, f)
-        rsnew = dot(r, r, f)
-        if rsnew < 1e-20:
+        status = cg_update(x, r, p, Ap, reg, f, rows, weight, m, &rsold)
+        if status == CG_FAILED:
+            return 1
+        if status == CG_CONVERGED:
             break
-        xpby(r, rsnew / rsold, p, f)
-        rsold = rsnew
     return 0
 
 
@@ -145,11 +181,9 @@ cdef int cg_group(const index_t *indptr, const int *indices, const floating *dat
     cdef const floating **rows[GROUP]
     cdef floating rsold[GROUP]
     cdef int m[GROUP]
+    cdef int n[GROUP]
     cdef bint active[GROUP]
-    cdef int s, t, it, n, n_active, failures = 0
-    cdef index_t start
-    cdef floating c, pref, step, rsnew, pAp, lam
-    cdef const floating *y
+    cdef int s, it, status, n_active, failures = 0
     cdef long long slot = 3 * f + 2 * cap + <long long> cap * f
 
     for s in range(GROUP):
@@ -163,37 +197,20 @@ cdef int cg_group(const index_t *indptr, const int *indices, const floating *dat
         active[s] = 0
         if s < count:
             x[s] = X + <long long> (first + s) * f
+            n[s] = cg_gather(indptr, indices, data, first + s, Y, alpha, implicit_convention, f,
+                             True, rows[s], weight[s], offset[s], gathered[s])
         else:
             x[s] = x[0]  # unused slots repeat a real row; their results are ignored
             memset(p[s], 0, f * sizeof(floating))
 
-    # r = b - A x, starting with YtY x for the whole group
-    symv4(YtY, <const floating **> x, r, f)
+    symv4(YtY, <const floating **> x, r, f)  # YtY x for the whole group
     for s in range(count):
-        start = indptr[first + s]
-        n = <int> (indptr[first + s + 1] - start)
-        if n == 0:
+        if n[s] == 0:
             memset(x[s], 0, f * sizeof(floating))
+            memset(p[s], 0, f * sizeof(floating))  # symv4 still reads it
             continue
-        for t in range(n):
-            y = &Y[<long long> indices[start + t] * f]
-            memcpy(&gathered[s][<long long> t * f], y, f * sizeof(floating))
-            rows[s][t] = &gathered[s][<long long> t * f]
-            confidence(data[start + t], alpha, implicit_convention, &c, &pref)
-            weight[s][t] = 1 - c
-            offset[s][t] = c * pref
-        lam = reg[first + s]
-        for t in range(f):
-            r[s][t] = -r[s][t] - lam * x[s][t]
-        weighted_gram_apply(rows[s], weight[s], offset[s], n, x[s], r[s], f)
-        m[s] = 0
-        for t in range(n):
-            if weight[s][t] != 0:
-                rows[s][m[s]] = rows[s][t]
-                weight[s][m[s]] = -weight[s][t]
-                m[s] += 1
-        memcpy(p[s], r[s], f * sizeof(floating))
-        rsold[s] = dot(r[s], r[s], f)
+        m[s] = cg_residual(n[s], x[s], reg[first + s], f, r[s], p[s], rows[s], weight[s],
+                           offset[s], &rsold[s])
         active[s] = rsold[s] >= 1e-20
 
     for it in range(steps):
@@ -204,24 +221,11 @@ cdef int cg_group(const index_t *indptr, const int *indices, const floating *dat
             break
         symv4(YtY, <const floating **> p, Ap, f)
         for s in range(count):
-            if not active[s]:
-                continue
-            axpy(reg[first + s], p[s], Ap[s], f)
-            weighted_gram_apply(rows[s], weight[s], NULL, m[s], p[s], Ap[s], f)
-            pAp = dot(p[s], Ap[s], f)
-            if pAp <= 0:
-                failures += 1  # not positive definite along p: stop, keep what we have
-                active[s] = 0
-                continue
-            step = rsold[s] / pAp
-            axpy(step, p[s], x[s], f)
-            axpy(-step, Ap[s], r[s], f)
-            rsnew = dot(r[s], r[s], f)
-            if rsnew < 1e-20:
-                active[s] = 0
-                continue
-            xpby(r[s], rsnew / rsold[s], p[s], f)
-            rsold[s] = rsnew
+            if active[s]:
+                status = cg_update(x[s], r[s], p[s], Ap[s], reg[first + s], f, rows[s],
+                                   weight[s], m[s], &rsold[s])
+                failures += status == CG_FAILED
+                active[s] = status == CG_CONTINUE
     return failures
 
 

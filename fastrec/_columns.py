@@ -45,6 +45,9 @@ class ColumnSlices:
     ----------
     column_counts : ndarray of int64
         Stored entries per column.
+    max_column_length : int
+    bounds : ndarray of int64
+        Slice boundaries: slice k holds columns bounds[k] .. bounds[k+1].
     n_slices : int
     """
 
@@ -63,6 +66,7 @@ class ColumnSlices:
         load_kernel("als").column_counts_by_block(csr.indptr, csr.indices, self._row_bounds, counts,
                                                   self._threads)
         self.column_counts = counts.sum(axis=0)
+        self.max_column_length = int(self.column_counts.max(initial=0))
         # in place, an exclusive prefix over blocks: where block p's entries of each column start
         running = np.zeros(n_cols, dtype=np.int64)
         for block in counts:  # few blocks (one per thread)
@@ -72,9 +76,9 @@ class ColumnSlices:
         self._block_offsets = counts
 
         entry_bytes = csr.indices.itemsize + csr.data.itemsize
-        self.n_slices = max(1, min(n_cols, math.ceil(nnz * entry_bytes / max(1, budget_bytes))))
+        wanted = max(1, min(n_cols, math.ceil(nnz * entry_bytes / max(1, budget_bytes))))
         cumulative = np.concatenate(([0], np.cumsum(self.column_counts)))
-        cuts = np.searchsorted(cumulative, np.arange(1, self.n_slices) * (nnz / self.n_slices), side="left")
+        cuts = np.searchsorted(cumulative, np.arange(1, wanted) * (nnz / wanted), side="left")
         self.bounds = np.unique(np.concatenate(([0], cuts, [n_cols]))).astype(np.int64)
         self.n_slices = self.bounds.size - 1
         sizes = cumulative[self.bounds[1:]] - cumulative[self.bounds[:-1]]
@@ -84,10 +88,6 @@ class ColumnSlices:
         self._data = np.empty(int(sizes.max(initial=0)), dtype=csr.data.dtype)
         self._cursor = np.empty(n_rows, dtype=np.int64)
         self._kept: list[tuple[int, int, CSRArrays]] | None = None
-
-    @property
-    def max_column_length(self) -> int:
-        return int(self.column_counts.max(initial=0))
 
     def __iter__(self) -> Iterator[tuple[int, int, CSRArrays]]:
         """Yield each slice; its arrays are overwritten by the next one (unless there is one slice)."""

@@ -392,29 +392,33 @@ def check_rows(X: Any, name: str, dtype: np.dtype, n_cols: int) -> CSRArrays:
 CSR_TYPES = tuple({sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)})
 
 
-def _check_compressed_structure(X: Any, name: str) -> None:
-    """Reject a CSR/CSC whose index pointers do not describe its arrays.
+def _structure_problem(X: Any) -> str | None:
+    """What is wrong with a CSR/CSC's index arrays, or None when they describe a matrix.
 
-    scipy's own conversions trust these and would read out of bounds.
+    scipy's own conversions trust these arrays and would read out of bounds.
     """
-    if X.format not in ("csr", "csc"):
-        return
     indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
-    n_major = X.shape[0] if X.format == "csr" else X.shape[1]
+    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
     if (indptr.ndim != 1 or indptr.size != n_major + 1 or not np.issubdtype(indptr.dtype, np.integer)
             or indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer)):
-        raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: its indptr or indices "
-                         "do not match its shape")
+        return "its indptr or indices do not match its shape"
     if (indptr[0] != 0 or indptr[-1] > indices.size or np.asarray(X.data).size < indptr[-1]
             or (indptr.size > 2 and np.any(indptr[1:] < indptr[:-1]))):
-        raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: its indptr must rise "
-                         "from 0 to at most the number of stored entries")
-    n_minor = X.shape[1] if X.format == "csr" else X.shape[0]
+        return "its indptr must rise from 0 to at most the number of stored entries"
     stored = indices[: int(indptr[-1])]
     if stored.size and (stored.min() < 0 or stored.max() >= n_minor):
         axis = "column" if X.format == "csr" else "row"
-        raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: it stores {axis} index "
-                         f"{int(stored.min() if stored.min() < 0 else stored.max())} outside [0, {n_minor})")
+        bad = int(stored.min() if stored.min() < 0 else stored.max())
+        return f"it stores {axis} index {bad} outside [0, {n_minor})"
+    return None
+
+
+def _check_compressed_structure(X: Any, name: str) -> None:
+    """Reject a CSR/CSC whose index arrays do not describe its arrays (see ``_structure_problem``)."""
+    if X.format in ("csr", "csc"):
+        problem = _structure_problem(X)
+        if problem:
+            raise ValueError(f"{name} is a malformed {X.format.upper()} matrix: {problem}")
 
 
 def reusable_csr(X: Any, dtype: np.dtype, n_cols: int | None = None) -> bool:
@@ -425,21 +429,17 @@ def reusable_csr(X: Any, dtype: np.dtype, n_cols: int | None = None) -> bool:
     """
     if not isinstance(X, CSR_TYPES) or X.ndim != 2 or X.dtype != dtype:
         return False
-    n_rows, cols = X.shape
     indptr, indices, data = X.indptr, X.indices, X.data
-    if ((n_cols is not None and cols != n_cols) or indices.dtype != np.int32
-            or indptr.dtype not in (np.int32, np.int64) or indptr.ndim != 1 or indices.ndim != 1
-            or data.ndim != 1 or indptr.size != n_rows + 1 or not indptr.flags.c_contiguous
-            or not indices.flags.c_contiguous or not data.flags.c_contiguous):
+    if ((n_cols is not None and X.shape[1] != n_cols) or indices.dtype != np.int32
+            or indptr.dtype not in (np.int32, np.int64) or data.ndim != 1
+            or not indptr.flags.c_contiguous or not indices.flags.c_contiguous
+            or not data.flags.c_contiguous or _structure_problem(X) is not None):
         return False
-    if indptr[0] != 0 or indptr[-1] != indices.size or data.size != indices.size:
-        return False
-    if n_rows > 1 and np.any(indptr[1:] < indptr[:-1]):
+    if indptr[-1] != indices.size or data.size != indices.size:
         return False
     if not X.has_canonical_format:  # safe now that indptr is known to be sound
         return False
-    return not data.size or bool(np.isfinite(data).all() and data.all()
-                                 and indices.min() >= 0 and indices.max() < cols)
+    return not data.size or bool(np.isfinite(data).all() and data.all())
 
 
 def _read_only_view(X: Any) -> sp.csr_matrix:

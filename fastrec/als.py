@@ -225,7 +225,7 @@ class ALS(FactorModel):
             compute_loss = callback is not None or params["show_progress"]
         progress = Progress(params["iterations"], "ALS", enabled=params["show_progress"])
         history: list[float] = []
-        loss_weight = 0.0
+        loss_weight = self._loss_weight(Cui, params) if compute_loss else 0.0
         start = time.perf_counter()
         for iteration in range(params["iterations"]):
             self._half_step(Cui, user_factors, item_factors, reg_users, params, params["solver"], threads)
@@ -236,7 +236,6 @@ class ALS(FactorModel):
                                 max_row_length=columns.max_column_length)
             loss = float("nan")
             if compute_loss:
-                loss_weight = loss_weight or self._loss_weight(Cui, params)
                 loss = self._loss(Cui, user_factors, item_factors, reg_users, reg_items, params, threads,
                                   loss_weight)
                 history.append(loss)
@@ -308,11 +307,14 @@ class ALS(FactorModel):
         ndarray of shape (X.shape[0], factors)
         """
         state = self._require_state()
-        if type(X) in CSR_TYPES and X.shape[0] == 1 and X.shape[1] == state.n_items:
+        one_row = type(X) in CSR_TYPES and X.shape[0] == 1 and X.shape[1] == state.n_items
+        if one_row:
             factors = self._fold_in_one(state, X.indptr, X.indices, X.data)  # validated in C
             if factors is not None:
                 return factors
-        return self._fold_in(state, check_rows(X, "X", state.item_factors.dtype, state.n_items))
+        rows = check_rows(X, "X", state.item_factors.dtype, state.n_items)
+        # a row the kernel declined (long, singular, not canonical) is not offered to it again
+        return self._solve_rows(state, rows, "items") if one_row else self._fold_in(state, rows)
 
     def partial_fit_users(self, user_ids: Any, X_rows: Any) -> "ALS":
         """Recompute (or add) users from their full interaction rows, items held fixed.
