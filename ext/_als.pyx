@@ -549,6 +549,9 @@ cdef int fold_in_solve(const int *indices, const floating *data, int n, int n_it
             return -1
         if data[t] == 0 or not (fabs(data[t]) <= 1.0e308):  # zero, NaN or infinite
             return -1
+        # a served user's item rows are usually cold: start every miss now so
+        # they overlap each other and the setup instead of stalling the solve
+        fr_prefetch(&Y[<long long> indices[t] * f], f * sizeof(floating))
     bounds[0] = 0
     bounds[1] = n
     A = <floating *> malloc((<long long> f * f + f + n + 1) * sizeof(floating))

@@ -27,6 +27,8 @@ cdef extern from "_simd.h" nogil:
     int fr_d_potrf_upper(double *A, int n)
     void fr_s_potrs_upper(const float *U, float *b, int n)
     void fr_d_potrs_upper(const double *U, double *b, int n)
+    int fr_s_posv_upper(float *A, float *b, int n)
+    int fr_d_posv_upper(double *A, double *b, int n)
 
 
 cdef inline floating dot(const floating *a, const floating *b, int n) noexcept nogil:
@@ -62,16 +64,10 @@ cdef inline int cholesky_solve(floating *A, floating *b, int n) noexcept nogil:
 
     Returns 0, or nonzero when A is not positive definite (b is then undefined).
     """
-    cdef int info
     if floating is float:
-        info = fr_s_potrf_upper(A, n)
-        if info == 0:
-            fr_s_potrs_upper(A, b, n)
+        return fr_s_posv_upper(A, b, n)
     else:
-        info = fr_d_potrf_upper(A, n)
-        if info == 0:
-            fr_d_potrs_upper(A, b, n)
-    return info
+        return fr_d_posv_upper(A, b, n)
 
 
 cdef inline void symv(const floating *A, const floating *x, floating *out, int n) noexcept nogil:

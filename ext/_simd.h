@@ -187,6 +187,145 @@ static inline void NAME##_potrs_upper(const T *U, T *b, int n) {              \
 FR_DEFINE_CHOLESKY(float, fr_s, sqrtf)
 FR_DEFINE_CHOLESKY(double, fr_d, sqrt)
 
+/* Factor and solve in one call.  AVX-512 float with n a multiple of 16 (up
+ * to 1024, the stack holds n reciprocals) takes the blocked kernel below,
+ * about twice as fast as potrf + potrs at n = 64; everything else those two. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+static inline __m512 fr_s_lane(__m512 v, int l) {
+    return _mm512_permutexvar_ps(_mm512_set1_epi32(l), v);
+}
+
+/* 1/sqrt(d) to about 1 ulp: the 14-bit estimate and one Newton step. */
+static inline __m512 fr_s_rsqrt_nr(__m512 d) {
+    __m512 y = _mm512_rsqrt14_ps(d);
+    __m512 t = _mm512_mul_ps(_mm512_mul_ps(d, y), y);
+    t = _mm512_fnmadd_ps(t, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.5f));
+    return _mm512_mul_ps(y, t);
+}
+
+/* A -= U_p^T U_p on rows i0..i0+3, chunks q0..q0+NQ-1, where U_p is the 16 rows
+ * of the panel starting at row c0 (rank-16 trailing update, in registers). */
+static inline __attribute__((always_inline)) void fr_s_rank16_tile(
+        float *A, int n, int c0, int i0, int q0, int NQ) {
+    __m512 acc[4][4], y[4];
+    for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < NQ; ++q)
+            acc[r][q] = _mm512_loadu_ps(A + (long)(i0 + r) * n + 16 * (q0 + q));
+    for (int p = 0; p < 16; ++p) {
+        const float *u = A + (long)(c0 + p) * n;
+        for (int q = 0; q < NQ; ++q) y[q] = _mm512_loadu_ps(u + 16 * (q0 + q));
+        for (int r = 0; r < 4; ++r) {
+            __m512 s = _mm512_set1_ps(u[i0 + r]);
+            for (int q = 0; q < NQ; ++q) acc[r][q] = _mm512_fnmadd_ps(s, y[q], acc[r][q]);
+        }
+    }
+    for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < NQ; ++q)
+            _mm512_storeu_ps(A + (long)(i0 + r) * n + 16 * (q0 + q), acc[r][q]);
+}
+
+/* Solve A x = b for SPD A (row-major, upper triangle read and overwritten,
+ * the lower triangle used as scratch); b becomes x.  Blocked by 16: each
+ * diagonal tile is factored in registers, the forward substitution rides
+ * along with the factorisation, trailing updates are register-tiled rank-16
+ * products.  Returns 0, or r + 1 when the leading minor r is not positive
+ * definite. */
+static inline int fr_s_posv16(float *A, float *b, int n) {
+    int nb = n / 16;
+    float invd[n];
+    const __m512 zero = _mm512_setzero_ps();
+    for (int J = 0; J < nb; ++J) {
+        int c0 = 16 * J;
+        float *P = A + (long)c0 * n + c0;
+        __m512 D[16];
+        for (int l = 0; l < 16; ++l) D[l] = _mm512_loadu_ps(P + (long)l * n);
+        __m512 bv = _mm512_loadu_ps(b + c0);
+        _Pragma("GCC unroll 16")
+        for (int l = 0; l < 16; ++l) {
+            __m512 d = fr_s_lane(D[l], l);
+            if (!(_mm512_cmp_ps_mask(d, zero, _CMP_GT_OQ) & 1)) return c0 + l + 1;
+            __m512 r = fr_s_rsqrt_nr(d);
+            invd[c0 + l] = _mm512_cvtss_f32(r);
+            D[l] = _mm512_mul_ps(D[l], r);
+            __m512 z = _mm512_mul_ps(fr_s_lane(bv, l), r);
+            __mmask16 later = (__mmask16)(0xFFFFu << (l + 1));
+            bv = _mm512_mask3_fnmadd_ps(D[l], z, bv, later);
+            bv = _mm512_mask_mov_ps(bv, (__mmask16)(1u << l), z);
+            _Pragma("GCC unroll 16")
+            for (int i = l + 1; i < 16; ++i)
+                D[i] = _mm512_fnmadd_ps(fr_s_lane(D[l], i), D[l], D[i]);
+        }
+        for (int l = 0; l < 16; ++l) _mm512_storeu_ps(P + (long)l * n, D[l]);
+        _mm512_storeu_ps(b + c0, bv);
+        /* the rest of the 16 rows: U_JJ^-T A_J,q, and b_q -= U_J,q^T z_J */
+        for (int q = J + 1; q < nb; ++q) {
+            __m512 R[16];
+            float *Q = A + (long)c0 * n + 16 * q;
+            for (int l = 0; l < 16; ++l) R[l] = _mm512_loadu_ps(Q + (long)l * n);
+            __m512 bq = _mm512_loadu_ps(b + 16 * q);
+            _Pragma("GCC unroll 16")
+            for (int l = 0; l < 16; ++l) {
+                R[l] = _mm512_mul_ps(R[l], _mm512_set1_ps(invd[c0 + l]));
+                _Pragma("GCC unroll 16")
+                for (int i = l + 1; i < 16; ++i)
+                    R[i] = _mm512_fnmadd_ps(_mm512_set1_ps(P[(long)l * n + i]), R[l], R[i]);
+                bq = _mm512_fnmadd_ps(_mm512_set1_ps(b[c0 + l]), R[l], bq);
+                _mm512_storeu_ps(Q + (long)l * n, R[l]);
+            }
+            _mm512_storeu_ps(b + 16 * q, bq);
+        }
+        /* trailing update of the rows below, upper triangle only */
+        for (int i0 = c0 + 16; i0 < n; i0 += 4) {
+            int q = i0 / 16;
+            for (; q + 4 <= nb; q += 4) fr_s_rank16_tile(A, n, c0, i0, q, 4);
+            switch (nb - q) {
+                case 3: fr_s_rank16_tile(A, n, c0, i0, q, 3); break;
+                case 2: fr_s_rank16_tile(A, n, c0, i0, q, 2); break;
+                case 1: fr_s_rank16_tile(A, n, c0, i0, q, 1); break;
+                default: break;
+            }
+        }
+    }
+    /* back substitution U x = z */
+    for (int J = nb - 1; J >= 0; --J) {
+        int c0 = 16 * J;
+        float y[16];
+        for (int l = 0; l < 16; ++l) y[l] = b[c0 + l];
+        if (J + 1 < nb) {
+            for (int l = 0; l < 16; ++l) {
+                const float *row = A + (long)(c0 + l) * n;
+                __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(row + c0 + 16), _mm512_loadu_ps(b + c0 + 16));
+                for (int c = c0 + 32; c < n; c += 16)
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(b + c), acc);
+                y[l] -= _mm512_reduce_add_ps(acc);
+            }
+        }
+        const float *P = A + (long)c0 * n + c0;
+        for (int l = 15; l >= 0; --l) {
+            float x = y[l] * invd[c0 + l];
+            b[c0 + l] = x;
+            for (int i = 0; i < l; ++i) y[i] -= P[(long)i * n + l] * x;
+        }
+    }
+    return 0;
+}
+#endif
+static inline int fr_s_posv_upper(float *A, float *b, int n) {
+#if defined(__AVX512F__)
+    if ((n & 15) == 0 && n <= 1024) return fr_s_posv16(A, b, n);
+#endif
+    int info = fr_s_potrf_upper(A, n);
+    if (info == 0) fr_s_potrs_upper(A, b, n);
+    return info;
+}
+static inline int fr_d_posv_upper(double *A, double *b, int n) {
+    int info = fr_d_potrf_upper(A, n);
+    if (info == 0) fr_d_potrs_upper(A, b, n);
+    return info;
+}
+
 /* Four dot products against one vector at once: four independent FMA chains
  * instead of one latency-bound chain, and x is loaded once. */
 #define FR_DEFINE_MULTI(T, NAME)                                               \

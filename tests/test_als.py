@@ -106,6 +106,38 @@ def test_cholesky_rows_longer_than_the_gather_buffer(als_kernel, convention):
     assert rel_err(X, als_solve_rows(R, Y, reg, 2.0, convention)) < 1e-9
 
 
+@pytest.mark.parametrize("f", [16, 32, 48, 64, 128])
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cholesky_float32_multiples_of_16_match_exact_solve(als_kernel, f, convention):
+    """float32 with f a multiple of 16 takes the blocked AVX-512 factor-and-solve where the
+    CPU has it (several diagonal tiles, panel solves, rank-16 trailing updates)."""
+    R = random_ratings(50, 3 * f, 0.3, seed=f)
+    Y = (np.random.default_rng(f + 1).standard_normal((3 * f, f)) / np.sqrt(f)).astype(np.float32)
+    reg = row_regularization(R, 0.1, "count")
+    X, failures = kernel_half_step(als_kernel, R, np.zeros((50, f)), Y, reg, 2.0, convention, CHOLESKY,
+                                   3, 2, np.float32)
+    assert failures == 0
+    assert rel_err(X, als_solve_rows(R, Y, reg, 2.0, convention)) < SOLVE_RTOL[np.float32]
+    assert np.all(X[0] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("zero_from", [0, 5, 20, 40])
+def test_cholesky_reports_a_zero_pivot_in_any_tile(als_kernel, dtype, zero_from):
+    """Item factors zero from column ``zero_from`` on and no regularisation: pivot
+    ``zero_from`` of every system is exactly zero (in the first or a later 16-column
+    tile); each non-empty row must be counted as a failure and keep its old factors."""
+    f = 48
+    R = random_ratings(12, 60, 0.5, seed=zero_from)
+    Y = np.random.default_rng(31).standard_normal((60, f))
+    Y[:, zero_from:] = 0
+    X0 = np.random.default_rng(32).standard_normal((12, f))
+    X, failures = kernel_half_step(als_kernel, R, X0, Y, np.zeros(12), 2.0, "hu", CHOLESKY, 3, 2, dtype)
+    nonempty = np.diff(R.indptr) > 0
+    assert failures == int(nonempty.sum())
+    np.testing.assert_array_equal(X[nonempty], X0[nonempty].astype(dtype))
+
+
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-3), (np.float64, 1e-8)])
 @pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize("warm", [False, True])
