@@ -299,20 +299,28 @@ def latencies(calls: dict[str, Callable[[int], Any]], n: int, block: int = 100) 
     """Per-call samples of ``calls[name](j)`` for j in 0..n-1, in alternated blocks.
 
     Block b of every contender runs before block b+1 of any, so slow phases
-    of a noisy machine hit all of them alike.  The first block runs once
+    of a noisy machine hit all of them alike.  The order rotates from block
+    to block: the same inputs are used by every contender, and whoever runs a
+    block first meets them in colder caches.  The first block runs once
     more, untimed, as a warm-up.  Contenders whose name starts with
-    "implicit" run with BLAS at one thread (set once per block).
+    "implicit" run with BLAS at one thread (set once per block).  The wall
+    clock brackets only the call (the CPU clock is read outside it).
     """
     result = Alternated({name: [] for name in calls})
     wall, cpu = time.perf_counter, time.process_time
+    names = list(calls)
     for b, start in enumerate([0, *range(0, n, block)]):
-        for name, fn in calls.items():
+        shift = b % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = calls[name]
             out = result.samples[name] if b else []
             with blas_limit(1) if name.startswith("implicit") else _nothing():
                 for j in range(start, min(start + block, n)):
-                    w, c = wall(), cpu()
+                    c = cpu()
+                    w = wall()
                     fn(j)
-                    out.append(Sample(wall() - w, cpu() - c))
+                    w = wall() - w
+                    out.append(Sample(w, cpu() - c))
     return result
 
 
