@@ -28,6 +28,7 @@ cdef extern from "_simd.h" nogil:
     void fr_s_potrs_upper(const float *U, float *b, int n)
     void fr_d_potrs_upper(const double *U, double *b, int n)
     int fr_s_posv_upper(float *A, float *b, int n)
+    int fr_s_gram_apply(const float *const *rows, const float *w, const float *off, int m, const float *v, float *out, int n)
     int fr_d_posv_upper(double *A, double *b, int n)
 
 
@@ -89,6 +90,9 @@ cdef inline void weighted_gram_apply(const floating **rows, const floating *weig
     cdef int t = 0
     cdef floating d[4]
     cdef floating a0, a1, a2, a3
+    if floating is float:
+        if fr_s_gram_apply(rows, weight, offset, m, v, out, n):
+            return
     while t + 4 <= m:
         if floating is float:
             fr_s_dot4(rows[t], rows[t + 1], rows[t + 2], rows[t + 3], v, n, d)

@@ -550,4 +550,80 @@ static inline void fr_d_symv4(const double *A, const double *const *x, double *c
     for (int v = 0; v < 4; ++v) fr_d_rows_symv(A, x[v], out[v], n);
 }
 
+/* out += sum_t (off_t + w_t (y_t . v)) y_t in one pass over the rows (the
+ * sparse part of an ALS row system applied to v; off may be NULL).  AVX-512
+ * float with n = 16 NQ, NQ <= 8: out stays in registers and each y_t is
+ * loaded once for both its dot product and its update, two rows at a time,
+ * so a CG pass reads the gathered vectors once instead of twice.  Returns 0
+ * (nothing done) for other shapes and builds. */
+#if defined(__AVX512F__)
+#define FR_GRAM_APPLY(NQ)                                                      \
+static inline void fr_s_gram_apply_##NQ(const float *const *rows, const float *w, \
+        const float *off, int m, const float *v, float *out) {                \
+    __m512 o[NQ], a0[NQ], a1[NQ];                                             \
+    for (int q = 0; q < NQ; ++q) o[q] = _mm512_loadu_ps(out + 16 * q);        \
+    int t = 0;                                                                \
+    for (; t + 2 <= m; t += 2) {                                              \
+        const float *y0 = rows[t], *y1 = rows[t + 1];                         \
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();           \
+        for (int q = 0; q < NQ; ++q) {                                        \
+            __m512 vq = _mm512_loadu_ps(v + 16 * q);                          \
+            a0[q] = _mm512_loadu_ps(y0 + 16 * q);                             \
+            a1[q] = _mm512_loadu_ps(y1 + 16 * q);                             \
+            s0 = _mm512_fmadd_ps(a0[q], vq, s0);                              \
+            s1 = _mm512_fmadd_ps(a1[q], vq, s1);                              \
+        }                                                                     \
+        float c0 = w[t] * _mm512_reduce_add_ps(s0);                           \
+        float c1 = w[t + 1] * _mm512_reduce_add_ps(s1);                       \
+        if (off) { c0 += off[t]; c1 += off[t + 1]; }                          \
+        __m512 b0 = _mm512_set1_ps(c0), b1 = _mm512_set1_ps(c1);              \
+        for (int q = 0; q < NQ; ++q)                                          \
+            o[q] = _mm512_fmadd_ps(b1, a1[q], _mm512_fmadd_ps(b0, a0[q], o[q])); \
+    }                                                                         \
+    if (t < m) {                                                              \
+        const float *y0 = rows[t];                                            \
+        __m512 s0 = _mm512_setzero_ps();                                      \
+        for (int q = 0; q < NQ; ++q) {                                        \
+            a0[q] = _mm512_loadu_ps(y0 + 16 * q);                             \
+            s0 = _mm512_fmadd_ps(a0[q], _mm512_loadu_ps(v + 16 * q), s0);     \
+        }                                                                     \
+        float c0 = w[t] * _mm512_reduce_add_ps(s0);                           \
+        if (off) c0 += off[t];                                                \
+        __m512 b0 = _mm512_set1_ps(c0);                                       \
+        for (int q = 0; q < NQ; ++q) o[q] = _mm512_fmadd_ps(b0, a0[q], o[q]); \
+    }                                                                         \
+    for (int q = 0; q < NQ; ++q) _mm512_storeu_ps(out + 16 * q, o[q]);        \
+}
+FR_GRAM_APPLY(1)
+FR_GRAM_APPLY(2)
+FR_GRAM_APPLY(3)
+FR_GRAM_APPLY(4)
+FR_GRAM_APPLY(5)
+FR_GRAM_APPLY(6)
+FR_GRAM_APPLY(7)
+FR_GRAM_APPLY(8)
+#undef FR_GRAM_APPLY
+static inline int fr_s_gram_apply(const float *const *rows, const float *w, const float *off,
+                                  int m, const float *v, float *out, int n) {
+    if (n & 15) return 0;
+    switch (n / 16) {
+        case 1: fr_s_gram_apply_1(rows, w, off, m, v, out); return 1;
+        case 2: fr_s_gram_apply_2(rows, w, off, m, v, out); return 1;
+        case 3: fr_s_gram_apply_3(rows, w, off, m, v, out); return 1;
+        case 4: fr_s_gram_apply_4(rows, w, off, m, v, out); return 1;
+        case 5: fr_s_gram_apply_5(rows, w, off, m, v, out); return 1;
+        case 6: fr_s_gram_apply_6(rows, w, off, m, v, out); return 1;
+        case 7: fr_s_gram_apply_7(rows, w, off, m, v, out); return 1;
+        case 8: fr_s_gram_apply_8(rows, w, off, m, v, out); return 1;
+        default: return 0;
+    }
+}
+#else
+static inline int fr_s_gram_apply(const float *const *rows, const float *w, const float *off,
+                                  int m, const float *v, float *out, int n) {
+    (void)rows; (void)w; (void)off; (void)m; (void)v; (void)out; (void)n;
+    return 0;
+}
+#endif
+
 #endif

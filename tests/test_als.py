@@ -154,6 +154,22 @@ def test_cg_with_factors_steps_matches_exact_solve(als_kernel, dtype, rtol, conv
     assert np.all(X[0] == 0)
 
 
+@pytest.mark.parametrize("f", [16, 48, 128])
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cg_float32_multiples_of_16_matches_exact_solve(als_kernel, f, convention):
+    """float32 with f a multiple of 16 (up to 128) applies the sparse part of each system
+    in one register-resident pass where the CPU has AVX-512; rows of odd and even
+    length, with and without c == 1 entries dropped, must still converge to the
+    exact solve when CG runs f steps."""
+    R = random_ratings(40, 2 * f, 0.3, seed=f + 7)
+    Y = (np.random.default_rng(f + 8).standard_normal((2 * f, f)) / np.sqrt(f)).astype(np.float32)
+    reg = row_regularization(R, 0.5, "count")
+    X0 = np.random.default_rng(f + 9).standard_normal((40, f))
+    X, failures = kernel_half_step(als_kernel, R, X0, Y, reg, 2.0, convention, CG, f, 2, np.float32)
+    assert failures == 0
+    assert rel_err(X, als_solve_rows(R, Y, reg, 2.0, convention)) < 2e-3
+
+
 def test_cg_few_steps_is_inexact_but_improves_on_warm_start(als_kernel):
     """Guards the test above: with 1 step CG is not exact, yet it reduces the error."""
     f = 8
