@@ -314,7 +314,7 @@ static inline int fr_s_posv16(float *A, float *b, int n) {
 #endif
 static inline int fr_s_posv_upper(float *A, float *b, int n) {
 #if defined(__AVX512F__)
-    if ((n & 15) == 0 && n <= 1024) return fr_s_posv16(A, b, n);
+    if (n > 0 && (n & 15) == 0 && n <= 1024) return fr_s_posv16(A, b, n);
 #endif
     int info = fr_s_potrf_upper(A, n);
     if (info == 0) fr_s_potrs_upper(A, b, n);
