@@ -69,37 +69,6 @@ static inline void fr_dscal_copy(double a, const double *x, double *y, int n) {
  * per-column BLAS-2 call overhead).  Returns 0, or r + 1 when the leading
  * minor r is not positive definite.
  */
-/* potrf's trailing update by four pivot rows u0..u3 (consecutive rows of
- * A): rows i >= first lose sum_t u_t[i] u_t[c] for c >= i.  AVX-512 float
- * with n a multiple of 16 runs it on whole vectors from the 16-aligned
- * column below i (what it writes left of the diagonal is never read);
- * returns 0 when the caller must use the generic loop. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-static inline int fr_s_trailing_update4(float *A, const float *u0, int first, int n) {
-    if (n & 15) return 0;
-    const float *u1 = u0 + n, *u2 = u1 + n, *u3 = u2 + n;
-    for (int i = first; i < n; ++i) {
-        __m512 a0 = _mm512_set1_ps(u0[i]), a1 = _mm512_set1_ps(u1[i]);
-        __m512 a2 = _mm512_set1_ps(u2[i]), a3 = _mm512_set1_ps(u3[i]);
-        float *dst = A + (long)i * n;
-        for (int c = i & ~15; c < n; c += 16) {
-            __m512 d = _mm512_loadu_ps(dst + c);
-            d = _mm512_fnmadd_ps(a0, _mm512_loadu_ps(u0 + c), d);
-            d = _mm512_fnmadd_ps(a1, _mm512_loadu_ps(u1 + c), d);
-            d = _mm512_fnmadd_ps(a2, _mm512_loadu_ps(u2 + c), d);
-            d = _mm512_fnmadd_ps(a3, _mm512_loadu_ps(u3 + c), d);
-            _mm512_storeu_ps(dst + c, d);
-        }
-    }
-    return 1;
-}
-#define FR_TRAILING_UPDATE4(T, A, u0, first, n) \
-    (sizeof(T) == sizeof(float) && fr_s_trailing_update4((float *)(A), (const float *)(u0), first, n))
-#else
-#define FR_TRAILING_UPDATE4(T, A, u0, first, n) 0
-#endif
-
 #define FR_DEFINE_CHOLESKY(T, NAME, SQRT)                                      \
 static inline int NAME##_potrf_upper(T *A, int n) {                           \
     for (int j = 0; j < n; j += 4) {                                          \
@@ -122,8 +91,7 @@ static inline int NAME##_potrf_upper(T *A, int n) {                           \
             }                                                                 \
         }                                                                     \
         const T *u0 = A + (long)j * n;                                        \
-        if (jb == 4 && FR_TRAILING_UPDATE4(T, A, u0, j + 4, n)) {             \
-        } else if (jb == 4) {                                                 \
+        if (jb == 4) {                                                        \
             const T *u1 = u0 + n, *u2 = u0 + 2 * n, *u3 = u0 + 3 * n;         \
             for (int i = j + 4; i < n; ++i) {                                 \
                 T a0 = u0[i], a1 = u1[i], a2 = u2[i], a3 = u3[i];             \
@@ -187,144 +155,6 @@ static inline void NAME##_potrs_upper(const T *U, T *b, int n) {              \
 FR_DEFINE_CHOLESKY(float, fr_s, sqrtf)
 FR_DEFINE_CHOLESKY(double, fr_d, sqrt)
 
-/* Factor and solve in one call.  AVX-512 float with n a multiple of 16 (up
- * to 1024, the stack holds n reciprocals) takes the blocked kernel below,
- * about twice as fast as potrf + potrs at n = 64; everything else those two. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-
-static inline __m512 fr_s_lane(__m512 v, int l) {
-    return _mm512_permutexvar_ps(_mm512_set1_epi32(l), v);
-}
-
-/* 1/sqrt(d) to about 1 ulp: the 14-bit estimate and one Newton step. */
-static inline __m512 fr_s_rsqrt_nr(__m512 d) {
-    __m512 y = _mm512_rsqrt14_ps(d);
-    __m512 t = _mm512_mul_ps(_mm512_mul_ps(d, y), y);
-    t = _mm512_fnmadd_ps(t, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.5f));
-    return _mm512_mul_ps(y, t);
-}
-
-/* A -= U_p^T U_p on rows i0..i0+3, chunks q0..q0+NQ-1, where U_p is the 16 rows
- * of the panel starting at row c0 (rank-16 trailing update, in registers). */
-static inline __attribute__((always_inline)) void fr_s_rank16_tile(
-        float *A, int n, int c0, int i0, int q0, int NQ) {
-    __m512 acc[4][4], y[4];
-    for (int r = 0; r < 4; ++r)
-        for (int q = 0; q < NQ; ++q)
-            acc[r][q] = _mm512_loadu_ps(A + (long)(i0 + r) * n + 16 * (q0 + q));
-    for (int p = 0; p < 16; ++p) {
-        const float *u = A + (long)(c0 + p) * n;
-        for (int q = 0; q < NQ; ++q) y[q] = _mm512_loadu_ps(u + 16 * (q0 + q));
-        for (int r = 0; r < 4; ++r) {
-            __m512 s = _mm512_set1_ps(u[i0 + r]);
-            for (int q = 0; q < NQ; ++q) acc[r][q] = _mm512_fnmadd_ps(s, y[q], acc[r][q]);
-        }
-    }
-    for (int r = 0; r < 4; ++r)
-        for (int q = 0; q < NQ; ++q)
-            _mm512_storeu_ps(A + (long)(i0 + r) * n + 16 * (q0 + q), acc[r][q]);
-}
-
-/* Solve A x = b for SPD A (row-major, upper triangle read and overwritten,
- * the lower triangle used as scratch); b becomes x.  Blocked by 16: each
- * diagonal tile is factored in registers, the forward substitution rides
- * along with the factorisation, trailing updates are register-tiled rank-16
- * products.  Returns 0, or r + 1 when the leading minor r is not positive
- * definite. */
-static inline int fr_s_posv16(float *A, float *b, int n) {
-    int nb = n / 16;
-    float invd[n];
-    const __m512 zero = _mm512_setzero_ps();
-    for (int J = 0; J < nb; ++J) {
-        int c0 = 16 * J;
-        float *P = A + (long)c0 * n + c0;
-        __m512 D[16];
-        for (int l = 0; l < 16; ++l) D[l] = _mm512_loadu_ps(P + (long)l * n);
-        __m512 bv = _mm512_loadu_ps(b + c0);
-        _Pragma("GCC unroll 16")
-        for (int l = 0; l < 16; ++l) {
-            __m512 d = fr_s_lane(D[l], l);
-            if (!(_mm512_cmp_ps_mask(d, zero, _CMP_GT_OQ) & 1)) return c0 + l + 1;
-            __m512 r = fr_s_rsqrt_nr(d);
-            invd[c0 + l] = _mm512_cvtss_f32(r);
-            D[l] = _mm512_mul_ps(D[l], r);
-            __m512 z = _mm512_mul_ps(fr_s_lane(bv, l), r);
-            __mmask16 later = (__mmask16)(0xFFFFu << (l + 1));
-            bv = _mm512_mask3_fnmadd_ps(D[l], z, bv, later);
-            bv = _mm512_mask_mov_ps(bv, (__mmask16)(1u << l), z);
-            _Pragma("GCC unroll 16")
-            for (int i = l + 1; i < 16; ++i)
-                D[i] = _mm512_fnmadd_ps(fr_s_lane(D[l], i), D[l], D[i]);
-        }
-        for (int l = 0; l < 16; ++l) _mm512_storeu_ps(P + (long)l * n, D[l]);
-        _mm512_storeu_ps(b + c0, bv);
-        /* the rest of the 16 rows: U_JJ^-T A_J,q, and b_q -= U_J,q^T z_J */
-        for (int q = J + 1; q < nb; ++q) {
-            __m512 R[16];
-            float *Q = A + (long)c0 * n + 16 * q;
-            for (int l = 0; l < 16; ++l) R[l] = _mm512_loadu_ps(Q + (long)l * n);
-            __m512 bq = _mm512_loadu_ps(b + 16 * q);
-            _Pragma("GCC unroll 16")
-            for (int l = 0; l < 16; ++l) {
-                R[l] = _mm512_mul_ps(R[l], _mm512_set1_ps(invd[c0 + l]));
-                _Pragma("GCC unroll 16")
-                for (int i = l + 1; i < 16; ++i)
-                    R[i] = _mm512_fnmadd_ps(_mm512_set1_ps(P[(long)l * n + i]), R[l], R[i]);
-                bq = _mm512_fnmadd_ps(_mm512_set1_ps(b[c0 + l]), R[l], bq);
-                _mm512_storeu_ps(Q + (long)l * n, R[l]);
-            }
-            _mm512_storeu_ps(b + 16 * q, bq);
-        }
-        /* trailing update of the rows below, upper triangle only */
-        for (int i0 = c0 + 16; i0 < n; i0 += 4) {
-            int q = i0 / 16;
-            for (; q + 4 <= nb; q += 4) fr_s_rank16_tile(A, n, c0, i0, q, 4);
-            switch (nb - q) {
-                case 3: fr_s_rank16_tile(A, n, c0, i0, q, 3); break;
-                case 2: fr_s_rank16_tile(A, n, c0, i0, q, 2); break;
-                case 1: fr_s_rank16_tile(A, n, c0, i0, q, 1); break;
-                default: break;
-            }
-        }
-    }
-    /* back substitution U x = z */
-    for (int J = nb - 1; J >= 0; --J) {
-        int c0 = 16 * J;
-        float y[16];
-        for (int l = 0; l < 16; ++l) y[l] = b[c0 + l];
-        if (J + 1 < nb) {
-            for (int l = 0; l < 16; ++l) {
-                const float *row = A + (long)(c0 + l) * n;
-                __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(row + c0 + 16), _mm512_loadu_ps(b + c0 + 16));
-                for (int c = c0 + 32; c < n; c += 16)
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(b + c), acc);
-                y[l] -= _mm512_reduce_add_ps(acc);
-            }
-        }
-        const float *P = A + (long)c0 * n + c0;
-        for (int l = 15; l >= 0; --l) {
-            float x = y[l] * invd[c0 + l];
-            b[c0 + l] = x;
-            for (int i = 0; i < l; ++i) y[i] -= P[(long)i * n + l] * x;
-        }
-    }
-    return 0;
-}
-#endif
-static inline int fr_s_posv_upper(float *A, float *b, int n) {
-#if defined(__AVX512F__)
-    if (n > 0 && (n & 15) == 0 && n <= 1024) return fr_s_posv16(A, b, n);
-#endif
-    int info = fr_s_potrf_upper(A, n);
-    if (info == 0) fr_s_potrs_upper(A, b, n);
-    return info;
-}
-static inline int fr_d_posv_upper(double *A, double *b, int n) {
-    int info = fr_d_potrf_upper(A, n);
-    if (info == 0) fr_d_potrs_upper(A, b, n);
-    return info;
-}
 
 /* Four dot products against one vector at once: four independent FMA chains
  * instead of one latency-bound chain, and x is loaded once. */
@@ -459,10 +289,13 @@ static inline __attribute__((always_inline)) void fr_s_syrk_tile(
         for (int q = 0; q < NQ; ++q)
             acc[r][q] = _mm512_loadu_ps(A + (long)(i0 + r) * n + 16 * (q0 + q));
     for (int t = 0; t < m; ++t) {
+        /* the weight goes on the vector side, so the row factors are plain
+         * broadcast loads (no scalar multiply per factor) */
         const float *yt = rows[t];
-        for (int q = 0; q < NQ; ++q) y[q] = _mm512_loadu_ps(yt + 16 * (q0 + q));
+        __m512 wt = _mm512_set1_ps(w[t]);
+        for (int q = 0; q < NQ; ++q) y[q] = _mm512_mul_ps(wt, _mm512_loadu_ps(yt + 16 * (q0 + q)));
         for (int r = 0; r < 4; ++r) {
-            __m512 s = _mm512_set1_ps(w[t] * yt[i0 + r]);
+            __m512 s = _mm512_set1_ps(yt[i0 + r]);
             for (int q = 0; q < NQ; ++q) acc[r][q] = _mm512_fmadd_ps(s, y[q], acc[r][q]);
         }
     }
@@ -470,9 +303,11 @@ static inline __attribute__((always_inline)) void fr_s_syrk_tile(
         for (int q = 0; q < NQ; ++q)
             _mm512_storeu_ps(A + (long)(i0 + r) * n + 16 * (q0 + q), acc[r][q]);
 }
-static inline void fr_s_syrk_rows(float *A, const float *const *rows, const float *w, int m, int n) {
-    if (n & 15) { fr_s_generic__syrk_rows(A, rows, w, m, n); return; }
-    for (int i0 = 0; i0 < n; i0 += 4) {
+/* rows first..n-1 only (first a multiple of 4): the trailing block of a
+ * blocked Cholesky, with the same tiles. */
+static inline void fr_s_syrk_rows_from(float *A, const float *const *rows, const float *w, int m,
+                                       int n, int first) {
+    for (int i0 = first; i0 < n; i0 += 4) {
         int q = i0 / 16, chunks = n / 16;
         for (; q + 4 <= chunks; q += 4) fr_s_syrk_tile(A, rows, w, m, n, i0, q, 4);
         switch (chunks - q) {
@@ -483,10 +318,126 @@ static inline void fr_s_syrk_rows(float *A, const float *const *rows, const floa
         }
     }
 }
+static inline void fr_s_syrk_rows(float *A, const float *const *rows, const float *w, int m, int n) {
+    if (n & 15) { fr_s_generic__syrk_rows(A, rows, w, m, n); return; }
+    fr_s_syrk_rows_from(A, rows, w, m, n, 0);
+}
 #else
 FR_DEFINE_SYRK(float, fr_s)
 #endif
 FR_DEFINE_SYRK(double, fr_d)
+
+/* Factor and solve in one call.  AVX-512 float with n a multiple of 16 (up
+ * to 1024, the stack holds n reciprocals) takes the blocked kernel below,
+ * about twice as fast as potrf + potrs at n = 64; everything else those two. */
+#if defined(__AVX512F__)
+static inline __m512 fr_s_lane(__m512 v, int l) {
+    return _mm512_permutexvar_ps(_mm512_set1_epi32(l), v);
+}
+
+/* 1/sqrt(d) to about 1 ulp: the 14-bit estimate and one Newton step. */
+static inline __m512 fr_s_rsqrt_nr(__m512 d) {
+    __m512 y = _mm512_rsqrt14_ps(d);
+    __m512 t = _mm512_mul_ps(_mm512_mul_ps(d, y), y);
+    t = _mm512_fnmadd_ps(t, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.5f));
+    return _mm512_mul_ps(y, t);
+}
+
+/* Solve A x = b for SPD A (row-major, upper triangle read and overwritten,
+ * the lower triangle used as scratch); b becomes x.  Blocked by 16: each
+ * diagonal tile is factored in registers, the forward substitution rides
+ * along with the factorisation, trailing updates are register-tiled rank-16
+ * products.  Returns 0, or r + 1 when the leading minor r is not positive
+ * definite. */
+static inline int fr_s_posv16(float *A, float *b, int n) {
+    int nb = n / 16;
+    float invd[n];
+    static const float minus_one[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, -1, -1};
+    const __m512 zero = _mm512_setzero_ps();
+    for (int J = 0; J < nb; ++J) {
+        int c0 = 16 * J;
+        float *P = A + (long)c0 * n + c0;
+        __m512 D[16];
+        for (int l = 0; l < 16; ++l) D[l] = _mm512_loadu_ps(P + (long)l * n);
+        __m512 bv = _mm512_loadu_ps(b + c0);
+        _Pragma("GCC unroll 16")
+        for (int l = 0; l < 16; ++l) {
+            __m512 d = fr_s_lane(D[l], l);
+            if (!(_mm512_cmp_ps_mask(d, zero, _CMP_GT_OQ) & 1)) return c0 + l + 1;
+            __m512 r = fr_s_rsqrt_nr(d);
+            invd[c0 + l] = _mm512_cvtss_f32(r);
+            D[l] = _mm512_mul_ps(D[l], r);
+            __m512 z = _mm512_mul_ps(fr_s_lane(bv, l), r);
+            __mmask16 later = (__mmask16)(0xFFFFu << (l + 1));
+            bv = _mm512_mask3_fnmadd_ps(D[l], z, bv, later);
+            bv = _mm512_mask_mov_ps(bv, (__mmask16)(1u << l), z);
+            _Pragma("GCC unroll 16")
+            for (int i = l + 1; i < 16; ++i)
+                D[i] = _mm512_fnmadd_ps(fr_s_lane(D[l], i), D[l], D[i]);
+        }
+        for (int l = 0; l < 16; ++l) _mm512_storeu_ps(P + (long)l * n, D[l]);
+        _mm512_storeu_ps(b + c0, bv);
+        /* the rest of the 16 rows: U_JJ^-T A_J,q, and b_q -= U_J,q^T z_J */
+        for (int q = J + 1; q < nb; ++q) {
+            __m512 R[16];
+            float *Q = A + (long)c0 * n + 16 * q;
+            for (int l = 0; l < 16; ++l) R[l] = _mm512_loadu_ps(Q + (long)l * n);
+            __m512 bq = _mm512_loadu_ps(b + 16 * q);
+            _Pragma("GCC unroll 16")
+            for (int l = 0; l < 16; ++l) {
+                R[l] = _mm512_mul_ps(R[l], _mm512_set1_ps(invd[c0 + l]));
+                _Pragma("GCC unroll 16")
+                for (int i = l + 1; i < 16; ++i)
+                    R[i] = _mm512_fnmadd_ps(_mm512_set1_ps(P[(long)l * n + i]), R[l], R[i]);
+                bq = _mm512_fnmadd_ps(_mm512_set1_ps(b[c0 + l]), R[l], bq);
+                _mm512_storeu_ps(Q + (long)l * n, R[l]);
+            }
+            _mm512_storeu_ps(b + 16 * q, bq);
+        }
+        /* trailing update of the rows below: A -= U_J^T U_J, a weight -1 SYRK
+         * over the 16 panel rows (read in place) */
+        const float *panel[16];
+        for (int p = 0; p < 16; ++p) panel[p] = A + (long)(c0 + p) * n;
+        fr_s_syrk_rows_from(A, panel, minus_one, 16, n, c0 + 16);
+    }
+    /* back substitution U x = z */
+    for (int J = nb - 1; J >= 0; --J) {
+        int c0 = 16 * J;
+        float y[16];
+        for (int l = 0; l < 16; ++l) y[l] = b[c0 + l];
+        if (J + 1 < nb) {
+            for (int l = 0; l < 16; ++l) {
+                const float *row = A + (long)(c0 + l) * n;
+                __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(row + c0 + 16), _mm512_loadu_ps(b + c0 + 16));
+                for (int c = c0 + 32; c < n; c += 16)
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + c), _mm512_loadu_ps(b + c), acc);
+                y[l] -= _mm512_reduce_add_ps(acc);
+            }
+        }
+        const float *P = A + (long)c0 * n + c0;
+        for (int l = 15; l >= 0; --l) {
+            float x = y[l] * invd[c0 + l];
+            b[c0 + l] = x;
+            for (int i = 0; i < l; ++i) y[i] -= P[(long)i * n + l] * x;
+        }
+    }
+    return 0;
+}
+#endif
+static inline int fr_s_posv_upper(float *A, float *b, int n) {
+#if defined(__AVX512F__)
+    if (n > 0 && (n & 15) == 0 && n <= 1024) return fr_s_posv16(A, b, n);
+#endif
+    int info = fr_s_potrf_upper(A, n);
+    if (info == 0) fr_s_potrs_upper(A, b, n);
+    return info;
+}
+static inline int fr_d_posv_upper(double *A, double *b, int n) {
+    int info = fr_d_potrf_upper(A, n);
+    if (info == 0) fr_d_potrs_upper(A, b, n);
+    return info;
+}
 
 /* out_v = A x_v for a symmetric row-major n x n A, for one vector or four.
  * Portable builds: four symv calls (each a sum of rows of A, see above).
