@@ -1,25 +1,47 @@
 """fastrec: fast recommendations from implicit feedback.
 
-The public API, in one place.
+The public API, in one place.  Serving needs only the models, so the parts
+that pull in Numba or pandas (``evaluation``, ``model_selection``,
+``datasets``) are imported on first use: ``import fastrec`` followed by
+``fastrec.ALS.load(path).recommend(...)`` stays light.
 """
-from ._kernels import kernel_variant
-from ._threads import available_cpus
-from .als import ALS
-from .bpr import BPR
-from .exceptions import ModelFormatError, NotFittedError
-from .interactions import Interactions
-from . import datasets
-from . import evaluation, model_selection
-from .evaluation import (evaluate, leave_last_k_out, per_user_split, random_split, ranking_metrics,
-                         temporal_split, user_split)
-from .model_selection import grid_search, random_search
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .data.interactions import Interactions
+from .exceptions import ModelFormatError, NotFittedError
+from .kernels import kernel_variant
+from .models.als import ALS
+from .models.base import FactorModel
+from .models.bpr import BPR
+from .persistence import load
+from .utils.threads import available_cpus
+
+# name -> module that defines it, imported on first access
+_LAZY = {
+    "datasets": "fastrec.datasets",
+    "evaluation": "fastrec.evaluation",
+    "model_selection": "fastrec.model_selection",
+    "evaluate": "fastrec.evaluation",
+    "ranking_metrics": "fastrec.evaluation",
+    "random_split": "fastrec.evaluation",
+    "per_user_split": "fastrec.evaluation",
+    "leave_last_k_out": "fastrec.evaluation",
+    "temporal_split": "fastrec.evaluation",
+    "user_split": "fastrec.evaluation",
+    "grid_search": "fastrec.model_selection",
+    "random_search": "fastrec.model_selection",
+}
 
 __all__ = [
     "ALS",
     "BPR",
+    "FactorModel",
     "Interactions",
+    "load",
     "datasets",
     "NotFittedError",
     "ModelFormatError",
@@ -38,3 +60,17 @@ __all__ = [
     "random_search",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fastrec' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"fastrec.{name}" else getattr(module, name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

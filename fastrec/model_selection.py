@@ -23,9 +23,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ._progress import Progress
-from ._validation import check_bool, check_float, check_int
-from ._tables import optional_pandas
+from .utils.progress import Progress
+from .utils.validation import check_bool, check_float, check_int
+from .data.tables import optional_pandas
 from .evaluation import ALL_METRICS, evaluate
 
 __all__ = ["grid_search", "random_search", "default_grid", "SearchResult"]

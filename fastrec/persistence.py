@@ -66,9 +66,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import FactorModel, FittedState
-from ._idmap import IdMap
-from ._validation import check_path
+from .models.base import FactorModel, FittedState
+from .data.idmap import IdMap
+from .utils.validation import check_path
 from .exceptions import ModelFormatError
 
 __all__ = ["FORMAT_VERSION", "save_model", "load_model", "model_classes"]
@@ -228,7 +228,7 @@ def save_model(model: FactorModel, path: Any) -> None:
     for name, id_map in (("user_map", state.user_map), ("item_map", state.item_map)):
         if id_map is not None:
             arrays[name] = np.ascontiguousarray(id_map.labels)
-    from . import __version__
+    from ._version import __version__
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -330,6 +330,14 @@ def load_model(path: Any, expected_class: type | None = None) -> FactorModel:
     return model
 
 
+def load(path: Any) -> FactorModel:
+    """Read any fastrec model file, whatever its class (``ALS.load`` insists on ALS).
+
+    See ``load_model`` for what is checked and raised.
+    """
+    return load_model(path)
+
+
 def _read_arrays(fh: Any) -> dict[str, np.ndarray]:
     loaded = np.load(fh, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -359,7 +367,7 @@ def _read_meta(arrays: dict[str, np.ndarray], path: str) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFormatError(f"{path} is corrupted: invalid format version {version!r}")
     if version > FORMAT_VERSION:
-        from . import __version__
+        from ._version import __version__
         raise ModelFormatError(
             f"{path} uses model format version {version} (written by fastrec "
             f"{meta.get('library_version', '?')}); this fastrec {__version__} reads up to version "

@@ -18,7 +18,7 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 
-from fastrec import _kernels  # noqa: E402
+from fastrec import kernels as _kernels  # noqa: E402
 
 
 def kernel_variants(name: str) -> list:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import fastrec
 from conftest import kernel_variants
 from fastrec import BPR
-from fastrec.bpr import _Positives, _rank_weights
+from fastrec.models.bpr import _Positives, _rank_weights
 from reference import planted_low_rank
 
 LOSSES = {"bpr": 0, "warp": 1}

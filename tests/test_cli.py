@@ -13,7 +13,7 @@ import pytest
 
 import fastrec
 from fastrec import ALS, BPR, Interactions
-from fastrec import cli
+from fastrec.cli import commands as cli
 from fastrec.evaluation import evaluate, leave_last_k_out, per_user_split
 
 N_USERS, N_ITEMS, PER_USER = 40, 20, 6
@@ -376,7 +376,7 @@ def test_demo(capsys):
     assert out.count("also like:") == 1
     for metric in ("ndcg@10", "precision@10", "recall@10", "coverage@10"):
         assert metric in out
-    from fastrec.demo import run_demo
+    from fastrec.cli.demo import run_demo
     buffer = io.StringIO()
     result = run_demo(n_users=2, n_recs=3, n_titles=1, stream=buffer)
     assert _stable(buffer.getvalue()) == _stable(out)  # deterministic
@@ -418,8 +418,8 @@ from types import SimpleNamespace  # noqa: E402
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from fastrec._cli_data import user_indices, write_rankings  # noqa: E402
-from fastrec._idmap import IdMap  # noqa: E402
+from fastrec.cli.data import user_indices, write_rankings  # noqa: E402
+from fastrec.data.idmap import IdMap  # noqa: E402
 
 _text_ids = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1,
                     max_size=6)

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrec
-from fastrec import _columns
-from fastrec._columns import ColumnSlices
-from fastrec._validation import check_interactions
+from fastrec.kernels import als_columns as _columns
+from fastrec.kernels.als_columns import ColumnSlices
+from fastrec.utils.validation import check_interactions
 
 
 def random_csr(n_rows: int, n_cols: int, density: float, seed: int, dtype=np.float32) -> sp.csr_matrix:
@@ -90,7 +90,7 @@ def test_fit_with_many_slices_matches_one_slice(monkeypatch, solver):
     X = random_csr(300, 120, 0.08, 3)
     kwargs = dict(factors=8, iterations=3, solver=solver, random_state=0, num_threads=2)
     whole = fastrec.ALS(**kwargs).fit(X)
-    monkeypatch.setattr("fastrec.als.slice_budget", lambda *_: 64)
+    monkeypatch.setattr("fastrec.models.als.slice_budget", lambda *_: 64)
     sliced = fastrec.ALS(**kwargs).fit(X)
     np.testing.assert_allclose(sliced.item_factors_, whole.item_factors_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sliced.user_factors_, whole.user_factors_, rtol=1e-5, atol=1e-6)

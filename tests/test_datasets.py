@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastrec._tables as tables
+import fastrec.data.tables as tables
 from fastrec import Interactions
 from fastrec.datasets import (load_demo, load_ml1m_implicit, load_movielens, load_movietweetings,
                               make_movielens20m_like, make_synthetic)

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 import fastrec
 from fastrec.evaluation import evaluate, per_user_split, ranking_metrics, user_split
-from fastrec.interactions import Interactions
+from fastrec.data.interactions import Interactions
 
 
 def planted(n_users=60, n_items=40, seed=0):

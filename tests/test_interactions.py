@@ -10,12 +10,12 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastrec._tables as tables
+import fastrec.data.tables as tables
 from fastrec import Interactions
-from fastrec._base import id_maps_of
-from fastrec._idmap import IdMap
-from fastrec._validation import check_interactions
-from fastrec._weighting import bm25, bm25_values, tfidf
+from fastrec.models.base import id_maps_of
+from fastrec.data.idmap import IdMap
+from fastrec.utils.validation import check_interactions
+from fastrec.data.weighting import bm25, bm25_values, tfidf
 
 try:
     import pandas as pd

@@ -85,7 +85,7 @@ def test_bad_rows_still_raise(model, bad, error):
 
 
 def test_kernel_declines_what_it_does_not_handle(model):
-    kernel = fastrec._kernels.load_kernel("als")
+    kernel = fastrec.kernels.load_kernel("als")
     state = model._state
     model.fold_in(one_row([1], [1.0], state.item_factors.dtype))
     plan = state.cache["fold_in_plan"]

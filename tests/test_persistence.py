@@ -14,8 +14,8 @@ import scipy.sparse as sp
 
 import fastrec
 from fastrec import ALS, ModelFormatError, NotFittedError
-from fastrec._base import FactorModel, FittedState
-from fastrec._idmap import IdMap
+from fastrec.models.base import FactorModel, FittedState
+from fastrec.data.idmap import IdMap
 from fastrec.persistence import FORMAT_VERSION, _checksum, load_model, model_classes, save_model
 
 
@@ -135,7 +135,7 @@ def test_round_trip_serves_identically(tmp_path, dtype, id_maps):
 
 
 def test_round_trip_of_a_model_fitted_from_interactions(tmp_path):
-    interactions_module = pytest.importorskip("fastrec.interactions")
+    interactions_module = pytest.importorskip("fastrec.data.interactions")
     rng = np.random.default_rng(2)
     users = np.array([f"u{k}" for k in rng.integers(0, 40, 400)])
     items = rng.integers(0, 30, 400) * 11

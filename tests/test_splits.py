@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastrec.interactions import Interactions
+from fastrec.data.interactions import Interactions
 from fastrec.evaluation import (leave_last_k_out, per_user_split, random_split, temporal_split,
                                 user_split)
 

@@ -7,7 +7,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import fastrec
-from fastrec import _kernels, _threads
+from fastrec import kernels as _kernels
+from fastrec.utils import threads as _threads
 
 
 def _fake_files(monkeypatch, files):

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
 import fastrec
-from fastrec._base import FittedState
-from fastrec._ranking import RankingIndex, top_k
+from fastrec.models.base import FittedState
+from fastrec.kernels.topk import RankingIndex, top_k
 from reference import assert_topk_valid, eligible_mask, seen_sets, topk_reference
 
 
@@ -97,7 +97,7 @@ def test_pruning_property(seed, n, n_items, threads, exclude_some):
     seen = sp.random(40, n_items, density=0.05, random_state=seed, format="csr")
     exclude = rng.choice(n_items, size=min(5, n_items), replace=False) if exclude_some else None
     index = RankingIndex.build(Y, None)
-    ids, scores = top_k(U, Y, None, n, seen, fastrec._ranking.exclusion_mask(exclude, n_items),
+    ids, scores = top_k(U, Y, None, n, seen, fastrec.kernels.topk.exclusion_mask(exclude, n_items),
                         None, threads, index=index)
     ref_ids, ref_scores = topk_reference(U, Y, None, n, seen=seen, exclude=exclude)
     np.testing.assert_array_equal(ids, ref_ids)

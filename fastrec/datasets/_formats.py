@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from .._tables import read_columns
-from .._validation import check_float, check_path
-from ..interactions import Interactions
+from ..data.tables import read_columns
+from ..utils.validation import check_float, check_path
+from ..data.interactions import Interactions
 
 __all__ = ["DataFiles", "ratings_interactions", "read_dat_ratings", "read_dat_movies"]
 

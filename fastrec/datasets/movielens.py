@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_bool, check_choice
-from ..interactions import Interactions
+from ..utils.validation import check_bool, check_choice
+from ..data.interactions import Interactions
 from ._download import cache_dir, fetch, verify_cached
 from ._formats import DataFiles, ratings_interactions, read_dat_movies, read_dat_ratings
 

@@ -6,7 +6,7 @@ import gzip
 from importlib import resources
 from typing import Any
 
-from ..interactions import Interactions
+from ..data.interactions import Interactions
 from ._formats import DataFiles, ratings_interactions, read_dat_movies, read_dat_ratings
 
 __all__ = ["load_movietweetings", "load_demo"]

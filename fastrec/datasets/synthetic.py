@@ -32,9 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from .._idmap import IdMap
-from .._validation import check_bool, check_dtype, check_float, check_int
-from ..interactions import Interactions
+from ..data.idmap import IdMap
+from ..utils.validation import check_bool, check_dtype, check_float, check_int
+from ..data.interactions import Interactions
 
 __all__ = ["make_synthetic", "make_movielens20m_like"]
 

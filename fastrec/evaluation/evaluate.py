@@ -1,42 +1,4 @@
-"""Offline evaluation: train/test splits, ranking metrics at k and beyond-accuracy metrics.
-
-Typical use::
-
-    from fastrec import ALS
-    from fastrec.evaluation import per_user_split, evaluate
-
-    train, test = per_user_split(X, test_fraction=0.2, random_state=0)
-    model = ALS(factors=64).fit(train)
-    evaluate(model, train, test, k=10)
-    # {'precision': ..., 'recall': ..., 'map': ..., 'ndcg': ..., 'mrr': ...,
-    #  'hit_rate': ..., 'n_users_evaluated': ..., 'n_users_skipped': ...}
-
-Metric definitions, for a user with relevant (positive test) set R and the
-first k ranked ids (``-1`` padding never counts as a hit):
-
-- ``precision`` = hits / k (also when fewer than k ids are listed);
-- ``recall`` = hits / |R|;
-- ``map``: average precision at k, the sum of precision@i over the hit
-  positions i, divided by min(k, |R|);
-- ``ndcg``: binary-relevance DCG (``1 / log2(position + 1)`` per hit) over the
-  ideal DCG of min(k, |R|) hits;
-- ``mrr``: 1 / position of the first hit (0 without hits);
-- ``hit_rate``: 1 if any hit;
-- ``auc``: computed from the ranked list alone.  Listed items rank above all
-  unlisted ones, and unlisted items tie among themselves (a tie counts one
-  half).  Negatives are the items outside R, less the user's training items
-  when ``exclude_train`` (they could not be recommended).  It equals the exact
-  AUC of the model's scores when the list covers every rankable item, and
-  approaches it as k grows.
-
-Beyond-accuracy metrics (``coverage``, ``gini``, ``popularity``,
-``test_popularity``, ``long_tail``, ``novelty``, ``diversity``) are described
-in ``fastrec._beyond``; the popularity-based ones need ``train``, and
-``diversity`` needs item feature vectors (a model's item factors by default).
-
-Users without positive test interactions are skipped and counted in
-``n_users_skipped``.  Summary values are means over the evaluated users.
-"""
+"""evaluate() and ranking_metrics(): score rankings against held-out interactions."""
 from __future__ import annotations
 
 import warnings
@@ -45,31 +7,20 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ._beyond import GLOBAL_BEYOND, PER_USER_BEYOND, global_beyond, per_user_beyond
-from ._metrics import ACCURACY_METRICS, accuracy_per_user, check_ranking, relevant_items
-from ._progress import Progress
-from ._splits import leave_last_k_out, per_user_split, random_split, temporal_split, user_split
-from ._tables import optional_pandas
-from ._validation import check_bool, check_float, check_ids, check_int, check_interactions
+from .beyond import GLOBAL_BEYOND, PER_USER_BEYOND, global_beyond, per_user_beyond
+from .metrics import ACCURACY_METRICS, accuracy_per_user, check_ranking, relevant_items
+from ..utils.progress import Progress
+from ..data.tables import optional_pandas
+from ..utils.validation import check_bool, check_float, check_ids, check_int, check_interactions
 
-__all__ = [
-    "evaluate",
-    "ranking_metrics",
-    "random_split",
-    "per_user_split",
-    "leave_last_k_out",
-    "temporal_split",
-    "user_split",
-    "ALL_METRICS",
-    "DEFAULT_METRICS",
-]
+__all__ = ["evaluate", "ranking_metrics", "check_metrics", "ALL_METRICS", "DEFAULT_METRICS"]
 
 DEFAULT_METRICS = ("precision", "recall", "map", "ndcg", "mrr", "hit_rate")
 ALL_METRICS = ACCURACY_METRICS + PER_USER_BEYOND + GLOBAL_BEYOND
 _NEEDS_TRAIN = ("popularity", "test_popularity", "long_tail", "novelty")
 
 
-def _check_metrics(metrics: Any) -> tuple[str, ...]:
+def check_metrics(metrics: Any) -> tuple[str, ...]:
     if isinstance(metrics, str):
         metrics = ALL_METRICS if metrics == "all" else (metrics,)
     names = tuple(dict.fromkeys(metrics))
@@ -143,7 +94,7 @@ def ranking_metrics(ranked_ids: Any, test: Any, k: int = 10, metrics: Sequence[s
         One row per evaluated user: ``user`` (test row index) and each
         per-user metric.  A DataFrame when pandas is importable.
     """
-    names = _check_metrics(metrics)
+    names = check_metrics(metrics)
     k = check_int(k, "k", minimum=1)
     exclude_train = check_bool(exclude_train, "exclude_train")
     per_user = check_bool(per_user, "per_user")
@@ -270,7 +221,7 @@ def evaluate(model: Any, train: Any, test: Any, k: int = 10,
     if not callable(getattr(model, "recommend", None)):
         raise TypeError(f"model must be a fitted recommender with a recommend() method or an array "
                         f"of ranked ids; got {type(model).__name__}")
-    names = _check_metrics(metrics)
+    names = check_metrics(metrics)
     k = check_int(k, "k", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     exclude_train = check_bool(exclude_train, "exclude_train")

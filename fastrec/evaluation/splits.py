@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from ._validation import check_float, check_int
+from ..utils.validation import check_float, check_int
 
 __all__ = ["random_split", "per_user_split", "leave_last_k_out", "temporal_split", "user_split"]
 

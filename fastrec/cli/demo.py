@@ -19,11 +19,11 @@ from typing import Any, TextIO
 import numpy as np
 import scipy.sparse as sp
 
-from ._ranking import top_k
-from ._validation import check_int
-from .als import ALS
-from .datasets import load_demo
-from .evaluation import evaluate, per_user_split, ranking_metrics
+from ..kernels.topk import top_k
+from ..utils.validation import check_int
+from ..models.als import ALS
+from ..datasets import load_demo
+from ..evaluation import evaluate, per_user_split, ranking_metrics
 
 __all__ = ["DEMO_PARAMS", "run_demo"]
 

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._idmap import IdMap
-from ._ranking import RankingIndex, candidate_ids, csr_rows, exclusion_mask, top_k
-from ._threads import resolve_num_threads
-from ._validation import (check_bool, check_dtype, check_ids, check_int, check_interactions, check_n,
+from ..data.idmap import IdMap
+from ..kernels.topk import RankingIndex, candidate_ids, csr_rows, exclusion_mask, top_k
+from ..utils.threads import resolve_num_threads
+from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, check_interactions, check_n,
                           check_num_threads, check_random_state, check_scalar_id)
-from .exceptions import NotFittedError
+from ..exceptions import NotFittedError
 
 __all__ = ["FactorModel", "FittedState", "id_maps_of"]
 
@@ -356,7 +356,7 @@ class FactorModel:
         i = np.ascontiguousarray(i, dtype=np.int32)
         out = np.empty(u.size, dtype=state.item_factors.dtype)
         bias = state.item_bias if state.item_bias is not None else np.empty(0, out.dtype)
-        from ._kernels import load_kernel
+        from ..kernels import load_kernel
         load_kernel("topk").pair_scores(state.user_factors, state.item_factors, bias, u, i, out,
                                         1 if u.size < 10000 else self._serving_threads())
         if np.ndim(users) == 0 and np.ndim(items) == 0:
@@ -380,11 +380,11 @@ class FactorModel:
         ``pickle.dumps(model)`` also works (for multiprocessing), but never
         unpickle data from an untrusted source.
         """
-        from .persistence import save_model
+        from ..persistence import save_model
         save_model(self, path)
 
     @classmethod
     def load(cls, path: Any) -> "FactorModel":
         """Read a model written by ``save``; raises ``ModelFormatError`` for bad files."""
-        from .persistence import load_model
+        from ..persistence import load_model
         return load_model(path, expected_class=cls)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._kernels import load_kernel
-from ._threads import blas_single_thread
-from ._validation import check_ids
+from . import load_kernel
+from ..utils.threads import blas_single_thread
+from ..utils.validation import check_ids
 
 __all__ = ["top_k", "exclusion_mask", "candidate_ids", "csr_rows", "RankingIndex"]
 

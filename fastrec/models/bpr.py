@@ -14,10 +14,10 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import FactorModel, FittedState, id_maps_of
-from ._kernels import load_kernel
-from ._progress import Progress
-from ._validation import (check_bool, check_choice, check_float, check_ids, check_int,
+from .base import FactorModel, FittedState, id_maps_of
+from ..kernels import load_kernel
+from ..utils.progress import Progress
+from ..utils.validation import (check_bool, check_choice, check_float, check_ids, check_int,
                           check_interactions)
 
 __all__ = ["BPR"]

@@ -5,8 +5,8 @@ import argparse
 import textwrap
 from typing import Any
 
-from . import __version__
-from ._cli_data import MODEL_CHOICES, WEIGHTINGS, model_defaults
+from .._version import __version__
+from .data import MODEL_CHOICES, WEIGHTINGS, model_defaults
 
 __all__ = ["build_parser", "PROG"]
 

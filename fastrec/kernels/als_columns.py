@@ -15,8 +15,8 @@ from typing import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from ._kernels import load_kernel
-from ._validation import CSRArrays
+from . import load_kernel
+from ..utils.validation import CSRArrays
 
 __all__ = ["ColumnSlices", "slice_budget"]
 

@@ -12,11 +12,11 @@ from typing import Any, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from . import _weighting
-from ._dedupe import DUPLICATE_POLICIES, combine_duplicates
-from ._idmap import IdMap
-from ._tables import read_columns
-from ._validation import (check_choice, check_columns, check_dtype, check_float, check_ids,
+from . import weighting as _weighting
+from .dedupe import DUPLICATE_POLICIES, combine_duplicates
+from .idmap import IdMap
+from .tables import read_columns
+from ..utils.validation import (check_choice, check_columns, check_dtype, check_float, check_ids,
                           check_path, check_raw_ids, check_selector, check_timestamps,
                           check_values)
 
@@ -406,14 +406,14 @@ class Interactions:
         return self._reweighted(_weighting.log1p_values(self.weights))
 
     def bm25(self, K1: float = 1.2, B: float = 0.75) -> "Interactions":
-        """BM25 weighting, users as documents and items as terms (see ``fastrec._weighting``)."""
+        """BM25 weighting, users as documents and items as terms (see ``fastrec.data.weighting``)."""
         K1 = check_float(K1, "K1", minimum=0)
         B = check_float(B, "B", minimum=0, maximum=1)
         return self._reweighted(_weighting.bm25_values(self.users, self.items, self.weights,
                                                        self.shape, K1=K1, B=B))
 
     def tfidf(self) -> "Interactions":
-        """TF-IDF weighting, users as documents and items as terms (see ``fastrec._weighting``)."""
+        """TF-IDF weighting, users as documents and items as terms (see ``fastrec.data.weighting``)."""
         return self._reweighted(_weighting.tfidf_values(self.users, self.items, self.weights, self.shape))
 
     def recency(self, half_life: float, reference_time: float | None = None) -> "Interactions":

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._validation import check_columns
+from ..utils.validation import check_columns
 
 __all__ = ["optional_pandas", "read_columns"]
 

@@ -16,10 +16,10 @@ from typing import Any, Iterable, TextIO
 
 import numpy as np
 
-from ._idmap import IdMap
-from .als import ALS
-from .bpr import BPR
-from .interactions import Interactions
+from ..data.idmap import IdMap
+from ..models.als import ALS
+from ..models.bpr import BPR
+from ..data.interactions import Interactions
 
 __all__ = ["MODEL_CHOICES", "WEIGHTINGS", "read_interactions", "apply_weighting", "build_model",
            "model_defaults", "user_indices", "item_index", "raw_ids", "read_id_file", "write_rankings",

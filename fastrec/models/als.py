@@ -15,12 +15,12 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import FactorModel, FittedState, id_maps_of
-from ._columns import ColumnSlices, slice_budget
-from ._kernels import load_kernel
-from ._progress import Progress
-from ._threads import blas_single_thread
-from ._validation import (CSR_TYPES, check_bool, check_callback, check_choice, check_float, check_ids,
+from .base import FactorModel, FittedState, id_maps_of
+from ..kernels.als_columns import ColumnSlices, slice_budget
+from ..kernels import load_kernel
+from ..utils.progress import Progress
+from ..utils.threads import blas_single_thread
+from ..utils.validation import (CSR_TYPES, check_bool, check_callback, check_choice, check_float, check_ids,
                           check_int, check_interactions, check_rows, check_scalar_id)
 
 __all__ = ["ALS"]

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from ._validation import check_interactions
+from ..utils.validation import check_interactions
 
 __all__ = ["ACCURACY_METRICS", "accuracy_per_user", "check_ranking", "relevant_items"]
 

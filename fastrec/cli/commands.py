@@ -19,9 +19,9 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from ._cli_data import (apply_weighting, build_model, describe, item_index, json_ready, raw_ids,
+from .data import (apply_weighting, build_model, describe, item_index, json_ready, raw_ids,
                         read_id_file, read_interactions, user_indices, write_rankings)
-from ._cli_parser import PROG, build_parser
+from .parser import PROG, build_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -75,7 +75,7 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _load(path: str) -> Any:
-    from .persistence import load_model
+    from ..persistence import load_model
     if os.path.isdir(path):
         raise IsADirectoryError(21, "the model file is a directory", path)
     return load_model(path)
@@ -116,7 +116,7 @@ def _cmd_similar(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _split(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
-    from . import evaluation
+    from .. import evaluation
     if args.split in ("leave-last", "temporal") and data.timestamps is None:
         raise ValueError(f"--split {args.split} needs timestamps: pass --timestamp-col")
     if args.split == "random":
@@ -131,11 +131,11 @@ def _split(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
 
 
 def _cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
-    from ._validation import check_int
-    from .evaluation import _check_metrics, evaluate
+    from ..utils.validation import check_int
+    from ..evaluation.evaluate import check_metrics, evaluate
     model = build_model(args.model, show_progress=not (args.quiet or args.json), **_model_options(args))
     # checked before the (long) fit, so a typo fails at once
-    metrics = _check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()]
                              if args.metrics != "all" else "all")
     check_int(args.k, "--k", minimum=1)
     data = _read_data(args)

@@ -1,0 +1,53 @@
+"""Offline evaluation: train/test splits, ranking metrics at k and beyond-accuracy metrics.
+
+Typical use::
+
+    from fastrec import ALS
+    from fastrec.evaluation import per_user_split, evaluate
+
+    train, test = per_user_split(X, test_fraction=0.2, random_state=0)
+    model = ALS(factors=64).fit(train)
+    evaluate(model, train, test, k=10)
+    # {'precision': ..., 'recall': ..., 'map': ..., 'ndcg': ..., 'mrr': ...,
+    #  'hit_rate': ..., 'n_users_evaluated': ..., 'n_users_skipped': ...}
+
+Metric definitions, for a user with relevant (positive test) set R and the
+first k ranked ids (``-1`` padding never counts as a hit):
+
+- ``precision`` = hits / k (also when fewer than k ids are listed);
+- ``recall`` = hits / |R|;
+- ``map``: average precision at k, the sum of precision@i over the hit
+  positions i, divided by min(k, |R|);
+- ``ndcg``: binary-relevance DCG (``1 / log2(position + 1)`` per hit) over the
+  ideal DCG of min(k, |R|) hits;
+- ``mrr``: 1 / position of the first hit (0 without hits);
+- ``hit_rate``: 1 if any hit;
+- ``auc``: computed from the ranked list alone.  Listed items rank above all
+  unlisted ones, and unlisted items tie among themselves (a tie counts one
+  half).  Negatives are the items outside R, less the user's training items
+  when ``exclude_train`` (they could not be recommended).  It equals the exact
+  AUC of the model's scores when the list covers every rankable item, and
+  approaches it as k grows.
+
+Beyond-accuracy metrics (``coverage``, ``gini``, ``popularity``,
+``test_popularity``, ``long_tail``, ``novelty``, ``diversity``) are described
+in ``fastrec.evaluation.beyond``; the popularity-based ones need ``train``, and
+``diversity`` needs item feature vectors (a model's item factors by default).
+
+Users without positive test interactions are skipped and counted in
+``n_users_skipped``.  Summary values are means over the evaluated users.
+"""
+from .evaluate import ALL_METRICS, DEFAULT_METRICS, evaluate, ranking_metrics
+from .splits import leave_last_k_out, per_user_split, random_split, temporal_split, user_split
+
+__all__ = [
+    "evaluate",
+    "ranking_metrics",
+    "random_split",
+    "per_user_split",
+    "leave_last_k_out",
+    "temporal_split",
+    "user_split",
+    "ALL_METRICS",
+    "DEFAULT_METRICS",
+]

@@ -1,0 +1,1 @@
+"""Building blocks every part uses: input checks, thread limits, progress.  Internal."""
