@@ -406,7 +406,13 @@ def test_fit_property_exact_solves_and_input_untouched(case):
     clean = canonical(sp.coo_matrix((np.asarray(vals, float), (np.asarray(rows, int), np.asarray(cols, int))),
                                     shape=shape))
     model = ALS(factors=3, iterations=2, solver="cholesky", regularization=0.1, alpha=2.0, dtype=np.float64,
-                confidence=convention, random_state=0, num_threads=1).fit(X)
+                confidence=convention, random_state=0, num_threads=1)
+    if clean.nnz == 0:  # nothing to learn from is an error, never an all-zero model
+        with pytest.raises(ValueError, match="no interactions"):
+            model.fit(X)
+        assert model._state is None
+        return
+    model.fit(X)
     for old, new in zip(before, _snapshot(X)):
         assert np.array_equal(old, new), "fit modified the caller's matrix"
 

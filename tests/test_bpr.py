@@ -316,8 +316,12 @@ def test_fit_leaves_input_untouched_and_excludes_thumbs_down():
 def test_any_small_matrix_trains_to_finite_factors(n_users, n_items, seed, loss, threads, dtype):
     rng = np.random.default_rng(seed)
     dense = rng.choice([0.0, 0.0, 1.0, 2.0, -1.0], size=(n_users, n_items))  # empty rows and columns too
-    model = BPR(factors=3, iterations=3, loss=loss, num_threads=threads, dtype=dtype,
-                random_state=seed).fit(sp.csr_matrix(dense))
+    model = BPR(factors=3, iterations=3, loss=loss, num_threads=threads, dtype=dtype, random_state=seed)
+    if not (dense > 0).any():  # nothing to learn from is an error, never an untrained model
+        with pytest.raises(ValueError, match="no positive interactions|no interactions"):
+            model.fit(sp.csr_matrix(dense))
+        return
+    model.fit(sp.csr_matrix(dense))
     assert model.user_factors_.shape == (n_users, 3) and model.item_factors_.shape == (n_items, 3)
     for arr in (model.user_factors_, model.item_factors_, model.item_bias_):
         assert np.isfinite(arr).all()

@@ -52,7 +52,7 @@ def test_fast_and_general_paths_agree(model):
     dtype = model.item_factors_.dtype
     row = one_row([0, 5, 6, 70], [1.0, 3.0, 1.0, 2.0], dtype)
     fast = model.fold_in(row)
-    general = model._solve_rows(model._state, row, "items")  # the validated, batched path
+    general = model._solve_against(model._state, row, "items")  # the validated, batched path
     np.testing.assert_array_equal(fast, general)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastrec import ALS
+from fastrec import ALS, BPR
 from fastrec.models.base import FittedState
 from reference import assert_topk_valid, cosine_scores, eligible_mask, seen_sets, topk_reference
 
@@ -66,10 +66,25 @@ def test_similar_matches_cosine_reference(dtype, atol, side):
 def test_similar_items_with_zero_vector_and_ties():
     Y = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
     model = ALS(factors=2)
-    model._state = FittedState(np.ones((2, 2)), Y, sp.csr_matrix((2, 5)))
+    seen = sp.csr_matrix(np.ones((2, 5)))  # every item was seen
+    model._state = FittedState(np.ones((2, 2)), Y, seen)
     ids, scores = model.similar_items(0, n=4)
     np.testing.assert_array_equal(ids, [1, 4, 2, 3])  # cosine 1, 1 (lower id first), then 0, 0
     np.testing.assert_allclose(scores, [1, 1, 0, 0], atol=1e-12)
+    # a zero vector has no direction: similar to nothing, not tied with everything
+    for query in (2, [2]):
+        ids, scores = model.similar_items(query, n=4)
+        assert np.all(np.asarray(ids) == -1) and np.all(np.isneginf(scores))
+
+
+def test_similar_items_of_an_item_without_interactions_is_empty():
+    X = sp.csr_matrix(np.array([[1, 1, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1]], dtype=np.float32))
+    for model in (ALS(factors=2, iterations=3, random_state=0), BPR(factors=2, iterations=3, random_state=0)):
+        model.fit(X)
+        ids, scores = model.similar_items(2, n=3)  # item 2 was never interacted with
+        assert ids.size == 0 and scores.size == 0
+        ids, scores = model.similar_items([0, 2], n=3)
+        assert (ids[0] >= 0).all() and (ids[1] == -1).all() and np.isneginf(scores[1]).all()
     with pytest.raises(IndexError, match="items"):
         model.similar_items(5)
     with pytest.raises(IndexError, match="users"):
@@ -267,6 +282,7 @@ def test_recommend_sees_whole_states_while_they_are_swapped():
 
 def test_large_batches_are_chunked_with_identical_results(monkeypatch):
     import fastrec.models.base as base
+    import fastrec.models.serving as serving
     rng = np.random.default_rng(11)
     U = rng.standard_normal((50, 6)).astype(np.float32)
     Y = rng.standard_normal((40, 6)).astype(np.float32)
@@ -275,7 +291,7 @@ def test_large_batches_are_chunked_with_identical_results(monkeypatch):
     model._state = base.FittedState(U, Y, seen)
     users = rng.permutation(50)
     whole = model.recommend(users, n=7, exclude=[3, 4])
-    monkeypatch.setattr(base, "_RECOMMEND_CHUNK", 8)
+    monkeypatch.setattr(serving, "_RECOMMEND_CHUNK", 8)
     chunked = model.recommend(users, n=7, exclude=[3, 4])
     np.testing.assert_array_equal(whole[0], chunked[0])
     np.testing.assert_array_equal(whole[1], chunked[1])
@@ -283,12 +299,13 @@ def test_large_batches_are_chunked_with_identical_results(monkeypatch):
 
 def test_chunked_batches_with_fresh_rows_exclude_them(monkeypatch):
     import fastrec.models.base as base
+    import fastrec.models.serving as serving
     rng = np.random.default_rng(13)
     U = rng.standard_normal((30, 5)).astype(np.float32)
     Y = rng.standard_normal((25, 5)).astype(np.float32)
     model = ALS(factors=5, num_threads=2)
     model._state = base.FittedState(U, Y, sp.csr_matrix((30, 25), dtype=np.float32))
-    monkeypatch.setattr(base, "_RECOMMEND_CHUNK", 4)
+    monkeypatch.setattr(serving, "_RECOMMEND_CHUNK", 4)
     users = np.arange(30)
     fresh = sp.random(30, 25, density=0.3, random_state=14, format="csr", dtype=np.float32)
     ids, _ = model.recommend(users, n=25, X=fresh)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..utils.validation import check_columns
 
-__all__ = ["optional_pandas", "read_columns"]
+__all__ = ["optional_pandas", "require_pandas", "read_columns"]
 
 # column kinds: "id" (int64 when every value is an integer, else str),
 # "str" (text, missing -> ""), "float" (float64; missing -> NaN)
@@ -32,6 +32,14 @@ def optional_pandas() -> Any:
     except ImportError:
         return None
     return pandas
+
+
+def require_pandas(what: str) -> Any:
+    """The pandas module, or an ImportError saying that ``what`` needs it."""
+    pd = optional_pandas()
+    if pd is None:
+        raise ImportError(f"{what} needs pandas: pip install pandas (or 'fastrec[io]')")
+    return pd
 
 
 def _read_bytes(source: Any) -> bytes:

@@ -15,7 +15,9 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FactorModel, FittedState, id_maps_of
+from .base import FactorModel, Fitted
+from .serving import raw_to_index
+from .state import FittedState
 from ..kernels.als_columns import ColumnSlices, slice_budget
 from ..kernels import load_kernel
 from ..utils.progress import Progress
@@ -28,6 +30,18 @@ __all__ = ["ALS"]
 _SOLVERS = {"cg": 0, "cholesky": 1}
 
 Callback = Callable[[int, float, float], Any]
+
+
+def _check_confidence(Cui: sp.csr_matrix, params: dict[str, Any]) -> None:
+    """Reject values whose confidence the solver cannot represent (it would overflow to NaN)."""
+    if not Cui.nnz:
+        return
+    largest = float(np.abs(Cui.data).max()) * params["alpha"]
+    limit = float(np.finfo(params["dtype"]).max) ** 0.25  # c, c^2 and sums of them stay finite
+    if largest > limit:
+        raise ValueError(f"X holds values up to {largest / max(params['alpha'], 1e-300):.3g}, so "
+                         f"alpha * |value| reaches {largest:.3g}, beyond what {np.dtype(params['dtype']).name} "
+                         f"ALS can solve ({limit:.3g}); scale X down (log1p, binarize) or lower alpha")
 
 
 class ALS(FactorModel):
@@ -192,19 +206,19 @@ class ALS(FactorModel):
         -------
         self
         """
-        params = self._check_params()
         check_callback(callback)
         if compute_loss is not None:
             compute_loss = check_bool(compute_loss, "compute_loss")
-        with self._fit_lock:  # a concurrent partial_fit waits, then applies to the new model
-            return self._fit(X, params, callback, compute_loss)
+        return self._fit_template(X, callback=callback, compute_loss=compute_loss)
 
-    def _fit(self, X: Any, params: dict[str, Any], callback: Callback | None,
-             compute_loss: bool | None) -> "ALS":
+    def _divergence_hint(self, params: dict[str, Any]) -> str:
+        return (f"use a larger regularization (now {params['regularization']}) or a smaller alpha "
+                f"(now {params['alpha']})")
+
+    def _fit(self, Cui: sp.csr_matrix, params: dict[str, Any], callback: Callback | None = None,
+             compute_loss: bool | None = None) -> Fitted:
+        _check_confidence(Cui, params)
         dtype, threads, f = params["dtype"], params["num_threads"], params["factors"]
-        # a canonical CSR is read in place (and kept, read-only, for serving);
-        # anything else is copied once
-        Cui = check_interactions(X, "X", dtype=dtype, copy=False)
         n_users, n_items = Cui.shape
         factor_bytes = (n_users + n_items) * f * np.dtype(dtype).itemsize
         input_bytes = Cui.data.nbytes + Cui.indices.nbytes + Cui.indptr.nbytes
@@ -245,12 +259,7 @@ class ALS(FactorModel):
                 callback(iteration, elapsed, loss)
         progress.close()
 
-        self.loss_history_ = history
-        user_map, item_map = id_maps_of(X)
-        state = FittedState(user_factors, item_factors, Cui, user_map=user_map, item_map=item_map)
-        state.cache["fit_params"] = params  # fold-ins solve with the fitted model's settings
-        self._state = state
-        return self
+        return Fitted(user_factors, item_factors, attributes={"loss_history_": history})
 
     # ------------------------------------------------------------- fold-in
     def _cached_gram(self, state: FittedState, side: str, threads: int) -> np.ndarray:
@@ -263,9 +272,14 @@ class ALS(FactorModel):
             state.cache[key] = gram
         return gram
 
-    def _solve_rows(self, state: FittedState, rows: Any, side: str) -> np.ndarray:
+    def _solve_rows(self, state: FittedState, rows: Any, side: str, start: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """Exact factors for ``side`` rows from their interactions (partial fits)."""
+        return self._solve_against(state, rows, "items" if side == "users" else "users")
+
+    def _solve_against(self, state: FittedState, rows: Any, side: str) -> np.ndarray:
         """Exact (Cholesky) factors for rows (CSR or ``CSRArrays``) against the fixed factors of ``side``."""
-        params = state.cache.get("fit_params") or self._check_params()
+        params = self._fitted_params(state)
         fixed = state.item_factors if side == "items" else state.user_factors
         threads = 1 if rows.shape[0] < 64 else params["num_threads"]
         out = np.zeros((rows.shape[0], fixed.shape[1]), dtype=fixed.dtype)
@@ -279,7 +293,7 @@ class ALS(FactorModel):
             factors = self._fold_in_one(state, X_rows.indptr, X_rows.indices, X_rows.data)
             if factors is not None:
                 return factors
-        return self._solve_rows(state, X_rows, "items")
+        return self._solve_against(state, X_rows, "items")
 
     def _fold_in_one(self, state: FittedState, indptr: Any, indices: Any, data: Any) -> np.ndarray | None:
         """One row's factors by the kernel's latency path, or None when it needs the general one.
@@ -289,7 +303,7 @@ class ALS(FactorModel):
         """
         plan = state.cache.get("fold_in_plan")
         if plan is None:
-            params = state.cache.get("fit_params") or self._check_params()
+            params = self._fitted_params(state)
             lam = params["regularization"]
             scaled = params["regularization_scaling"] == "count"
             plan = (state.item_factors, self._cached_gram(state, "items", 1), lam if scaled else 0.0,
@@ -314,96 +328,48 @@ class ALS(FactorModel):
                 return factors
         rows = check_rows(X, "X", state.item_factors.dtype, state.n_items)
         # a row the kernel declined (long, singular, not canonical) is not offered to it again
-        return self._solve_rows(state, rows, "items") if one_row else self._fold_in(state, rows)
+        return self._solve_against(state, rows, "items") if one_row else self._fold_in(state, rows)
 
-    def partial_fit_users(self, user_ids: Any, X_rows: Any) -> "ALS":
+    def partial_fit_users(self, user_ids: Any, X_rows: Any, raw_ids: bool = False) -> "ALS":
         """Recompute (or add) users from their full interaction rows, items held fixed.
 
         Parameters
         ----------
-        user_ids : array of int
-            Users to update.  Ids at or beyond ``n_users_`` grow the model; users
-            between the old count and a new id start with no interactions.
+        user_ids : array of int (raw ids with ``raw_ids=True``)
+            Users to update.  Indices at or beyond ``n_users_`` grow the model;
+            users between the old count and a new index start with no
+            interactions.  A model with raw user ids grows only through
+            ``raw_ids=True``: unknown raw ids are appended, in the order given.
         X_rows : sparse matrix, len(user_ids) x n_items
             Each user's complete interactions; they replace the stored rows.
-        """
-        return self._partial_fit(user_ids, X_rows, side="users")
+        raw_ids : bool
+            Whether ``user_ids`` are raw ids.
 
-    def partial_fit_items(self, item_ids: Any, X_cols: Any) -> "ALS":
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit("users", user_ids, X_rows, raw_ids)
+
+    def partial_fit_items(self, item_ids: Any, X_cols: Any, raw_ids: bool = False) -> "ALS":
         """Recompute (or add) items from their full interaction columns, users held fixed.
 
         Parameters
         ----------
-        item_ids : array of int
+        item_ids : array of int (raw ids with ``raw_ids=True``)
         X_cols : sparse matrix, n_users x len(item_ids)
             Each item's complete interactions (users x items orientation).
+        raw_ids : bool
+            Whether ``item_ids`` are raw ids (see ``partial_fit_users``).
+
+        Returns
+        -------
+        self
         """
-        return self._partial_fit(item_ids, X_cols, side="items")
-
-    def _partial_fit(self, ids: Any, X: Any, side: str) -> "ALS":
-        with self._fit_lock:  # one writer at a time; readers keep the old state
-            state = self._require_state()
-            dtype = state.item_factors.dtype
-            own_count = state.n_users if side == "users" else state.n_items
-            ids_name = "user_ids" if side == "users" else "item_ids"
-            ids_arr, _ = check_ids(ids, np.iinfo(np.int32).max, ids_name)
-            if np.unique(ids_arr).size != ids_arr.size:
-                raise ValueError(f"{ids_name} contains duplicates")
-            growth_limit = own_count + max(1024, 2 * ids_arr.size, own_count)
-            if ids_arr.size and int(ids_arr.max()) >= growth_limit:
-                raise ValueError(f"{ids_name} contains id {int(ids_arr.max())}, which would grow the model "
-                                 f"from {own_count} to {int(ids_arr.max()) + 1} {side}; new ids must be "
-                                 f"below {growth_limit} (add {side} with consecutive ids)")
-            if side == "users":
-                rows = check_interactions(X, "X_rows", dtype=dtype, shape=(None, state.n_items),
-                                          allow_empty=True)
-                if rows.shape[0] != ids_arr.size:
-                    raise ValueError(f"X_rows has {rows.shape[0]} rows but user_ids has "
-                                     f"{ids_arr.size} ids; pass one row per user")
-            else:
-                cols = check_interactions(X, "X_cols", dtype=dtype, shape=(state.n_users, None),
-                                          allow_empty=True)
-                if cols.shape[1] != ids_arr.size:
-                    raise ValueError(f"X_cols has {cols.shape[1]} columns but item_ids has "
-                                     f"{ids_arr.size} ids; pass one column per item")
-                rows = cols.T.tocsr()
-                rows.indices = rows.indices.astype(np.int32, copy=False)
-            other = "items" if side == "users" else "users"
-            new_vectors = self._solve_rows(state, rows, other)
-
-            new_count = max(own_count, int(ids_arr.max()) + 1 if ids_arr.size else 0)
-            own = state.user_factors if side == "users" else state.item_factors
-            factors = np.zeros((new_count, own.shape[1]), dtype=dtype)
-            factors[:own_count] = own
-            factors[ids_arr] = new_vectors
-
-            # replace the stored rows (users) or columns (items) of the seen matrix
-            seen = state.user_items if side == "users" else state.user_items.T.tocsr()
-            seen = sp.vstack([seen, sp.csr_matrix((new_count - own_count, seen.shape[1]), dtype=dtype)]).tocsr()
-            keep = np.ones(new_count, dtype=bool)
-            keep[ids_arr] = False
-            kept = sp.diags(keep.astype(dtype)) @ seen
-            placed = sp.csr_matrix((np.ones(ids_arr.size, dtype=dtype), (ids_arr, np.arange(ids_arr.size))),
-                                   shape=(new_count, ids_arr.size)) @ rows
-            seen = (kept + placed).tocsr()
-            if side == "items":
-                seen = seen.T.tocsr()
-            seen.sort_indices()
-            seen.indices = seen.indices.astype(np.int32, copy=False)
-
-            if side == "users":
-                new_state = FittedState(factors, state.item_factors, seen, state.item_bias,
-                                        None if new_count != own_count else state.user_map, state.item_map)
-            else:
-                new_state = FittedState(state.user_factors, factors, seen, state.item_bias,
-                                        state.user_map, None if new_count != own_count else state.item_map)
-            if "fit_params" in state.cache:
-                new_state.cache["fit_params"] = state.cache["fit_params"]
-            self._state = new_state
-        return self
+        return self._partial_fit("items", item_ids, X_cols, raw_ids)
 
     # ------------------------------------------------------------- explain
-    def explain(self, user: int, item: int, X: Any = None, n: int | None = 10
+    def explain(self, user: Any, item: Any, X: Any = None, n: int | None = 10, raw_ids: bool = False
                 ) -> tuple[float, np.ndarray, np.ndarray]:
         """Why ``item`` scores as it does for ``user`` (Hu et al. 2008, section 5).
 
@@ -420,6 +386,9 @@ class ALS(FactorModel):
             The user's interactions, if not those stored at fit time.
         n : int or None
             Keep the ``n`` largest contributions (None keeps all).
+        raw_ids : bool
+            ``user`` and ``item`` are raw ids, and the contributing items are
+            returned as raw ids.
 
         Returns
         -------
@@ -431,7 +400,11 @@ class ALS(FactorModel):
         contributions : ndarray
         """
         state = self._require_state()
-        params = self._check_params()
+        params = self._fitted_params(state)
+        raw_ids = check_bool(raw_ids, "raw_ids")
+        if raw_ids:
+            user = raw_to_index(state, "users", user, "user")
+            item = raw_to_index(state, "items", item, "item")
         user_id = np.array([check_scalar_id(user, state.n_users, "user")])
         item_id = np.array([check_scalar_id(item, state.n_items, "item")])
         if n is not None:
@@ -455,4 +428,5 @@ class ALS(FactorModel):
         order = np.lexsort((liked, -contributions))
         if n is not None:
             order = order[: int(n)]
-        return score, liked[order].astype(np.int32), contributions[order]
+        because = liked[order].astype(np.int32)
+        return score, (state.item_map.to_ids(because) if raw_ids else because), contributions[order]

@@ -1,13 +1,10 @@
-"""The factor-model base class: parameters, fitted state and the serving API.
+"""The model base class: hyperparameters, the one fit template, partial fits and the fitted attributes.
 
-Every model scores a (user, item) pair as ``user_factors_[u] . item_factors_[i]``
-plus ``item_bias_[i]`` where the model has biases.  Subclasses implement
-``fit`` and ``_fold_in`` (factors for users from fresh interaction rows).
-
-Thread safety: all fitted arrays live in one immutable ``FittedState`` that is
-replaced by a single attribute assignment when a fit completes.  Serving calls
-read ``self._state`` once, so a concurrent ``fit`` or ``partial_fit_*`` is seen
-either entirely or not at all.
+Every model, today's and tomorrow's, fits through ``FactorModel._fit_template``:
+check the hyperparameters and the data, run the model's own ``_fit``, check
+the result is finite, and swap in the new immutable ``FittedState`` under the
+model's lock.  Partial fits (``partial_fit_users``/``partial_fit_items``) go
+through ``_partial_fit`` the same way.  Serving lives in ``serving.py``.
 """
 from __future__ import annotations
 
@@ -20,99 +17,37 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.idmap import IdMap
-from ..kernels.topk import RankingIndex, candidate_ids, csr_rows, exclusion_mask, top_k
-from ..utils.threads import resolve_num_threads
-from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, check_interactions, check_n,
-                          check_num_threads, check_random_state, check_scalar_id)
 from ..exceptions import NotFittedError
+from ..utils.threads import resolve_num_threads
+from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, check_interactions,
+                                check_num_threads, check_random_state, check_raw_ids)
+from .serving import ServingMixin, raw_to_index
+from .state import SIDES, FittedState, id_maps_of, non_finite
 
-__all__ = ["FactorModel", "FittedState", "id_maps_of"]
+__all__ = ["FactorModel", "FittedState", "Fitted"]
+
+# stored entries beyond which check_interactions' int32 indices would not do
+_INT32_MAX = np.iinfo(np.int32).max
 
 
-def _readonly(arr: np.ndarray | None) -> np.ndarray | None:
-    if arr is not None:
-        arr.flags.writeable = False
-    return arr
-
-
-@dataclass(frozen=True, eq=False)
-class FittedState:
-    """Everything a fitted model serves from; never mutated after creation."""
+@dataclass
+class Fitted:
+    """What a model's ``_fit`` returns: its factors and its extra fitted attributes."""
 
     user_factors: np.ndarray
     item_factors: np.ndarray
-    user_items: sp.csr_matrix
     item_bias: np.ndarray | None = None
-    user_map: IdMap | None = None  # raw ids, when fitted from fastrec.Interactions
-    item_map: IdMap | None = None
-    # lazily filled, derived-only caches (idempotent, so races are harmless)
-    cache: dict = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        _readonly(self.user_factors)
-        _readonly(self.item_factors)
-        _readonly(self.item_bias)
-        for arr in (self.user_items.data, self.user_items.indices, self.user_items.indptr):
-            _readonly(arr)
-
-    @property
-    def n_users(self) -> int:
-        return self.user_factors.shape[0]
-
-    @property
-    def n_items(self) -> int:
-        return self.item_factors.shape[0]
-
-    def ranking_index(self) -> "RankingIndex":
-        """Items sorted by (bias-augmented) norm, for exact early termination in top-K."""
-        index = self.cache.get("ranking_index")
-        if index is None:
-            index = RankingIndex.build(self.item_factors, self.item_bias)
-            self.cache["ranking_index"] = index
-        return index
-
-    def normalized(self, side: str) -> np.ndarray:
-        """Row-normalised user or item factors, for cosine similarity."""
-        key = f"normalized_{side}"
-        value = self.cache.get(key)
-        if value is None:
-            factors = self.user_factors if side == "users" else self.item_factors
-            norms = np.linalg.norm(factors, axis=1, keepdims=True)
-            value = _readonly(factors / np.where(norms > 0, norms, 1))
-            self.cache[key] = value
-        return value
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
-# users per chunk of a large recommend batch (bounds its working memory)
-_RECOMMEND_CHUNK = 16384
-
-
-def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
-    """The (user_map, item_map) of a ``fastrec.Interactions``-like input, else (None, None)."""
-    user_map = getattr(X, "user_map", None)
-    item_map = getattr(X, "item_map", None)
-    if isinstance(user_map, IdMap) and isinstance(item_map, IdMap):
-        return user_map, item_map
-    return None, None
-
-
-def _single_row(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A one-query answer as 1-D arrays holding only the eligible entries (no padding)."""
-    valid = ids[0] >= 0
-    return ids[0][valid], scores[0][valid]
-
-
-def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
-    """A CSR with one entry per row: the query itself, for similar_* calls."""
-    m = ids.size
-    return sp.csr_matrix((np.ones(m, dtype=np.float32), ids, np.arange(m + 1)), shape=(m, n_total))
-
-
-class FactorModel:
-    """Base class of fastrec's latent-factor models.
+class FactorModel(ServingMixin):
+    """Base class of fastrec's models.
 
     Hyperparameters are the ``__init__`` arguments, stored unchanged; they are
-    validated by ``fit`` (scikit-learn conventions).
+    validated by ``fit`` (scikit-learn conventions).  Subclasses implement
+    ``_check_params``, ``_fit`` (data -> ``Fitted``), ``_fold_in`` and
+    ``_solve_rows`` (vectors for rows against the other side, held fixed),
+    and call ``_fit_template`` from their documented ``fit``.
     """
 
     _state: FittedState | None = None
@@ -170,6 +105,122 @@ class FactorModel:
         self.__dict__.update(state)
         self._fit_lock = threading.Lock()
 
+    # -------------------------------------------------------------- fit template
+    def _check_params(self) -> dict[str, Any]:
+        """The checked hyperparameters (subclasses check theirs)."""
+        return {}
+
+    def _fit(self, X: sp.csr_matrix, params: dict[str, Any], **fit_args: Any) -> Fitted:
+        raise NotImplementedError
+
+    def _divergence_hint(self, params: dict[str, Any]) -> str:
+        """What to change when training produced non-finite factors."""
+        return "check the input values and the hyperparameters"
+
+    def _fit_template(self, X: Any, **fit_args: Any) -> "FactorModel":
+        """Check, fit and swap in the new state; the previous state stays on any error."""
+        params = self._check_params()
+        # a canonical CSR is read in place (and kept, read-only, for serving); anything else is copied once
+        csr = check_interactions(X, "X", dtype=params["dtype"], copy=False)
+        if csr.nnz == 0:
+            raise ValueError(f"X holds no interactions (shape {csr.shape}, every value zero or filtered "
+                             "out); there is nothing to learn from")
+        user_map, item_map = id_maps_of(X)
+        with self._fit_lock:  # a concurrent partial fit waits, then applies to the new model
+            fitted = self._fit(csr, params, **fit_args)
+            if non_finite(fitted.user_factors, fitted.item_factors, fitted.item_bias):
+                raise FloatingPointError(f"{type(self).__name__} training diverged: the factors became NaN "
+                                         f"or infinite; {self._divergence_hint(params)}. The model keeps "
+                                         "its previous fitted state.")
+            state = FittedState(fitted.user_factors, fitted.item_factors, csr, fitted.item_bias,
+                                user_map, item_map, params)
+            for name, value in fitted.attributes.items():
+                setattr(self, name, value)
+            self._state = state
+        return self
+
+    def _fitted_params(self, state: FittedState) -> dict[str, Any]:
+        """The hyperparameters ``state`` was fitted with (current ones for hand-built states)."""
+        return dict(state.params) if state.params else self._check_params()
+
+    # -------------------------------------------------------------- partial fits
+    def _solve_rows(self, state: FittedState, rows: sp.csr_matrix, side: str, start: np.ndarray,
+                    **kwargs: Any) -> np.ndarray:
+        """Vectors for ``side`` rows from their interactions, the other side held fixed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update {side} in place")
+
+    def _partial_fit(self, side: str, ids: Any, X: Any, raw_ids: bool, **kwargs: Any) -> "FactorModel":
+        """Replace (or add) the users or items ``ids`` with vectors solved from their interactions.
+
+        ``X`` is users x items: one row per user, or one column per item.
+        """
+        ids_name, X_name = ("user_ids", "X_rows") if side == "users" else ("item_ids", "X_cols")
+        raw_ids = check_bool(raw_ids, "raw_ids")
+        with self._fit_lock:  # one writer at a time; readers keep the old state
+            state = self._require_state()
+            own_count = state.n_users if side == "users" else state.n_items
+            if raw_ids:
+                ids_arr, id_map = self._grow_raw_ids(state, side, ids, ids_name)
+            else:
+                ids_arr = check_ids(ids, _INT32_MAX, ids_name)[0]
+                id_map = state.id_map(side)
+            if np.unique(ids_arr).size != ids_arr.size:
+                raise ValueError(f"{ids_name} contains duplicates")
+            growth_limit = own_count + max(1024, 2 * ids_arr.size, own_count)
+            new_count = max(own_count, int(ids_arr.max()) + 1 if ids_arr.size else 0)
+            if new_count > growth_limit:
+                raise ValueError(f"{ids_name} contains id {new_count - 1}, which would grow the model from "
+                                 f"{own_count} to {new_count} {side}; new ids must be below {growth_limit} "
+                                 f"(add {side} with consecutive ids)")
+            if new_count > own_count and id_map is not None and not raw_ids:
+                raise ValueError(f"{ids_name} adds {side} {own_count}..{new_count - 1} to a model with raw "
+                                 f"{side[:-1]} ids; pass their raw ids with raw_ids=True so the id map grows "
+                                 "with them")
+            dtype = state.item_factors.dtype
+            other_count = state.n_items if side == "users" else state.n_users
+            shape = (ids_arr.size, other_count) if side == "users" else (other_count, ids_arr.size)
+            given = check_interactions(X, X_name, dtype=dtype, shape=(None, shape[1]) if side == "users"
+                                       else (shape[0], None), allow_empty=True)
+            if given.shape != shape:
+                per = "row per user" if side == "users" else "column per item"
+                raise ValueError(f"{X_name} has shape {given.shape} but {ids_arr.size} {ids_name} were given; "
+                                 f"pass one {per} ({shape})")
+            rows = given if side == "users" else given.T.tocsr()
+            rows.indices = rows.indices.astype(np.int32, copy=False)
+            own = state.factors(side)
+            start = np.zeros((ids_arr.size, own.shape[1]), dtype=own.dtype)
+            known = ids_arr < own_count
+            start[known] = own[ids_arr[known]]
+            vectors = self._solve_rows(state, rows, side, start, **kwargs)
+            if non_finite(vectors):
+                raise FloatingPointError(f"{type(self).__name__}: the updated {side} vectors are NaN or "
+                                         f"infinite; {self._divergence_hint(self._fitted_params(state))}. "
+                                         "The model is unchanged.")
+            if id_map is not None and len(id_map) != new_count:
+                raise ValueError(f"{ids_name}: the raw {side[:-1]} ids do not cover the new {side}")
+            self._state = state.with_rows(side, ids_arr, vectors, rows, id_map)
+        return self
+
+    def _grow_raw_ids(self, state: FittedState, side: str, raw: Any, name: str) -> tuple[np.ndarray, IdMap]:
+        """Indices of raw ids, with ids the model does not know appended (in the order given)."""
+        id_map = state.id_map(side)
+        if id_map is None:
+            raw_to_index(state, side, raw, name)  # raises the "no raw ids" error
+        labels = check_raw_ids(np.atleast_1d(np.asarray(raw)), name)
+        if labels.dtype.kind != id_map.labels.dtype.kind:
+            kinds = {"i": "integers", "U": "strings"}
+            raise TypeError(f"{name} holds {kinds.get(labels.dtype.kind, labels.dtype)} but the model's raw "
+                            f"{side[:-1]} ids are {kinds.get(id_map.labels.dtype.kind, id_map.labels.dtype)}")
+        index = id_map.to_index(labels, unknown="mask")
+        new = index < 0
+        if new.any():
+            fresh_labels = labels[new]
+            if np.unique(fresh_labels).size != fresh_labels.size:
+                raise ValueError(f"{name} contains duplicates")
+            index[new] = len(id_map) + np.arange(fresh_labels.size)
+            id_map = IdMap(np.concatenate([id_map.labels, fresh_labels]))
+        return index.astype(np.int32), id_map
+
     # ------------------------------------------------------------ fitted state
     def _require_state(self) -> FittedState:
         state = self._state
@@ -217,160 +268,6 @@ class FactorModel:
 
     def _serving_threads(self) -> int:
         return resolve_num_threads(getattr(self, "num_threads", 0))
-
-    # -------------------------------------------------------------- fold-in
-    def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
-        """Factors for users described only by ``X_rows`` (validated CSR), not stored."""
-        raise NotImplementedError(f"{type(self).__name__} cannot compute factors for new users")
-
-    # -------------------------------------------------------------- serving
-    def recommend(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
-                  exclude: Any = None, candidates: Any = None, X: Any = None,
-                  recalculate: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``n`` items for one user or a batch of users.
-
-        Parameters
-        ----------
-        users : int or array of int, or None
-            User indices.  ``None`` with ``X`` recommends for new users described
-            by the rows of ``X`` (fold-in, where the model supports it).
-        n : int
-            Number of items per user.
-        exclude_seen : bool
-            Skip the items each user interacted with at fit time, and those in ``X``.
-        exclude : array of int, optional
-            Item ids excluded for every user.
-        candidates : array of int, optional
-            Rank only these items.
-        X : sparse matrix, optional
-            Fresh interactions, one row per requested user (users x items).
-        recalculate : bool
-            With ``users`` and ``X``: recompute those users' factors from ``X``
-            instead of using the stored ones.
-
-        Returns
-        -------
-        ids, scores
-            1-D arrays for a single user, 2-D ``(len(users), n)`` for a batch.
-            Sorted by score descending, ties by lower item id.  A single user's
-            arrays hold only eligible items.  A batch has
-            ``min(n, number of ranked items)`` columns; rows with fewer eligible
-            items are padded with id ``-1`` and score ``-inf``.
-        """
-        state = self._require_state()
-        n = check_n(n)
-        exclude_seen = check_bool(exclude_seen, "exclude_seen")
-        recalculate = check_bool(recalculate, "recalculate")
-        fresh = None
-        if X is not None:
-            fresh = check_interactions(X, "X", dtype=state.item_factors.dtype,
-                                       shape=(None, state.n_items), allow_empty=True)
-        if users is None:
-            if fresh is None:
-                raise ValueError("users is required unless X gives the rows of new users")
-            queries = self._fold_in(state, fresh)
-            scalar, user_ids = False, None
-        else:
-            user_ids, scalar = check_ids(users, state.n_users, "users")
-            if fresh is not None and fresh.shape[0] != user_ids.size:
-                raise ValueError(f"X has {fresh.shape[0]} rows but {user_ids.size} users were given; "
-                                 "pass one row of X per user")
-            if recalculate:
-                if fresh is None:
-                    raise ValueError("recalculate=True needs X, the users' fresh interactions")
-                queries = self._fold_in(state, fresh)
-            elif fresh is None:
-                ids, scores = self._recommend_stored(state, user_ids, n, exclude_seen, exclude, candidates)
-                return _single_row(ids, scores) if scalar else (ids, scores)
-            else:
-                queries = state.user_factors[user_ids]
-
-        seen = None
-        if exclude_seen:
-            if user_ids is None:
-                seen = fresh
-            else:
-                # union of the patterns: adding raw values could cancel an entry out
-                seen = (abs(state.user_items[user_ids]) + abs(fresh)).tocsr()
-                seen.sort_indices()
-        ids, scores = top_k(queries, state.item_factors, state.item_bias, n, seen,
-                            exclusion_mask(exclude, state.n_items),
-                            candidate_ids(candidates, state.n_items),
-                            1 if queries.shape[0] == 1 else self._serving_threads(),
-                            index=state.ranking_index())
-        return _single_row(ids, scores) if scalar else (ids, scores)
-
-    def _recommend_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
-                          exclude: Any, candidates: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Stored users, a chunk at a time: the gathered query vectors and seen
-        rows stay a fixed size however many users are asked for."""
-        mask = exclusion_mask(exclude, state.n_items)
-        cands = candidate_ids(candidates, state.n_items)
-        index = state.ranking_index()
-        threads = 1 if user_ids.size == 1 else self._serving_threads()
-        ids = scores = None
-        for start in range(0, max(user_ids.size, 1), _RECOMMEND_CHUNK):  # once even when empty
-            chunk = user_ids[start:start + _RECOMMEND_CHUNK]
-            seen = csr_rows(state.user_items, chunk) if exclude_seen else None
-            part_ids, part_scores = top_k(state.user_factors[chunk], state.item_factors, state.item_bias,
-                                          n, seen, mask, cands, threads, index=index)
-            if ids is None:
-                ids = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_ids.dtype)
-                scores = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_scores.dtype)
-            ids[start:start + chunk.size] = part_ids
-            scores[start:start + chunk.size] = part_scores
-        return ids, scores
-
-    def _similar(self, ids: Any, n: int, side: str) -> tuple[np.ndarray, np.ndarray]:
-        state = self._require_state()
-        n = check_n(n)
-        total = state.n_items if side == "items" else state.n_users
-        ids_arr, scalar = check_ids(ids, total, side)
-        normed = state.normalized(side)
-        out_ids, scores = top_k(normed[ids_arr], normed, None, n, _self_exclusion(ids_arr, total),
-                                num_threads=1 if ids_arr.size == 1 else self._serving_threads())
-        return _single_row(out_ids, scores) if scalar else (out_ids, scores)
-
-    def similar_items(self, items: Any, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Items most similar to ``items`` by cosine of their factors, the query excluded.
-
-        Returns ``(ids, scores)``: 1-D for one item, 2-D for a batch (padded
-        with -1 / -inf like ``recommend``).
-        """
-        return self._similar(items, n, "items")
-
-    def similar_users(self, users: Any, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Users most similar to ``users`` by cosine of their factors, the query excluded."""
-        return self._similar(users, n, "users")
-
-    def predict(self, users: Any, items: Any) -> np.ndarray:
-        """Scores of (user, item) pairs; ``users`` and ``items`` broadcast like NumPy arrays."""
-        state = self._require_state()
-        u, _ = check_ids(users, state.n_users, "users")
-        i, _ = check_ids(items, state.n_items, "items")
-        try:
-            u, i = np.broadcast_arrays(u, i)
-        except ValueError as exc:
-            raise ValueError(f"users ({u.size}) and items ({i.size}) must have the same length") from exc
-        u = np.ascontiguousarray(u, dtype=np.int32)
-        i = np.ascontiguousarray(i, dtype=np.int32)
-        out = np.empty(u.size, dtype=state.item_factors.dtype)
-        bias = state.item_bias if state.item_bias is not None else np.empty(0, out.dtype)
-        from ..kernels import load_kernel
-        load_kernel("topk").pair_scores(state.user_factors, state.item_factors, bias, u, i, out,
-                                        1 if u.size < 10000 else self._serving_threads())
-        if np.ndim(users) == 0 and np.ndim(items) == 0:
-            return out[0]
-        return out
-
-    def rank(self, user: int, items: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Order ``items`` for one user: ``(ids, scores)`` sorted by score, ties by lower id."""
-        state = self._require_state()
-        user_id = check_scalar_id(user, state.n_users, "user")
-        item_ids, _ = check_ids(items, state.n_items, "items")
-        scores = self.predict(np.full(item_ids.size, user_id), item_ids)
-        order = np.lexsort((item_ids, -scores))
-        return item_ids[order], scores[order]
 
     # ---------------------------------------------------------- persistence
     def save(self, path: Any) -> None:

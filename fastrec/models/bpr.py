@@ -14,10 +14,12 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FactorModel, FittedState, id_maps_of
+from .base import FactorModel, Fitted
+from .state import FittedState
 from ..kernels import load_kernel
 from ..utils.progress import Progress
-from ..utils.validation import (check_bool, check_choice, check_float, check_ids, check_int,
+from .state import non_finite
+from ..utils.validation import (check_bool, check_callback, check_choice, check_float, check_ids, check_int,
                           check_interactions)
 
 __all__ = ["BPR"]
@@ -202,6 +204,13 @@ class BPR(FactorModel):
                 dtype.type(params["learning_rate"]), dtype.type(params["regularization"]),
                 positives.nnz, params["max_sampled"], params["verify_negative_samples"],
                 update_items, seeds, threads)
+            # checked every epoch (one pass over the factors): a diverged run stops
+            # at once instead of finishing its epochs on NaN
+            if non_finite(user_factors, item_factors if update_items else None,
+                          item_bias if update_items else None):
+                raise FloatingPointError(f"{type(self).__name__} training diverged at epoch {epoch + 1}: "
+                                         f"the factors became NaN or infinite; {self._divergence_hint(params)}. "
+                                         "The model keeps its previous fitted state.")
             auc = correct / compared if compared else float("nan")
             history.append(auc)
             if progress is not None:
@@ -225,10 +234,21 @@ class BPR(FactorModel):
         -------
         self
         """
-        params = self._check_params()
+        check_callback(callback)
+        return self._fit_template(X, callback=callback)
+
+    def _divergence_hint(self, params: dict[str, Any]) -> str:
+        hint = f"lower learning_rate (now {params['learning_rate']})"
+        if params["learning_schedule"] == "sgd":
+            hint += " or use learning_schedule='adagrad'"
+        return hint
+
+    def _fit(self, csr: sp.csr_matrix, params: dict[str, Any], callback: Callback | None = None) -> Fitted:
         dtype, f = params["dtype"], params["factors"]
-        csr = check_interactions(X, "X", dtype=dtype)
         positives = _Positives.from_csr(csr)
+        if positives.nnz == 0:
+            raise ValueError("X holds no positive interactions (only thumbs down); BPR and WARP learn "
+                             "from positive values")
         n_users, n_items = csr.shape
 
         rng = np.random.default_rng(params["random_state"])
@@ -242,26 +262,22 @@ class BPR(FactorModel):
                                    params["iterations"], rng, True, callback, progress)
         progress.close()
 
-        self.auc_history_ = history
-        user_map, item_map = id_maps_of(X)
-        self._state = FittedState(user_factors, item_factors, csr, item_bias,
-                                  user_map=user_map, item_map=item_map)
-        return self
+        return Fitted(user_factors, item_factors, item_bias, attributes={"auc_history_": history})
 
     # ------------------------------------------------------------- fold-in
     def _train_rows(self, state: FittedState, rows: sp.csr_matrix, start: np.ndarray,
                     epochs: int) -> np.ndarray:
         """User factors trained on ``rows`` from ``start``, the item side held fixed."""
-        params = self._check_params()
+        params = self._fitted_params(state)
         user_factors = np.array(start, dtype=state.item_factors.dtype, order="C", copy=True)
         self._run_epochs(params, _Positives.from_csr(rows), user_factors, state.item_factors,
-                         state.item_bias, epochs, np.random.default_rng(self.random_state),
+                         state.item_bias, epochs, np.random.default_rng(params["random_state"]),
                          update_items=False)
         return user_factors
 
     def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
         start = np.zeros((X_rows.shape[0], state.item_factors.shape[1]), dtype=state.item_factors.dtype)
-        return self._train_rows(state, X_rows, start, check_int(self.iterations, "iterations", minimum=0))
+        return self._train_rows(state, X_rows, start, self._fitted_params(state)["iterations"])
 
     def fold_in(self, X: Any, epochs: int | None = None) -> np.ndarray:
         """Factors for users described only by their interaction rows ``X`` (not stored).
@@ -282,61 +298,41 @@ class BPR(FactorModel):
         state = self._require_state()
         rows = check_interactions(X, "X", dtype=state.item_factors.dtype,
                                   shape=(None, state.n_items), allow_empty=True)
-        epochs = self.iterations if epochs is None else epochs
+        epochs = self._fitted_params(state)["iterations"] if epochs is None else epochs
         start = np.zeros((rows.shape[0], state.item_factors.shape[1]), dtype=state.item_factors.dtype)
         return self._train_rows(state, rows, start, check_int(epochs, "epochs", minimum=0))
 
-    def partial_fit_users(self, user_ids: Any, X_rows: Any, epochs: int | None = None) -> "BPR":
+    def _solve_rows(self, state: FittedState, rows: sp.csr_matrix, side: str, start: np.ndarray,
+                    epochs: int | None = None) -> np.ndarray:
+        if side != "users":
+            raise NotImplementedError("BPR updates users in place, not items")
+        epochs = self._fitted_params(state)["iterations"] if epochs is None else epochs
+        return self._train_rows(state, rows, start, check_int(epochs, "epochs", minimum=0))
+
+    def partial_fit_users(self, user_ids: Any, X_rows: Any, epochs: int | None = None,
+                          raw_ids: bool = False) -> "BPR":
         """Retrain (or add) users from their full interaction rows, items held fixed.
 
         Existing users start from their current factors, new ones from zero.
 
         Parameters
         ----------
-        user_ids : array of int
-            Users to update.  Ids at or beyond ``n_users_`` grow the model; users
-            between the old count and a new id start with no interactions.
+        user_ids : array of int (raw ids with ``raw_ids=True``)
+            Users to update.  Indices at or beyond ``n_users_`` grow the model;
+            users between the old count and a new index start with no
+            interactions.  A model with raw user ids grows only through
+            ``raw_ids=True``: unknown raw ids are appended, in the order given.
         X_rows : sparse matrix, len(user_ids) x n_items
             Each user's complete interactions; they replace the stored rows.
         epochs : int, optional
-            Passes over ``X_rows``' interactions; defaults to ``iterations``.
+            Passes over ``X_rows``' interactions; defaults to the fitted ``iterations``.
+        raw_ids : bool
+            Whether ``user_ids`` are raw ids.
 
         Returns
         -------
         self
         """
-        with self._fit_lock:  # one writer at a time; readers keep the old state
-            state = self._require_state()
-            dtype = state.item_factors.dtype
-            ids, _ = check_ids(user_ids, np.iinfo(np.int32).max, "user_ids")
-            if np.unique(ids).size != ids.size:
-                raise ValueError("user_ids contains duplicates")
-            rows = check_interactions(X_rows, "X_rows", dtype=dtype, shape=(ids.size, state.n_items),
-                                      allow_empty=True)
-            epochs = check_int(self.iterations if epochs is None else epochs, "epochs", minimum=0)
-
-            old_count = state.n_users
-            new_count = max(old_count, int(ids.max()) + 1 if ids.size else 0)
-            user_factors = np.zeros((new_count, state.item_factors.shape[1]), dtype=dtype)
-            user_factors[:old_count] = state.user_factors
-            user_factors[ids] = self._train_rows(state, rows, user_factors[ids], epochs)
-
-            seen = _replace_rows(state.user_items, ids, rows, new_count)
-            self._state = FittedState(user_factors, state.item_factors, seen, state.item_bias,
-                                      state.user_map if new_count == old_count else None,
-                                      state.item_map)
-        return self
-
-
-def _replace_rows(matrix: sp.csr_matrix, ids: np.ndarray, rows: sp.csr_matrix,
-                  n_rows: int) -> sp.csr_matrix:
-    """``matrix`` grown to ``n_rows`` empty-padded rows, with rows ``ids`` replaced by ``rows``."""
-    old = matrix.shape[0]
-    empty = sp.csr_matrix((1, matrix.shape[1]), dtype=matrix.dtype)
-    stacked = sp.vstack([matrix, empty, rows.astype(matrix.dtype)], format="csr")
-    pick = np.minimum(np.arange(n_rows), old)  # rows past the old end read the empty row
-    pick[ids] = old + 1 + np.arange(ids.size)
-    out = stacked[pick]
-    out.sort_indices()
-    out.indices = out.indices.astype(np.int32, copy=False)
-    return out
+        if epochs is not None:
+            check_int(epochs, "epochs", minimum=0)
+        return self._partial_fit("users", user_ids, X_rows, raw_ids, epochs=epochs)

@@ -1,0 +1,322 @@
+"""The serving API every model shares: recommend, similar_*, predict, rank, recommend_frame.
+
+Every model scores a (user, item) pair as ``user_factors_[u] . item_factors_[i]``
+plus ``item_bias_[i]`` where the model has biases.  Calls read the model's
+fitted state once, so they are thread-safe against a concurrent refit.
+
+Ids: by default users and items are the model's indices (``0..n-1``).  With
+``raw_ids=True`` they are the raw ids of the ``fastrec.Interactions`` the
+model was fitted on, both in the arguments and in the results.  The choice is
+always explicit: an index and a raw id that look alike are never guessed
+between.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels.topk import candidate_ids, csr_rows, exclusion_mask, top_k
+from ..utils.validation import check_bool, check_choice, check_ids, check_interactions, check_n, check_scalar_id
+from .state import FittedState
+
+__all__ = ["ServingMixin"]
+
+# users per chunk of a large recommend batch (bounds its working memory)
+_RECOMMEND_CHUNK = 16384
+
+
+def _single_row(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A one-query answer as 1-D arrays holding only the eligible entries (no padding)."""
+    valid = ids[0] >= 0
+    return ids[0][valid], scores[0][valid]
+
+
+def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
+    """A CSR with one entry per row: the query itself, for similar_* calls."""
+    m = ids.size
+    return sp.csr_matrix((np.ones(m, dtype=np.float32), ids, np.arange(m + 1)), shape=(m, n_total))
+
+
+def raw_to_index(state: FittedState, side: str, raw: Any, name: str) -> Any:
+    """Indices of raw ``side`` ids (a scalar stays a scalar); errors name ``name``."""
+    id_map = state.id_map(side)
+    if id_map is None:
+        raise ValueError(f"{name}: raw_ids=True needs a model fitted from fastrec.Interactions; this one "
+                         f"has no raw {side[:-1]} ids (pass indices, or fit on Interactions)")
+    try:
+        return id_map.to_index(raw)
+    except KeyError as exc:
+        raise KeyError(f"{name}: {exc.args[0]}") from None
+
+
+def _raw_item_lists(state: FittedState, ids: np.ndarray, scores: np.ndarray
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A padded batch answer as per-row raw-id arrays (raw ids have no padding value)."""
+    out_ids, out_scores = [], []
+    for row_ids, row_scores in zip(ids, scores):
+        valid = row_ids >= 0
+        out_ids.append(state.item_map.to_ids(row_ids[valid]))
+        out_scores.append(row_scores[valid])
+    return out_ids, out_scores
+
+
+class ServingMixin:
+    """recommend / similar_items / similar_users / predict / rank / recommend_frame."""
+
+    def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
+        """Factors for users described only by ``X_rows`` (validated CSR), not stored."""
+        raise NotImplementedError(f"{type(self).__name__} cannot compute factors for new users")
+
+    def _item_index_args(self, state: FittedState, exclude: Any, candidates: Any,
+                         raw_ids: bool) -> tuple[Any, Any]:
+        if raw_ids:
+            if exclude is not None:
+                exclude = raw_to_index(state, "items", exclude, "exclude")
+            if candidates is not None:
+                candidates = raw_to_index(state, "items", candidates, "candidates")
+        return exclude, candidates
+
+    def recommend(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
+                  exclude: Any = None, candidates: Any = None, X: Any = None,
+                  recalculate: bool = False, raw_ids: bool = False) -> tuple[Any, Any]:
+        """Top-``n`` items for one user or a batch of users.
+
+        Parameters
+        ----------
+        users : int or array of int, or None
+            User indices (raw user ids with ``raw_ids=True``).  ``None`` with
+            ``X`` recommends for new users described by the rows of ``X``
+            (fold-in, where the model supports it).
+        n : int
+            Number of items per user.
+        exclude_seen : bool
+            Skip the items each user interacted with at fit time, and those in ``X``.
+        exclude : array of int, optional
+            Items excluded for every user.
+        candidates : array of int, optional
+            Rank only these items.
+        X : sparse matrix, optional
+            Fresh interactions, one row per requested user (users x items,
+            columns are item indices).
+        recalculate : bool
+            With ``users`` and ``X``: recompute those users' factors from ``X``
+            instead of using the stored ones.
+        raw_ids : bool
+            Take ``users``, ``exclude`` and ``candidates`` as raw ids and
+            return raw item ids.
+
+        Returns
+        -------
+        ids, scores
+            1-D arrays for a single user, 2-D ``(len(users), n)`` for a batch.
+            Sorted by score descending, ties by lower item index.  A single
+            user's arrays hold only eligible items.  A batch has
+            ``min(n, number of ranked items)`` columns; rows with fewer eligible
+            items are padded with id ``-1`` and score ``-inf``.  With
+            ``raw_ids=True`` a batch gives lists of 1-D arrays instead (one per
+            user, no padding: raw ids have no padding value).
+        """
+        state = self._require_state()
+        raw_ids = check_bool(raw_ids, "raw_ids")
+        if raw_ids and users is not None:
+            users = raw_to_index(state, "users", users, "users")
+        exclude, candidates = self._item_index_args(state, exclude, candidates, raw_ids)
+        ids, scores, scalar = self._recommend_indices(state, users, n, exclude_seen, exclude, candidates,
+                                                      X, recalculate)
+        if scalar:
+            ids, scores = _single_row(ids, scores)
+            return (state.item_map.to_ids(ids), scores) if raw_ids else (ids, scores)
+        return _raw_item_lists(state, ids, scores) if raw_ids else (ids, scores)
+
+    def _recommend_indices(self, state: FittedState, users: Any, n: Any, exclude_seen: Any, exclude: Any,
+                           candidates: Any, X: Any, recalculate: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The padded 2-D answer in indices, and whether one user was asked for."""
+        n = check_n(n)
+        exclude_seen = check_bool(exclude_seen, "exclude_seen")
+        recalculate = check_bool(recalculate, "recalculate")
+        mask = exclusion_mask(exclude, state.n_items)
+        cands = candidate_ids(candidates, state.n_items)
+        fresh = None
+        if X is not None:
+            fresh = check_interactions(X, "X", dtype=state.item_factors.dtype,
+                                       shape=(None, state.n_items), allow_empty=True)
+        if users is None:
+            if fresh is None:
+                raise ValueError("users is required unless X gives the rows of new users")
+            queries = self._fold_in(state, fresh)
+            scalar, user_ids = False, None
+        else:
+            user_ids, scalar = check_ids(users, state.n_users, "users")
+            if fresh is not None and fresh.shape[0] != user_ids.size:
+                raise ValueError(f"X has {fresh.shape[0]} rows but {user_ids.size} users were given; "
+                                 "pass one row of X per user")
+            if recalculate:
+                if fresh is None:
+                    raise ValueError("recalculate=True needs X, the users' fresh interactions")
+                queries = self._fold_in(state, fresh)
+            elif fresh is None:
+                ids, scores = self._recommend_stored(state, user_ids, n, exclude_seen, mask, cands)
+                return ids, scores, scalar
+            else:
+                queries = state.user_factors[user_ids]
+
+        seen = None
+        if exclude_seen:
+            if user_ids is None:
+                seen = fresh
+            else:
+                # union of the patterns: adding raw values could cancel an entry out
+                seen = (abs(state.user_items[user_ids]) + abs(fresh)).tocsr()
+                seen.sort_indices()
+        ids, scores = top_k(queries, state.item_factors, state.item_bias, n, seen, mask, cands,
+                            1 if queries.shape[0] == 1 else self._serving_threads(),
+                            index=state.ranking_index())
+        return ids, scores, scalar
+
+    def _recommend_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
+                          mask: np.ndarray, cands: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored users, a chunk at a time: the gathered query vectors and seen
+        rows stay a fixed size however many users are asked for."""
+        index = state.ranking_index()
+        threads = 1 if user_ids.size == 1 else self._serving_threads()
+        ids = scores = None
+        for start in range(0, max(user_ids.size, 1), _RECOMMEND_CHUNK):  # once even when empty
+            chunk = user_ids[start:start + _RECOMMEND_CHUNK]
+            seen = csr_rows(state.user_items, chunk) if exclude_seen else None
+            part_ids, part_scores = top_k(state.user_factors[chunk], state.item_factors, state.item_bias,
+                                          n, seen, mask, cands, threads, index=index)
+            if ids is None:
+                ids = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_ids.dtype)
+                scores = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_scores.dtype)
+            ids[start:start + chunk.size] = part_ids
+            scores[start:start + chunk.size] = part_scores
+        return ids, scores
+
+    def recommend_frame(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
+                        exclude: Any = None, candidates: Any = None, raw_ids: bool | None = None,
+                        backend: str = "pandas") -> Any:
+        """Top-``n`` lists for a batch of stored users as a long table.
+
+        Parameters
+        ----------
+        users : array of user indices (raw ids with ``raw_ids``), or None for every user
+        n, exclude_seen, exclude, candidates
+            As in ``recommend``.
+        raw_ids : bool, optional
+            Raw ids in the arguments and the table.  Default: True when the
+            model was fitted from ``fastrec.Interactions``.
+        backend : {"pandas", "polars"}
+
+        Returns
+        -------
+        DataFrame with columns ``user_id``, ``rank`` (1-based), ``item_id`` and
+        ``score``: one row per recommended item, best first within each user.
+        """
+        state = self._require_state()
+        backend = check_choice(backend, "backend", ("pandas", "polars"))
+        if raw_ids is None:
+            raw_ids = state.user_map is not None and state.item_map is not None
+        raw_ids = check_bool(raw_ids, "raw_ids")
+        if users is None:
+            user_ids = np.arange(state.n_users, dtype=np.int32)
+        else:
+            if raw_ids:
+                users = raw_to_index(state, "users", np.atleast_1d(users), "users")
+            user_ids, _ = check_ids(np.atleast_1d(users), state.n_users, "users")
+        exclude, candidates = self._item_index_args(state, exclude, candidates, raw_ids)
+        ids, scores, _ = self._recommend_indices(state, user_ids, n, exclude_seen, exclude, candidates,
+                                                 None, False)
+        valid = ids >= 0
+        counts = valid.sum(axis=1)
+        user_col = np.repeat(user_ids, counts)
+        rank_col = (np.cumsum(valid, axis=1)[valid]).astype(np.int32)
+        item_col, score_col = ids[valid], scores[valid]
+        if raw_ids:
+            user_col, item_col = state.user_map.to_ids(user_col), state.item_map.to_ids(item_col)
+        columns = {"user_id": user_col, "rank": rank_col, "item_id": item_col, "score": score_col}
+        if backend == "polars":
+            try:
+                import polars as pl
+            except ImportError as exc:
+                raise ImportError("backend='polars' needs polars: pip install polars") from exc
+            return pl.DataFrame(columns)
+        from ..data.tables import require_pandas
+        return require_pandas("recommend_frame").DataFrame(columns)
+
+    def _similar(self, ids: Any, n: int, side: str, raw_ids: bool) -> tuple[Any, Any]:
+        state = self._require_state()
+        n = check_n(n)
+        raw_ids = check_bool(raw_ids, "raw_ids")
+        if raw_ids:
+            ids = raw_to_index(state, side, ids, side)
+        total = state.n_items if side == "items" else state.n_users
+        ids_arr, scalar = check_ids(ids, total, side)
+        normed = state.normalized(side)
+        out_ids, scores = top_k(normed[ids_arr], normed, None, n, _self_exclusion(ids_arr, total),
+                                num_threads=1 if ids_arr.size == 1 else self._serving_threads())
+        # a query with no interactions (or a vector of zeros, which has no direction)
+        # is similar to nothing, rather than tied with everything at score 0
+        lonely = (state.interaction_counts(side)[ids_arr] == 0) | ~normed[ids_arr].any(axis=1)
+        out_ids[lonely] = -1
+        out_scores = np.where(out_ids >= 0, scores, -np.inf).astype(scores.dtype, copy=False)
+        id_map = state.id_map(side)
+        if scalar:
+            out_ids, out_scores = _single_row(out_ids, out_scores)
+            return (id_map.to_ids(out_ids), out_scores) if raw_ids else (out_ids, out_scores)
+        if raw_ids:
+            return ([id_map.to_ids(row[row >= 0]) for row in out_ids],
+                    [s[row >= 0] for row, s in zip(out_ids, out_scores)])
+        return out_ids, out_scores
+
+    def similar_items(self, items: Any, n: int = 10, raw_ids: bool = False) -> tuple[Any, Any]:
+        """Items most similar to ``items`` by cosine of their factors, the query excluded.
+
+        Returns ``(ids, scores)``: 1-D for one item, 2-D for a batch (padded
+        with -1 / -inf like ``recommend``; lists with ``raw_ids=True``).  An
+        item with no training interactions (or whose factors are all zero)
+        is similar to nothing: its list is empty (all padding in a batch).
+        """
+        return self._similar(items, n, "items", raw_ids)
+
+    def similar_users(self, users: Any, n: int = 10, raw_ids: bool = False) -> tuple[Any, Any]:
+        """Users most similar to ``users`` by cosine of their factors, the query excluded."""
+        return self._similar(users, n, "users", raw_ids)
+
+    def predict(self, users: Any, items: Any, raw_ids: bool = False) -> np.ndarray:
+        """Scores of (user, item) pairs; ``users`` and ``items`` broadcast like NumPy arrays."""
+        state = self._require_state()
+        if check_bool(raw_ids, "raw_ids"):
+            users = raw_to_index(state, "users", users, "users")
+            items = raw_to_index(state, "items", items, "items")
+        u, _ = check_ids(users, state.n_users, "users")
+        i, _ = check_ids(items, state.n_items, "items")
+        try:
+            u, i = np.broadcast_arrays(u, i)
+        except ValueError as exc:
+            raise ValueError(f"users ({u.size}) and items ({i.size}) must have the same length") from exc
+        u = np.ascontiguousarray(u, dtype=np.int32)
+        i = np.ascontiguousarray(i, dtype=np.int32)
+        out = np.empty(u.size, dtype=state.item_factors.dtype)
+        bias = state.item_bias if state.item_bias is not None else np.empty(0, out.dtype)
+        from ..kernels import load_kernel
+        load_kernel("topk").pair_scores(state.user_factors, state.item_factors, bias, u, i, out,
+                                        1 if u.size < 10000 else self._serving_threads())
+        if np.ndim(users) == 0 and np.ndim(items) == 0:
+            return out[0]
+        return out
+
+    def rank(self, user: Any, items: Any, raw_ids: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Order ``items`` for one user: ``(ids, scores)`` sorted by score, ties by lower index."""
+        state = self._require_state()
+        raw_ids = check_bool(raw_ids, "raw_ids")
+        if raw_ids:
+            user = raw_to_index(state, "users", user, "user")
+            items = raw_to_index(state, "items", items, "items")
+        user_id = check_scalar_id(user, state.n_users, "user")
+        item_ids, _ = check_ids(items, state.n_items, "items")
+        scores = self.predict(np.full(item_ids.size, user_id), item_ids)
+        order = np.lexsort((item_ids, -scores))
+        ranked = item_ids[order]
+        return (state.item_map.to_ids(ranked) if raw_ids else ranked), scores[order]

@@ -1,0 +1,190 @@
+"""The immutable fitted state every model serves from, and how a partial fit derives a new one.
+
+Thread safety: all fitted arrays live in one ``FittedState`` that is replaced
+by a single attribute assignment when a fit completes.  Serving calls read
+``model._state`` once, so a concurrent ``fit`` or ``partial_fit_*`` is seen
+either entirely or not at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.idmap import IdMap
+from ..kernels.topk import RankingIndex
+
+__all__ = ["FitParams", "FittedState", "id_maps_of", "replace_rows", "non_finite"]
+
+SIDES = ("users", "items")
+
+
+class FitParams(Mapping):
+    """The checked hyperparameters a state was fitted with: a read-only mapping (picklable)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] = ()) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("fitted parameters are read-only")
+
+    def __getstate__(self) -> dict:
+        return self._values
+
+    def __setstate__(self, values: dict) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __repr__(self) -> str:
+        return f"FitParams({self._values!r})"
+
+
+def _readonly(arr: np.ndarray | None) -> np.ndarray | None:
+    if arr is not None:
+        arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class FittedState:
+    """Everything a fitted model serves from; never mutated after creation.
+
+    ``params`` holds the checked hyperparameters the model was fitted with
+    (read-only).  Fold-in, partial fits and ``explain`` use them, so a
+    ``set_params`` after ``fit`` does not change what a fitted model answers.
+    """
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    user_items: sp.csr_matrix
+    item_bias: np.ndarray | None = None
+    user_map: IdMap | None = None  # raw ids, when fitted from fastrec.Interactions
+    item_map: IdMap | None = None
+    params: FitParams = field(default_factory=FitParams)
+    # lazily filled, derived-only caches (idempotent, so races are harmless)
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        _readonly(self.user_factors)
+        _readonly(self.item_factors)
+        _readonly(self.item_bias)
+        for arr in (self.user_items.data, self.user_items.indices, self.user_items.indptr):
+            _readonly(arr)
+        if not isinstance(self.params, FitParams):
+            object.__setattr__(self, "params", FitParams(self.params))
+
+    @property
+    def n_users(self) -> int:
+        return self.user_factors.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.item_factors.shape[0]
+
+    def factors(self, side: str) -> np.ndarray:
+        return self.user_factors if side == "users" else self.item_factors
+
+    def id_map(self, side: str) -> IdMap | None:
+        return self.user_map if side == "users" else self.item_map
+
+    def ranking_index(self) -> RankingIndex:
+        """Items sorted by (bias-augmented) norm, for exact early termination in top-K."""
+        index = self.cache.get("ranking_index")
+        if index is None:
+            index = RankingIndex.build(self.item_factors, self.item_bias)
+            self.cache["ranking_index"] = index
+        return index
+
+    def interaction_counts(self, side: str) -> np.ndarray:
+        """How many stored interactions each user (row) or item (column) has."""
+        key = f"counts_{side}"
+        value = self.cache.get(key)
+        if value is None:
+            seen = self.user_items
+            value = (np.diff(seen.indptr) if side == "users"
+                     else np.bincount(seen.indices, minlength=self.n_items))
+            value = _readonly(value)
+            self.cache[key] = value
+        return value
+
+    def normalized(self, side: str) -> np.ndarray:
+        """Row-normalised user or item factors, for cosine similarity."""
+        key = f"normalized_{side}"
+        value = self.cache.get(key)
+        if value is None:
+            factors = self.factors(side)
+            norms = np.linalg.norm(factors, axis=1, keepdims=True)
+            value = _readonly(factors / np.where(norms > 0, norms, 1))
+            self.cache[key] = value
+        return value
+
+    def with_rows(self, side: str, ids: np.ndarray, vectors: np.ndarray, rows: sp.csr_matrix,
+                  id_map: IdMap | None) -> "FittedState":
+        """A new state where the users (or items) ``ids`` have ``vectors`` and interactions ``rows``.
+
+        ``rows`` is one row per id, in users x items orientation for users and
+        items x users for items.  Ids past the end grow the model; the rows in
+        between start empty with zero vectors.  ``id_map`` is the side's map
+        after growth.
+        """
+        own = self.factors(side)
+        new_count = max(own.shape[0], int(ids.max()) + 1 if ids.size else 0)
+        factors = np.zeros((new_count, own.shape[1]), dtype=own.dtype)
+        factors[:own.shape[0]] = own
+        factors[ids] = vectors
+        if side == "users":
+            seen = replace_rows(self.user_items, ids, rows, new_count)
+            return FittedState(factors, self.item_factors, seen, self.item_bias, id_map, self.item_map,
+                               self.params)
+        seen = replace_rows(self.user_items.T.tocsr(), ids, rows, new_count).T.tocsr()
+        seen.sort_indices()
+        seen.indices = seen.indices.astype(np.int32, copy=False)
+        bias = None
+        if self.item_bias is not None:
+            bias = np.zeros(new_count, dtype=self.item_bias.dtype)
+            bias[:self.item_bias.size] = self.item_bias
+        return FittedState(self.user_factors, factors, seen, bias, self.user_map, id_map, self.params)
+
+
+def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
+    """The (user_map, item_map) of a ``fastrec.Interactions``-like input, else (None, None)."""
+    user_map = getattr(X, "user_map", None)
+    item_map = getattr(X, "item_map", None)
+    if isinstance(user_map, IdMap) and isinstance(item_map, IdMap):
+        return user_map, item_map
+    return None, None
+
+
+def replace_rows(matrix: sp.csr_matrix, ids: np.ndarray, rows: sp.csr_matrix, n_rows: int) -> sp.csr_matrix:
+    """``matrix`` grown to ``n_rows`` (new rows empty), with rows ``ids`` replaced by ``rows``."""
+    old = matrix.shape[0]
+    empty = sp.csr_matrix((1, matrix.shape[1]), dtype=matrix.dtype)
+    stacked = sp.vstack([matrix, empty, rows.astype(matrix.dtype)], format="csr")
+    pick = np.minimum(np.arange(n_rows), old)  # rows past the old end read the empty row
+    pick[ids] = old + 1 + np.arange(ids.size)
+    out = stacked[pick]
+    out.sort_indices()
+    out.indices = out.indices.astype(np.int32, copy=False)
+    return out
+
+
+def non_finite(*arrays: np.ndarray | None) -> bool:
+    """Whether any of the arrays holds NaN or an infinity (one pass each, no big temporaries)."""
+    for arr in arrays:
+        # a sum is NaN exactly when some entry is NaN or infinite (or the sum overflows,
+        # which only happens for values no model should have)
+        if arr is not None and arr.size and not np.isfinite(np.sum(arr, dtype=np.float64)):
+            return True
+    return False
