@@ -21,7 +21,7 @@ from fastrec.datasets import (load_demo, load_ml1m_implicit, load_movielens, loa
 from fastrec.datasets import movielens as movielens_module
 from fastrec.datasets.synthetic import _alias_table, _sample_items, allocate_counts
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
 
 
