@@ -54,6 +54,7 @@ from a source you do not trust; use ``save``/``load`` for files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -66,9 +67,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .models.base import FactorModel, FittedState
+from .models.base import FactorModel
+from .models.state import FittedState, non_finite
 from .data.idmap import IdMap
-from .utils.validation import check_path
+from .utils.validation import check_path, compressed_structure_problem
 from .exceptions import ModelFormatError
 
 __all__ = ["FORMAT_VERSION", "save_model", "load_model", "model_classes"]
@@ -193,12 +195,18 @@ def _bytes_array(data: bytes) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- save
+def _is_file_object(target: Any, method: str) -> bool:
+    return callable(getattr(target, method, None)) and not isinstance(target, (str, bytes, os.PathLike))
+
+
 def save_model(model: FactorModel, path: Any) -> None:
     """Write a fitted model to ``path`` atomically (see the module docstring).
 
     ``path`` (``str`` or ``os.PathLike``) is used as given; no suffix is added.
-    The file holds no pickled objects.  ``pickle`` also works for models (for
-    ``multiprocessing``) but must never be used on files you do not trust.
+    A binary file object opened for writing also works (written in place, so
+    not atomically).  The file holds no pickled objects.  ``pickle`` also
+    works for models (for ``multiprocessing``) but must never be used on
+    files you do not trust.
 
     Raises
     ------
@@ -206,13 +214,20 @@ def save_model(model: FactorModel, path: Any) -> None:
         ``model`` is not a fastrec model or ``path`` is not a path.
     NotFittedError
         The model has not been fitted.
+    ValueError
+        The model's factors hold NaN or infinite values (nothing is written).
     OSError
         The file cannot be written; any previous file at ``path`` is kept.
     """
     if not isinstance(model, FactorModel):
         raise TypeError(f"model must be a fastrec model, got {type(model).__name__}")
-    path = check_path(path)
+    to_file = _is_file_object(path, "write")
+    if not to_file:
+        path = check_path(path)
     state = model._require_state()
+    if non_finite(state.user_factors, state.item_factors, state.item_bias):
+        raise ValueError(f"this {type(model).__name__} has NaN or infinite factors; refusing to save a model "
+                         "that would give wrong answers (refit it)")
     params, dropped = _encode_params(model)
     attributes, arrays = _fitted_attributes(model)
     csr = state.user_items
@@ -235,6 +250,7 @@ def save_model(model: FactorModel, path: Any) -> None:
         "library_version": __version__,
         "model_class": _class_key(type(model)),
         "params": params,
+        "fitted_params": _encode_fitted_params(model, state),
         "dropped_params": dropped,
         "attributes": attributes,
     }
@@ -243,7 +259,21 @@ def save_model(model: FactorModel, path: Any) -> None:
     for name, arr in arrays.items():  # np.savez would pickle these silently
         if arr.dtype.hasobject:
             raise TypeError(f"cannot store {name!r}: object arrays are not allowed in model files")
-    _write_atomic(path, arrays)
+    if to_file:
+        np.savez(path, **arrays)
+    else:
+        _write_atomic(path, arrays)
+
+
+def _encode_fitted_params(model: FactorModel, state: FittedState) -> dict[str, Any]:
+    """The hyperparameters the state was fitted with, those a file can hold."""
+    names = set(model._get_param_names())
+    encoded = {}
+    for name, value in state.params.items():
+        if name in names:
+            with contextlib.suppress(_Unstorable):
+                encoded[name] = _encode_value(value)
+    return encoded
 
 
 def _new_file_mode(path: str) -> int:
@@ -303,16 +333,14 @@ def load_model(path: Any, expected_class: type | None = None) -> FactorModel:
         The file is truncated, corrupted, not a fastrec model, written by a
         newer format version, or holds another model class.
     """
-    path = check_path(path)
-    with open(path, "rb") as fh:
-        try:
-            arrays = _read_arrays(fh)
-        except ModelFormatError:
-            raise
-        except Exception as exc:  # any failure to decode the container means a damaged file
-            # numpy's own text may suggest allow_pickle=True: never repeat that advice
-            raise ModelFormatError(f"{path} is not a readable fastrec model file "
-                                   f"(truncated, corrupted or not a model): {type(exc).__name__}") from exc
+    if _is_file_object(path, "read"):
+        label = str(getattr(path, "name", "the model file"))
+        arrays = _read_container(path, label)
+        path = label
+    else:
+        path = check_path(path)
+        with open(path, "rb") as fh:
+            arrays = _read_container(fh, path)
     meta = _read_meta(arrays, path)
     if not hmac.compare_digest(arrays[_CHECKSUM].tobytes(), _checksum(arrays)):
         raise ModelFormatError(f"{path} is corrupted: its checksum does not match its contents")
@@ -322,12 +350,42 @@ def load_model(path: Any, expected_class: type | None = None) -> FactorModel:
         attributes = {name: _attribute_value(cls, name, entry, arrays)
                       for name, entry in meta["attributes"].items()}
         model = _build_model(cls, meta)
+        state = dataclasses.replace(state, params=_fitted_params(cls, model, meta), cache={})
     except (ValueError, TypeError, KeyError) as exc:  # ModelFormatError is a ValueError
         raise ModelFormatError(f"{path}: {exc}") from exc
     for name, value in attributes.items():
         setattr(model, name, value)
     model._state = state
     return model
+
+
+def _read_container(fh: Any, label: str) -> dict[str, np.ndarray]:
+    try:
+        return _read_arrays(fh)
+    except ModelFormatError:
+        raise
+    except Exception as exc:  # any failure to decode the container means a damaged file
+        # numpy's own text may suggest allow_pickle=True: never repeat that advice
+        raise ModelFormatError(f"{label} is not a readable fastrec model file "
+                               f"(truncated, corrupted or not a model): {type(exc).__name__}") from exc
+
+
+def _fitted_params(cls: type, model: FactorModel, meta: dict[str, Any]) -> dict[str, Any]:
+    """The checked hyperparameters the saved state was fitted with.
+
+    Files of format version 1 before fitted parameters were stored give the
+    saved hyperparameters.  The thread count is this machine's, not the saver's.
+    """
+    fitted = meta.get("fitted_params") or {}
+    if not isinstance(fitted, dict):
+        raise ModelFormatError("metadata field 'fitted_params' is invalid")
+    values = {**model.get_params(), **{k: _decode_value(v) for k, v in fitted.items()},
+              "num_threads": model.get_params().get("num_threads", 0)}
+    values = {k: v for k, v in values.items() if k in set(cls._get_param_names())}
+    try:
+        return cls(**values)._check_params()
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"invalid fitted hyperparameters for {cls.__name__}: {exc}") from exc
 
 
 def load(path: Any) -> FactorModel:
@@ -421,15 +479,10 @@ def _rebuild_state(arrays: dict[str, np.ndarray]) -> FittedState:
     indptr = _array(arrays, "user_items_indptr", 1, ("int32", "int64"), n_users + 1)
     indices = _array(arrays, "user_items_indices", 1, ("int32",))
     data = _array(arrays, "user_items_data", 1, _FLOAT_KINDS, indices.size)
-    if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
-        raise ModelFormatError("the seen-items matrix has an invalid row pointer")
-    if indices.size and (indices.min() < 0 or indices.max() >= n_items):
-        raise ModelFormatError("the seen-items matrix has item ids out of range")
-    increasing = np.diff(indices) > 0
-    row_starts = indptr[1:-1]
-    increasing[row_starts[(row_starts > 0) & (row_starts < indices.size)] - 1] = True
-    if not increasing.all():
-        raise ModelFormatError("the seen-items matrix has unsorted or duplicate item ids in a row")
+    problem = compressed_structure_problem(indptr, indices, n_users, n_items, data.size, canonical=True,
+                                           minor="item")
+    if problem is not None or indptr[-1] != indices.size:
+        raise ModelFormatError(f"the seen-items matrix is malformed: {problem or 'trailing entries'}")
     user_items = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
     user_items.indices = indices  # scipy may widen index arrays; the kernels want int32
     user_items.indptr = indptr

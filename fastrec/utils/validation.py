@@ -22,13 +22,20 @@ __all__ = [
     "check_interactions",
     "check_ids",
     "check_n",
-    "check_factors_array",
     "check_raw_ids",
     "check_values",
     "check_timestamps",
     "check_columns",
     "check_selector",
     "check_path",
+    "check_random_state",
+    "check_callback",
+    "check_scalar_id",
+    "check_rows",
+    "compressed_structure_problem",
+    "CSRArrays",
+    "CSR_TYPES",
+    "INT32_MAX",
 ]
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -213,21 +220,6 @@ def check_n(n: Any, name: str = "n") -> int:
     return check_int(n, name, minimum=0, maximum=INT32_MAX)
 
 
-def check_factors_array(arr: Any, name: str, dtype: np.dtype, n_cols: int | None = None) -> np.ndarray:
-    """A finite 2-D float array of ``dtype``, C-contiguous (copied when needed)."""
-    a = np.asarray(arr)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} must be a float array, got dtype {a.dtype}")
-    if n_cols is not None and a.shape[1] != n_cols:
-        raise ValueError(f"{name} must have {n_cols} columns, got {a.shape[1]}")
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
-
-
 def check_path(path: Any, name: str = "path") -> str:
     """A filesystem path given as ``str`` or ``os.PathLike[str]``, returned as ``str``."""
     try:
@@ -392,25 +384,37 @@ def check_rows(X: Any, name: str, dtype: np.dtype, n_cols: int) -> CSRArrays:
 CSR_TYPES = tuple({sp.csr_matrix, getattr(sp, "csr_array", sp.csr_matrix)})
 
 
-def _structure_problem(X: Any) -> str | None:
+def compressed_structure_problem(indptr: Any, indices: Any, n_major: int, n_minor: int, n_data: int,
+                                 canonical: bool = False, minor: str = "column") -> str | None:
     """What is wrong with a CSR/CSC's index arrays, or None when they describe a matrix.
 
     scipy's own conversions trust these arrays and would read out of bounds.
+    With ``canonical``, indices must also be sorted and unique within each row.
     """
-    indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
-    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
+    indptr, indices = np.asarray(indptr), np.asarray(indices)
     if (indptr.ndim != 1 or indptr.size != n_major + 1 or not np.issubdtype(indptr.dtype, np.integer)
             or indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer)):
         return "its indptr or indices do not match its shape"
-    if (indptr[0] != 0 or indptr[-1] > indices.size or np.asarray(X.data).size < indptr[-1]
+    if (indptr[0] != 0 or indptr[-1] > indices.size or n_data < indptr[-1]
             or (indptr.size > 2 and np.any(indptr[1:] < indptr[:-1]))):
         return "its indptr must rise from 0 to at most the number of stored entries"
     stored = indices[: int(indptr[-1])]
     if stored.size and (stored.min() < 0 or stored.max() >= n_minor):
-        axis = "column" if X.format == "csr" else "row"
         bad = int(stored.min() if stored.min() < 0 else stored.max())
-        return f"it stores {axis} index {bad} outside [0, {n_minor})"
+        return f"it stores {minor} index {bad} outside [0, {n_minor})"
+    if canonical and stored.size > 1:
+        increasing = np.diff(stored) > 0
+        starts = indptr[1:-1]
+        increasing[starts[(starts > 0) & (starts < stored.size)] - 1] = True  # row boundaries
+        if not increasing.all():
+            return f"its {minor} indices are unsorted or repeated within a row"
     return None
+
+
+def _structure_problem(X: Any) -> str | None:
+    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
+    return compressed_structure_problem(X.indptr, X.indices, n_major, n_minor, np.asarray(X.data).size,
+                                        minor="column" if X.format == "csr" else "row")
 
 
 def _check_compressed_structure(X: Any, name: str) -> None:

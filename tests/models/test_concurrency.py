@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastrec import ALS
+from fastrec import ALS, BPR
 
 N_USERS, N_ITEMS = 300, 500
 WORKERS = 8
@@ -38,8 +38,18 @@ def _interactions(seed: int, n_users: int = N_USERS, n_items: int = N_ITEMS) -> 
     return sp.csr_matrix((data, (rows, cols)), shape=(n_users, n_items))
 
 
-def _fitted(seed: int = 0, dtype=np.float32) -> ALS:
-    return ALS(factors=16, iterations=3, dtype=dtype, random_state=seed, num_threads=2).fit(_interactions(seed))
+def _fitted(seed: int = 0, dtype=np.float32, kind: str = "als") -> ALS:
+    return _model(kind, dtype, seed).fit(_interactions(seed))
+
+
+def _model(kind: str, dtype=np.float32, seed: int = 0, iterations: int = 3) -> Any:
+    """An unfitted model; BPR with one thread and a seed is deterministic, as the shadows need."""
+    if kind == "als":
+        return ALS(factors=16, iterations=iterations, dtype=dtype, random_state=seed, num_threads=2)
+    return BPR(factors=16, iterations=iterations, dtype=dtype, random_state=seed, num_threads=1)
+
+
+KINDS = ["als", "bpr"]
 
 
 def _answer_key(result: Any) -> bytes:
@@ -245,8 +255,9 @@ def _read_all_users(model: ALS) -> list[bytes]:
     return [_answer_key(model.recommend(users, n=10)), _answer_key(model.predict(np.repeat(users, 3), pairs))]
 
 
-def test_partial_fit_users_swaps_whole_states():
-    model = _fitted()
+@pytest.mark.parametrize("kind", KINDS)
+def test_partial_fit_users_swaps_whole_states(kind):
+    model = _fitted(kind=kind)
     rng = np.random.default_rng(4)
     fresh = _interactions(seed=11, n_users=40)
     updates = [(rng.choice(N_USERS + 20, size=40, replace=False), fresh) for _ in range(6)]
@@ -272,8 +283,9 @@ def test_partial_fit_users_swaps_whole_states():
     assert _read_all_users(model) == _read_all_users(shadow)
 
 
-def test_refit_swaps_whole_state():
-    model = ALS(factors=16, iterations=3, random_state=0, num_threads=1).fit(_interactions(0))
+@pytest.mark.parametrize("kind", KINDS)
+def test_refit_swaps_whole_state(kind):
+    model = _model(kind).fit(_interactions(0))
     X_new = _interactions(seed=5)
     shadow = pickle.loads(pickle.dumps(model))
     known = _known_states([_read_all_users(shadow), _read_all_users(shadow.fit(X_new))])
@@ -285,9 +297,10 @@ def test_refit_swaps_whole_state():
     assert _read_all_users(model) == _read_all_users(shadow)
 
 
-def test_concurrent_partial_fits_lose_no_update():
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_partial_fits_lose_no_update(kind):
     """Writers are serialised: updates to disjoint users from several threads all survive."""
-    model = _fitted()
+    model = _fitted(kind=kind)
     rng = np.random.default_rng(8)
     groups = np.array_split(rng.permutation(N_USERS)[:160], 8)
     rows = [_interactions(seed=20 + k, n_users=g.size) for k, g in enumerate(groups)]
@@ -300,3 +313,36 @@ def test_concurrent_partial_fits_lose_no_update():
     np.testing.assert_array_equal(model.user_factors_, sequential.user_factors_)
     assert (model.user_items_ != sequential.user_items_).nnz == 0
     np.testing.assert_array_equal(model.item_factors_, sequential.item_factors_)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partial_fit_during_fit_waits_and_applies_to_the_new_model(kind):
+    """A partial fit called while fit runs waits for it, then applies to the new model.
+
+    Without the lock the partial fit would read the old state, and the fit's
+    swap would then drop it (or it would overwrite the new model with old factors).
+    """
+    X_old, X_new = _interactions(0), _interactions(7)
+    ids = np.arange(0, 40)
+    rows = _interactions(seed=12, n_users=40)
+    shadow = _model(kind, iterations=8).fit(X_old).fit(X_new)
+    want = _read_all_users(shadow.partial_fit_users(ids, rows))
+
+    model = _model(kind, iterations=8).fit(X_old)
+    inside_fit = threading.Event()
+    release = threading.Event()
+
+    def callback(iteration: int, *_: Any) -> None:
+        if iteration == 0:
+            inside_fit.set()  # fit is training now, past its checks
+            release.wait(timeout=30)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fitting = pool.submit(model.fit, X_new, callback)
+        assert inside_fit.wait(timeout=30)
+        partial = pool.submit(model.partial_fit_users, ids, rows)
+        time.sleep(0.05)  # the partial fit has had time to run if nothing holds it back
+        release.set()
+        partial.result()
+        fitting.result()
+    assert _read_all_users(model) == want, "the partial fit was lost or applied to the old model"

@@ -323,10 +323,10 @@ def _edit(arrays, name, value):
 
 
 _INCONSISTENT = {
-    "indices_out_of_range": "item ids out of range",
-    "negative_index": "item ids out of range",
-    "unsorted_row": "unsorted or duplicate",
-    "bad_indptr": "invalid row pointer",
+    "indices_out_of_range": "stores item index 25 outside",
+    "negative_index": "stores item index -1 outside",
+    "unsorted_row": "unsorted or repeated within a row",
+    "bad_indptr": "indptr must rise from 0",
     "short_indptr": "'user_items_indptr' has 30 rows; expected 31",
     "factor_columns": "different numbers of columns",
     "factor_dtype": "'item_factors' has dtype float64",
