@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from ..utils.jit import njit, prange
 
 from ..data.idmap import IdMap
 from ..utils.validation import check_bool, check_dtype, check_float, check_int
@@ -49,7 +49,7 @@ _POOL_FACTOR = 3  # candidates drawn per wanted item
 _EXACT_FRACTION = 0.25  # users wanting more than this share of the items are drawn exactly
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _next(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     """SplitMix64: the new state and a 64-bit output."""
     state = state + _GOLDEN
@@ -59,20 +59,20 @@ def _next(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     return state, z ^ (z >> _S31)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _uniform(state: np.uint64) -> tuple[np.uint64, float]:
     """A float in the open interval (0, 1)."""
     state, z = _next(state)
     return state, (float(z >> _S11) + 0.5) * _INV_2_53
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _gumbel(state: np.uint64) -> tuple[np.uint64, float]:
     state, u = _uniform(state)
     return state, -np.log(-np.log(u))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _affinity(user_factors: np.ndarray, item_factors: np.ndarray, u: int, i: int) -> float:
     acc = 0.0
     for f in range(user_factors.shape[1]):
@@ -80,7 +80,7 @@ def _affinity(user_factors: np.ndarray, item_factors: np.ndarray, u: int, i: int
     return acc
 
 
-@njit(cache=True)
+@njit()
 def _draw_exact(u, k, state, log_pop, user_factors, item_factors, inv_temp, out):
     n_items = log_pop.size
     keys = np.empty(n_items)
@@ -91,7 +91,7 @@ def _draw_exact(u, k, state, log_pop, user_factors, item_factors, inv_temp, out)
     out[:] = np.sort(chosen).astype(np.int32)
 
 
-@njit(cache=True)
+@njit()
 def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Walker/Vose alias table: O(1) draws from a discrete distribution."""
     n = weights.size
@@ -122,7 +122,7 @@ def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prob, alias  # leftovers keep prob 1 (rounding)
 
 
-@njit(cache=True)
+@njit()
 def _draw_pool(u, k, state, prob, alias, user_factors, item_factors, inv_temp, multiplicity, out) -> bool:
     """Pool sampling; False when the pool had fewer than k distinct items.
 
@@ -155,7 +155,7 @@ def _draw_pool(u, k, state, prob, alias, user_factors, item_factors, inv_temp, m
     return True
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def _sample_items(counts, indptr, seeds, popularity, user_factors, item_factors, inv_temp):
     items = np.empty(indptr[-1], dtype=np.int32)
     n_users, n_items = counts.size, popularity.size

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from ..utils.jit import njit, prange
 
 __all__ = ["item_popularity", "long_tail_items", "per_user_beyond", "global_beyond",
            "PER_USER_BEYOND", "GLOBAL_BEYOND"]
@@ -62,7 +62,7 @@ def _row_means(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _intra_list_distance(ranked, depth, unit):  # pragma: no cover - compiled
     out = np.full(ranked.shape[0], np.nan)
     for r in prange(ranked.shape[0]):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from ..utils.jit import njit, prange
 
 from ..utils.validation import check_interactions
 
@@ -55,7 +55,7 @@ def relevant_items(test: Any, name: str = "test", n_items: int | None = None) ->
     return csr
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _accuracy_kernel(ranked, k, rows, indptr, indices, n_negatives):  # pragma: no cover - compiled
     """Per ranking row: the ACCURACY_METRICS columns, NaN rows for users without test items."""
     m = ranked.shape[0]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from ..utils.jit import njit, prange
 
 from ..utils.validation import check_float, check_int
 
@@ -137,7 +137,7 @@ def _grouped(users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     return indptr, order
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _select_largest(indptr, order, keys, n_select):  # pragma: no cover - compiled
     """Per group, mark the ``n_select[g]`` entries with the largest keys (ties: later entry wins)."""
     mask = np.zeros(keys.size, dtype=np.bool_)
