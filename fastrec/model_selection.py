@@ -25,7 +25,7 @@ import numpy as np
 
 from .utils.progress import Progress
 from .utils.validation import check_bool, check_float, check_int
-from .data.tables import optional_pandas
+from .utils.table import Table
 from .evaluation import ALL_METRICS, evaluate
 
 __all__ = ["grid_search", "random_search", "default_grid", "SearchResult"]
@@ -54,10 +54,11 @@ class SearchResult:
 
     Attributes
     ----------
-    results : pandas.DataFrame or list of dict
+    results : fastrec Table
         One row per fitted candidate, in run order: its parameters (one column
         each), the requested metrics, ``fit_time`` and ``score_time`` in seconds.
-        A DataFrame when pandas is importable.
+        The same type whether or not pandas is installed; ``results.to_pandas()``
+        gives a DataFrame.
     best_params_ : dict
         Parameters of the candidate with the highest ``metric`` (first on ties).
     best_score_ : float
@@ -72,7 +73,7 @@ class SearchResult:
     elapsed : float
         Seconds for the whole search.
     records : list of dict
-        ``results`` as plain dicts, whether or not pandas is installed.
+        ``results`` as plain dicts, as the candidates' parameters were given.
     """
 
     results: Any = field(repr=False)
@@ -192,8 +193,7 @@ def _run_search(estimator: Any, candidates: Iterable[dict[str, Any]],
             best_estimator, best_index, best_score = model, len(rows) - 1, score
         progress.update(**{metric: score, "best": best_score})
     progress.close()
-    pd = optional_pandas()
-    return SearchResult(results=rows if pd is None else pd.DataFrame(rows), best_params_=tried[best_index],
+    return SearchResult(results=Table.from_records(rows), best_params_=tried[best_index],
                         best_score_=float(best_score), best_estimator_=best_estimator,
                         best_index_=best_index, metric=metric, n_candidates=n_candidates,
                         n_run=len(rows), stopped_by_time_limit=stopped,

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from .beyond import GLOBAL_BEYOND, PER_USER_BEYOND, global_beyond, per_user_beyond
 from .metrics import ACCURACY_METRICS, accuracy_per_user, check_ranking, relevant_items
 from ..utils.progress import Progress
-from ..data.tables import optional_pandas
+from ..utils.table import Table
 from ..utils.validation import check_bool, check_float, check_ids, check_int, check_interactions
 
 __all__ = ["evaluate", "ranking_metrics", "check_metrics", "ALL_METRICS", "DEFAULT_METRICS"]
@@ -34,12 +34,6 @@ def check_metrics(metrics: Any) -> tuple[str, ...]:
 def _mean(values: np.ndarray) -> float:
     defined = values[~np.isnan(values)]
     return float(defined.mean()) if defined.size else float("nan")
-
-
-def _as_table(columns: dict[str, np.ndarray]) -> Any:
-    """A pandas DataFrame when pandas is installed, else ``columns`` itself."""
-    pd = optional_pandas()
-    return columns if pd is None else pd.DataFrame(columns)
 
 
 def _training_exclusions(train: sp.csr_matrix, relevant: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
@@ -90,9 +84,10 @@ def ranking_metrics(ranked_ids: Any, test: Any, k: int = 10, metrics: Sequence[s
         Metric name -> mean over evaluated users (global metrics over all
         their lists), plus ``n_users_evaluated`` and ``n_users_skipped``
         (ranking rows whose user has no positive test item).
-    table : pandas.DataFrame or dict of arrays, only with ``per_user=True``
+    table : fastrec Table, only with ``per_user=True``
         One row per evaluated user: ``user`` (test row index) and each
-        per-user metric.  A DataFrame when pandas is importable.
+        per-user metric.  The same type whether or not pandas is installed;
+        ``table.to_pandas()`` gives a DataFrame.
     """
     names = check_metrics(metrics)
     k = check_int(k, "k", minimum=1)
@@ -147,7 +142,7 @@ def ranking_metrics(ranked_ids: Any, test: Any, k: int = 10, metrics: Sequence[s
     summary["n_users_evaluated"] = int(rows.size)
     summary["n_users_skipped"] = int(has_test.size - rows.size)
     if per_user:
-        return summary, _as_table(table)
+        return summary, Table(table)
     return summary
 
 

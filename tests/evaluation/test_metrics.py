@@ -257,21 +257,23 @@ def test_diversity_with_genre_vectors():
     assert list(table["diversity"]) == pytest.approx([0.0, 2 / 3])
 
 
-def test_per_user_table_without_pandas(monkeypatch):
-    import sys
-    monkeypatch.setitem(sys.modules, "pandas", None)
-    test = sp.csr_matrix(np.eye(2, dtype=np.float32))
-    _, table = ranking_metrics(np.array([[0], [0]]), test, k=1, metrics=("hit_rate",), per_user=True)
-    assert isinstance(table, dict)
-    assert table["hit_rate"].tolist() == [1.0, 0.0]
-
-
-def test_per_user_table_is_a_dataframe_with_pandas():
+def test_per_user_table_is_the_same_type_with_or_without_pandas(monkeypatch):
+    import fastrec.data.tables as tables
+    from fastrec.utils.table import Table
+    test = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0]]))
+    _, with_pandas = ranking_metrics(np.array([[0], [0]]), test, k=1, metrics=("hit_rate", "ndcg"),
+                                     per_user=True)
+    monkeypatch.setattr(tables, "optional_pandas", lambda: None)
+    _, without = ranking_metrics(np.array([[0], [0]]), test, k=1, metrics=("hit_rate", "ndcg"), per_user=True)
+    for table in (with_pandas, without):
+        assert type(table) is Table and table.columns == ["user", "hit_rate", "ndcg"]
+        assert table["hit_rate"].tolist() == [1.0, 0.0]
+    with pytest.raises(ImportError, match="needs pandas"):
+        without.to_pandas()
+    monkeypatch.undo()
     pd = pytest.importorskip("pandas")
-    test = sp.csr_matrix(np.eye(2, dtype=np.float32))
-    _, table = ranking_metrics(np.array([[0], [0]]), test, k=1, metrics=("hit_rate", "ndcg"), per_user=True)
-    assert isinstance(table, pd.DataFrame)
-    assert list(table.columns) == ["user", "hit_rate", "ndcg"]
+    frame = with_pandas.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["user", "hit_rate", "ndcg"]
 
 
 @pytest.mark.parametrize("ranked, error, match", [

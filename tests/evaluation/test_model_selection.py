@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 import pytest
+
+from fastrec.utils.table import Table
 import scipy.sparse as sp
 from scipy import stats
 
@@ -49,12 +51,17 @@ def test_grid_search_best_is_argmax(split):
     assert len(set(scores)) > 1  # the grid matters, so the argmax test is meaningful
 
 
-def test_results_table_is_a_dataframe(split):
-    pd = pytest.importorskip("pandas")
+def test_results_table_is_one_type_with_a_dataframe_on_request(split):
     train, val = split
     search = grid_search(tiny_als(), {"alpha": [1.0, 2.0]}, train, val, show_progress=False)
-    assert isinstance(search.results, pd.DataFrame)
-    assert list(search.results.columns) == ["alpha", "ndcg", "fit_time", "score_time"]
+    assert isinstance(search.results, Table)
+    assert search.results.columns == ["alpha", "ndcg", "fit_time", "score_time"]
+    assert search.results["alpha"].tolist() == [1.0, 2.0]
+    assert search.results.records() == search.records
+    pd = pytest.importorskip("pandas")
+    frame = search.results.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == search.results.columns
+    assert frame["ndcg"].tolist() == search.results["ndcg"].tolist()
 
 
 def test_list_of_grids(split):
