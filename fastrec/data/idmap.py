@@ -1,26 +1,34 @@
 """Map raw ids (ints or strings) to contiguous indices and back, vectorised."""
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
+
+from ..utils.validation import integer_labels, whole_float_labels
 
 __all__ = ["IdMap"]
 
 
 def _as_label_array(labels: Any) -> np.ndarray:
-    """Labels as int64 or fixed-width unicode: never object arrays (they need pickle)."""
+    """Labels as int64 or fixed-width unicode: never object arrays (they need pickle).
+
+    Integer labels are kept exactly: when one does not fit in int64 (uint64
+    ids above ``2**63 - 1``, big Python ints) they all become decimal strings.
+    """
     arr = np.asarray(labels)
     if arr.ndim != 1:
         arr = arr.reshape(-1)
     if arr.dtype.kind in "iu":
-        return arr.astype(np.int64, copy=False)
+        return integer_labels(arr)
     if arr.dtype.kind == "b":
         return arr.astype(np.int64)
     if arr.dtype.kind == "f":
-        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise ValueError("float ids must be whole numbers")
-        return arr.astype(np.int64)
+        return whole_float_labels(arr, "IdMap labels")
+    if arr.dtype == object and arr.size and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in arr):
+        return integer_labels(arr)
     return arr.astype(str)
 
 
@@ -75,10 +83,15 @@ class IdMap:
         # Compare with the caller's values, not a cast of them: casting would
         # truncate 'bobby' to a 'bob' label or 1.7 to 1 and report a false match.
         if self.labels.dtype.kind == "i":
-            if query.dtype.kind in "iub":
+            if query.dtype.kind in "ib":
                 arr = query.astype(np.int64)
-            elif query.dtype.kind == "f":
-                whole = np.isfinite(query) & (query == np.round(query))
+            elif query.dtype.kind in "uf":
+                # only whole numbers within int64 can match: a cast would wrap
+                # uint64 2**64 - 1 to -1 or truncate 1.7 to 1
+                whole = query <= np.iinfo(np.int64).max
+                if query.dtype.kind == "f":
+                    whole &= np.isfinite(query) & (query == np.round(query)) & (query >= -2.0 ** 63)
+                    whole &= query < 2.0 ** 63
                 arr = np.where(whole, query, 0).astype(np.int64)
             else:
                 arr, whole = None, None

@@ -7,6 +7,7 @@ changes something returns a new ``Interactions`` and the arrays are read-only.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 from . import weighting as _weighting
 from .dedupe import DUPLICATE_POLICIES, combine_duplicates
 from .idmap import IdMap
-from .tables import read_columns
+from .tables import read_columns, require_io
 from ..utils.validation import (check_choice, check_columns, check_dtype, check_float, check_ids,
                           check_path, check_raw_ids, check_selector, check_timestamps,
                           check_values)
@@ -29,6 +30,21 @@ def _frozen(arr: np.ndarray | None) -> np.ndarray | None:
     if arr is not None:
         arr.flags.writeable = False
     return arr
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32_weights(weights: np.ndarray, name: str, merged: bool = False) -> np.ndarray:
+    """``weights`` (float64) after checking they fit the float32 weights are stored as."""
+    too_big = np.flatnonzero(np.abs(weights) > _FLOAT32_MAX)
+    if too_big.size:
+        first = int(too_big[0])
+        what = ("the summed weight of a repeated (user, item) pair" if merged
+                else f"{name}[{first}] = {weights[first]:g}")
+        raise ValueError(f"{what} is too large for float32 weights (largest {_FLOAT32_MAX:.4g}; "
+                         f"{too_big.size} such value(s)); scale the weights down")
+    return weights
 
 
 def _series_values(series: Any, column: str, role: str) -> np.ndarray:
@@ -94,9 +110,10 @@ class Interactions:
                              f"({len(user_map)} users, {len(item_map)} items)")
         u, _ = check_ids(users_arr, len(user_map), "users", allow_scalar=False)
         i, _ = check_ids(items_arr, len(item_map), "items", allow_scalar=False)
-        w = np.ones(n) if weights is None else check_values(weights, "weights", n)
+        w = np.ones(n) if weights is None else _float32_weights(check_values(weights, "weights", n), "weights")
         t = None if timestamps is None else check_timestamps(timestamps, "timestamps", n)
         u, i, w, t = combine_duplicates(u, i, w, t, len(item_map), duplicates)
+        _float32_weights(w, "weights", merged=True)
         self._set(u, i, w, t, user_map, item_map, self._aligned_metadata(item_metadata, len(item_map)), 0)
 
     # ------------------------------------------------------------ internals
@@ -190,7 +207,7 @@ class Interactions:
         raw_items = check_raw_ids(items, "items", n)
         if n == 0:
             raise ValueError("users and items are empty: there are no interactions")
-        w = np.ones(n) if weights is None else check_values(weights, "weights", n)
+        w = np.ones(n) if weights is None else _float32_weights(check_values(weights, "weights", n), "weights")
         t = None if timestamps is None else check_timestamps(timestamps, "timestamps", n)
 
         u = cls._map_given(user_map, raw_users, "user")
@@ -213,6 +230,7 @@ class Interactions:
         if item_map is None:
             item_map, i = IdMap.from_raw(raw_items)
         u, i, w, t = combine_duplicates(u, i, w, t, len(item_map), duplicates)
+        _float32_weights(w, "weights", merged=True)
         new = object.__new__(cls)
         new._set(u, i, w, t, user_map, item_map, {}, n_dropped)
         return new
@@ -264,22 +282,27 @@ class Interactions:
     @classmethod
     def from_csv(cls, path: Any, user_col: Any = "user_id", item_col: Any = "item_id",
                  weight_col: Any = None, timestamp_col: Any = None, sep: str = ",",
-                 header: bool = True, encoding: str = "utf-8", duplicates: str = "sum",
+                 header: bool = True, encoding: str | None = None, duplicates: str = "sum",
                  user_map: IdMap | None = None, item_map: IdMap | None = None,
                  unknown: str = "raise") -> "Interactions":
         """Interactions from a delimited text file (``.gz`` is decompressed).
 
-        Works without pandas (slower).  With ``header=False`` the column
-        arguments are 0-based field positions.  Ids that are all integers are
-        read as integers, otherwise as strings; weights and timestamps must be
-        numbers.  Other arguments as in ``from_arrays``.
+        Works without pandas (slower, same result).  With ``header=False``
+        the column arguments are 0-based field positions.  Ids that are all
+        integers within int64 are read as integers; integers beyond int64
+        make the column their exact decimal strings; other ids are read as
+        strings.  Weights and timestamps must be numbers: text such as
+        ``nan``, infinities and weights too large for float32 are errors
+        naming the column and row.  ``encoding=None`` (the default) reads
+        UTF-8 and falls back to Latin-1; a byte-order mark is skipped.
+        Other arguments as in ``from_arrays``.
         """
         path = check_path(path)
         roles = {user_col: "user_col", item_col: "item_col"}
         kinds = {user_col: "id", item_col: "id"}
-        for col, role in ((weight_col, "weight_col"), (timestamp_col, "timestamp_col")):
+        for col, role, kind in ((weight_col, "weight_col", "float32"), (timestamp_col, "timestamp_col", "float")):
             if col is not None:
-                roles[col], kinds[col] = role, "float"
+                roles[col], kinds[col] = role, kind
         if len(kinds) != 2 + (weight_col is not None) + (timestamp_col is not None):
             raise ValueError("user_col, item_col, weight_col and timestamp_col must be different columns")
         table = read_columns(path, kinds, sep=sep, header=header, encoding=encoding, roles=roles)
@@ -288,6 +311,66 @@ class Interactions:
                                None if timestamp_col is None else table[timestamp_col],
                                duplicates=duplicates, user_map=user_map, item_map=item_map,
                                unknown=unknown)
+
+    @classmethod
+    def from_parquet(cls, path: Any, user_col: str = "user_id", item_col: str = "item_id",
+                     weight_col: str | None = None, timestamp_col: str | None = None,
+                     duplicates: str = "sum", user_map: IdMap | None = None,
+                     item_map: IdMap | None = None, unknown: str = "raise") -> "Interactions":
+        """Interactions from a Parquet file with one row per event.
+
+        Needs pandas and pyarrow (``pip install 'fastrec[io]'``; an
+        ``ImportError`` says so when they are missing).  Only the named
+        columns are read.  Datetime timestamps become seconds since the
+        epoch (UTC); integer ids beyond int64 (uint64) become their exact
+        decimal strings.  Other arguments as in ``from_dataframe``.
+
+        Raises
+        ------
+        KeyError
+            A named column is not in the file (the message lists its columns).
+        ValueError
+            The file is not a readable Parquet file.
+        """
+        pd = require_io("Interactions.from_parquet")
+        import pyarrow.parquet as pq
+        path = check_path(path)
+        roles = {"user_col": user_col, "item_col": item_col,
+                 "weight_col": weight_col, "timestamp_col": timestamp_col}
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and not os.path.isfile(path):
+                raise  # a missing file or a directory: the OSError says so
+            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
+        check_columns(names, roles, path)
+        wanted = list(dict.fromkeys(col for col in roles.values() if col is not None))
+        try:
+            frame = pd.read_parquet(path, columns=wanted, engine="pyarrow")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
+        return cls.from_dataframe(frame, user_col=user_col, item_col=item_col, weight_col=weight_col,
+                                  timestamp_col=timestamp_col, duplicates=duplicates,
+                                  user_map=user_map, item_map=item_map, unknown=unknown)
+
+    def to_parquet(self, path: Any) -> None:
+        """Write the entries to a Parquet file that ``from_parquet`` reads back.
+
+        Columns: ``user_id`` and ``item_id`` (raw ids, int64 or text),
+        ``weight`` (float32) and, when there are timestamps, ``timestamp``
+        (float64 seconds).  One row per (user, item) entry in (user, item)
+        order, so ``Interactions.from_parquet(path, weight_col="weight",
+        timestamp_col=...)`` gives the same entries and ids (the id maps hold
+        only ids that have entries, and ``item_metadata`` is not written).
+        Needs pandas and pyarrow (``pip install 'fastrec[io]'``).
+        """
+        pd = require_io("Interactions.to_parquet")
+        path = check_path(path)
+        columns = {"user_id": self.user_map.to_ids(self.users), "item_id": self.item_map.to_ids(self.items),
+                   "weight": self.weights}
+        if self.timestamps is not None:
+            columns["timestamp"] = self.timestamps
+        pd.DataFrame(columns).to_parquet(path, engine="pyarrow", index=False)
 
     @classmethod
     def from_csr(cls, X: Any, user_map: IdMap | None = None,

@@ -23,6 +23,8 @@ __all__ = [
     "check_ids",
     "check_n",
     "check_raw_ids",
+    "integer_labels",
+    "whole_float_labels",
     "check_values",
     "check_timestamps",
     "check_columns",
@@ -247,12 +249,47 @@ def _describe_bad(mask: np.ndarray) -> str:
     return f"{bad.size} of them, first at position {int(bad[0])}"
 
 
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def integer_labels(values: np.ndarray) -> np.ndarray:
+    """Integer ids, exactly: int64 when every one fits, else all as decimal strings.
+
+    ``values`` is an integer array (any width, signed or not) or an object
+    array of Python integers.  Ids are never wrapped (uint64 ``2**64 - 1`` is
+    not -1): when one does not fit in int64 the whole column becomes text,
+    ``"18446744073709551615"``, so every id keeps its value.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "u":
+        if not arr.size or int(arr.max()) <= _INT64_MAX:
+            return arr.astype(np.int64)
+        return np.array([str(v) for v in arr.tolist()], dtype=str)
+    as_ints = [int(v) for v in arr.tolist()]
+    if all(_INT64_MIN <= v <= _INT64_MAX for v in as_ints):
+        return np.array(as_ints, dtype=np.int64)
+    return np.array([str(v) for v in as_ints], dtype=str)
+
+
+def whole_float_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    """Float ids as int64: they must be whole numbers within the int64 range."""
+    if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"{name} holds float ids that are not whole numbers")
+    if arr.size and (arr.min() < _INT64_MIN or arr.max() >= 2.0 ** 63):
+        raise ValueError(f"{name} holds float ids beyond the int64 range, which floats cannot hold "
+                         "exactly; pass them as integers or strings")
+    return arr.astype(np.int64)
+
+
 def check_raw_ids(values: Any, name: str, n: int | None = None) -> np.ndarray:
     """Raw ids (ints or strings) as a 1-D int64 or unicode array without missing values.
 
-    Object arrays holding only integers become int64, other object arrays
-    become strings, whole-number floats become int64.  Conversions copy; the
-    caller's array is never modified.
+    Object arrays holding only integers and integer arrays become int64 when
+    every id fits, else decimal strings (see ``integer_labels``: ids are kept
+    exactly, never wrapped); other object arrays become strings; whole-number
+    floats become int64.  Conversions copy; the caller's array is never modified.
     """
     arr = np.asarray(values)
     if arr.ndim != 1:
@@ -264,14 +301,12 @@ def check_raw_ids(values: Any, name: str, n: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} contains missing ids (None or NaN): {_describe_bad(missing)}")
     if arr.dtype == object:
         if all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in arr):
-            return arr.astype(np.int64)
+            return integer_labels(arr)
         return arr.astype(str)
     if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise ValueError(f"{name} holds float ids that are not whole numbers")
-        return arr.astype(np.int64)
+        return whole_float_labels(arr, name)
     if arr.dtype.kind in "iu":
-        return arr.astype(np.int64, copy=False)
+        return integer_labels(arr)
     if arr.dtype.kind in "US":
         return arr.astype(str, copy=False)
     raise TypeError(f"{name} must hold integer or string ids, got dtype {arr.dtype}")

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastrec.data.tables as tables
 from fastrec import Interactions
 from fastrec.datasets import (load_demo, load_ml1m_implicit, load_movielens, load_movietweetings,
                               make_movielens20m_like, make_synthetic)
@@ -33,15 +32,6 @@ def entries(inter: Interactions) -> dict:
 
 def metadata_of(inter: Interactions, item, column: str):
     return inter.item_metadata[column][inter.to_index(item, kind="item")]
-
-
-@pytest.fixture(params=["pandas", "csv module"])
-def reader(request, monkeypatch):
-    if request.param == "pandas" and tables.optional_pandas() is None:
-        pytest.skip("pandas is not installed")
-    if request.param == "csv module":
-        monkeypatch.setattr(tables, "optional_pandas", lambda: None)
-    return request.param
 
 
 # ------------------------------------------------------------- fixtures
