@@ -8,6 +8,7 @@ that pull in Numba or pandas (``evaluation``, ``model_selection``,
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from ._version import __version__
@@ -19,6 +20,8 @@ from .models.base import FactorModel
 from .models.bpr import BPR
 from .persistence import load
 from .utils.threads import available_cpus
+
+logging.getLogger("fastrec").addHandler(logging.NullHandler())  # messages are the application's to show
 
 # name -> module that defines it, imported on first access
 _LAZY = {

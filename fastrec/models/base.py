@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ import scipy.sparse as sp
 
 from ..data.idmap import IdMap
 from ..exceptions import NotFittedError
+from ..utils.progress import logger
 from ..utils.threads import resolve_num_threads
 from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, check_interactions,
                                 check_num_threads, check_random_state, check_raw_ids)
@@ -127,6 +129,7 @@ class FactorModel(ServingMixin):
                              "out); there is nothing to learn from")
         user_map, item_map = id_maps_of(X)
         with self._fit_lock:  # a concurrent partial fit waits, then applies to the new model
+            start = time.perf_counter()
             fitted = self._fit(csr, params, **fit_args)
             if non_finite(fitted.user_factors, fitted.item_factors, fitted.item_bias):
                 raise FloatingPointError(f"{type(self).__name__} training diverged: the factors became NaN "
@@ -137,6 +140,8 @@ class FactorModel(ServingMixin):
             for name, value in fitted.attributes.items():
                 setattr(self, name, value)
             self._state = state
+        logger.info("%s fitted on %d users x %d items (%d interactions) in %.2f s", type(self).__name__,
+                    csr.shape[0], csr.shape[1], csr.nnz, time.perf_counter() - start)
         return self
 
     def _fitted_params(self, state: FittedState) -> dict[str, Any]:

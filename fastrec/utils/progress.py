@@ -1,35 +1,40 @@
-"""A dependency-free progress line for long loops (written to stderr)."""
+"""Progress bars for long loops (tqdm) and the library's logger.
+
+Progress goes to stderr through ``tqdm.auto``: a bar with an ETA on a
+terminal, a widget in a notebook, and plain lines when stderr is a file or a
+pipe.  tqdm is imported only when a bar is shown, so serving never loads it.
+Everything else the library says goes to the ``fastrec`` logger.
+"""
 from __future__ import annotations
 
+import logging
 import sys
-import time
-from typing import TextIO
+from typing import Any
+
+__all__ = ["Progress", "logger"]
+
+logger = logging.getLogger("fastrec")
 
 
 class Progress:
-    """``Progress(total, desc)``; call ``update(**fields)`` once per step, ``close()`` at the end."""
+    """``Progress(total, desc, enabled)``; ``update(**fields)`` once per step, then ``close()``.
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, stream: TextIO | None = None):
-        self.total = total
-        self.desc = desc
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self.start = time.perf_counter()
+    ``fields`` (a loss, an AUC, a score) are shown after the bar.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "it"):
+        self._bar: Any = None
+        if enabled:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True,
+                             dynamic_ncols=True)
 
     def update(self, **fields: float) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        elapsed = time.perf_counter() - self.start
-        extra = " ".join(f"{k}={v:.5g}" for k, v in fields.items())
-        self.stream.write(f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{self.done}/{self.total} {elapsed:.1f}s {extra}")
-        self.stream.flush()
+        if self._bar is not None:
+            if fields:
+                self._bar.set_postfix({k: f"{v:.5g}" for k, v in fields.items()}, refresh=False)
+            self._bar.update(1)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
