@@ -11,14 +11,18 @@ FASTREC_NATIVE=1   add ``-march=native`` to every variant (not portable).
 FASTREC_DEBUG=1    build with Cython bounds checks, ``-O1 -g`` and no ISA variants.
 FASTREC_ASAN=1     with FASTREC_DEBUG, also compile with AddressSanitizer.
 """
+import hashlib
 import os
 import platform
+import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 # setuptools wants source paths relative to the project root
 os.chdir(Path(__file__).parent.resolve())
@@ -94,7 +98,53 @@ for source in sorted(EXT_DIR.glob("_*.pyx")):
         for suffix, flags in ISA_VARIANTS.items():
             extensions.append(_extension(f"{source.stem}_{suffix}", _isa_variant(source, suffix), flags))
 
+class CachedParallelBuildExt(build_ext):
+    """build_ext that compiles extensions in parallel and reuses identical builds.
+
+    ``pip install .`` and then ``pip install -e .`` (the README's two commands)
+    would compile every kernel twice.  Each built module is kept in
+    ``build/ext_cache`` under a key made of its C source, the headers next to
+    it, the compiler flags, NumPy and Python, and copied instead of compiled
+    when the key matches.  ``FASTREC_BUILD_JOBS`` sets the parallel jobs
+    (default: the CPU count).
+    """
+
+    cache_dir = Path("build") / "ext_cache"
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = int(os.environ.get("FASTREC_BUILD_JOBS", "0")) or os.cpu_count() or 1
+
+    def _key(self, ext):
+        digest = hashlib.sha256()
+        for source in ext.sources:
+            digest.update(Path(source).read_bytes())
+        for header in sorted(EXT_DIR.glob("*.h")):
+            digest.update(header.read_bytes())
+        digest.update(repr((ext.extra_compile_args, ext.extra_link_args, ext.define_macros,
+                            np.__version__, sys.version, sysconfig.get_platform())).encode())
+        return digest.hexdigest()[:32]
+
+    def build_extension(self, ext):
+        target = Path(self.get_ext_fullpath(ext.name))
+        cached = self.cache_dir / f"{ext.name}-{self._key(ext)}{target.suffix}"
+        if cached.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, target)
+            return
+        super().build_extension(ext)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            shutil.copyfile(target, tmp)
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # a read-only tree builds without the cache
+
+
 setup(
+    cmdclass={"build_ext": CachedParallelBuildExt},
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
