@@ -1,15 +1,17 @@
-"""The ``fastrec`` command (also ``python -m fastrec``).
+"""The ``fastrec`` command (also ``python -m fastrec``): one function per subcommand, and ``main``.
 
-Subcommands: ``demo``, ``fit``, ``recommend``, ``similar``, ``evaluate`` and
-``bench``; ``fastrec COMMAND --help`` describes each.  A user mistake (missing
-file, bad column, unknown id, corrupt model, invalid value) prints one line
-on stderr and exits with status 1; usage errors exit with status 2.  ``--debug``
-shows the full traceback instead.
+Subcommands: ``demo``, ``fit``, ``recommend``, ``similar``, ``info``,
+``evaluate`` and ``bench``; ``fastrec COMMAND --help`` describes each.  Each
+command parses nothing itself (``parser.py`` does), reads its inputs through
+the library (``inputs.py``), calls the library and formats the result
+(``output.py``).  A user mistake (missing file, bad column, unknown id,
+corrupt model, invalid value) prints one line on stderr and exits with
+status 1; usage errors exit with status 2.  ``--debug`` shows the full
+traceback instead.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,15 +21,19 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
-from .data import (apply_weighting, build_model, describe, item_index, json_ready, raw_ids,
-                        read_id_file, read_interactions, user_indices, write_rankings)
+from .inputs import history_row, load_model, model_ids, read_id_file, read_interactions, uses_raw_ids
+from .models import apply_weighting, build_model, check_weighting, describe
+from .output import Ranking, check_writable, output_stream, write_rankings, write_report
 from .parser import PROG, build_parser
 
 __all__ = ["main", "build_parser"]
 
 # exceptions that mean "bad input", reported in one line (ModelFormatError and
-# NotFittedError are ValueErrors)
-_USER_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError)
+# NotFittedError are ValueErrors; ImportError: an optional dependency is missing;
+# NotImplementedError: a model that cannot do what was asked; FloatingPointError:
+# training diverged)
+_USER_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, ImportError,
+                NotImplementedError, FloatingPointError)
 
 
 # ---------------------------------------------------------------- commands
@@ -39,7 +45,7 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
 def _read_data(args: argparse.Namespace) -> Any:
     return read_interactions(args.data, args.user_col, args.item_col, args.weight_col,
                              args.timestamp_col, sep=args.sep, header=args.header,
-                             duplicates=args.duplicates)
+                             duplicates=args.duplicates, encoding=args.encoding)
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -49,22 +55,14 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _check_writable(path: str) -> None:
-    """Fail before the work, not after it, when ``path`` cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(2, "the output folder does not exist", folder)
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "the output path is a directory", path)
-
-
 def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
-    _check_writable(args.out)
+    check_writable(args.out)
+    threshold = check_weighting(args.weighting, args.threshold)
     model = build_model(args.model, show_progress=not args.quiet, **_model_options(args))
     data = _read_data(args)
-    weighted = apply_weighting(data, args.weighting, args.threshold)
+    weighted = apply_weighting(data, args.weighting, threshold)
     start = time.perf_counter()
-    model.fit(weighted)
+    _fit(model, weighted, data, args)
     elapsed = time.perf_counter() - start
     model.save(args.out)
     if not args.quiet:
@@ -74,44 +72,76 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _load(path: str) -> Any:
-    from ..persistence import load_model
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "the model file is a directory", path)
-    return load_model(path)
+def _fit(model: Any, weighted: Any, data: Any, args: argparse.Namespace, what: str = "") -> None:
+    """``model.fit``; its error on empty data says which options emptied ``data``."""
+    try:
+        model.fit(weighted)
+    except ValueError as exc:
+        if weighted.nnz or not data.nnz:
+            raise
+        chosen = f"--weighting {args.weighting}" + (f" --threshold {args.threshold:g}"
+                                                    if args.threshold is not None else "")
+        raise ValueError(f"{chosen} kept none of the {data.nnz:,} {what}interactions from "
+                         f"{args.data}: {exc}") from exc
 
 
-def _write(args: argparse.Namespace, out: TextIO, fmt: str, rows: list, key: str) -> None:
-    if args.output is None:
-        write_rankings(out, fmt, rows, key)
-        return
-    _check_writable(args.output)
-    with open(args.output, "w", encoding="utf-8", newline="") as fh:
-        write_rankings(fh, fmt, rows, key)
+def _rankings(queries: Sequence[Any], ids: Any, scores: Any, raw_ids: bool) -> list[Ranking]:
+    """One (query, items, scores) per query; index answers lose their -1 padding."""
+    rows = []
+    for query, row_ids, row_scores in zip(queries, ids, scores):
+        if not raw_ids:  # raw-id answers have no padding (and -1 may be a real raw id)
+            valid = row_ids >= 0
+            row_ids, row_scores = row_ids[valid], row_scores[valid]
+        rows.append((query, row_ids, row_scores))
+    return rows
+
+
+def _item_file(model: Any, path: str | None, what: str, skip_unknown: bool) -> np.ndarray | None:
+    if path is None:
+        return None
+    return model_ids(model, "items", read_id_file(path, f"{what} ids"), what, skip_unknown)
 
 
 def _cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
-    model = _load(args.model)
-    batch = args.users_file is not None
-    raw = read_id_file(args.users_file) if batch else [args.user]
-    users = user_indices(model, raw, skip_unknown=args.skip_unknown and batch)
-    rows = []
-    if users.size:
-        ids, scores = model.recommend(users, n=args.n, exclude_seen=args.exclude_seen)
-        ids, scores = np.atleast_2d(ids), np.atleast_2d(scores)
-        for user_id, row_ids, row_scores in zip(raw_ids(model.user_map_, users), ids, scores):
-            valid = row_ids >= 0
-            rows.append((user_id, raw_ids(model.item_map_, row_ids[valid]), row_scores[valid]))
-    _write(args, out, args.format or ("csv" if batch else "table"), rows, "user")
+    if args.output is not None:
+        check_writable(args.output)
+    model = load_model(args.model)
+    raw, skip = uses_raw_ids(model), args.skip_unknown
+    options = dict(n=args.n, exclude_seen=args.exclude_seen, raw_ids=raw,
+                   candidates=_item_file(model, args.candidates, "candidate item", skip),
+                   exclude=_item_file(model, args.exclude, "excluded item", skip))
+    if args.history is not None:
+        history = _item_file(model, args.history, "history item", skip)
+        queries: Sequence[Any] = [None]
+        ids, scores = model.recommend(None, X=history_row(model, history), **options)
+    else:
+        batch = args.users_file is not None
+        texts = read_id_file(args.users_file, "user ids") if batch else [args.user]
+        queries = model_ids(model, "users", texts, "user", skip and batch)
+        ids, scores = model.recommend(queries, **options) if len(queries) else ([], [])
+    with output_stream(args.output, out) as stream:
+        write_rankings(stream, args.format or ("csv" if args.users_file else "table"),
+                       _rankings(queries, ids, scores, raw), "user")
     return 0
 
 
 def _cmd_similar(args: argparse.Namespace, out: TextIO) -> int:
-    model = _load(args.model)
-    item = item_index(model, args.item)
-    ids, scores = model.similar_items(item, n=args.n)
-    rows = [(raw_ids(model.item_map_, np.array([item]))[0], raw_ids(model.item_map_, ids), scores)]
-    _write(args, out, args.format or "table", rows, "item")
+    if args.output is not None:
+        check_writable(args.output)
+    model = load_model(args.model)
+    item = model_ids(model, "items", [args.item], "item")[0]
+    ids, scores = model.similar_items(item, n=args.n, raw_ids=uses_raw_ids(model))
+    with output_stream(args.output, out) as stream:
+        write_rankings(stream, args.format or "table", [(item, ids, scores)], "item")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
+    from .info import model_report
+    report, problem = model_report(args.model)
+    write_report(out, report, as_json=args.json)
+    if problem is not None:
+        raise problem  # what could be read is printed; the error is the one line on stderr
     return 0
 
 
@@ -138,13 +168,14 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     metrics = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()]
                              if args.metrics != "all" else "all")
     check_int(args.k, "--k", minimum=1)
+    threshold = check_weighting(args.weighting, args.threshold)
     data = _read_data(args)
     train, test = _split(args, data)
     if test.nnz == 0:
         raise ValueError(f"the {args.split} split left no test interactions; the data is too small")
-    relevant = test.binarize(args.threshold) if args.weighting == "binary" else test
+    relevant = test.binarize(threshold) if args.weighting == "binary" else test
     start = time.perf_counter()
-    model.fit(apply_weighting(train, args.weighting, args.threshold))
+    _fit(model, apply_weighting(train, args.weighting, threshold), train, args, "training ")
     fit_seconds = time.perf_counter() - start
     summary = evaluate(model, train, relevant, k=args.k, metrics=metrics)
     report = {"data": args.data, "model": describe(model), "params": model.get_params(),
@@ -154,7 +185,7 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
               "n_users_evaluated": summary["n_users_evaluated"],
               "n_users_skipped": summary["n_users_skipped"]}
     if args.json:
-        out.write(json.dumps(json_ready(report)) + "\n")
+        write_report(out, report, as_json=True)
         return 0
     out.write(f"{report['model']} on {args.data}\n"
               f"{args.split} split: {train.nnz:,} train / {test.nnz:,} test interactions; "
@@ -184,7 +215,8 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 _COMMANDS = {"demo": _cmd_demo, "fit": _cmd_fit, "recommend": _cmd_recommend,
-             "similar": _cmd_similar, "evaluate": _cmd_evaluate, "bench": _cmd_bench}
+             "similar": _cmd_similar, "info": _cmd_info, "evaluate": _cmd_evaluate,
+             "bench": _cmd_bench}
 
 
 # ------------------------------------------------------------------- main

@@ -6,7 +6,7 @@ import textwrap
 from typing import Any
 
 from .._version import __version__
-from .data import MODEL_CHOICES, WEIGHTINGS, model_defaults
+from .models import DEFAULT_THRESHOLD, MODEL_CHOICES, WEIGHTINGS, model_defaults
 
 __all__ = ["build_parser", "PROG"]
 
@@ -41,14 +41,17 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    "may be several characters such as '::' (default: ',')")
     g.add_argument("--no-header", dest="header", action="store_false",
                    help="the CSV has no header line: give columns as 0-based numbers")
+    g.add_argument("--encoding", metavar="NAME", help="text encoding of the CSV, e.g. latin-1 or "
+                   "cp1252 (default: UTF-8, falling back to Latin-1 when the file is not UTF-8)")
     g.add_argument("--duplicates", choices=("sum", "max", "last"), default="sum",
                    help="how repeated (user, item) rows merge (default: %(default)s)")
     g.add_argument("--weighting", choices=WEIGHTINGS, default="raw",
                    help="transform the weights before fitting: raw keeps them, binary makes "
                    "weights >= --threshold 1 and drops the rest, log1p damps counts, bm25/tfidf "
                    "down-weight heavy users and popular items (default: %(default)s)")
-    g.add_argument("--threshold", type=float, default=0.0,
-                   help="with --weighting binary: the smallest weight kept (default: %(default)s)")
+    g.add_argument("--threshold", type=float, metavar="X",
+                   help="with --weighting binary only: the smallest weight kept "
+                   f"(default: {DEFAULT_THRESHOLD})")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="examples:\n  fastrec demo\n"
                      "  fastrec fit ratings.csv --user-col user --item-col movie --out model.npz\n"
                      "  fastrec recommend model.npz --user 42\n"
+                     "  fastrec info model.npz\n"
                      "Run 'fastrec COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -107,35 +111,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "fit", "fit a model on a CSV or Parquet file and save it",
              "Fit a model on interactions read from DATA and save it, with the raw user and "
-             "item ids, to the --out file (a versioned .npz without pickle).  A progress line "
-             "with the training loss (ALS) or sampled AUC (BPR/WARP) goes to stderr.",
+             "item ids, to the --out file (a versioned .npz without pickle).  Progress with the "
+             "training loss (ALS) or sampled AUC (BPR/WARP) goes to stderr unless --quiet.",
              "  fastrec fit ratings.csv --user-col userId --item-col movieId --out model.npz\n"
              "  fastrec fit plays.csv --weight-col plays --weighting bm25 --alpha 5 --out m.npz\n"
              "  fastrec fit ratings.dat --sep :: --no-header --user-col 0 --item-col 1 "
-             "--model warp --out m.npz")
+             "--model warp --out m.npz\n"
+             "  fastrec fit stars.csv --weight-col stars --weighting binary --threshold 4 "
+             "--encoding latin-1 --out m.npz")
     _add_data_options(p)
     _add_model_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
-    p.add_argument("--quiet", action="store_true", help="no progress line and no summary")
+    p.add_argument("--quiet", action="store_true", help="no progress and no summary "
+                   "(progress is shown by default)")
 
-    p = _sub(subs, "recommend", "top-N items for one user or a file of users",
-             "Recommend items to users of a saved model, by raw user id.  One user prints a "
+    p = _sub(subs, "recommend", "top-N items for a user, a file of users or a new user's history",
+             "Recommend items to users of a saved model, by raw user id, or to a new user "
+             "described by the items in --history (folded in, not stored).  One user prints a "
              "table; --users-file writes one batch (CSV columns user,rank,item,score, or one "
-             "JSON object per user with --format jsonl).",
+             "JSON object per user with --format jsonl).  --candidates ranks only the items it "
+             "lists, --exclude never recommends the items it lists.  Id files hold one raw id "
+             "per line; blank lines and lines starting with # are skipped.",
              "  fastrec recommend model.npz --user 42 --n 5\n"
              "  fastrec recommend model.npz --users-file users.txt --format jsonl --output recs.jsonl\n"
-             "  fastrec recommend model.npz --user alice --no-exclude-seen")
+             "  fastrec recommend model.npz --user alice --no-exclude-seen\n"
+             "  fastrec recommend model.npz --history watched.txt --n 5\n"
+             "  fastrec recommend model.npz --user 42 --candidates in_stock.txt --exclude sold_out.txt")
     p.add_argument("model", metavar="MODEL", help="model file written by 'fastrec fit'")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", metavar="ID", help="raw user id")
-    who.add_argument("--users-file", metavar="FILE", help="file with one raw user id per line "
-                     "(blank lines and lines starting with # are skipped)")
+    who.add_argument("--users-file", metavar="FILE", help="file with one raw user id per line")
+    who.add_argument("--history", metavar="FILE", help="a new user's history: file with one raw "
+                     "item id per line (an item listed twice counts twice)")
     p.add_argument("--n", type=int, default=10, help="items per user (default: %(default)s)")
+    p.add_argument("--candidates", metavar="FILE", help="file of raw item ids: rank only these")
+    p.add_argument("--exclude", metavar="FILE", help="file of raw item ids never to recommend")
     p.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip items the user interacted with at fit time (default: skip)")
+                   help="skip items the user interacted with at fit time, or listed in "
+                   "--history (default: skip)")
     p.add_argument("--skip-unknown", action="store_true",
-                   help="with --users-file: leave out unknown users instead of failing")
-    _add_output_options(p, "table for --user, csv for --users-file")
+                   help="leave out ids the model does not know (users in --users-file, items "
+                   "in --history, --candidates and --exclude) instead of failing")
+    _add_output_options(p, "table for --user and --history, csv for --users-file")
 
     p = _sub(subs, "similar", "items most similar to an item",
              "Items whose factors are closest (cosine) to those of an item, by raw item id.",
@@ -145,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item", required=True, metavar="ID", help="raw item id")
     p.add_argument("--n", type=int, default=10, help="similar items (default: %(default)s)")
     _add_output_options(p, "table")
+
+    p = _sub(subs, "info", "what a model file holds",
+             "Print a saved model's class, hyperparameters, sizes (users, items, factors, "
+             "interactions seen at fit time), the fastrec version that wrote it, whether it "
+             "has raw user and item ids, and whether its checksum matches (a corrupted file "
+             "is reported, and exits with status 1).",
+             "  fastrec info model.npz\n  fastrec info model.npz --json")
+    p.add_argument("model", metavar="MODEL", help="model file written by 'fastrec fit'")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
 
     p = _sub(subs, "evaluate", "split, fit and score a model on held-out interactions",
              "Split DATA into train and test, fit the model on train and print ranking metrics "
@@ -169,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics", default=_DEFAULT_METRICS,
                    help="comma-separated names, or 'all' (default: %(default)s)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    g.add_argument("--quiet", action="store_true", help="no progress line")
+    g.add_argument("--quiet", action="store_true", help="no progress (shown by default)")
 
     p = _sub(subs, "bench", "run the comparison benchmarks (source checkout only)",
              "Run bench/compare.py, the speed and accuracy comparison with implicit (and "

@@ -95,7 +95,7 @@ def _decode(raw: bytes, encoding: str | None, label: str) -> str:
             raise ValueError(f"unknown encoding {encoding!r}") from None
         except UnicodeDecodeError as exc:
             raise ValueError(f"{label} is not valid {encoding} text (byte {exc.start}); give its "
-                             "encoding, e.g. latin-1, or None to try UTF-8 then Latin-1") from None
+                             "real encoding, such as latin-1") from None
     return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is not data
 
 

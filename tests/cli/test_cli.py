@@ -19,7 +19,7 @@ from fastrec.evaluation import evaluate, leave_last_k_out, per_user_split
 N_USERS, N_ITEMS, PER_USER = 40, 20, 6
 FIT_OPTIONS = ["--user-col", "user", "--item-col", "item", "--weight-col", "rating",
                "--factors", "4", "--iterations", "8"]
-SUBCOMMANDS = ("demo", "fit", "recommend", "similar", "evaluate", "bench")
+SUBCOMMANDS = ("demo", "fit", "recommend", "similar", "info", "evaluate", "bench")
 
 
 def _events() -> list[tuple[str, str, float, int]]:
@@ -152,7 +152,7 @@ def test_fit_progress_and_summary(capsys, tmp_path, ratings):
     out_model = tmp_path / "m.npz"
     code, out, err = _run(capsys, "fit", ratings, *FIT_OPTIONS, "--out", out_model)
     assert code == 0 and out_model.exists()
-    assert "ALS [" in err and "loss=" in err and "8/8" in err
+    assert "ALS:" in err and "loss=" in err and "8/8" in err
     assert "saved to" in out and f"{N_USERS} users" in out
 
 
@@ -192,6 +192,16 @@ def test_fit_parquet(capsys, tmp_path, ratings):
     assert (code, err) == (0, "")
     model = ALS.load(out_model)
     assert model.user_items_.nnz == len(frame) and sorted(model.item_map_.labels)[0] == "i00"
+    # read by Interactions.from_parquet: uint64 ids beyond int64 are kept exactly, as text
+    frame["user"] = frame["user"].str[1:].astype(np.uint64) + np.uint64(2 ** 63)
+    frame.to_parquet(parquet)
+    code, _, err = _run(capsys, "fit", parquet, *FIT_OPTIONS, "--out", out_model, "--quiet")
+    assert (code, err) == (0, "")
+    expected = Interactions.from_parquet(parquet, user_col="user", item_col="item", weight_col="rating")
+    model = ALS.load(out_model)
+    assert model.user_map_ == expected.user_map and str(2 ** 63) in model.user_map_.labels.tolist()
+    code, _, err = _run(capsys, "fit", parquet, "--user-col", "customer", "--out", out_model)
+    assert code == 1 and "user_col='customer'" in err and err.count("\n") == 1
 
 
 def test_weighting_binary_threshold(capsys, tmp_path, ratings):
@@ -418,7 +428,8 @@ from types import SimpleNamespace  # noqa: E402
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from fastrec.cli.data import user_indices, write_rankings  # noqa: E402
+from fastrec.cli.inputs import model_ids  # noqa: E402
+from fastrec.cli.output import write_rankings  # noqa: E402
 from fastrec.data.idmap import IdMap  # noqa: E402
 
 _text_ids = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1,
@@ -431,7 +442,7 @@ _text_ids = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", 
        extra=st.lists(_text_ids, max_size=5), data=st.data())
 def test_text_ids_map_to_the_right_index(labels, extra, data):
     id_map = IdMap(labels)
-    model = SimpleNamespace(user_map_=id_map, n_users_=len(labels))
+    model = SimpleNamespace(user_map_=id_map, item_map_=id_map, n_users_=len(labels), n_items_=len(labels))
     asked = data.draw(st.lists(st.sampled_from(labels), min_size=1, max_size=8)) + extra
     text = [str(v) for v in asked]
     # reference: integer ids match by value (as when a CSV is read), text ids exactly
@@ -440,15 +451,18 @@ def test_text_ids_map_to_the_right_index(labels, extra, data):
     def key(t):
         if isinstance(labels[0], str):
             return t
+        if "_" in t:  # int() reads 1_0 as 10; a CSV reader keeps it as text
+            return None
         try:
             return int(t)
         except ValueError:
             return None
     expected = [lookup[key(t)] for t in text if key(t) in lookup]
-    assert user_indices(model, text, skip_unknown=True).tolist() == expected
+    found = model_ids(model, "users", text, "user", skip_unknown=True)
+    assert np.asarray(id_map.to_index(found)).tolist() == expected
     if len(expected) < len(text):
         with pytest.raises(KeyError):
-            user_indices(model, text)
+            model_ids(model, "users", text, "user")
 
 
 @settings(max_examples=40, deadline=None)
