@@ -222,7 +222,10 @@ def evaluate(model: Any, train: Any, test: Any, k: int = 10,
     exclude_train = check_bool(exclude_train, "exclude_train")
     fold_in = check_bool(fold_in, "fold_in")
     relevant = relevant_items(test, "test")
-    train_csr = check_interactions(train, "train", shape=relevant.shape, allow_empty=True)
+    train_csr = check_interactions(train, "train", allow_empty=True)
+    if relevant.shape != train_csr.shape:
+        raise ValueError(f"test has shape {relevant.shape} but train has shape {train_csr.shape}; both must "
+                         "be users x items of the same data (as a split returns them)")
     n_model_users = getattr(model, "n_users_", None)
     if not fold_in and n_model_users is not None and relevant.shape[0] > n_model_users:
         raise ValueError(f"test has {relevant.shape[0]} users but the model knows {n_model_users}; "

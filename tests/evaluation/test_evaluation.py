@@ -155,9 +155,17 @@ def test_bad_inputs(data):
     bigger = sp.vstack([test, test]).tocsr()
     with pytest.raises(ValueError, match="fold_in=True"):
         evaluate(model, sp.vstack([train, train]).tocsr(), bigger)
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(ValueError, match="but train has shape"):
         evaluate(model, train[:, :5], test)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate(model, train, test, batch_size=0)
     with pytest.raises(ValueError, match="unknown"):
         evaluate(model, train, test, metrics=("ndcg", "f1"))
+
+
+def test_wrong_shape_test_is_blamed_with_both_shapes(data):
+    _, train, _, model = data
+    for shape in ((train.shape[0], train.shape[1] + 2), (train.shape[0] + 5, train.shape[1])):
+        wrong = sp.random(*shape, density=0.2, format="csr", random_state=1)
+        with pytest.raises(ValueError, match=rf"test has shape \({shape[0]}, {shape[1]}\) but train has shape"):
+            evaluate(model, train, wrong)
