@@ -188,16 +188,18 @@ def _with_pandas(pd: Any, text: str, columns: dict[Any, str], sep: str, header: 
     # without pandas, so both readers agree on values and errors
     frame = pd.read_csv(io.StringIO(text), usecols=list(columns),
                         dtype={c: str for c, kind in columns.items() if kind == "str"}, **options)
-    as_text = [c for c, kind in columns.items() if kind == "id" and frame[c].dtype != np.int64]
-    if as_text:  # ids pandas did not read as int64: their exact text is needed
-        texts = pd.read_csv(io.StringIO(text), usecols=as_text, dtype=str, **options)
+    # ids pandas read neither as int64 nor as the text itself (uint64, floats for
+    # integer columns with gaps, Python ints beyond uint64): their exact text is needed
+    reread = [c for c, kind in columns.items() if kind == "id" and frame[c].dtype != np.int64
+              and pd.api.types.infer_dtype(frame[c], skipna=True) not in ("string", "empty")]
+    texts = pd.read_csv(io.StringIO(text), usecols=reread, dtype=str, **options) if reread else frame
     out: dict[Any, np.ndarray] = {}
     for col, kind in columns.items():
         series = frame[col]
         if kind == "str":
             out[col] = series.fillna("").to_numpy().astype(str)
         elif kind == "id":
-            out[col] = series.to_numpy() if col not in as_text else \
+            out[col] = series.to_numpy() if series.dtype == np.int64 else \
                 _to_id(texts[col].fillna("").to_numpy().astype(str))
         elif series.dtype.kind in "iuf":
             out[col] = _checked_floats(series.to_numpy(dtype=np.float64), col, kind, label)
