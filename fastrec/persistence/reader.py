@@ -1,0 +1,235 @@
+"""Loading: every member checked before anything is built; loading never runs code."""
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.idmap import IdMap
+from ..exceptions import ModelFormatError
+from ..models.base import FactorModel
+from ..models.state import FittedState
+from ..utils.validation import check_path, compressed_structure_problem
+from .codec import (_ATTR_PREFIX, _CHECKSUM, _FLOAT_KINDS, _META, FORMAT_NAME, FORMAT_VERSION, _checksum,
+                    _decode_value, _is_file_object, model_classes)
+
+
+# --------------------------------------------------------------------- load
+def load_model(path: Any, expected_class: type | None = None) -> FactorModel:
+    """Read a model written by ``save_model``; it serves exactly as before saving.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    expected_class : FactorModel subclass, optional
+        The file must hold this class or a subclass of it (``ALS.load`` passes ALS).
+
+    Raises
+    ------
+    FileNotFoundError, OSError
+        ``path`` cannot be opened.
+    ModelFormatError
+        The file is truncated, corrupted, not a fastrec model, written by a
+        newer format version, or holds another model class.
+    """
+    if _is_file_object(path, "read"):
+        label = str(getattr(path, "name", "the model file"))
+        arrays = _read_container(path, label)
+        path = label
+    else:
+        path = check_path(path)
+        with open(path, "rb") as fh:
+            arrays = _read_container(fh, path)
+    meta = _read_meta(arrays, path)
+    if not hmac.compare_digest(arrays[_CHECKSUM].tobytes(), _checksum(arrays)):
+        raise ModelFormatError(f"{path} is corrupted: its checksum does not match its contents")
+    try:
+        cls = _resolve_class(meta["model_class"], expected_class)
+        state = _rebuild_state(arrays)
+        attributes = {name: _attribute_value(cls, name, entry, arrays)
+                      for name, entry in meta["attributes"].items()}
+        model = _build_model(cls, meta)
+        state = dataclasses.replace(state, params=_fitted_params(cls, model, meta), cache={})
+    except (ValueError, TypeError, KeyError) as exc:  # ModelFormatError is a ValueError
+        raise ModelFormatError(f"{path}: {exc}") from exc
+    for name, value in attributes.items():
+        setattr(model, name, value)
+    model._state = state
+    return model
+
+
+def _read_container(fh: Any, label: str) -> dict[str, np.ndarray]:
+    try:
+        return _read_arrays(fh)
+    except ModelFormatError:
+        raise
+    except Exception as exc:  # any failure to decode the container means a damaged file
+        # numpy's own text may suggest allow_pickle=True: never repeat that advice
+        raise ModelFormatError(f"{label} is not a readable fastrec model file "
+                               f"(truncated, corrupted or not a model): {type(exc).__name__}") from exc
+
+
+def _fitted_params(cls: type, model: FactorModel, meta: dict[str, Any]) -> dict[str, Any]:
+    """The checked hyperparameters the saved state was fitted with.
+
+    Files of format version 1 before fitted parameters were stored give the
+    saved hyperparameters.  The thread count is this machine's, not the saver's.
+    """
+    fitted = meta.get("fitted_params") or {}
+    if not isinstance(fitted, dict):
+        raise ModelFormatError("metadata field 'fitted_params' is invalid")
+    values = {**model.get_params(), **{k: _decode_value(v) for k, v in fitted.items()},
+              "num_threads": model.get_params().get("num_threads", 0)}
+    values = {k: v for k, v in values.items() if k in set(cls._get_param_names())}
+    try:
+        return cls(**values)._check_params()
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"invalid fitted hyperparameters for {cls.__name__}: {exc}") from exc
+
+
+def load(path: Any) -> FactorModel:
+    """Read any fastrec model file, whatever its class (``ALS.load`` insists on ALS).
+
+    See ``load_model`` for what is checked and raised.
+    """
+    return load_model(path)
+
+
+def _read_arrays(fh: Any) -> dict[str, np.ndarray]:
+    loaded = np.load(fh, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ModelFormatError("this is a single .npy array, not a fastrec model file")
+    arrays = {}
+    with loaded:
+        for name in loaded.files:
+            arr = loaded[name]
+            if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
+                raise ModelFormatError(f"member {name!r} is not a plain numeric or text array")
+            arrays[name] = arr
+    return arrays
+
+
+def _read_meta(arrays: dict[str, np.ndarray], path: str) -> dict[str, Any]:
+    foreign = f"{path} is not a fastrec model file (an .npz without fastrec's metadata)"
+    raw = arrays.get(_META)
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ModelFormatError(foreign)
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"{path} is corrupted: unreadable metadata") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFormatError(foreign)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFormatError(f"{path} is corrupted: invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        from .._version import __version__
+        raise ModelFormatError(
+            f"{path} uses model format version {version} (written by fastrec "
+            f"{meta.get('library_version', '?')}); this fastrec {__version__} reads up to version "
+            f"{FORMAT_VERSION}. Upgrade fastrec to load it.")
+    checksum = arrays.get(_CHECKSUM)
+    if checksum is None or checksum.dtype != np.uint8 or checksum.shape != (32,):
+        raise ModelFormatError(f"{path} is corrupted: its checksum is missing")
+    types = {"model_class": str, "params": dict, "attributes": dict}
+    for key, expected in types.items():
+        if not isinstance(meta.get(key), expected):
+            raise ModelFormatError(f"{path} is corrupted: metadata field {key!r} is missing or invalid")
+    return meta
+
+
+def _resolve_class(key: str, expected_class: type | None) -> type:
+    cls = model_classes().get(key)
+    if cls is None:
+        raise ModelFormatError(f"the file holds a model of class {key!r}, which is not a fastrec model "
+                               "class defined in this process (import the module defining it first)")
+    if expected_class is not None and not issubclass(cls, expected_class):
+        raise ModelFormatError(f"the file holds a model of class {key!r}, not {expected_class.__name__}; "
+                               f"load it with {cls.__name__}.load")
+    return cls
+
+
+def _array(arrays: dict[str, np.ndarray], name: str, ndim: int, dtypes: tuple[str, ...],
+           length: int | None = None) -> np.ndarray:
+    arr = arrays.get(name)
+    if arr is None:
+        raise ModelFormatError(f"member {name!r} is missing")
+    if arr.ndim != ndim or arr.dtype.name not in dtypes:
+        raise ModelFormatError(f"member {name!r} has dtype {arr.dtype} and shape {arr.shape}; "
+                               f"expected a {ndim}-D array of {' or '.join(dtypes)}")
+    if length is not None and arr.shape[0] != length:
+        raise ModelFormatError(f"member {name!r} has {arr.shape[0]} rows; expected {length}")
+    return np.ascontiguousarray(arr)
+
+
+def _rebuild_state(arrays: dict[str, np.ndarray]) -> FittedState:
+    """A FittedState from the arrays, after checking every invariant the kernels rely on."""
+    user_factors = _array(arrays, "user_factors", 2, _FLOAT_KINDS)
+    n_users = user_factors.shape[0]
+    item_factors = _array(arrays, "item_factors", 2, (user_factors.dtype.name,))
+    n_items = item_factors.shape[0]
+    if item_factors.shape[1] != user_factors.shape[1]:
+        raise ModelFormatError("user and item factors have different numbers of columns")
+    item_bias = None
+    if "item_bias" in arrays:
+        item_bias = _array(arrays, "item_bias", 1, (user_factors.dtype.name,), n_items)
+
+    indptr = _array(arrays, "user_items_indptr", 1, ("int32", "int64"), n_users + 1)
+    indices = _array(arrays, "user_items_indices", 1, ("int32",))
+    data = _array(arrays, "user_items_data", 1, _FLOAT_KINDS, indices.size)
+    problem = compressed_structure_problem(indptr, indices, n_users, n_items, data.size, canonical=True,
+                                           minor="item")
+    if problem is not None or indptr[-1] != indices.size:
+        raise ModelFormatError(f"the seen-items matrix is malformed: {problem or 'trailing entries'}")
+    user_items = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
+    user_items.indices = indices  # scipy may widen index arrays; the kernels want int32
+    user_items.indptr = indptr
+
+    maps = []
+    for name, count in (("user_map", n_users), ("item_map", n_items)):
+        if name not in arrays:
+            maps.append(None)
+            continue
+        labels = arrays[name]
+        if labels.ndim != 1 or labels.size != count or not (labels.dtype == np.int64 or labels.dtype.kind == "U"):
+            raise ModelFormatError(f"member {name!r} must hold {count} int64 or text ids")
+        try:
+            maps.append(IdMap(labels))
+        except ValueError as exc:
+            raise ModelFormatError(f"member {name!r}: {exc}") from exc
+    return FittedState(user_factors, item_factors, user_items, item_bias, maps[0], maps[1])
+
+
+def _build_model(cls: type, meta: dict[str, Any]) -> FactorModel:
+    known = set(cls._get_param_names())
+    unknown = sorted(set(meta["params"]) - known)
+    if unknown:
+        raise ModelFormatError(f"hyperparameter(s) {', '.join(unknown)} are unknown to {cls.__name__} "
+                               "in this fastrec version")
+    params = {name: _decode_value(value) for name, value in meta["params"].items()}
+    try:
+        model = cls(**params)
+        check = getattr(model, "_check_params", None)
+        if check is not None:
+            check()
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"invalid hyperparameters for {cls.__name__}: {exc}") from exc
+    return model
+
+
+def _attribute_value(cls: type, name: str, entry: Any, arrays: dict[str, np.ndarray]) -> Any:
+    # only fitted-attribute names, so a file cannot replace methods or private state
+    if not (name.isidentifier() and name.endswith("_") and not name.startswith("_")) or hasattr(cls, name):
+        raise ModelFormatError(f"invalid fitted attribute name {name!r}")
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if kind == "value":
+        return _decode_value(entry.get("value"))
+    arr = arrays.get(_ATTR_PREFIX + name)
+    if kind != "array" or arr is None or arr.dtype.kind not in "biuf":
+        raise ModelFormatError(f"fitted attribute {name!r} is missing or invalid")
+    return arr
