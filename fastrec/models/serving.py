@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels.topk import candidate_ids, csr_rows, exclusion_mask, top_k
+from ..utils.progress import Progress
 from ..utils.validation import check_bool, check_choice, check_ids, check_interactions, check_n, check_scalar_id
 from .state import FittedState
 
@@ -176,13 +177,16 @@ class ServingMixin:
         return ids, scores, scalar
 
     def _recommend_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
-                          mask: np.ndarray, cands: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                          mask: np.ndarray, cands: np.ndarray | None, show_progress: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray]:
         """Stored users, a chunk at a time: the gathered query vectors and seen
         rows stay a fixed size however many users are asked for."""
         index = state.ranking_index()
         threads = 1 if user_ids.size == 1 else self._serving_threads()
         ids = scores = None
-        for start in range(0, max(user_ids.size, 1), _RECOMMEND_CHUNK):  # once even when empty
+        starts = range(0, max(user_ids.size, 1), _RECOMMEND_CHUNK)  # once even when empty
+        progress = Progress(len(starts), "recommend", enabled=show_progress, unit="chunk")
+        for start in starts:
             chunk = user_ids[start:start + _RECOMMEND_CHUNK]
             seen = csr_rows(state.user_items, chunk) if exclude_seen else None
             part_ids, part_scores = top_k(state.user_factors[chunk], state.item_factors, state.item_bias,
@@ -192,11 +196,13 @@ class ServingMixin:
                 scores = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_scores.dtype)
             ids[start:start + chunk.size] = part_ids
             scores[start:start + chunk.size] = part_scores
+            progress.update()
+        progress.close()
         return ids, scores
 
     def recommend_frame(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
                         exclude: Any = None, candidates: Any = None, raw_ids: bool | None = None,
-                        backend: str = "pandas") -> Any:
+                        backend: str = "pandas", show_progress: bool = False) -> Any:
         """Top-``n`` lists for a batch of stored users as a long table.
 
         Parameters
@@ -208,6 +214,8 @@ class ServingMixin:
             Raw ids in the arguments and the table.  Default: True when the
             model was fitted from ``fastrec.Interactions``.
         backend : {"pandas", "polars"}
+        show_progress : bool
+            A progress bar on stderr, one step per chunk of 16,384 users.
 
         Returns
         -------
@@ -226,8 +234,10 @@ class ServingMixin:
                 users = raw_to_index(state, "users", np.atleast_1d(users), "users")
             user_ids, _ = check_ids(np.atleast_1d(users), state.n_users, "users")
         exclude, candidates = self._item_index_args(state, exclude, candidates, raw_ids)
-        ids, scores, _ = self._recommend_indices(state, user_ids, n, exclude_seen, exclude, candidates,
-                                                 None, False)
+        ids, scores = self._recommend_stored(state, user_ids, check_n(n), check_bool(exclude_seen, "exclude_seen"),
+                                             exclusion_mask(exclude, state.n_items),
+                                             candidate_ids(candidates, state.n_items),
+                                             check_bool(show_progress, "show_progress"))
         valid = ids >= 0
         counts = valid.sum(axis=1)
         user_col = np.repeat(user_ids, counts)

@@ -164,3 +164,14 @@ def test_recommend_frame_matches_recommend():
         rows = frame[frame.user_id == user]
         assert list(rows.item_id) == list(ids) and list(rows["rank"]) == list(range(1, len(ids) + 1))
         np.testing.assert_allclose(rows.score, scores)
+
+
+def test_recommend_frame_progress_and_polars(capsys):
+    X = _data(15, 10, seed=4)
+    model = ALS(factors=3, iterations=2, random_state=0).fit(X)
+    pytest.importorskip("pandas")
+    frame = model.recommend_frame(n=2, show_progress=True)
+    assert "recommend" in capsys.readouterr().err and len(frame) == 2 * 15
+    pl = pytest.importorskip("polars")
+    other = model.recommend_frame(n=2, backend="polars")
+    assert isinstance(other, pl.DataFrame) and other["item_id"].to_list() == frame["item_id"].tolist()
