@@ -16,11 +16,14 @@ testing or the kernels are built with AddressSanitizer (the CI debug job,
 without those variables).  Such a run sets ``FASTREC_KERNELS=baseline``, so the
 models use this build's kernels too: with an editable install of another tree,
 ``fastrec._NAME_avx2`` would otherwise resolve to that tree's optimised build.
-Only modules inside this ``fastrec`` package count as built.
+Only modules inside this ``fastrec`` package count as built, and the kernels
+checked are those with a built module there (a new ``ext/*.pyx`` still being
+written is not a broken build).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -36,7 +39,29 @@ if str(_TESTS) not in sys.path:
 import fastrec as _fastrec  # noqa: E402
 from fastrec import kernels as _kernels  # noqa: E402
 
-_KERNELS = sorted(p.stem[1:] for p in (_TESTS.parent / "ext").glob("_*.pyx")) or ["als", "sgd", "topk"]
+_ISA_NAMES = [name for name, _ in getattr(_kernels, "_VARIANTS", ())] or ["avx2", "avx512"]
+
+
+def _built_kernels() -> list[str]:
+    """Kernel names with a module (portable or variant) in this package, plus those the fixtures need.
+
+    Built modules, not ``ext/*.pyx``: a kernel source that is still being written is not a broken build.
+    """
+    names = {"als", "topk"}
+    for directory in _fastrec.__path__:
+        for path in Path(directory).iterdir():
+            suffix = next((s for s in importlib.machinery.EXTENSION_SUFFIXES if path.name.endswith(s)), None)
+            if suffix is None or not path.name.startswith("_"):
+                continue
+            name = path.name[1:-len(suffix)]
+            for isa in _ISA_NAMES:
+                if name.endswith(f"_{isa}"):
+                    name = name[:-len(isa) - 1]
+            names.add(name)
+    return sorted(names)
+
+
+_KERNELS = _built_kernels()
 
 
 def _variant_names(name: str) -> list[str]:
