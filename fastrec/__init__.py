@@ -2,7 +2,7 @@
 
 The public API, in one place.  Serving needs only the models, so the parts
 that pull in Numba or pandas (``evaluation``, ``model_selection``,
-``datasets``) are imported on first use: ``import fastrec`` followed by
+``datasets``, ``rerank``) are imported on first use: ``import fastrec`` followed by
 ``fastrec.ALS.load(path).recommend(...)`` stays light.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ _LAZY = {
     "datasets": "fastrec.datasets",
     "evaluation": "fastrec.evaluation",
     "model_selection": "fastrec.model_selection",
+    "rerank": "fastrec.rerank",
     "evaluate": "fastrec.evaluation",
     "ranking_metrics": "fastrec.evaluation",
     "random_split": "fastrec.evaluation",
@@ -52,6 +53,7 @@ __all__ = [
     "kernel_variant",
     "evaluation",
     "model_selection",
+    "rerank",
     "evaluate",
     "ranking_metrics",
     "random_split",

@@ -81,7 +81,7 @@ class ServingMixin:
 
     def recommend(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
                   exclude: Any = None, candidates: Any = None, X: Any = None,
-                  recalculate: bool = False, raw_ids: bool = False) -> tuple[Any, Any]:
+                  recalculate: bool = False, raw_ids: bool = False, rerank: Any = None) -> tuple[Any, Any]:
         """Top-``n`` items for one user or a batch of users.
 
         Parameters
@@ -107,6 +107,12 @@ class ServingMixin:
         raw_ids : bool
             Take ``users``, ``exclude`` and ``candidates`` as raw ids and
             return raw item ids.
+        rerank : fastrec.rerank re-ranker, optional
+            Fetch ``rerank.candidates`` items per user (all other arguments
+            apply to them), then re-rank them into the final ``n``
+            (calibration, popularity de-biasing, diversity, group fairness).
+            The scores returned are the model's scores of the chosen items,
+            in the re-ranked order.
 
         Returns
         -------
@@ -124,8 +130,13 @@ class ServingMixin:
         if raw_ids and users is not None:
             users = raw_to_index(state, "users", users, "users")
         exclude, candidates = self._item_index_args(state, exclude, candidates, raw_ids)
-        ids, scores, scalar = self._recommend_indices(state, users, n, exclude_seen, exclude, candidates,
-                                                      X, recalculate)
+        if rerank is None:
+            ids, scores, scalar = self._recommend_indices(state, users, n, exclude_seen, exclude, candidates,
+                                                          X, recalculate)
+        else:
+            from ..rerank.serving import recommend_reranked  # Numba: imported only when asked for
+            ids, scores, scalar = recommend_reranked(self, state, rerank, users, n, exclude_seen, exclude,
+                                                     candidates, X, recalculate)
         if scalar:
             ids, scores = _single_row(ids, scores)
             return (state.item_map.to_ids(ids), scores) if raw_ids else (ids, scores)
@@ -141,64 +152,40 @@ class ServingMixin:
         cands = candidate_ids(candidates, state.n_items)
         fresh = None
         if X is not None:
-            fresh = check_interactions(X, "X", dtype=state.item_factors.dtype,
-                                       shape=(None, state.n_items), allow_empty=True)
+            fresh = check_interactions(X, "X", dtype=state.dtype, shape=(None, state.n_items), allow_empty=True)
         if users is None:
             if fresh is None:
                 raise ValueError("users is required unless X gives the rows of new users")
-            queries = self._fold_in(state, fresh)
-            scalar, user_ids = False, None
+            user_ids, scalar = None, False
         else:
             user_ids, scalar = check_ids(users, state.n_users, "users")
             if fresh is not None and fresh.shape[0] != user_ids.size:
                 raise ValueError(f"X has {fresh.shape[0]} rows but {user_ids.size} users were given; "
                                  "pass one row of X per user")
-            if recalculate:
-                if fresh is None:
-                    raise ValueError("recalculate=True needs X, the users' fresh interactions")
-                queries = self._fold_in(state, fresh)
-            elif fresh is None:
-                ids, scores = self._recommend_stored(state, user_ids, n, exclude_seen, mask, cands)
-                return ids, scores, scalar
-            else:
-                queries = state.user_factors[user_ids]
-
-        seen = None
-        if exclude_seen:
-            if user_ids is None:
-                seen = fresh
-            else:
-                # union of the patterns: adding raw values could cancel an entry out
-                seen = (abs(state.user_items[user_ids]) + abs(fresh)).tocsr()
-                seen.sort_indices()
-        ids, scores = top_k(queries, state.item_factors, state.item_bias, n, seen, mask, cands,
-                            1 if queries.shape[0] == 1 else self._serving_threads(),
-                            index=state.ranking_index())
+            if recalculate and fresh is None:
+                raise ValueError("recalculate=True needs X, the users' fresh interactions")
+        ids, scores = self._rank(state, user_ids, fresh, recalculate, n, exclude_seen, mask, cands)
         return ids, scores, scalar
 
-    def _recommend_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
-                          mask: np.ndarray, cands: np.ndarray | None, show_progress: bool = False
-                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Stored users, a chunk at a time: the gathered query vectors and seen
-        rows stay a fixed size however many users are asked for."""
-        index = state.ranking_index()
-        threads = 1 if user_ids.size == 1 else self._serving_threads()
-        ids = scores = None
-        starts = range(0, max(user_ids.size, 1), _RECOMMEND_CHUNK)  # once even when empty
-        progress = Progress(len(starts), "recommend", enabled=show_progress, unit="chunk")
-        for start in starts:
-            chunk = user_ids[start:start + _RECOMMEND_CHUNK]
-            seen = csr_rows(state.user_items, chunk) if exclude_seen else None
-            part_ids, part_scores = top_k(state.user_factors[chunk], state.item_factors, state.item_bias,
-                                          n, seen, mask, cands, threads, index=index)
-            if ids is None:
-                ids = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_ids.dtype)
-                scores = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_scores.dtype)
-            ids[start:start + chunk.size] = part_ids
-            scores[start:start + chunk.size] = part_scores
-            progress.update()
-        progress.close()
-        return ids, scores
+    def _rank(self, state: FittedState, user_ids: np.ndarray | None, fresh: sp.csr_matrix | None,
+              recalculate: bool, n: int, exclude_seen: bool, mask: np.ndarray, cands: np.ndarray | None,
+              show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The model's top-``n`` (padded 2-D ids and scores) for validated arguments.
+
+        ``user_ids`` None: new users described by ``fresh`` alone.  Otherwise
+        stored users; ``fresh`` (when given) adds to what they have seen, and
+        with ``recalculate`` replaces their stored profile.
+        """
+        raise NotImplementedError
+
+    def _similar_top(self, state: FittedState, ids: np.ndarray, n: int, side: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded top-``n`` most similar (ids, scores) for validated ids of ``side``, the query excluded."""
+        raise NotImplementedError(f"{type(self).__name__} has no similar_{side}")
+
+    def _pair_scores(self, state: FittedState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of validated, equal-length int32 (user, item) index arrays."""
+        raise NotImplementedError
 
     def recommend_frame(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
                         exclude: Any = None, candidates: Any = None, raw_ids: bool | None = None,
@@ -234,10 +221,9 @@ class ServingMixin:
                 users = raw_to_index(state, "users", np.atleast_1d(users), "users")
             user_ids, _ = check_ids(np.atleast_1d(users), state.n_users, "users")
         exclude, candidates = self._item_index_args(state, exclude, candidates, raw_ids)
-        ids, scores = self._recommend_stored(state, user_ids, check_n(n), check_bool(exclude_seen, "exclude_seen"),
-                                             exclusion_mask(exclude, state.n_items),
-                                             candidate_ids(candidates, state.n_items),
-                                             check_bool(show_progress, "show_progress"))
+        ids, scores = self._rank(state, user_ids, None, False, check_n(n), check_bool(exclude_seen, "exclude_seen"),
+                                 exclusion_mask(exclude, state.n_items), candidate_ids(candidates, state.n_items),
+                                 check_bool(show_progress, "show_progress"))
         valid = ids >= 0
         counts = valid.sum(axis=1)
         user_col = np.repeat(user_ids, counts)
@@ -263,13 +249,9 @@ class ServingMixin:
             ids = raw_to_index(state, side, ids, side)
         total = state.n_items if side == "items" else state.n_users
         ids_arr, scalar = check_ids(ids, total, side)
-        normed = state.normalized(side)
-        out_ids, scores = top_k(normed[ids_arr], normed, None, n, _self_exclusion(ids_arr, total),
-                                num_threads=1 if ids_arr.size == 1 else self._serving_threads())
-        # a query with no interactions (or a vector of zeros, which has no direction)
-        # is similar to nothing, rather than tied with everything at score 0
-        lonely = (state.interaction_counts(side)[ids_arr] == 0) | ~normed[ids_arr].any(axis=1)
-        out_ids[lonely] = -1
+        out_ids, scores = self._similar_top(state, ids_arr, n, side)
+        # a query with no interactions is similar to nothing, rather than tied with everything
+        out_ids[state.interaction_counts(side)[ids_arr] == 0] = -1
         out_scores = np.where(out_ids >= 0, scores, -np.inf).astype(scores.dtype, copy=False)
         id_map = state.id_map(side)
         if scalar:
@@ -306,13 +288,8 @@ class ServingMixin:
             u, i = np.broadcast_arrays(u, i)
         except ValueError as exc:
             raise ValueError(f"users ({u.size}) and items ({i.size}) must have the same length") from exc
-        u = np.ascontiguousarray(u, dtype=np.int32)
-        i = np.ascontiguousarray(i, dtype=np.int32)
-        out = np.empty(u.size, dtype=state.item_factors.dtype)
-        bias = state.item_bias if state.item_bias is not None else np.empty(0, out.dtype)
-        from ..kernels import load_kernel
-        load_kernel("topk").pair_scores(state.user_factors, state.item_factors, bias, u, i, out,
-                                        1 if u.size < 10000 else self._serving_threads())
+        out = self._pair_scores(state, np.ascontiguousarray(u, dtype=np.int32),
+                                np.ascontiguousarray(i, dtype=np.int32))
         if np.ndim(users) == 0 and np.ndim(items) == 0:
             return out[0]
         return out

@@ -1,0 +1,138 @@
+"""``MMR``: maximal marginal relevance (Carbonell and Goldstein, SIGIR 1998).
+
+The list is built greedily on
+
+    (1 - tradeoff) * relevance(i) - tradeoff * max_{j in S} sim(i, j)
+
+(the max is 0 for the first item).  ``sim`` is the cosine of item vectors
+(the model's item factors by default, or a given items x features matrix),
+or the entries of a given items x items similarity matrix.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..utils.jit import njit, prange
+from .base import Reranker
+from .greedy import take_best
+
+__all__ = ["MMR"]
+
+_NO_MATRIX = (np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+
+
+class MMR(Reranker):
+    """Maximal marginal relevance for intra-list diversity.
+
+    Parameters
+    ----------
+    tradeoff : float in [0, 1]
+        lambda: 0 keeps the model's list.
+    similarity : "factors", or a matrix
+        ``"factors"``: cosine of the model's item factors.  A square
+        (n_items, n_items) matrix, dense or sparse, is taken as item-item
+        similarities (``sim(i, j)`` is entry ``[i, j]``; missing sparse
+        entries are 0).  Any other (n_items, d) matrix is taken as item
+        features, compared by cosine.
+    candidates : int
+        Candidates fetched per user by ``recommend(..., rerank=)``.
+    """
+
+    metric = "diversity"
+
+    def __init__(self, tradeoff: float = 0.3, similarity: Any = "factors", candidates: int = 100):
+        super().__init__(tradeoff, candidates)
+        if isinstance(similarity, str):
+            if similarity != "factors":
+                raise ValueError(f"similarity must be 'factors' or a matrix; got {similarity!r}")
+            self.similarity = similarity
+        else:
+            if not sp.issparse(similarity):
+                similarity = np.asarray(similarity)
+                if not np.issubdtype(similarity.dtype, np.number) and similarity.dtype != np.bool_:
+                    raise TypeError(f"similarity must hold numbers, got dtype {similarity.dtype}")
+            if similarity.ndim != 2:
+                raise ValueError(f"similarity must be 'factors' or a 2-D matrix, got shape {similarity.shape}")
+            self.similarity = similarity
+        self._unit: tuple[Any, np.ndarray] | None = None
+
+    def _unit_vectors(self, vectors: Any) -> np.ndarray:
+        cached = self._unit
+        if cached is not None and cached[0] is vectors:
+            return cached[1]
+        dense = vectors.toarray() if sp.issparse(vectors) else np.asarray(vectors)
+        dense = np.ascontiguousarray(dense, dtype=np.float32)
+        if not np.isfinite(dense).all():
+            raise ValueError("similarity: the item vectors hold NaN or infinite values")
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        unit = dense / np.where(norms > 0, norms, 1.0).astype(np.float32)
+        self._unit = (vectors, unit)
+        return unit
+
+    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, rel: np.ndarray,
+                n: int) -> np.ndarray:
+        sim = self.similarity
+        if isinstance(sim, str):
+            return _mmr_kernel(ids, rel, np.int64(n), self.tradeoff, self._unit_vectors(state.item_factors),
+                               *_NO_MATRIX)
+        if sim.shape[0] != state.n_items:
+            raise ValueError(f"similarity has {sim.shape[0]} rows but the model has {state.n_items} items; "
+                             "pass one row per item")
+        if sim.shape[1] != state.n_items:
+            return _mmr_kernel(ids, rel, np.int64(n), self.tradeoff, self._unit_vectors(sim), *_NO_MATRIX)
+        csr = sp.csr_matrix(sim, dtype=np.float64)
+        csr.sum_duplicates()
+        if csr.nnz and not np.isfinite(csr.data).all():
+            raise ValueError("similarity holds NaN or infinite values")
+        return _mmr_kernel(ids, rel, np.int64(n), self.tradeoff, np.empty((0, 1), np.float32),
+                           csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data)
+
+
+@njit(fastmath=True)
+def _similarity(i, j, unit, indptr, indices, data):  # pragma: no cover - compiled
+    """Cosine of unit rows i and j when ``unit`` is given, else entry [i, j] of the CSR."""
+    if unit.shape[0] > 0:
+        dot = np.float32(0.0)
+        for d in range(unit.shape[1]):
+            dot += unit[i, d] * unit[j, d]
+        return np.float64(dot)
+    lo, hi = indptr[i], indptr[i + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if indices[mid] < j:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < indptr[i + 1] and indices[lo] == j:
+        return data[lo]
+    return 0.0
+
+
+@njit(parallel=True, fastmath=True)
+def _mmr_kernel(ids, rel, n, lam, unit, indptr, indices, data):  # pragma: no cover - compiled
+    m, n_cand = ids.shape
+    out = np.full((m, n), -1, dtype=np.int32)
+    for r in prange(m):
+        taken = np.zeros(n_cand, dtype=np.bool_)
+        closest = np.zeros(n_cand)  # max similarity to the list so far (0 for the empty list)
+        values = np.empty(n_cand)
+        for step in range(n):
+            for c in range(n_cand):
+                values[c] = (1.0 - lam) * rel[r, c] - lam * closest[c]
+            best = take_best(values, ids[r], taken, out[r], step)
+            if best < 0:
+                break
+            if step + 1 == n:
+                break
+            j = ids[r, best]
+            for c in range(n_cand):
+                i = ids[r, c]
+                if i < 0 or taken[c]:
+                    continue
+                s = _similarity(i, j, unit, indptr, indices, data)
+                if step == 0 or s > closest[c]:
+                    closest[c] = s
+    return out
