@@ -34,11 +34,19 @@ Beyond-accuracy metrics (``coverage``, ``gini``, ``popularity``,
 in ``fastrec.evaluation.beyond``; the popularity-based ones need ``train``, and
 ``diversity`` needs item feature vectors (a model's item factors by default).
 
+Calibration, popularity-bias and group-exposure metrics of the lists
+(``miscalibration``, ``aplt``, ``arp``, ``exposure_share``, ``fair_share``)
+are functions in ``fastrec.evaluation.fairness``; ``evaluate(..., rerank=R)``
+scores re-ranked lists (``fastrec.rerank``) and ``tradeoff`` sweeps a
+re-ranker's tradeoff against ndcg.
+
 Users without positive test interactions are skipped and counted in
 ``n_users_skipped``.  Summary values are means over the evaluated users.
 """
 from .evaluate import ALL_METRICS, DEFAULT_METRICS, evaluate, ranking_metrics
+from .fairness import aplt, arp, exposure_share, fair_share, miscalibration
 from .splits import leave_last_k_out, per_user_split, random_split, temporal_split, user_split
+from .tradeoff import tradeoff
 
 __all__ = [
     "evaluate",
@@ -50,4 +58,10 @@ __all__ = [
     "user_split",
     "ALL_METRICS",
     "DEFAULT_METRICS",
+    "miscalibration",
+    "aplt",
+    "arp",
+    "exposure_share",
+    "fair_share",
+    "tradeoff",
 ]

@@ -13,7 +13,7 @@ from ..utils.progress import Progress
 from ..utils.table import Table
 from ..utils.validation import check_bool, check_float, check_ids, check_int, check_interactions
 
-__all__ = ["evaluate", "ranking_metrics", "check_metrics", "ALL_METRICS", "DEFAULT_METRICS"]
+__all__ = ["evaluate", "ranking_metrics", "recommended_lists", "check_metrics", "ALL_METRICS", "DEFAULT_METRICS"]
 
 DEFAULT_METRICS = ("precision", "recall", "map", "ndcg", "mrr", "hit_rate")
 ALL_METRICS = ACCURACY_METRICS + PER_USER_BEYOND + GLOBAL_BEYOND
@@ -151,7 +151,7 @@ def _same_pattern(a: sp.csr_matrix | None, b: sp.csr_matrix) -> bool:
             and np.array_equal(a.indices, b.indices))
 
 
-def _warn_seen_test(model: Any, relevant: sp.csr_matrix) -> None:
+def _warn_seen_test(model: Any, relevant: sp.csr_matrix, stacklevel: int = 3) -> None:
     seen = getattr(model, "user_items_", None)
     if seen is None or seen.shape != relevant.shape:
         return
@@ -159,14 +159,62 @@ def _warn_seen_test(model: Any, relevant: sp.csr_matrix) -> None:
     if leaked:
         warnings.warn(f"the model saw {leaked} test interactions at fit time; recommend() excludes "
                       "them, so they count as misses. Fit the model on the training split only.",
-                      stacklevel=3)
+                      stacklevel=stacklevel)
+
+
+def recommended_lists(model: Any, train: Any, test: Any, k: int = 10, batch_size: int = 2048,
+                      show_progress: bool = False, exclude_train: bool = True, fold_in: bool = False,
+                      rerank: Any = None, _stacklevel: int = 3
+                      ) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+    """The top-``k`` lists ``evaluate`` scores: ``(users, ranked, relevant, train_csr)``.
+
+    ``users`` are the test users with positive test interactions and
+    ``ranked[r]`` the list of ``users[r]`` (padded with -1); ``relevant`` and
+    ``train_csr`` are the checked test and train matrices.  Arguments as in
+    ``evaluate``.
+    """
+    if not callable(getattr(model, "recommend", None)):
+        raise TypeError(f"model must be a fitted recommender with a recommend() method or an array "
+                        f"of ranked ids; got {type(model).__name__}")
+    k = check_int(k, "k", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    exclude_train = check_bool(exclude_train, "exclude_train")
+    fold_in = check_bool(fold_in, "fold_in")
+    relevant = relevant_items(test, "test")
+    train_csr = check_interactions(train, "train", allow_empty=True)
+    if relevant.shape != train_csr.shape:
+        raise ValueError(f"test has shape {relevant.shape} but train has shape {train_csr.shape}; both must "
+                         "be users x items of the same data (as a split returns them)")
+    n_model_users = getattr(model, "n_users_", None)
+    if not fold_in and n_model_users is not None and relevant.shape[0] > n_model_users:
+        raise ValueError(f"test has {relevant.shape[0]} users but the model knows {n_model_users}; "
+                         "for users unseen at fit time pass fold_in=True")
+    if not fold_in:
+        _warn_seen_test(model, relevant, _stacklevel)
+    users = np.flatnonzero(np.diff(relevant.indptr)).astype(np.int64)
+    pass_rows = fold_in or (exclude_train and not _same_pattern(getattr(model, "user_items_", None),
+                                                                 train_csr))
+    extra = {} if rerank is None else {"rerank": rerank}  # models without the argument keep working
+    ranked = np.full((users.size, k), -1, dtype=np.int32)
+    n_batches = -(-users.size // batch_size)
+    progress = Progress(n_batches, "evaluate", enabled=check_bool(show_progress, "show_progress"))
+    for start in range(0, users.size, batch_size):
+        batch = users[start:start + batch_size]
+        X_rows = train_csr[batch] if pass_rows else None
+        ids, _ = model.recommend(None if fold_in else batch, n=k, exclude_seen=exclude_train, X=X_rows,
+                                 **extra)
+        ids = np.asarray(ids).reshape(batch.size, -1)
+        ranked[start:start + batch.size, :ids.shape[1]] = ids[:, :k]
+        progress.update()
+    progress.close()
+    return users, ranked, relevant, train_csr
 
 
 def evaluate(model: Any, train: Any, test: Any, k: int = 10,
              metrics: Sequence[str] | str = DEFAULT_METRICS, batch_size: int = 2048,
              per_user: bool = False, show_progress: bool = False, exclude_train: bool = True,
              fold_in: bool = False, item_features: Any = None,
-             head_share: float = 0.8) -> dict[str, float] | tuple[dict[str, float], Any]:
+             head_share: float = 0.8, rerank: Any = None) -> dict[str, float] | tuple[dict[str, float], Any]:
     """Score a fitted model's top-``k`` recommendations against test interactions.
 
     Recommendations come from ``model.recommend(users, n=k, exclude_seen=...)``
@@ -202,6 +250,9 @@ def evaluate(model: Any, train: Any, test: Any, k: int = 10,
         Item vectors for ``diversity``; defaults to the model's ``item_factors_``.
     head_share : float
         See ``ranking_metrics``.
+    rerank : fastrec.rerank re-ranker, optional
+        Score the re-ranked lists: ``model.recommend(..., rerank=rerank)``
+        fetches ``rerank.candidates`` per user and re-ranks them to ``k``.
 
     Returns
     -------
@@ -213,42 +264,11 @@ def evaluate(model: Any, train: Any, test: Any, k: int = 10,
     if isinstance(model, np.ndarray):
         return ranking_metrics(model, test, k, metrics, train=train, item_features=item_features,
                                exclude_train=exclude_train, head_share=head_share, per_user=per_user)
-    if not callable(getattr(model, "recommend", None)):
-        raise TypeError(f"model must be a fitted recommender with a recommend() method or an array "
-                        f"of ranked ids; got {type(model).__name__}")
     names = check_metrics(metrics)
-    k = check_int(k, "k", minimum=1)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    exclude_train = check_bool(exclude_train, "exclude_train")
-    fold_in = check_bool(fold_in, "fold_in")
-    relevant = relevant_items(test, "test")
-    train_csr = check_interactions(train, "train", allow_empty=True)
-    if relevant.shape != train_csr.shape:
-        raise ValueError(f"test has shape {relevant.shape} but train has shape {train_csr.shape}; both must "
-                         "be users x items of the same data (as a split returns them)")
-    n_model_users = getattr(model, "n_users_", None)
-    if not fold_in and n_model_users is not None and relevant.shape[0] > n_model_users:
-        raise ValueError(f"test has {relevant.shape[0]} users but the model knows {n_model_users}; "
-                         "for users unseen at fit time pass fold_in=True")
-    if not fold_in:
-        _warn_seen_test(model, relevant)
+    users, ranked, relevant, train_csr = recommended_lists(model, train, test, k, batch_size, show_progress,
+                                                           exclude_train, fold_in, rerank, _stacklevel=4)
     if item_features is None and "diversity" in names:
         item_features = getattr(model, "item_factors_", None)
-
-    users = np.flatnonzero(np.diff(relevant.indptr)).astype(np.int64)
-    pass_rows = fold_in or (exclude_train and not _same_pattern(getattr(model, "user_items_", None),
-                                                                 train_csr))
-    ranked = np.full((users.size, k), -1, dtype=np.int32)
-    n_batches = -(-users.size // batch_size)
-    progress = Progress(n_batches, "evaluate", enabled=check_bool(show_progress, "show_progress"))
-    for start in range(0, users.size, batch_size):
-        batch = users[start:start + batch_size]
-        X_rows = train_csr[batch] if pass_rows else None
-        ids, _ = model.recommend(None if fold_in else batch, n=k, exclude_seen=exclude_train, X=X_rows)
-        ids = np.asarray(ids).reshape(batch.size, -1)
-        ranked[start:start + batch.size, :ids.shape[1]] = ids[:, :k]
-        progress.update()
-    progress.close()
 
     result = ranking_metrics(ranked, relevant, k, names, users=users, train=train_csr,
                              item_features=item_features, exclude_train=exclude_train,
