@@ -8,6 +8,9 @@ multiple-testing correction of the paper) ``alpha_c`` is lowered so that a
 ranking drawn at random with protected share ``p`` fails some prefix with
 probability ``alpha`` overall (the bisection of the ``fairsearchcore``
 package, with an exact dynamic programme for the failure probability).
+fairsearchcore 1.0.4 leaves the last position out of that probability, so
+about one table in six differs from its adjusted table; ours is then the
+one whose exact failure probability is closer to ``alpha``.
 
 The re-ranker is FA*IR's algorithm: walk down the model's ranking, taking
 the best remaining candidate unless the prefix would fall short of the table,
@@ -208,7 +211,7 @@ def _with_protected(ids: np.ndarray, scores: np.ndarray, rows: np.ndarray, prote
     merged_scores = np.concatenate([scores[rows], np.where(extra_ids >= 0, extra_scores, -np.inf)], axis=1)
     # drop repeats of a candidate, then best first (ties by lower id), padding last
     for r in range(rows.size):
-        row_ids, row_scores = merged_ids[r], merged_scores[r]
+        row_ids, row_scores = merged_ids[r].copy(), merged_scores[r].copy()
         _, first = np.unique(row_ids, return_index=True)
         keep = np.zeros(row_ids.size, dtype=bool)
         keep[first] = True

@@ -60,9 +60,7 @@ class PopularityDebias(Reranker):
                 n: int) -> np.ndarray:
         tail = tail_mask(state, self.head_share)
         counts = np.diff(history.indptr).astype(np.float64)
-        in_tail = np.add.reduceat(tail[history.indices].astype(np.float64), history.indptr[:-1]) \
-            if history.nnz else np.zeros(history.shape[0])
-        in_tail = np.where(counts > 0, in_tail, 0.0)  # reduceat repeats a value for empty rows
+        in_tail = history @ tail.astype(np.float64)
         tail_share = np.divide(in_tail, counts, out=np.zeros_like(counts), where=counts > 0)
         head_share = np.where(counts > 0, 1.0 - tail_share, 0.0)
         return _xquad_kernel(ids, rel, np.int64(n), self.tradeoff, tail.astype(np.uint8), head_share,
