@@ -7,7 +7,6 @@ changes something returns a new ``Interactions`` and the arrays are read-only.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,7 +15,7 @@ import scipy.sparse as sp
 from . import weighting as _weighting
 from .dedupe import DUPLICATE_POLICIES, combine_duplicates
 from .idmap import IdMap
-from .tables import read_columns, require_io
+from .tables import read_columns, read_parquet_columns, write_parquet
 from ..utils.validation import (check_choice, check_columns, check_dtype, check_float, check_ids,
                           check_path, check_raw_ids, check_selector, check_timestamps,
                           check_values)
@@ -332,23 +331,8 @@ class Interactions:
         ValueError
             The file is not a readable Parquet file.
         """
-        pd = require_io("Interactions.from_parquet")
-        import pyarrow.parquet as pq
-        path = check_path(path)
-        roles = {"user_col": user_col, "item_col": item_col,
-                 "weight_col": weight_col, "timestamp_col": timestamp_col}
-        try:
-            names = pq.read_schema(path).names
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, OSError) and not os.path.isfile(path):
-                raise  # a missing file or a directory: the OSError says so
-            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
-        check_columns(names, roles, path)
-        wanted = list(dict.fromkeys(col for col in roles.values() if col is not None))
-        try:
-            frame = pd.read_parquet(path, columns=wanted, engine="pyarrow")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
+        frame = read_parquet_columns(check_path(path), {"user_col": user_col, "item_col": item_col,
+                                                        "weight_col": weight_col, "timestamp_col": timestamp_col})
         return cls.from_dataframe(frame, user_col=user_col, item_col=item_col, weight_col=weight_col,
                                   timestamp_col=timestamp_col, duplicates=duplicates,
                                   user_map=user_map, item_map=item_map, unknown=unknown)
@@ -364,13 +348,11 @@ class Interactions:
         only ids that have entries, and ``item_metadata`` is not written).
         Needs pandas and pyarrow (``pip install 'fastrec[io]'``).
         """
-        pd = require_io("Interactions.to_parquet")
-        path = check_path(path)
         columns = {"user_id": self.user_map.to_ids(self.users), "item_id": self.item_map.to_ids(self.items),
                    "weight": self.weights}
         if self.timestamps is not None:
             columns["timestamp"] = self.timestamps
-        pd.DataFrame(columns).to_parquet(path, engine="pyarrow", index=False)
+        write_parquet(check_path(path), columns)
 
     @classmethod
     def from_csr(cls, X: Any, user_map: IdMap | None = None,

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..utils.validation import check_columns, integer_labels
 
-__all__ = ["optional_pandas", "require_pandas", "require_io", "read_columns"]
+__all__ = ["optional_pandas", "require_pandas", "require_io", "read_columns", "read_parquet_columns",
+           "write_parquet"]
 
 # column kinds: "id" (int64 when every value is an integer that fits, else str;
 # see _to_id), "str" (text, missing -> ""), "float" (float64; missing -> NaN),
@@ -71,6 +72,33 @@ def require_io(what: str) -> Any:
         raise ImportError(f"{what} needs pandas and pyarrow ({' and '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} missing): {_IO_HINT}")
     return pd
+
+
+def read_parquet_columns(path: str, roles: dict[str, Any]) -> Any:
+    """A DataFrame of the columns ``roles`` names (``{"user_col": "user", ...}``; None: not wanted).
+
+    Raises ``KeyError`` naming missing columns and ``ValueError`` for a file
+    that is not Parquet; a missing file raises ``FileNotFoundError``.
+    """
+    pd = require_io("Interactions.from_parquet")
+    import pyarrow.parquet as pq
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and not os.path.isfile(path):
+            raise  # a missing file or a directory: the OSError says so
+        raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
+    check_columns(names, roles, path)
+    wanted = list(dict.fromkeys(col for col in roles.values() if col is not None))
+    try:
+        return pd.read_parquet(path, columns=wanted, engine="pyarrow")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
+
+
+def write_parquet(path: str, columns: dict[str, np.ndarray]) -> None:
+    """Write equal-length columns to a Parquet file."""
+    require_io("Interactions.to_parquet").DataFrame(columns).to_parquet(path, engine="pyarrow", index=False)
 
 
 def _read_bytes(source: Any) -> bytes:
