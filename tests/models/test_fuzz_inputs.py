@@ -4,6 +4,10 @@ Each example corrupts one argument of one call (the others stay valid) and
 checks that
 * only documented exceptions come out (ValueError, TypeError, IndexError,
   KeyError, NotFittedError), and their message names the corrupted argument;
+  training may also stop with FloatingPointError (diverged) on extreme values;
+* a value known to be invalid is never accepted: ids below 0 or past the end,
+  NaN or infinite ids, matrices holding NaN or infinities, every ``_BAD_COUNTS``
+  and ``_BAD_PARAMS`` value must raise one of those documented errors;
 * the caller's objects are unchanged, byte for byte;
 * a failed call leaves the model as it was (same fitted state, same params).
 """
@@ -154,6 +158,24 @@ def _is_ragged(value: Any) -> bool:
         len({len(v) if isinstance(v, list) else -1 for v in value}) > 1
 
 
+def _one_value(value: Any) -> bool:
+    """Whether ``value`` holds exactly one element (sets and dicts pass: they are rejected anyway)."""
+    if isinstance(value, (dict, set)):
+        return True
+    return not _is_ragged(value) and np.size(value) == 1
+
+
+def _matrix_values(value: Any) -> np.ndarray:
+    """The stored numbers of a dense or sparse matrix (empty for anything else)."""
+    if sp.issparse(value):
+        data = value.tocoo().data
+    elif isinstance(value, np.ndarray):
+        data = value
+    else:
+        return np.empty(0)
+    return data if data.dtype.kind in "iufc" else np.empty(0)
+
+
 # ----------------------------------------------------------------- checking
 def _fingerprint(x: Any) -> Any:
     """Everything a call could change in an argument, as comparable bytes."""
@@ -181,21 +203,68 @@ def _names_argument(message: str, names: tuple[str, ...]) -> bool:
     return any(re.search(rf"\b{re.escape(name)}\b", message) for name in names)
 
 
-def _call_and_check(model: ALS, method: str, kwargs: dict[str, Any], corrupted: tuple[str, ...]) -> None:
+def _invalid_ids(value: Any, n: int) -> bool:
+    """Whether ``value`` is ids no call may accept: integers < 0 or >= n, or NaN / infinite numbers.
+
+    Only plainly numeric values count (Python ints and lists of them, NumPy
+    numbers and numeric arrays); bools and other oddities are left to the
+    general checks.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, int):  # however large: Python ints do not overflow
+        return value < 0 or value >= n
+    if isinstance(value, list):
+        if value and all(type(v) is int for v in value):
+            return min(value) < 0 or max(value) >= n
+        return False
+    if isinstance(value, (float, np.ndarray, np.number)):
+        arr = np.asarray(value)
+        if arr.size == 0 or arr.dtype.kind not in "iuf":
+            return False
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            return True
+        return bool((arr < 0).any() or (arr >= n).any())
+    return False
+
+
+def _non_finite_matrix(value: Any) -> bool:
+    """Whether ``value`` is a numeric matrix (dense or sparse) holding NaN or an infinity."""
+    return not np.isfinite(_matrix_values(value)).all()
+
+
+_TRAINING = ("fit", "partial_fit_users", "partial_fit_items")
+
+
+def _call_and_check(model: ALS, method: str, kwargs: dict[str, Any], corrupted: tuple[str, ...],
+                    invalid: bool = False) -> BaseException | None:
+    """Call ``model.method(**kwargs)`` and check the outcome; return the exception raised, if any.
+
+    ``invalid``: the corrupted argument is known to be invalid, so the call must raise.
+    """
     before = {name: _fingerprint(value) for name, value in kwargs.items()}
     state, params = model._state, pickle.dumps(model.get_params())
+    call = f"{method}({corrupted[0]}={kwargs.get(corrupted[0])!r:.80})"
+    raised = None
     try:
         getattr(model, method)(**kwargs)
     except ALLOWED as exc:
+        raised = exc
         message = str(exc)
         assert _names_argument(message, corrupted), (
-            f"{method}({corrupted[0]}={kwargs.get(corrupted[0])!r:.80}) raised {type(exc).__name__} "
-            f"without naming {corrupted[0]}: {message!r}")
+            f"{call} raised {type(exc).__name__} without naming {corrupted[0]}: {message!r}")
+    except FloatingPointError as exc:  # training on extreme (but valid) values may diverge
+        raised = exc
+        assert method in _TRAINING and not invalid, f"{call} raised FloatingPointError: {exc}"
+    else:
+        assert not invalid, f"{call} accepted an invalid {corrupted[0]} without an error"
+    if raised is not None:
         assert model._state is state, f"failed {method} changed the fitted state"
         if method != "set_params":
             assert pickle.dumps(model.get_params()) == params, f"failed {method} changed params"
     for name, value in kwargs.items():
         assert _fingerprint(value) == before[name], f"{method} modified its argument {name}"
+    return raised
 
 
 # -------------------------------------------------------------- fuzz tests
@@ -203,15 +272,16 @@ def _call_and_check(model: ALS, method: str, kwargs: dict[str, Any], corrupted: 
 _RECOMMEND_ARGS = {"users": "ids", "n": "count", "exclude": "ids", "candidates": "ids", "X": "rows2"}
 
 
-def _draw_bad(data: st.DataObject, kind: str, n: int) -> Any:
+def _draw_bad(data: st.DataObject, kind: str, n: int) -> tuple[Any, bool]:
+    """A corrupted value of the kind, and whether it is known to be invalid."""
     if kind == "ids":
-        return data.draw(_ids_strategy(n))
+        value = data.draw(_ids_strategy(n))
+        return value, _invalid_ids(value, n)
     if kind == "count":
-        return data.draw(_COUNT)
+        return data.draw(_COUNT), True  # every _BAD_COUNTS entry is invalid
     if kind == "rows2":
-        return data.draw(_matrix_strategy(2, N_ITEMS))
-    if kind == "row1":
-        return data.draw(_matrix_strategy(1, N_ITEMS))
+        value = data.draw(_matrix_strategy(2, N_ITEMS))
+        return value, _non_finite_matrix(value)
     raise AssertionError(kind)
 
 
@@ -222,15 +292,16 @@ def test_recommend(fitted, data):
     kwargs = {"users": np.array([0, 3]), "n": 4}
     if arg in ("X", "recalculate"):
         kwargs.update(X=_training_matrix()[[0, 3]], recalculate=True)
-    kwargs[arg] = _draw_bad(data, _RECOMMEND_ARGS[arg], N_ITEMS if arg != "users" else N_USERS)
+    kwargs[arg], invalid = _draw_bad(data, _RECOMMEND_ARGS[arg], N_ITEMS if arg != "users" else N_USERS)
     names = {"users": ("users", "X")}.get(arg, (arg,))
-    _call_and_check(fitted, "recommend", kwargs, names)
+    _call_and_check(fitted, "recommend", kwargs, names, invalid)
 
 
 @FUZZ
 @given(data=st.data())
 def test_recommend_new_users(fitted, data):
-    _call_and_check(fitted, "recommend", {"users": None, "X": data.draw(_matrix_strategy(2, N_ITEMS))}, ("X",))
+    X, invalid = _draw_bad(data, "rows2", N_ITEMS)
+    _call_and_check(fitted, "recommend", {"users": None, "X": X}, ("X",), invalid)
 
 
 @FUZZ
@@ -239,10 +310,10 @@ def test_similar(fitted, data, side, arg):
     total = N_ITEMS if side == "items" else N_USERS
     kwargs = {side: [0, 1], "n": 3}
     if arg == "ids":
-        kwargs[side] = data.draw(_ids_strategy(total))
+        kwargs[side], invalid = _draw_bad(data, "ids", total)
     else:
-        kwargs["n"] = data.draw(_COUNT)
-    _call_and_check(fitted, f"similar_{side}", kwargs, (side if arg == "ids" else "n",))
+        kwargs["n"], invalid = _draw_bad(data, "count", total)
+    _call_and_check(fitted, f"similar_{side}", kwargs, (side if arg == "ids" else "n",), invalid)
 
 
 @FUZZ
@@ -250,16 +321,17 @@ def test_similar(fitted, data, side, arg):
 def test_predict(fitted, data, arg):
     kwargs = {"users": np.array([0, 1, 2]), "items": np.array([3, 4, 5])}
     # ragged lists: see test_predict_names_ragged_ids (a known gap)
-    kwargs[arg] = data.draw(_ids_strategy(N_USERS if arg == "users" else N_ITEMS).filter(lambda v: not _is_ragged(v)))
-    _call_and_check(fitted, "predict", kwargs, (arg,))
+    n = N_USERS if arg == "users" else N_ITEMS
+    kwargs[arg] = data.draw(_ids_strategy(n).filter(lambda v: not _is_ragged(v)))
+    _call_and_check(fitted, "predict", kwargs, (arg,), _invalid_ids(kwargs[arg], n))
 
 
 @FUZZ
 @given(data=st.data(), arg=st.sampled_from(["user", "items"]))
 def test_rank(fitted, data, arg):
     kwargs = {"user": 2, "items": [5, 1, 7]}
-    kwargs[arg] = data.draw(_ids_strategy(N_USERS if arg == "user" else N_ITEMS))
-    _call_and_check(fitted, "rank", kwargs, (arg,))
+    kwargs[arg], invalid = _draw_bad(data, "ids", N_USERS if arg == "user" else N_ITEMS)
+    _call_and_check(fitted, "rank", kwargs, (arg,), invalid)
 
 
 @FUZZ
@@ -269,16 +341,19 @@ def test_explain(fitted, data, arg):
     kwargs = {"user": 2, "item": 3, "X": None, "n": 5}
     if arg == "X":
         kwargs["X"] = data.draw(_matrix_strategy(1, N_ITEMS))
+        invalid = _non_finite_matrix(kwargs["X"])
     else:
-        kwargs[arg] = data.draw(_ids_strategy(N_USERS if arg == "user" else N_ITEMS).filter(
-            lambda v: np.size(v) == 1 if not isinstance(v, (dict, set)) else True))
-    _call_and_check(fitted, "explain", kwargs, (arg,))
+        n = N_USERS if arg == "user" else N_ITEMS
+        kwargs[arg] = data.draw(_ids_strategy(n).filter(_one_value))
+        invalid = _invalid_ids(kwargs[arg], n)
+    _call_and_check(fitted, "explain", kwargs, (arg,), invalid)
 
 
 @FUZZ
 @given(data=st.data())
 def test_fold_in(fitted, data):
-    _call_and_check(fitted, "fold_in", {"X": data.draw(_matrix_strategy(3, N_ITEMS))}, ("X",))
+    X = data.draw(_matrix_strategy(3, N_ITEMS))
+    _call_and_check(fitted, "fold_in", {"X": X}, ("X",), _non_finite_matrix(X))
 
 
 def _growth_is_bounded(ids: Any) -> bool:
@@ -301,13 +376,15 @@ def test_partial_fit(fitted, data, side, arg):
     id_name, x_name = ("user_ids", "X_rows") if side == "users" else ("item_ids", "X_cols")
     kwargs = {id_name: [1, 4], x_name: X[[1, 4]] if side == "users" else X[:, [1, 4]]}
     if arg == "ids":
+        # ids past the end grow the model, up to the int32 limit
         kwargs[id_name] = data.draw(_ids_strategy(2**31 - 1).filter(_growth_is_bounded))
-    elif side == "users":
-        kwargs[x_name] = data.draw(_matrix_strategy(2, N_ITEMS))
+        invalid = _invalid_ids(kwargs[id_name], 2**31 - 1)
     else:
-        kwargs[x_name] = data.draw(_matrix_strategy(N_USERS, 2))
+        kwargs[x_name] = data.draw(_matrix_strategy(2, N_ITEMS) if side == "users" else _matrix_strategy(N_USERS, 2))
+        invalid = _non_finite_matrix(kwargs[x_name])
     # a wrong number of ids is reported against the matrix, which is fair
-    _call_and_check(model, f"partial_fit_{side}", kwargs, (id_name, x_name) if arg == "ids" else (x_name,))
+    _call_and_check(model, f"partial_fit_{side}", kwargs, (id_name, x_name) if arg == "ids" else (x_name,),
+                    invalid)
 
 
 @FUZZ
@@ -315,7 +392,7 @@ def test_partial_fit(fitted, data, side, arg):
 def test_fit_with_bad_matrix(data):
     model = ALS(factors=3, iterations=1, num_threads=1)
     X = data.draw(_matrix_strategy(5, 4).filter(lambda m: not isinstance(m, (int, float)) or m != 5))
-    _call_and_check(model, "fit", {"X": X}, ("X",))
+    _call_and_check(model, "fit", {"X": X}, ("X",), _non_finite_matrix(X))
 
 
 _BAD_PARAMS = {
@@ -340,9 +417,8 @@ def test_set_params_then_fit(data, name):
     model = ALS(factors=3, iterations=1, num_threads=1).fit(_training_matrix())
     _call_and_check(model, "set_params", {name: value}, (name,))
     assert model.get_params()[name] is value  # set_params stores, fit validates (sklearn)
-    with pytest.raises((ValueError, TypeError)) as info:
-        model.fit(_training_matrix())
-    assert _names_argument(str(info.value), (name,)), str(info.value)
+    error = _call_and_check(model, "fit", {"X": _training_matrix()}, (name,), invalid=True)
+    assert isinstance(error, (ValueError, TypeError)), f"fit with {name}={value!r} raised {error!r}"
 
 
 def test_set_params_rejects_unknown_names(fitted):
@@ -350,7 +426,102 @@ def test_set_params_rejects_unknown_names(fitted):
         _fresh_copy(fitted).set_params(factor=3)
 
 
+# ------------------------------------------- known-invalid values are always refused
+# The fuzz tests above draw these among many others; here each one is certain to be tried.
+def _negative_ids() -> list[Callable[[], Any]]:
+    return [lambda: -1, lambda: np.int64(-3), lambda: [0, -1], lambda: np.array([2, -5])]
+
+
+def _out_of_range_ids(n: int) -> list[Callable[[], Any]]:
+    return [lambda: n, lambda: n + 7, lambda: [0, n], lambda: np.array([n], dtype=np.int64), lambda: 2**40]
+
+
+_NON_FINITE_IDS = [lambda: np.nan, lambda: np.inf, lambda: np.array([0.0, np.nan])]
+
+# (method, the other arguments, the corrupted argument, its size: ids from it on are out of range)
+_ID_ARGUMENTS = [
+    ("recommend", {"n": 3}, "users", N_USERS),
+    ("recommend", {"users": [0, 3], "n": 3}, "exclude", N_ITEMS),
+    ("recommend", {"users": [0, 3], "n": 3}, "candidates", N_ITEMS),
+    ("similar_items", {"n": 3}, "items", N_ITEMS),
+    ("similar_users", {"n": 3}, "users", N_USERS),
+    ("predict", {"users": 1, "items": 2}, "users", N_USERS),
+    ("predict", {"users": 1, "items": 2}, "items", N_ITEMS),
+    ("rank", {"user": 2, "items": [5, 1]}, "user", N_USERS),
+    ("rank", {"user": 2, "items": [5, 1]}, "items", N_ITEMS),
+    ("explain", {"user": 2, "item": 3}, "user", N_USERS),
+    ("explain", {"user": 2, "item": 3}, "item", N_ITEMS),
+    # partial fits grow the model for ids past the end: only negative and non-finite ids are invalid
+    ("partial_fit_users", {"X_rows": _training_matrix()[[1, 4]]}, "user_ids", None),
+    ("partial_fit_items", {"X_cols": _training_matrix()[:, [1, 4]]}, "item_ids", None),
+]
+
+_INVALID_ID_CASES = [
+    pytest.param(method, others, arg, n or 2**31 - 1, make, id=f"{method}-{arg}-{kind}{k}")
+    for method, others, arg, n in _ID_ARGUMENTS
+    for kind, makers in (("negative", _negative_ids()), ("nonfinite", _NON_FINITE_IDS),
+                         ("out_of_range", _out_of_range_ids(n) if n else []))
+    for k, make in enumerate(makers)
+]
+
+
+@pytest.mark.parametrize("method, others, arg, n, make", _INVALID_ID_CASES)
+def test_invalid_ids_are_refused(fitted, method, others, arg, n, make):
+    value = make()
+    assert _invalid_ids(value, n)  # the fuzz tests would demand an error for it too
+    model = _fresh_copy(fitted) if method.startswith("partial_fit") else fitted
+    # a wrong number of ids may be reported against the matrix, which is fair
+    names = (arg, "X_rows", "X_cols") if method.startswith("partial_fit") else (arg,)
+    _call_and_check(model, method, {**others, arg: value}, names, invalid=True)
+
+
+# (method, the other arguments, the matrix argument, its shape)
+_MATRIX_ARGUMENTS = [
+    ("fit", {}, "X", (5, 4)),
+    ("fold_in", {}, "X", (2, N_ITEMS)),
+    ("recommend", {"users": [0, 3], "n": 3}, "X", (2, N_ITEMS)),
+    ("recommend", {"users": [0, 3], "n": 3, "recalculate": True}, "X", (2, N_ITEMS)),
+    ("recommend", {"users": None, "n": 3}, "X", (2, N_ITEMS)),
+    ("explain", {"user": 2, "item": 3}, "X", (1, N_ITEMS)),
+    ("partial_fit_users", {"user_ids": [1, 4]}, "X_rows", (2, N_ITEMS)),
+    ("partial_fit_items", {"item_ids": [1, 4]}, "X_cols", (N_USERS, 2)),
+]
+
+
+@pytest.mark.parametrize("method, others, arg, shape", _MATRIX_ARGUMENTS,
+                         ids=[f"{m}-{a}" + ("-recalculate" if "recalculate" in o else "") +
+                              ("-new" if o.get("users", 0) is None else "") for m, o, a, _ in _MATRIX_ARGUMENTS])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_non_finite_matrices_are_refused(fitted, method, others, arg, shape, value, sparse):
+    X = _with_value(*shape, value, sparse=sparse)
+    assert _non_finite_matrix(X)
+    model = ALS(factors=3, iterations=1, num_threads=1) if method == "fit" else _fresh_copy(fitted)
+    _call_and_check(model, method, {**others, arg: X}, (arg,), invalid=True)
+
+
+def test_known_invalid_values_are_recognised():
+    """The classifiers deciding which fuzzed values must be refused."""
+    for make in _negative_ids() + _NON_FINITE_IDS + _out_of_range_ids(N_ITEMS):
+        assert _invalid_ids(make(), N_ITEMS)
+    for valid in (0, N_ITEMS - 1, [0, 2], np.array([1, 3], dtype=np.uint8), np.float32(2.0), [], None, "3", True,
+                  np.array([], dtype=np.float64), [[0], [0, 1]], np.array([0, 1], dtype=object)):
+        assert not _invalid_ids(valid, N_ITEMS), valid
+    assert _invalid_ids(2**70, N_ITEMS) and _invalid_ids(-2**63, N_ITEMS) and _invalid_ids(np.float16(np.inf), 5)
+    assert _non_finite_matrix(sp.csr_matrix(np.array([[0, np.nan]]))) and _non_finite_matrix(np.array([[np.inf]]))
+    assert _non_finite_matrix(sp.dok_matrix(np.array([[0, -np.inf]])))
+    assert not _non_finite_matrix(np.ones((2, 2))) and not _non_finite_matrix(sp.csr_matrix((2, 2)))
+    assert not _non_finite_matrix(np.full((2, 2), "x", dtype=object)) and not _non_finite_matrix(None)
+
+
 # ------------------------------------------------- gaps found by this suite (fixed)
+
+def test_explain_with_an_extreme_row(fitted):
+    """numpy's LinAlgError('Singular matrix') used to escape explain without naming X."""
+    row = np.zeros((1, N_ITEMS), dtype=np.float32)
+    row[0, 3] = 5.186426e16  # found by test_explain
+    _call_and_check(fitted, "explain", {"user": 2, "item": 3, "X": row}, ("X",))
+
 
 @pytest.mark.parametrize("n", [np.inf, np.nan, -1, 2.5, "5", [5], True])
 def test_explain_validates_n(fitted, n):
