@@ -116,6 +116,16 @@ class CachedParallelBuildExt(build_ext):
         if not self.parallel:
             self.parallel = int(os.environ.get("FASTREC_BUILD_JOBS", "0")) or os.cpu_count() or 1
 
+    def copy_file(self, infile, outfile, *args, **kwargs):
+        """Copy a built module into the tree as a new file renamed into place: a process
+        that has the old module loaded keeps its mapping intact (truncating it would crash it)."""
+        if os.path.isdir(outfile):
+            outfile = os.path.join(outfile, os.path.basename(infile))
+        staged = outfile + ".tmp"
+        shutil.copyfile(infile, staged)
+        os.replace(staged, outfile)
+        return outfile, True
+
     def _key(self, ext):
         digest = hashlib.sha256()
         for source in ext.sources:
@@ -131,7 +141,10 @@ class CachedParallelBuildExt(build_ext):
         cached = self.cache_dir / f"{ext.name}-{self._key(ext)}{target.suffix}"
         if cached.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(cached, target)
+            # a new file renamed into place: a process that has the old module loaded keeps it intact
+            staged = target.with_name(target.name + ".tmp")
+            shutil.copyfile(cached, staged)
+            os.replace(staged, target)
             return
         super().build_extension(ext)
         try:

@@ -16,7 +16,8 @@ from .data.interactions import Interactions
 from .exceptions import ModelFormatError, NotFittedError
 from .kernels import kernel_variant
 from .models.als import ALS
-from .models.base import FactorModel
+from .models.base import Recommender
+from .models.factors import FactorModel
 from .models.bpr import BPR
 from .persistence import load
 from .utils.threads import available_cpus
@@ -44,6 +45,7 @@ __all__ = [
     "ALS",
     "BPR",
     "FactorModel",
+    "Recommender",
     "Interactions",
     "load",
     "datasets",

@@ -144,3 +144,15 @@ def als_kernel(request):
 def topk_kernel(request):
     """Each build of the top-K kernel module."""
     return request.param
+
+
+@pytest.fixture(params=kernel_variants("sgd"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
+def sgd_kernel(request):
+    """Each build of the SGD kernel module."""
+    return request.param
+
+
+@pytest.fixture(params=kernel_variants("knn"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
+def knn_kernel(request):
+    """Each build of the item-item neighbour kernel module."""
+    return request.param

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FactorModel, Fitted
+from .base import Fitted
+from .factors import FactorModel
 from .serving import raw_to_index
 from .state import FittedState
 from ..kernels.als_columns import ColumnSlices, slice_budget
@@ -414,6 +415,8 @@ class ALS(FactorModel):
                                      shape=(1, state.n_items))
         else:
             row = state.user_items[user_id[:1]]
+        if X is not None:
+            _check_confidence(row, {**params, "dtype": state.dtype})  # errors name X
         Y = state.item_factors.astype(np.float64)
         liked = row.indices
         r = row.data.astype(np.float64)
@@ -422,7 +425,12 @@ class ALS(FactorModel):
         lam = params["regularization"] * (row.nnz if params["regularization_scaling"] == "count" else 1)
         Yu = Y[liked]
         A = Y.T @ Y + lam * np.eye(Y.shape[1]) + (Yu * (conf - 1)[:, None]).T @ Yu
-        w = np.linalg.solve(A, Y[item_id[0]])
+        try:
+            w = np.linalg.solve(A, Y[item_id[0]])
+        except np.linalg.LinAlgError:
+            what = "X" if X is not None else "the user's stored interactions"
+            raise ValueError(f"explain: {what} give a singular system (values too large or no "
+                             "regularization); the score cannot be split into contributions") from None
         contributions = (Yu @ w) * conf * pref
         score = float(contributions.sum())
         order = np.lexsort((liked, -contributions))

@@ -26,7 +26,7 @@ from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, c
 from .serving import ServingMixin, raw_to_index
 from .state import SIDES, FittedState, id_maps_of, non_finite
 
-__all__ = ["FactorModel", "FittedState", "Fitted"]
+__all__ = ["Recommender", "FittedState", "Fitted"]
 
 # stored entries beyond which check_interactions' int32 indices would not do
 _INT32_MAX = np.iinfo(np.int32).max
@@ -34,16 +34,17 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 @dataclass
 class Fitted:
-    """What a model's ``_fit`` returns: its factors and its extra fitted attributes."""
+    """What a model's ``_fit`` returns: its factors (or item similarities) and its extra fitted attributes."""
 
-    user_factors: np.ndarray
-    item_factors: np.ndarray
+    user_factors: np.ndarray | None
+    item_factors: np.ndarray | None
     item_bias: np.ndarray | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    item_similarity: sp.csr_matrix | None = None
 
 
-class FactorModel(ServingMixin):
-    """Base class of fastrec's models.
+class Recommender(ServingMixin):
+    """Base class of every fastrec model.
 
     Hyperparameters are the ``__init__`` arguments, stored unchanged; they are
     validated by ``fit`` (scikit-learn conventions).  Subclasses implement
@@ -71,7 +72,7 @@ class FactorModel(ServingMixin):
         """Hyperparameters as a dict (scikit-learn convention)."""
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> "FactorModel":
+    def set_params(self, **params: Any) -> "Recommender":
         """Set hyperparameters; unknown names raise ``ValueError``.  Returns self."""
         valid = set(self._get_param_names())
         for name, value in params.items():
@@ -119,7 +120,7 @@ class FactorModel(ServingMixin):
         """What to change when training produced non-finite factors."""
         return "check the input values and the hyperparameters"
 
-    def _fit_template(self, X: Any, **fit_args: Any) -> "FactorModel":
+    def _fit_template(self, X: Any, **fit_args: Any) -> "Recommender":
         """Check, fit and swap in the new state; the previous state stays on any error."""
         params = self._check_params()
         # a canonical CSR is read in place (and kept, read-only, for serving); anything else is copied once
@@ -131,12 +132,13 @@ class FactorModel(ServingMixin):
         with self._fit_lock:  # a concurrent partial fit waits, then applies to the new model
             start = time.perf_counter()
             fitted = self._fit(csr, params, **fit_args)
-            if non_finite(fitted.user_factors, fitted.item_factors, fitted.item_bias):
+            if non_finite(fitted.user_factors, fitted.item_factors, fitted.item_bias,
+                          None if fitted.item_similarity is None else fitted.item_similarity.data):
                 raise FloatingPointError(f"{type(self).__name__} training diverged: the factors became NaN "
                                          f"or infinite; {self._divergence_hint(params)}. The model keeps "
                                          "its previous fitted state.")
             state = FittedState(fitted.user_factors, fitted.item_factors, csr, fitted.item_bias,
-                                user_map, item_map, params)
+                                user_map, item_map, params, fitted.item_similarity)
             for name, value in fitted.attributes.items():
                 setattr(self, name, value)
             self._state = state
@@ -154,7 +156,7 @@ class FactorModel(ServingMixin):
         """Vectors for ``side`` rows from their interactions, the other side held fixed."""
         raise NotImplementedError(f"{type(self).__name__} cannot update {side} in place")
 
-    def _partial_fit(self, side: str, ids: Any, X: Any, raw_ids: bool, **kwargs: Any) -> "FactorModel":
+    def _partial_fit(self, side: str, ids: Any, X: Any, raw_ids: bool, **kwargs: Any) -> "Recommender":
         """Replace (or add) the users or items ``ids`` with vectors solved from their interactions.
 
         ``X`` is users x items: one row per user, or one column per item.
@@ -181,7 +183,7 @@ class FactorModel(ServingMixin):
                 raise ValueError(f"{ids_name} adds {side} {own_count}..{new_count - 1} to a model with raw "
                                  f"{side[:-1]} ids; pass their raw ids with raw_ids=True so the id map grows "
                                  "with them")
-            dtype = state.item_factors.dtype
+            dtype = state.dtype
             other_count = state.n_items if side == "users" else state.n_users
             shape = (ids_arr.size, other_count) if side == "users" else (other_count, ids_arr.size)
             given = check_interactions(X, X_name, dtype=dtype, shape=(None, shape[1]) if side == "users"
@@ -193,10 +195,12 @@ class FactorModel(ServingMixin):
             rows = given if side == "users" else given.T.tocsr()
             rows.indices = rows.indices.astype(np.int32, copy=False)
             own = state.factors(side)
-            start = np.zeros((ids_arr.size, own.shape[1]), dtype=own.dtype)
-            known = ids_arr < own_count
-            start[known] = own[ids_arr[known]]
-            vectors = self._solve_rows(state, rows, side, start, **kwargs)
+            vectors = None
+            if own is not None:  # item-item models keep no vectors: the rows are the update
+                start = np.zeros((ids_arr.size, own.shape[1]), dtype=own.dtype)
+                known = ids_arr < own_count
+                start[known] = own[ids_arr[known]]
+                vectors = self._solve_rows(state, rows, side, start, **kwargs)
             if non_finite(vectors):
                 raise FloatingPointError(f"{type(self).__name__}: the updated {side} vectors are NaN or "
                                          f"infinite; {self._divergence_hint(self._fitted_params(state))}. "
@@ -232,21 +236,6 @@ class FactorModel(ServingMixin):
         if state is None:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
         return state
-
-    @property
-    def user_factors_(self) -> np.ndarray:
-        """(n_users, factors) user vectors, read-only."""
-        return self._require_state().user_factors
-
-    @property
-    def item_factors_(self) -> np.ndarray:
-        """(n_items, factors) item vectors, read-only."""
-        return self._require_state().item_factors
-
-    @property
-    def item_bias_(self) -> np.ndarray | None:
-        """(n_items,) item biases, or None for models without biases."""
-        return self._require_state().item_bias
 
     @property
     def user_items_(self) -> sp.csr_matrix:
@@ -286,7 +275,7 @@ class FactorModel(ServingMixin):
         save_model(self, path)
 
     @classmethod
-    def load(cls, path: Any) -> "FactorModel":
+    def load(cls, path: Any) -> "Recommender":
         """Read a model written by ``save``; raises ``ModelFormatError`` for bad files."""
         from ..persistence import load_model
         return load_model(path, expected_class=cls)

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FactorModel, Fitted
+from .base import Fitted
+from .factors import FactorModel
 from .state import FittedState
 from ..kernels import load_kernel
 from ..utils.progress import Progress

@@ -17,27 +17,18 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.topk import candidate_ids, csr_rows, exclusion_mask, top_k
-from ..utils.progress import Progress
+from ..kernels.topk import candidate_ids, exclusion_mask
 from ..utils.validation import check_bool, check_choice, check_ids, check_interactions, check_n, check_scalar_id
 from .state import FittedState
 
 __all__ = ["ServingMixin"]
 
-# users per chunk of a large recommend batch (bounds its working memory)
-_RECOMMEND_CHUNK = 16384
 
 
 def _single_row(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A one-query answer as 1-D arrays holding only the eligible entries (no padding)."""
     valid = ids[0] >= 0
     return ids[0][valid], scores[0][valid]
-
-
-def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
-    """A CSR with one entry per row: the query itself, for similar_* calls."""
-    m = ids.size
-    return sp.csr_matrix((np.ones(m, dtype=np.float32), ids, np.arange(m + 1)), shape=(m, n_total))
 
 
 def raw_to_index(state: FittedState, side: str, raw: Any, name: str) -> Any:
@@ -65,10 +56,6 @@ def _raw_item_lists(state: FittedState, ids: np.ndarray, scores: np.ndarray
 
 class ServingMixin:
     """recommend / similar_items / similar_users / predict / rank / recommend_frame."""
-
-    def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
-        """Factors for users described only by ``X_rows`` (validated CSR), not stored."""
-        raise NotImplementedError(f"{type(self).__name__} cannot compute factors for new users")
 
     def _item_index_args(self, state: FittedState, exclude: Any, candidates: Any,
                          raw_ids: bool) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ either entirely or not at all.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -66,34 +66,50 @@ class FittedState:
     ``set_params`` after ``fit`` does not change what a fitted model answers.
     """
 
-    user_factors: np.ndarray
-    item_factors: np.ndarray
+    user_factors: np.ndarray | None  # None for models without user vectors (item-item models)
+    item_factors: np.ndarray | None
     user_items: sp.csr_matrix
     item_bias: np.ndarray | None = None
     user_map: IdMap | None = None  # raw ids, when fitted from fastrec.Interactions
     item_map: IdMap | None = None
     params: FitParams = field(default_factory=FitParams)
+    # item-item models: S (items x items CSR), a user's score for i is sum_j r_uj S[j, i]
+    item_similarity: sp.csr_matrix | None = None
     # lazily filled, derived-only caches (idempotent, so races are harmless)
     cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        for factors, count, side in ((self.user_factors, self.user_items.shape[0], "users"),
+                                     (self.item_factors, self.user_items.shape[1], "items")):
+            if factors is not None and factors.shape[0] != count:
+                raise ValueError(f"{side[:-1]} factors have {factors.shape[0]} rows for {count} {side}")
         _readonly(self.user_factors)
         _readonly(self.item_factors)
         _readonly(self.item_bias)
-        for arr in (self.user_items.data, self.user_items.indices, self.user_items.indptr):
-            _readonly(arr)
+        for matrix in (self.user_items, self.item_similarity):
+            if matrix is not None:
+                for arr in (matrix.data, matrix.indices, matrix.indptr):
+                    _readonly(arr)
         if not isinstance(self.params, FitParams):
             object.__setattr__(self, "params", FitParams(self.params))
 
     @property
     def n_users(self) -> int:
-        return self.user_factors.shape[0]
+        return self.user_items.shape[0]
 
     @property
     def n_items(self) -> int:
-        return self.item_factors.shape[0]
+        return self.user_items.shape[1]
 
-    def factors(self, side: str) -> np.ndarray:
+    @property
+    def dtype(self) -> np.dtype:
+        """The model's float type (of its factors, or of its item similarities)."""
+        for arr in (self.item_factors, None if self.item_similarity is None else self.item_similarity.data):
+            if arr is not None:
+                return arr.dtype
+        return self.user_items.dtype
+
+    def factors(self, side: str) -> np.ndarray | None:
         return self.user_factors if side == "users" else self.item_factors
 
     def id_map(self, side: str) -> IdMap | None:
@@ -139,15 +155,16 @@ class FittedState:
         between start empty with zero vectors.  ``id_map`` is the side's map
         after growth.
         """
-        own = self.factors(side)
-        new_count = max(own.shape[0], int(ids.max()) + 1 if ids.size else 0)
-        factors = np.zeros((new_count, own.shape[1]), dtype=own.dtype)
-        factors[:own.shape[0]] = own
-        factors[ids] = vectors
+        own_count = self.n_users if side == "users" else self.n_items
+        new_count = max(own_count, int(ids.max()) + 1 if ids.size else 0)
+        factors = self.factors(side)
+        if factors is not None:
+            factors = np.zeros((new_count, factors.shape[1]), dtype=factors.dtype)
+            factors[:own_count] = self.factors(side)
+            factors[ids] = vectors
         if side == "users":
             seen = replace_rows(self.user_items, ids, rows, new_count)
-            return FittedState(factors, self.item_factors, seen, self.item_bias, id_map, self.item_map,
-                               self.params)
+            return replace(self, user_factors=factors, user_items=seen, user_map=id_map, cache={})
         seen = replace_rows(self.user_items.T.tocsr(), ids, rows, new_count).T.tocsr()
         seen.sort_indices()
         seen.indices = seen.indices.astype(np.int32, copy=False)
@@ -155,7 +172,7 @@ class FittedState:
         if self.item_bias is not None:
             bias = np.zeros(new_count, dtype=self.item_bias.dtype)
             bias[:self.item_bias.size] = self.item_bias
-        return FittedState(self.user_factors, factors, seen, bias, self.user_map, id_map, self.params)
+        return replace(self, item_factors=factors, user_items=seen, item_bias=bias, item_map=id_map, cache={})
 
 
 def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:

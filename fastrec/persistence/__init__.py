@@ -22,7 +22,7 @@ members) holding only numeric and fixed-width text arrays:
 Rules
 -----
 * Loading never executes code: ``np.load(..., allow_pickle=False)``, object
-  arrays are rejected, the class is looked up among the ``FactorModel``
+  arrays are rejected, the class is looked up among the ``Recommender``
   subclasses already defined in this process (fastrec's own models by class
   name, others by ``module:qualname``) and never imported from the file.
   The checksum catches accidental damage; hand-made files with a valid

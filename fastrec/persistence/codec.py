@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ModelFormatError
-from ..models.base import FactorModel
+from ..models.base import Recommender
 
 FORMAT_NAME = "fastrec-model"
 FORMAT_VERSION = 1
@@ -33,9 +33,9 @@ def _class_key(cls: type) -> str:
 
 
 def model_classes() -> dict[str, type]:
-    """The model classes a file may name: every ``FactorModel`` subclass defined so far."""
+    """The model classes a file may name: every ``Recommender`` subclass defined so far."""
     found: dict[str, type] = {}
-    pending = list(FactorModel.__subclasses__())
+    pending = list(Recommender.__subclasses__())
     while pending:
         cls = pending.pop(0)
         found[_class_key(cls)] = cls  # a redefined class replaces its older namesake
@@ -79,7 +79,7 @@ def _decode_value(value: Any) -> Any:
     return value
 
 
-def _encode_params(model: FactorModel) -> tuple[dict[str, Any], list[str]]:
+def _encode_params(model: Recommender) -> tuple[dict[str, Any], list[str]]:
     params, dropped = {}, []
     for name, value in model.get_params().items():
         try:
@@ -93,7 +93,7 @@ def _encode_params(model: FactorModel) -> tuple[dict[str, Any], list[str]]:
     return params, dropped
 
 
-def _fitted_attributes(model: FactorModel) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+def _fitted_attributes(model: Recommender) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Meta entries and arrays for the public ``*_`` instance attributes."""
     kinds: dict[str, dict] = {}
     arrays: dict[str, np.ndarray] = {}

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from ..data.idmap import IdMap
 from ..exceptions import ModelFormatError
-from ..models.base import FactorModel
+from ..models.base import Recommender
 from ..models.state import FittedState
 from ..utils.validation import check_path, compressed_structure_problem
 from .codec import (_ATTR_PREFIX, _CHECKSUM, _FLOAT_KINDS, _META, FORMAT_NAME, FORMAT_VERSION, _checksum,
@@ -19,13 +19,13 @@ from .codec import (_ATTR_PREFIX, _CHECKSUM, _FLOAT_KINDS, _META, FORMAT_NAME, F
 
 
 # --------------------------------------------------------------------- load
-def load_model(path: Any, expected_class: type | None = None) -> FactorModel:
+def load_model(path: Any, expected_class: type | None = None) -> Recommender:
     """Read a model written by ``save_model``; it serves exactly as before saving.
 
     Parameters
     ----------
     path : str or os.PathLike
-    expected_class : FactorModel subclass, optional
+    expected_class : Recommender subclass, optional
         The file must hold this class or a subclass of it (``ALS.load`` passes ALS).
 
     Raises
@@ -73,7 +73,7 @@ def _read_container(fh: Any, label: str) -> dict[str, np.ndarray]:
                                f"(truncated, corrupted or not a model): {type(exc).__name__}") from exc
 
 
-def _fitted_params(cls: type, model: FactorModel, meta: dict[str, Any]) -> dict[str, Any]:
+def _fitted_params(cls: type, model: Recommender, meta: dict[str, Any]) -> dict[str, Any]:
     """The checked hyperparameters the saved state was fitted with.
 
     Files of format version 1 before fitted parameters were stored give the
@@ -91,7 +91,7 @@ def _fitted_params(cls: type, model: FactorModel, meta: dict[str, Any]) -> dict[
         raise ModelFormatError(f"invalid fitted hyperparameters for {cls.__name__}: {exc}") from exc
 
 
-def load(path: Any) -> FactorModel:
+def load(path: Any) -> Recommender:
     """Read any fastrec model file, whatever its class (``ALS.load`` insists on ALS).
 
     See ``load_model`` for what is checked and raised.
@@ -205,7 +205,7 @@ def _rebuild_state(arrays: dict[str, np.ndarray]) -> FittedState:
     return FittedState(user_factors, item_factors, user_items, item_bias, maps[0], maps[1])
 
 
-def _build_model(cls: type, meta: dict[str, Any]) -> FactorModel:
+def _build_model(cls: type, meta: dict[str, Any]) -> Recommender:
     known = set(cls._get_param_names())
     unknown = sorted(set(meta["params"]) - known)
     if unknown:

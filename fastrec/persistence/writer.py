@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.base import FactorModel
+from ..models.base import Recommender
 from ..models.state import FittedState, non_finite
 from ..utils.validation import check_path
 from .codec import (_CHECKSUM, _META, FORMAT_NAME, FORMAT_VERSION, _bytes_array, _checksum, _class_key,
@@ -17,7 +17,7 @@ from .codec import (_CHECKSUM, _META, FORMAT_NAME, FORMAT_VERSION, _bytes_array,
 
 
 # --------------------------------------------------------------------- save
-def save_model(model: FactorModel, path: Any) -> None:
+def save_model(model: Recommender, path: Any) -> None:
     """Write a fitted model to ``path`` atomically (see the module docstring).
 
     ``path`` (``str`` or ``os.PathLike``) is used as given; no suffix is added.
@@ -37,7 +37,7 @@ def save_model(model: FactorModel, path: Any) -> None:
     OSError
         The file cannot be written; any previous file at ``path`` is kept.
     """
-    if not isinstance(model, FactorModel):
+    if not isinstance(model, Recommender):
         raise TypeError(f"model must be a fastrec model, got {type(model).__name__}")
     to_file = _is_file_object(path, "write")
     if not to_file:
@@ -83,7 +83,7 @@ def save_model(model: FactorModel, path: Any) -> None:
         _write_atomic(path, arrays)
 
 
-def _encode_fitted_params(model: FactorModel, state: FittedState) -> dict[str, Any]:
+def _encode_fitted_params(model: Recommender, state: FittedState) -> dict[str, Any]:
     """The hyperparameters the state was fitted with, those a file can hold."""
     names = set(model._get_param_names())
     encoded = {}

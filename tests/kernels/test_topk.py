@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastrec import ALS
-from fastrec.models.base import FittedState
+from fastrec.models import FittedState
 from reference import assert_topk_valid, eligible_mask, seen_sets, topk_reference
 
 DTYPES = (np.float32, np.float64)

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
 import fastrec
-from fastrec.models.base import FittedState
+from fastrec.models import FittedState
 from fastrec.kernels.topk import RankingIndex, top_k
 from reference import assert_topk_valid, eligible_mask, seen_sets, topk_reference
 

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrec
-from conftest import kernel_variants
 from fastrec import BPR
 from fastrec.models.bpr import _Positives, _rank_weights
 from reference import planted_low_rank
@@ -21,11 +20,6 @@ LOSSES = {"bpr": 0, "warp": 1}
 DTYPES = (np.float32, np.float64)
 RTOL = {np.float32: 2e-4, np.float64: 1e-11}
 
-
-@pytest.fixture(params=kernel_variants("sgd"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
-def sgd_kernel(request):
-    """Each build of the SGD kernel module."""
-    return request.param
 
 
 # ------------------------------------------------------------- reference

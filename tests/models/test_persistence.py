@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 import fastrec
 from fastrec import ALS, ModelFormatError, NotFittedError
-from fastrec.models.base import FactorModel, FittedState
+from fastrec.models import FactorModel, FittedState
 from fastrec.data.idmap import IdMap
 from fastrec.persistence import FORMAT_VERSION, load_model, model_classes, save_model
 from fastrec.persistence.codec import _checksum

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from fastrec import ALS, BPR
-from fastrec.models.base import FittedState
+from fastrec.models import FittedState
 from reference import assert_topk_valid, cosine_scores, eligible_mask, seen_sets, topk_reference
 
 DTYPES = (np.float32, np.float64)
@@ -282,7 +282,7 @@ def test_recommend_sees_whole_states_while_they_are_swapped():
 
 def test_large_batches_are_chunked_with_identical_results(monkeypatch):
     import fastrec.models.base as base
-    import fastrec.models.serving as serving
+    import fastrec.models.factors as serving
     rng = np.random.default_rng(11)
     U = rng.standard_normal((50, 6)).astype(np.float32)
     Y = rng.standard_normal((40, 6)).astype(np.float32)
@@ -299,7 +299,7 @@ def test_large_batches_are_chunked_with_identical_results(monkeypatch):
 
 def test_chunked_batches_with_fresh_rows_exclude_them(monkeypatch):
     import fastrec.models.base as base
-    import fastrec.models.serving as serving
+    import fastrec.models.factors as serving
     rng = np.random.default_rng(13)
     U = rng.standard_normal((30, 5)).astype(np.float32)
     Y = rng.standard_normal((25, 5)).astype(np.float32)

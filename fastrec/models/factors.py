@@ -1,0 +1,125 @@
+"""Latent-factor models: serving from user and item vectors.
+
+A factor model scores a (user, item) pair as ``user_factors_[u] . item_factors_[i]``
+plus ``item_bias_[i]`` where the model has biases, and ranks with the blocked,
+exactly pruned top-K kernel (``fastrec.kernels.topk``).  Subclasses implement
+``_fit`` and ``_fold_in`` (factors for new users from interaction rows); a
+model whose user vectors are computed rather than stored overrides ``_queries``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels import load_kernel
+from ..kernels.topk import csr_rows, top_k
+from ..utils.progress import Progress
+from .base import Recommender
+from .state import FittedState
+
+__all__ = ["FactorModel"]
+
+# users per chunk of a large recommend batch (bounds its working memory)
+_RECOMMEND_CHUNK = 16384
+
+
+def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
+    """A CSR with one entry per row: the query itself, for similar_* calls."""
+    m = ids.size
+    return sp.csr_matrix((np.ones(m, dtype=np.float32), ids, np.arange(m + 1)), shape=(m, n_total))
+
+
+class FactorModel(Recommender):
+    """Base class of the latent-factor models (ALS, BPR/WARP)."""
+
+    @property
+    def user_factors_(self) -> np.ndarray:
+        """(n_users, factors) user vectors, read-only."""
+        return self._require_state().user_factors
+
+    @property
+    def item_factors_(self) -> np.ndarray:
+        """(n_items, factors) item vectors, read-only."""
+        return self._require_state().item_factors
+
+    @property
+    def item_bias_(self) -> np.ndarray | None:
+        """(n_items,) item biases, or None for models without biases."""
+        return self._require_state().item_bias
+
+    def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
+        """Factors for users described only by ``X_rows`` (validated CSR), not stored."""
+        raise NotImplementedError(f"{type(self).__name__} cannot compute factors for new users")
+
+    def _queries(self, state: FittedState, user_ids: np.ndarray) -> np.ndarray:
+        """The query vectors of stored users."""
+        return state.user_factors[user_ids]
+
+    def _chunk_size(self, state: FittedState) -> int:
+        return _RECOMMEND_CHUNK
+
+    def _rank(self, state: FittedState, user_ids: np.ndarray | None, fresh: sp.csr_matrix | None,
+              recalculate: bool, n: int, exclude_seen: bool, mask: np.ndarray, cands: np.ndarray | None,
+              show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        if user_ids is not None and fresh is None:
+            return self._rank_stored(state, user_ids, n, exclude_seen, mask, cands, show_progress)
+        if user_ids is None or recalculate:
+            queries = self._fold_in(state, fresh)
+        else:
+            queries = self._queries(state, user_ids)
+        seen = None
+        if exclude_seen:
+            if user_ids is None:
+                seen = fresh
+            else:
+                # union of the patterns: adding raw values could cancel an entry out
+                seen = (abs(state.user_items[user_ids]) + abs(fresh)).tocsr()
+                seen.sort_indices()
+        return top_k(queries, state.item_factors, state.item_bias, n, seen, mask, cands,
+                     1 if queries.shape[0] == 1 else self._serving_threads(), index=state.ranking_index())
+
+    def _rank_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
+                     mask: np.ndarray, cands: np.ndarray | None, show_progress: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Stored users, a chunk at a time: the gathered query vectors and seen
+        rows stay a fixed size however many users are asked for."""
+        index = state.ranking_index()
+        threads = 1 if user_ids.size == 1 else self._serving_threads()
+        chunk_size = self._chunk_size(state)
+        ids = scores = None
+        starts = range(0, max(user_ids.size, 1), chunk_size)  # once even when empty
+        progress = Progress(len(starts), "recommend", enabled=show_progress, unit="chunk")
+        for start in starts:
+            chunk = user_ids[start:start + chunk_size]
+            seen = csr_rows(state.user_items, chunk) if exclude_seen else None
+            part_ids, part_scores = top_k(self._queries(state, chunk), state.item_factors, state.item_bias,
+                                          n, seen, mask, cands, threads, index=index)
+            if ids is None:
+                ids = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_ids.dtype)
+                scores = np.empty((user_ids.size, part_ids.shape[1]), dtype=part_scores.dtype)
+            ids[start:start + chunk.size] = part_ids
+            scores[start:start + chunk.size] = part_scores
+            progress.update()
+        progress.close()
+        return ids, scores
+
+    def _similar_top(self, state: FittedState, ids: np.ndarray, n: int, side: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine of the factors; a zero vector has no direction, so it is similar to nothing."""
+        if state.factors(side) is None:
+            raise NotImplementedError(f"{type(self).__name__} keeps no {side[:-1]} vectors: no similar_{side}")
+        normed = state.normalized(side)
+        total = normed.shape[0]
+        out_ids, scores = top_k(normed[ids], normed, None, n, _self_exclusion(ids, total),
+                                num_threads=1 if ids.size == 1 else self._serving_threads())
+        out_ids[~normed[ids].any(axis=1)] = -1
+        return out_ids, np.where(out_ids >= 0, scores, -np.inf).astype(scores.dtype, copy=False)
+
+    def _pair_scores(self, state: FittedState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = np.empty(users.size, dtype=state.item_factors.dtype)
+        bias = state.item_bias if state.item_bias is not None else np.empty(0, out.dtype)
+        load_kernel("topk").pair_scores(state.user_factors, state.item_factors, bias, users, items, out,
+                                        1 if users.size < 10000 else self._serving_threads())
+        return out
