@@ -7,11 +7,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .movielens import MOVIELENS_VARIANTS, load_ml1m_implicit, load_movielens
+from .movielens import MOVIELENS_VARIANTS, item_genres, load_ml1m_implicit, load_movielens
 from .movietweetings import load_demo, load_movietweetings
 
 __all__ = [
     "MOVIELENS_VARIANTS",
+    "item_genres",
     "load_demo",
     "load_ml1m_implicit",
     "load_movielens",

@@ -5,13 +5,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..utils.validation import check_bool, check_choice
 from ..data.interactions import Interactions
 from ._download import cache_dir, fetch, verify_cached
 from ._formats import DataFiles, ratings_interactions, read_dat_movies, read_dat_ratings
 
-__all__ = ["load_movielens", "load_ml1m_implicit", "MOVIELENS_VARIANTS"]
+__all__ = ["load_movielens", "load_ml1m_implicit", "item_genres", "MOVIELENS_VARIANTS"]
 
 _BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 # variant -> (archive, MD5 published by GroupLens beside each archive)
@@ -175,3 +176,34 @@ def load_ml1m_implicit(path: Any, split: bool = True
                                         item_map=everything.item_map)
         parts.append(part.with_item_metadata(everything.item_map.labels, **everything.item_metadata))
     return parts[0], parts[1]
+
+
+def item_genres(interactions: Any, column: str = "genres", sep: str = "|") -> tuple[sp.csr_matrix, np.ndarray]:
+    """Items x genres 0/1 matrix from an ``Interactions``' item metadata (e.g. MovieLens genres).
+
+    Parameters
+    ----------
+    interactions : fastrec.Interactions
+        With ``item_metadata[column]`` holding ``sep``-joined genre names per
+        item (as ``load_movielens`` and ``load_ml1m_implicit`` attach them).
+    column, sep : str
+
+    Returns
+    -------
+    matrix : (n_items, n_genres) float32 CSR, rows aligned with the item map
+        (items without genres have empty rows), for ``fastrec.rerank.Calibrated``.
+    names : array of str, the genre of each column (sorted).
+    """
+    metadata = getattr(interactions, "item_metadata", None)
+    if not isinstance(metadata, dict) or column not in metadata:
+        raise ValueError(f"interactions has no item metadata column {column!r}; load it with its movie "
+                         "file (movies.dat) or add it with with_item_metadata")
+    per_item = [[g for g in str(text).split(sep) if g and g != "(no genres listed)"]
+                for text in metadata[column]]
+    names = np.array(sorted({g for genres in per_item for g in genres}), dtype=str)
+    column_of = {g: j for j, g in enumerate(names)}
+    indptr = np.cumsum([0] + [len(set(genres)) for genres in per_item])
+    indices = np.array([column_of[g] for genres in per_item for g in sorted(set(genres))], dtype=np.int32)
+    matrix = sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, indptr),
+                           shape=(len(per_item), names.size))
+    return matrix, names
