@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..utils.validation import check_float, check_ids, check_int, check_interactions
-from .greedy import check_candidates, gather, relevance
+from .greedy import check_candidates, gather
 
 __all__ = ["Reranker", "Fetch", "fitted_view"]
 
@@ -47,6 +47,8 @@ class Reranker:
     metric: ClassVar[str] = ""
     #: the parameter ``with_tradeoff`` and ``fastrec.evaluation.tradeoff`` sweep
     swept: ClassVar[str] = "tradeoff"
+    #: whether ``_select`` reads the users' histories (else an empty matrix is passed)
+    needs_history: ClassVar[bool] = True
 
     def __init__(self, tradeoff: float = 0.5, candidates: int = 100):
         self.tradeoff = check_float(tradeoff, "tradeoff", minimum=0.0, maximum=1.0)
@@ -116,9 +118,10 @@ class Reranker:
                              "cannot be longer than the catalogue")
         return n
 
-    @staticmethod
-    def history(state: Any, user_ids: np.ndarray | None, X: Any, n_rows: int) -> sp.csr_matrix:
+    def history(self, state: Any, user_ids: np.ndarray | None, X: Any, n_rows: int) -> sp.csr_matrix:
         """Each row's positive interactions as a 0/1 CSR (from ``X`` when given, else stored)."""
+        if not self.needs_history:
+            return sp.csr_matrix((n_rows, state.n_items))
         if X is not None:
             rows = check_interactions(X, "X", dtype=np.float64, shape=(n_rows, state.n_items), allow_empty=True)
         else:
@@ -133,12 +136,15 @@ class Reranker:
         width = min(n, ids.shape[1])
         if width == 0 or ids.shape[0] == 0:
             return np.full((ids.shape[0], width), -1, np.int32), np.full((ids.shape[0], width), -np.inf)
-        positions = self._select(state, history, ids, relevance(ids, scores), width)
+        positions = self._select(state, history, ids, scores, width)
         return gather(ids, scores, positions)
 
-    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, rel: np.ndarray,
+    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
-        """(n_users, n) int32 positions into each candidate row, -1 where none is left."""
+        """(n_users, n) int32 positions into each candidate row, -1 where none is left.
+
+        Kernels rescale ``scores`` to relevance per row (``greedy.relevance_row``).
+        """
         raise NotImplementedError
 
 

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..utils.jit import njit, prange
 from ..utils.validation import check_float
 from .base import Reranker, item_group_shares
-from .greedy import take_best
+from .greedy import n_chunks, relevance_row, take_best
 
 __all__ = ["Calibrated", "check_item_groups", "normalized_groups"]
 
@@ -86,56 +86,63 @@ class Calibrated(Reranker):
                              "items; pass one row per item, aligned with the model's item indices")
         return self._p_given_item
 
-    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, rel: np.ndarray,
+    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
         groups = self.groups_for(state.n_items)
         profiles = item_group_shares(history, groups)
-        return _calibrated_kernel(ids, rel, np.int64(n), self.tradeoff, self.smoothing,
+        return _calibrated_kernel(ids, scores, np.int64(n), self.tradeoff, self.smoothing,
                                   groups.indptr.astype(np.int64), groups.indices.astype(np.int64),
-                                  groups.data, profiles)
+                                  groups.data, profiles, n_chunks(ids.shape[0]))
 
 
-@njit(parallel=True, fastmath=False)
-def _calibrated_kernel(ids, rel, n, lam, alpha, g_indptr, g_indices, g_data, profiles):  # pragma: no cover
+@njit(parallel=True)
+def _calibrated_kernel(ids, scores, n, lam, alpha, g_indptr, g_indices, g_data, profiles,
+                       n_blocks):  # pragma: no cover - compiled
     m, n_cand = ids.shape
     n_groups = profiles.shape[1]
     out = np.full((m, n), -1, dtype=np.int32)
-    for r in prange(m):
-        p = profiles[r]
-        mass = 0.0
-        plogp = 0.0
-        for g in range(n_groups):
-            if p[g] > 0:
-                mass += p[g]
-                plogp += p[g] * np.log(p[g])
-        chosen_sum = np.zeros(n_groups)
-        log_base = np.zeros(n_groups)
-        taken = np.zeros(n_cand, dtype=np.bool_)
+    per_block = (m + n_blocks - 1) // n_blocks
+    for block in prange(n_blocks):
+        rel = np.empty(n_cand)
         values = np.empty(n_cand)
-        for step in range(n):
-            size = step + 1.0
-            # q~ of the list plus candidate i, times size: base_g + (1 - alpha) x_ig
-            base_sum = 0.0
+        taken = np.empty(n_cand, dtype=np.bool_)
+        chosen_sum = np.empty(n_groups)
+        log_base = np.empty(n_groups)
+        for r in range(block * per_block, min(m, (block + 1) * per_block)):
+            relevance_row(ids, scores, r, rel)
+            taken[:] = False
+            chosen_sum[:] = 0.0
+            mass = 0.0
+            plogp = 0.0
             for g in range(n_groups):
-                if p[g] > 0:
-                    log_base[g] = np.log((1.0 - alpha) * chosen_sum[g] + alpha * size * p[g])
-                    base_sum += p[g] * log_base[g]
-            for c in range(n_cand):
-                item = ids[r, c]
-                if item < 0 or taken[c]:
-                    continue
-                cross = base_sum
+                if profiles[r, g] > 0:
+                    mass += profiles[r, g]
+                    plogp += profiles[r, g] * np.log(profiles[r, g])
+            for step in range(n):
+                size = step + 1.0
+                # size * q~ of the list plus candidate i is base_g + (1 - alpha) x_ig
+                base_sum = 0.0
+                for g in range(n_groups):
+                    if profiles[r, g] > 0:
+                        log_base[g] = np.log((1.0 - alpha) * chosen_sum[g] + alpha * size * profiles[r, g])
+                        base_sum += profiles[r, g] * log_base[g]
+                for c in range(n_cand):
+                    item = ids[r, c]
+                    if item < 0 or taken[c]:
+                        continue
+                    cross = base_sum
+                    for e in range(g_indptr[item], g_indptr[item + 1]):
+                        g = g_indices[e]
+                        p_g = profiles[r, g]
+                        if p_g > 0:
+                            base = (1.0 - alpha) * chosen_sum[g] + alpha * size * p_g
+                            cross += p_g * (np.log(base + (1.0 - alpha) * g_data[e]) - log_base[g])
+                    kl = plogp - cross + mass * np.log(size)
+                    values[c] = (1.0 - lam) * rel[c] - lam * kl
+                best = take_best(values, ids, r, taken, out, step)
+                if best < 0:
+                    break
+                item = ids[r, best]
                 for e in range(g_indptr[item], g_indptr[item + 1]):
-                    g = g_indices[e]
-                    if p[g] > 0:
-                        base = (1.0 - alpha) * chosen_sum[g] + alpha * size * p[g]
-                        cross += p[g] * (np.log(base + (1.0 - alpha) * g_data[e]) - log_base[g])
-                kl = plogp - cross + mass * np.log(size)
-                values[c] = (1.0 - lam) * rel[r, c] - lam * kl
-            best = take_best(values, ids[r], taken, out[r], step)
-            if best < 0:
-                break
-            item = ids[r, best]
-            for e in range(g_indptr[item], g_indptr[item + 1]):
-                chosen_sum[g_indices[e]] += g_data[e]
+                    chosen_sum[g_indices[e]] += g_data[e]
     return out

@@ -28,7 +28,7 @@ from scipy.stats import binom
 from ..utils.jit import njit, prange
 from ..utils.validation import check_bool, check_float, check_int
 from .base import Fetch, Reranker
-from .greedy import gather
+from .greedy import gather, n_chunks
 
 __all__ = ["FairTopK", "fair_table", "fail_probability", "meets_table"]
 
@@ -148,6 +148,7 @@ class FairTopK(Reranker):
         protected items from the whole catalogue.
     """
 
+    needs_history = False
     metric = "fair_share"
     swept = "p"
 
@@ -195,66 +196,65 @@ class FairTopK(Reranker):
         need = int(table[-1])
         have = (mask[np.where(ids >= 0, ids, 0)] & (ids >= 0)).sum(axis=1)
         short = np.flatnonzero(have < need)
+        extra = np.full((ids.shape[0], 0), -1, dtype=np.int32)
+        extra_scores = np.full((ids.shape[0], 0), -np.inf)
         if short.size:
-            ids, scores = _with_protected(ids, scores, short, np.flatnonzero(mask).astype(np.int32), need, fetch)
-        positions = _fair_kernel(ids, np.int64(width), table, mask.astype(np.uint8))
-        return gather(ids, scores, positions)
-
-
-def _with_protected(ids: np.ndarray, scores: np.ndarray, rows: np.ndarray, protected_ids: np.ndarray,
-                    need: int, fetch: Fetch) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates of ``rows`` merged with their best ``need`` protected items, re-sorted by score."""
-    extra_ids, extra_scores = fetch(rows, protected_ids, need)
-    extra_ids = np.asarray(extra_ids, dtype=np.int32).reshape(rows.size, -1)
-    extra_scores = np.asarray(extra_scores, dtype=np.float64).reshape(rows.size, -1)
-    merged_ids = np.concatenate([ids[rows], extra_ids], axis=1)
-    merged_scores = np.concatenate([scores[rows], np.where(extra_ids >= 0, extra_scores, -np.inf)], axis=1)
-    # drop repeats of a candidate, then best first (ties by lower id), padding last
-    for r in range(rows.size):
-        row_ids, row_scores = merged_ids[r].copy(), merged_scores[r].copy()
-        _, first = np.unique(row_ids, return_index=True)
-        keep = np.zeros(row_ids.size, dtype=bool)
-        keep[first] = True
-        keep &= row_ids >= 0
-        kept = np.flatnonzero(keep)
-        order = kept[np.lexsort((row_ids[kept], -row_scores[kept]))]
-        merged_ids[r] = -1
-        merged_scores[r] = -np.inf
-        merged_ids[r, :order.size] = row_ids[order]
-        merged_scores[r, :order.size] = row_scores[order]
-    width = ids.shape[1] + extra_ids.shape[1]
-    out_ids = np.full((ids.shape[0], width), -1, dtype=np.int32)
-    out_scores = np.full((ids.shape[0], width), -np.inf)
-    out_ids[:, :ids.shape[1]] = ids
-    out_scores[:, :ids.shape[1]] = scores
-    out_ids[rows] = merged_ids
-    out_scores[rows] = merged_scores
-    return out_ids, out_scores
+            # the best protected items from the whole catalogue, for the users whose candidates lack them
+            fetched_ids, fetched_scores = fetch(short, np.flatnonzero(mask).astype(np.int32), need)
+            fetched_ids = np.asarray(fetched_ids, dtype=np.int32).reshape(short.size, -1)
+            extra = np.full((ids.shape[0], fetched_ids.shape[1]), -1, dtype=np.int32)
+            extra_scores = np.full(extra.shape, -np.inf)
+            extra[short] = fetched_ids
+            extra_scores[short] = np.asarray(fetched_scores, dtype=np.float64).reshape(fetched_ids.shape)
+        all_ids = np.ascontiguousarray(np.concatenate([ids, extra], axis=1))
+        positions = _fair_kernel(all_ids, np.int64(ids.shape[1]), np.int64(width), table, mask.astype(np.uint8),
+                                 n_chunks(ids.shape[0]))
+        return gather(all_ids, np.concatenate([scores, extra_scores], axis=1), positions)
 
 
 @njit(parallel=True)
-def _fair_kernel(ids, n, table, protected):  # pragma: no cover - compiled
-    """FA*IR over candidates in ranked order: positions of the chosen ones (-1 when none is left)."""
-    m, n_cand = ids.shape
+def _fair_kernel(ids, n_ranked, n, table, protected, n_blocks):  # pragma: no cover - compiled
+    """FA*IR over each row's ranked candidates ``ids[r, :n_ranked]``, best first.
+
+    When the table asks for a protected item and the ranked candidates have
+    none left, the next one comes from the row's extra protected items
+    ``ids[r, n_ranked:]`` (best first; they rank below every candidate, and
+    one already chosen is skipped).  Returns positions into each row.
+    """
+    m, width = ids.shape
     out = np.full((m, n), -1, dtype=np.int32)
-    for r in prange(m):
-        next_any = 0  # candidates before these positions are taken or padding
-        next_protected = 0
-        taken = np.zeros(n_cand, dtype=np.bool_)
-        n_protected = 0
-        for step in range(n):
-            while next_any < n_cand and (ids[r, next_any] < 0 or taken[next_any]):
-                next_any += 1
-            while next_protected < n_cand and (ids[r, next_protected] < 0 or taken[next_protected]
-                                               or not protected[ids[r, next_protected]]):
-                next_protected += 1
-            pick = next_any
-            if n_protected < table[step] and next_protected < n_cand:
-                pick = next_protected
-            if pick >= n_cand:
-                break
-            taken[pick] = True
-            out[r, step] = pick
-            if protected[ids[r, pick]]:
-                n_protected += 1
+    per_block = (m + n_blocks - 1) // n_blocks
+    for block in prange(n_blocks):
+        taken = np.empty(width, dtype=np.bool_)
+        for r in range(block * per_block, min(m, (block + 1) * per_block)):
+            taken[:] = False
+            next_any = 0  # ranked candidates before these positions are taken or padding
+            next_protected = 0
+            n_protected = 0
+            for step in range(n):
+                while next_any < n_ranked and (ids[r, next_any] < 0 or taken[next_any]):
+                    next_any += 1
+                while next_protected < width and (ids[r, next_protected] < 0 or taken[next_protected]
+                                                  or not protected[ids[r, next_protected]]
+                                                  or (next_protected >= n_ranked
+                                                      and _listed(ids, r, out, step, ids[r, next_protected]))):
+                    next_protected += 1
+                pick = next_any
+                if n_protected < table[step] and next_protected < width:
+                    pick = next_protected
+                if pick >= n_ranked and pick == next_any:
+                    break  # no candidate left
+                taken[pick] = True
+                out[r, step] = pick
+                if protected[ids[r, pick]]:
+                    n_protected += 1
     return out
+
+
+@njit()
+def _listed(ids, r, out, step, item):  # pragma: no cover - compiled
+    """Whether ``item`` is already among the first ``step`` choices of row r."""
+    for s in range(step):
+        if ids[r, out[r, s]] == item:
+            return True
+    return False

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..utils.jit import njit
 
-__all__ = ["check_candidates", "relevance", "gather", "take_best"]
+__all__ = ["check_candidates", "gather", "n_chunks", "relevance_row", "take_best"]
 
 
 def check_candidates(ids: Any, scores: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,20 +46,6 @@ def check_candidates(ids: Any, scores: Any, n_items: int) -> tuple[np.ndarray, n
     return np.ascontiguousarray(id_arr, dtype=np.int32), np.ascontiguousarray(score_arr)
 
 
-def relevance(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Scores rescaled to [0, 1] per row over the valid candidates (-inf at padding)."""
-    valid = ids >= 0
-    finite = valid & np.isfinite(scores)
-    lo = np.where(finite, scores, np.inf).min(axis=1, initial=np.inf)[:, None]
-    hi = np.where(finite, scores, -np.inf).max(axis=1, initial=-np.inf)[:, None]
-    span = hi - lo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = np.where(span > 0, (scores - lo) / np.where(span > 0, span, 1.0), 1.0)
-    # a candidate scored -inf by the model stays least relevant, but selectable
-    scaled = np.where(finite, scaled, np.where(valid, 0.0, -np.inf))
-    return np.ascontiguousarray(scaled, dtype=np.float64)
-
-
 def gather(ids: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The chosen candidates' ids and model scores from per-row positions (-1: none)."""
     chosen = positions >= 0
@@ -69,22 +55,51 @@ def gather(ids: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> tuple[
     return out_ids, out_scores
 
 
-@njit()
-def take_best(values, ids_row, taken, out_row, step):  # pragma: no cover - compiled
-    """One greedy step: take the valid untaken candidate of highest value (the earliest on ties).
+def n_chunks(n_rows: int) -> int:
+    """How many blocks of users a kernel's parallel loop takes (several per thread, for balance)."""
+    import numba
+    return max(1, min(n_rows, 8 * numba.get_num_threads()))
 
-    Marks it taken, writes its position to ``out_row[step]`` and returns it;
+
+@njit()
+def relevance_row(ids, scores, r, rel):  # pragma: no cover - compiled
+    """Row r's scores rescaled to [0, 1] over its valid candidates, written into ``rel``.
+
+    Min-max per row; 1 for every candidate when they all score the same; 0
+    for a candidate the model scored -inf and for padding (never taken).
+    """
+    lo = np.inf
+    hi = -np.inf
+    for c in range(ids.shape[1]):
+        if ids[r, c] >= 0 and np.isfinite(scores[r, c]):
+            lo = min(lo, scores[r, c])
+            hi = max(hi, scores[r, c])
+    span = hi - lo
+    for c in range(ids.shape[1]):
+        if ids[r, c] < 0 or not np.isfinite(scores[r, c]):
+            rel[c] = 0.0
+        elif span > 0:
+            rel[c] = (scores[r, c] - lo) / span
+        else:
+            rel[c] = 1.0
+
+
+@njit()
+def take_best(values, ids, r, taken, out, step):  # pragma: no cover - compiled
+    """One greedy step for row r: take the valid untaken candidate of highest value (the earliest on ties).
+
+    Marks it taken, writes its position to ``out[r, step]`` and returns it;
     returns -1 when no candidate is left.
     """
     best = -1
     best_value = -np.inf
     for c in range(values.shape[0]):
-        if ids_row[c] < 0 or taken[c]:
+        if ids[r, c] < 0 or taken[c]:
             continue
         if best < 0 or values[c] > best_value:
             best = c
             best_value = values[c]
     if best >= 0:
         taken[best] = True
-        out_row[step] = best
+        out[r, step] = best
     return best

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from ..utils.jit import njit, prange
 from .base import Reranker
-from .greedy import take_best
+from .greedy import n_chunks, relevance_row, take_best
 
 __all__ = ["MMR"]
 
@@ -41,6 +41,7 @@ class MMR(Reranker):
         Candidates fetched per user by ``recommend(..., rerank=)``.
     """
 
+    needs_history = False
     metric = "diversity"
 
     def __init__(self, tradeoff: float = 0.3, similarity: Any = "factors", candidates: int = 100):
@@ -72,26 +73,28 @@ class MMR(Reranker):
         self._unit = (vectors, unit)
         return unit
 
-    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, rel: np.ndarray,
+    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
         sim = self.similarity
         if isinstance(sim, str):
-            return _mmr_kernel(ids, rel, np.int64(n), self.tradeoff, self._unit_vectors(state.item_factors),
-                               *_NO_MATRIX)
+            return _mmr_kernel(ids, scores, np.int64(n), self.tradeoff, self._unit_vectors(state.item_factors),
+                               *_NO_MATRIX, n_chunks(ids.shape[0]))
         if sim.shape[0] != state.n_items:
             raise ValueError(f"similarity has {sim.shape[0]} rows but the model has {state.n_items} items; "
                              "pass one row per item")
         if sim.shape[1] != state.n_items:
-            return _mmr_kernel(ids, rel, np.int64(n), self.tradeoff, self._unit_vectors(sim), *_NO_MATRIX)
+            return _mmr_kernel(ids, scores, np.int64(n), self.tradeoff, self._unit_vectors(sim), *_NO_MATRIX,
+                               n_chunks(ids.shape[0]))
         csr = sp.csr_matrix(sim, dtype=np.float64)
         csr.sum_duplicates()
         if csr.nnz and not np.isfinite(csr.data).all():
             raise ValueError("similarity holds NaN or infinite values")
-        return _mmr_kernel(ids, rel, np.int64(n), self.tradeoff, np.empty((0, 1), np.float32),
-                           csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data)
+        return _mmr_kernel(ids, scores, np.int64(n), self.tradeoff, np.empty((0, 1), np.float32),
+                           csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data,
+                           n_chunks(ids.shape[0]))
 
 
-@njit(fastmath=True)
+@njit(fastmath=True, inline="always")
 def _similarity(i, j, unit, indptr, indices, data):  # pragma: no cover - compiled
     """Cosine of unit rows i and j when ``unit`` is given, else entry [i, j] of the CSR."""
     if unit.shape[0] > 0:
@@ -112,27 +115,31 @@ def _similarity(i, j, unit, indptr, indices, data):  # pragma: no cover - compil
 
 
 @njit(parallel=True, fastmath=True)
-def _mmr_kernel(ids, rel, n, lam, unit, indptr, indices, data):  # pragma: no cover - compiled
+def _mmr_kernel(ids, scores, n, lam, unit, indptr, indices, data, n_blocks):  # pragma: no cover - compiled
     m, n_cand = ids.shape
     out = np.full((m, n), -1, dtype=np.int32)
-    for r in prange(m):
-        taken = np.zeros(n_cand, dtype=np.bool_)
-        closest = np.zeros(n_cand)  # max similarity to the list so far (0 for the empty list)
+    per_block = (m + n_blocks - 1) // n_blocks
+    for block in prange(n_blocks):
+        rel = np.empty(n_cand)
         values = np.empty(n_cand)
-        for step in range(n):
-            for c in range(n_cand):
-                values[c] = (1.0 - lam) * rel[r, c] - lam * closest[c]
-            best = take_best(values, ids[r], taken, out[r], step)
-            if best < 0:
-                break
-            if step + 1 == n:
-                break
-            j = ids[r, best]
-            for c in range(n_cand):
-                i = ids[r, c]
-                if i < 0 or taken[c]:
-                    continue
-                s = _similarity(i, j, unit, indptr, indices, data)
-                if step == 0 or s > closest[c]:
-                    closest[c] = s
+        taken = np.empty(n_cand, dtype=np.bool_)
+        closest = np.empty(n_cand)  # max similarity to the list so far (0 for the empty list)
+        for r in range(block * per_block, min(m, (block + 1) * per_block)):
+            relevance_row(ids, scores, r, rel)
+            taken[:] = False
+            closest[:] = 0.0
+            for step in range(n):
+                for c in range(n_cand):
+                    values[c] = (1.0 - lam) * rel[c] - lam * closest[c]
+                best = take_best(values, ids, r, taken, out, step)
+                if best < 0 or step + 1 == n:
+                    break
+                j = ids[r, best]
+                for c in range(n_cand):
+                    i = ids[r, c]
+                    if i < 0 or taken[c]:
+                        continue
+                    s = _similarity(i, j, unit, indptr, indices, data)
+                    if step == 0 or s > closest[c]:
+                        closest[c] = s
     return out

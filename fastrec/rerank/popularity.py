@@ -23,7 +23,7 @@ from ..evaluation.beyond import item_popularity, long_tail_items
 from ..utils.jit import njit, prange
 from ..utils.validation import check_choice, check_float
 from .base import Reranker
-from .greedy import take_best
+from .greedy import n_chunks, relevance_row, take_best
 
 __all__ = ["PopularityDebias", "tail_mask"]
 
@@ -56,45 +56,50 @@ class PopularityDebias(Reranker):
         self.head_share = check_float(head_share, "head_share", minimum=0.0, maximum=1.0, strict_minimum=True)
         self.variant = check_choice(variant, "variant", ("smooth", "binary"))
 
-    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, rel: np.ndarray,
+    def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
         tail = tail_mask(state, self.head_share)
         counts = np.diff(history.indptr).astype(np.float64)
         in_tail = history @ tail.astype(np.float64)
         tail_share = np.divide(in_tail, counts, out=np.zeros_like(counts), where=counts > 0)
         head_share = np.where(counts > 0, 1.0 - tail_share, 0.0)
-        return _xquad_kernel(ids, rel, np.int64(n), self.tradeoff, tail.astype(np.uint8), head_share,
-                             tail_share, self.variant == "binary")
+        return _xquad_kernel(ids, scores, np.int64(n), self.tradeoff, tail.astype(np.uint8), head_share,
+                             tail_share, self.variant == "binary", n_chunks(ids.shape[0]))
 
 
 @njit(parallel=True)
-def _xquad_kernel(ids, rel, n, lam, tail, head_share, tail_share, binary):  # pragma: no cover
+def _xquad_kernel(ids, scores, n, lam, tail, head_share, tail_share, binary, n_blocks):  # pragma: no cover
     m, n_cand = ids.shape
     out = np.full((m, n), -1, dtype=np.int32)
-    for r in prange(m):
-        taken = np.zeros(n_cand, dtype=np.bool_)
+    per_block = (m + n_blocks - 1) // n_blocks
+    for block in prange(n_blocks):
+        rel = np.empty(n_cand)
         values = np.empty(n_cand)
-        n_tail = 0
-        for step in range(n):
-            n_head = step - n_tail
-            if binary:
-                cover_head = 1.0 if n_head == 0 else 0.0
-                cover_tail = 1.0 if n_tail == 0 else 0.0
-            elif step == 0:
-                cover_head = 1.0
-                cover_tail = 1.0
-            else:
-                cover_head = 1.0 - n_head / step
-                cover_tail = 1.0 - n_tail / step
-            bonus_head = head_share[r] * cover_head
-            bonus_tail = tail_share[r] * cover_tail
-            for c in range(n_cand):
-                item = ids[r, c]
-                if item >= 0:
-                    values[c] = (1.0 - lam) * rel[r, c] + lam * (bonus_tail if tail[item] else bonus_head)
-            best = take_best(values, ids[r], taken, out[r], step)
-            if best < 0:
-                break
-            if tail[ids[r, best]]:
-                n_tail += 1
+        taken = np.empty(n_cand, dtype=np.bool_)
+        for r in range(block * per_block, min(m, (block + 1) * per_block)):
+            relevance_row(ids, scores, r, rel)
+            taken[:] = False
+            n_tail = 0
+            for step in range(n):
+                n_head = step - n_tail
+                if binary:
+                    cover_head = 1.0 if n_head == 0 else 0.0
+                    cover_tail = 1.0 if n_tail == 0 else 0.0
+                elif step == 0:
+                    cover_head = 1.0
+                    cover_tail = 1.0
+                else:
+                    cover_head = 1.0 - n_head / step
+                    cover_tail = 1.0 - n_tail / step
+                bonus_head = lam * head_share[r] * cover_head
+                bonus_tail = lam * tail_share[r] * cover_tail
+                for c in range(n_cand):
+                    item = ids[r, c]
+                    if item >= 0:
+                        values[c] = (1.0 - lam) * rel[c] + (bonus_tail if tail[item] else bonus_head)
+                best = take_best(values, ids, r, taken, out, step)
+                if best < 0:
+                    break
+                if tail[ids[r, best]]:
+                    n_tail += 1
     return out
