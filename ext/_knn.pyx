@@ -100,17 +100,17 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
 def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floating[::1] q_data,
                const index_t[::1] s_indptr, const int[::1] s_items, const floating[::1] s_data,
                const index_t[::1] seen_indptr, const int[::1] seen_items,
-               const unsigned char[::1] blocked, const unsigned char[::1] allowed,
+               const unsigned char[::1] blocked, const unsigned char[::1] allowed, Py_ssize_t n_items,
                int n, int[:, ::1] out_ids, floating[:, ::1] out_scores, int num_threads):
     """Top-``n`` items for each query row: ``sum_j q[j] * S[j, :]``.
 
     ``seen_*`` (one CSR row per query, sorted; an indptr of zeros for none)
-    and ``blocked`` (n_items bytes, 1 = never recommend) filter items;
+    and ``blocked`` (n_items bytes, 1 = never recommend, or empty for none) filter items;
     ``allowed`` (n_items bytes, or empty for all) restricts them to candidates.
     """
     cdef Py_ssize_t n_rows = q_indptr.shape[0] - 1
-    cdef Py_ssize_t n_items = blocked.shape[0]
     cdef bint restrict = allowed.shape[0] > 0
+    cdef bint use_blocked = blocked.shape[0] > 0
     cdef Py_ssize_t r
     cdef index_t p, q
     cdef int j, i, t, n_touched, size
@@ -150,7 +150,7 @@ def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floati
             size = 0
             for t in range(n_touched):
                 i = touched[t]
-                if marked[i] == 1 and not blocked[i] and (not restrict or allowed[i]):
+                if marked[i] == 1 and not (use_blocked and blocked[i]) and (not restrict or allowed[i]):
                     heap_push(hs, hi, &size, n, <floating> acc[i], i)
                 acc[i] = 0
                 marked[i] = 0

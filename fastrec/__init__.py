@@ -19,6 +19,8 @@ from .models.als import ALS
 from .models.base import Recommender
 from .models.factors import FactorModel
 from .models.bpr import BPR
+from .models.ease import EASE
+from .models.knn import ItemKNN
 from .persistence import load
 from .utils.threads import available_cpus
 
@@ -44,6 +46,8 @@ _LAZY = {
 __all__ = [
     "ALS",
     "BPR",
+    "EASE",
+    "ItemKNN",
     "FactorModel",
     "Recommender",
     "Interactions",

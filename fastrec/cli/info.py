@@ -67,15 +67,17 @@ def model_report(path: str) -> tuple[dict[str, Any], ModelFormatError | None]:
         report["parameters"] = {name: value.get("__dtype__", value) if isinstance(value, dict) else value
                                 for name, value in (meta.get("params") or {}).items()}
         return report, problem
-    state = model.user_factors_
+    state = model._require_state()
+    vectors = state.item_factors
     report.update({
         "checksum": "ok (verified on load)",
         "users": model.n_users_,
         "items": model.n_items_,
-        "factors": state.shape[1],
+        "factors": None if vectors is None else vectors.shape[1],
+        "neighbours": None if state.item_similarity is None else state.item_similarity.nnz,
         "interactions": model.user_items_.nnz,
         "dtype": str(state.dtype),
-        "item_bias": model.item_bias_ is not None,
+        "item_bias": state.item_bias is not None,
         "raw_user_ids": _id_kind(model.user_map_, model.n_users_),
         "raw_item_ids": _id_kind(model.item_map_, model.n_items_),
         "parameters": model.get_params(),

@@ -77,8 +77,19 @@ class RankingIndex:
         order = np.argsort(-sq, kind="stable").astype(np.int32)
         Ys, sq = Y[order], sq[order]
         head = Ys[: min(len(Ys), 4096)]
-        if head.size and np.any(head):
+        if head.size and np.any(head) and head.shape[1] <= 256:
             direction = np.linalg.svd(head, full_matrices=False)[2][0]
+        elif head.size and np.any(head):
+            # wide rows (EASE's item-item columns): power iteration, not an O(n f^2) SVD.
+            # Any unit direction gives a valid bound; a better one only prunes more.
+            direction = head[0] / np.linalg.norm(head[0])
+            for _ in range(20):
+                direction = head.T @ (head @ direction)
+                norm = np.linalg.norm(direction)
+                if norm == 0:
+                    direction = head[0] / np.linalg.norm(head[0])
+                    break
+                direction /= norm
         else:
             direction = np.zeros(Y.shape[1])
             if Y.shape[1]:

@@ -3,7 +3,9 @@ through its one serving API."""
 from .als import ALS
 from .base import Fitted, Recommender
 from .bpr import BPR
+from .ease import EASE
 from .factors import FactorModel
+from .knn import ItemKNN
 from .state import FittedState
 
-__all__ = ["ALS", "BPR", "FactorModel", "Fitted", "FittedState", "Recommender"]
+__all__ = ["ALS", "BPR", "EASE", "FactorModel", "ItemKNN", "Fitted", "FittedState", "Recommender"]

@@ -55,6 +55,8 @@ class Recommender(ServingMixin):
 
     _state: FittedState | None = None
     _fit_lock: threading.Lock
+    # the FittedState fields this class serves from (a model file must provide them)
+    _state_members: tuple[str, ...] = ()
 
     def __new__(cls, *args: Any, **kwargs: Any):
         obj = super().__new__(cls)

@@ -34,6 +34,8 @@ def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
 class FactorModel(Recommender):
     """Base class of the latent-factor models (ALS, BPR/WARP)."""
 
+    _state_members = ("user_factors", "item_factors")
+
     @property
     def user_factors_(self) -> np.ndarray:
         """(n_users, factors) user vectors, read-only."""

@@ -13,7 +13,7 @@ from ..exceptions import ModelFormatError
 from ..models.base import Recommender
 
 FORMAT_NAME = "fastrec-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 'shape' member; factors optional; item similarities
 
 _META = "__meta__"
 _CHECKSUM = "__checksum__"

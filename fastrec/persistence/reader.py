@@ -50,6 +50,9 @@ def load_model(path: Any, expected_class: type | None = None) -> Recommender:
     try:
         cls = _resolve_class(meta["model_class"], expected_class)
         state = _rebuild_state(arrays)
+        for member in cls._state_members:  # what this class serves from
+            if getattr(state, member) is None:
+                raise ModelFormatError(f"member {member!r} is missing")
         attributes = {name: _attribute_value(cls, name, entry, arrays)
                       for name, entry in meta["attributes"].items()}
         model = _build_model(cls, meta)
@@ -167,28 +170,59 @@ def _array(arrays: dict[str, np.ndarray], name: str, ndim: int, dtypes: tuple[st
     return np.ascontiguousarray(arr)
 
 
+def _csr_member(arrays: dict[str, np.ndarray], prefix: str, shape: tuple[int, int], dtypes: tuple[str, ...],
+                minor: str) -> sp.csr_matrix:
+    """A canonical CSR from ``<prefix>_indptr/_indices/_data``, its structure checked first."""
+    indptr = _array(arrays, f"{prefix}_indptr", 1, ("int32", "int64"), shape[0] + 1)
+    indices = _array(arrays, f"{prefix}_indices", 1, ("int32",))
+    data = _array(arrays, f"{prefix}_data", 1, dtypes, indices.size)
+    problem = compressed_structure_problem(indptr, indices, shape[0], shape[1], data.size, canonical=True,
+                                           minor=minor)
+    if problem is not None or indptr[-1] != indices.size:
+        raise ModelFormatError(f"member {prefix!r} is malformed: {problem or 'trailing entries'}")
+    matrix = sp.csr_matrix((data, indices, indptr), shape=shape)
+    matrix.indices = indices  # scipy may widen index arrays; the kernels want int32
+    matrix.indptr = indptr
+    return matrix
+
+
+def _model_shape(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(users, items): stored since format 2; format 1 files have both factor matrices."""
+    if "shape" in arrays:
+        shape = _array(arrays, "shape", 1, ("int64",), 2)
+        if shape.min() < 0 or shape.max() > np.iinfo(np.int32).max:
+            raise ModelFormatError(f"member 'shape' holds an invalid shape {shape.tolist()}")
+        return int(shape[0]), int(shape[1])
+    users = _array(arrays, "user_factors", 2, _FLOAT_KINDS)
+    items = _array(arrays, "item_factors", 2, _FLOAT_KINDS)
+    return users.shape[0], items.shape[0]
+
+
 def _rebuild_state(arrays: dict[str, np.ndarray]) -> FittedState:
     """A FittedState from the arrays, after checking every invariant the kernels rely on."""
-    user_factors = _array(arrays, "user_factors", 2, _FLOAT_KINDS)
-    n_users = user_factors.shape[0]
-    item_factors = _array(arrays, "item_factors", 2, (user_factors.dtype.name,))
-    n_items = item_factors.shape[0]
-    if item_factors.shape[1] != user_factors.shape[1]:
+    n_users, n_items = _model_shape(arrays)
+    dtype = None
+    factors = {}
+    for side, count in (("user", n_users), ("item", n_items)):
+        name = f"{side}_factors"
+        factors[side] = None
+        if name in arrays:
+            factors[side] = _array(arrays, name, 2, (dtype,) if dtype else _FLOAT_KINDS, count)
+            dtype = factors[side].dtype.name
+    if factors["user"] is not None and factors["item"] is not None \
+            and factors["item"].shape[1] != factors["user"].shape[1]:
         raise ModelFormatError("user and item factors have different numbers of columns")
+    similarity = None
+    if "item_similarity_indptr" in arrays:
+        similarity = _csr_member(arrays, "item_similarity", (n_items, n_items),
+                                 (dtype,) if dtype else _FLOAT_KINDS, "item")
+        dtype = similarity.dtype.name
+    if dtype is None:
+        raise ModelFormatError("the file holds neither factors nor item similarities")
     item_bias = None
     if "item_bias" in arrays:
-        item_bias = _array(arrays, "item_bias", 1, (user_factors.dtype.name,), n_items)
-
-    indptr = _array(arrays, "user_items_indptr", 1, ("int32", "int64"), n_users + 1)
-    indices = _array(arrays, "user_items_indices", 1, ("int32",))
-    data = _array(arrays, "user_items_data", 1, _FLOAT_KINDS, indices.size)
-    problem = compressed_structure_problem(indptr, indices, n_users, n_items, data.size, canonical=True,
-                                           minor="item")
-    if problem is not None or indptr[-1] != indices.size:
-        raise ModelFormatError(f"the seen-items matrix is malformed: {problem or 'trailing entries'}")
-    user_items = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
-    user_items.indices = indices  # scipy may widen index arrays; the kernels want int32
-    user_items.indptr = indptr
+        item_bias = _array(arrays, "item_bias", 1, (dtype,), n_items)
+    user_items = _csr_member(arrays, "user_items", (n_users, n_items), _FLOAT_KINDS, "item")
 
     maps = []
     for name, count in (("user_map", n_users), ("item_map", n_items)):
@@ -202,7 +236,8 @@ def _rebuild_state(arrays: dict[str, np.ndarray]) -> FittedState:
             maps.append(IdMap(labels))
         except ValueError as exc:
             raise ModelFormatError(f"member {name!r}: {exc}") from exc
-    return FittedState(user_factors, item_factors, user_items, item_bias, maps[0], maps[1])
+    return FittedState(factors["user"], factors["item"], user_items, item_bias, maps[0], maps[1],
+                       item_similarity=similarity)
 
 
 def _build_model(cls: type, meta: dict[str, Any]) -> Recommender:

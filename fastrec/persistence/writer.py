@@ -43,19 +43,23 @@ def save_model(model: Recommender, path: Any) -> None:
     if not to_file:
         path = check_path(path)
     state = model._require_state()
-    if non_finite(state.user_factors, state.item_factors, state.item_bias):
+    similarity = state.item_similarity
+    if non_finite(state.user_factors, state.item_factors, state.item_bias,
+                  None if similarity is None else similarity.data):
         raise ValueError(f"this {type(model).__name__} has NaN or infinite factors; refusing to save a model "
                          "that would give wrong answers (refit it)")
     params, dropped = _encode_params(model)
     attributes, arrays = _fitted_attributes(model)
     csr = state.user_items
-    arrays.update({
-        "user_factors": np.ascontiguousarray(state.user_factors),
-        "item_factors": np.ascontiguousarray(state.item_factors),
-        "user_items_indptr": np.ascontiguousarray(csr.indptr),
-        "user_items_indices": np.ascontiguousarray(csr.indices),
-        "user_items_data": np.ascontiguousarray(csr.data),
-    })
+    arrays["shape"] = np.array([state.n_users, state.n_items], dtype=np.int64)
+    for name, matrix in (("user_items", csr), ("item_similarity", similarity)):
+        if matrix is not None:
+            arrays.update({f"{name}_indptr": np.ascontiguousarray(matrix.indptr),
+                           f"{name}_indices": np.ascontiguousarray(matrix.indices),
+                           f"{name}_data": np.ascontiguousarray(matrix.data)})
+    for name, factors in (("user_factors", state.user_factors), ("item_factors", state.item_factors)):
+        if factors is not None:
+            arrays[name] = np.ascontiguousarray(factors)
     if state.item_bias is not None:
         arrays["item_bias"] = np.ascontiguousarray(state.item_bias)
     for name, id_map in (("user_map", state.user_map), ("item_map", state.item_map)):

@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import fastrec
+from fastrec.persistence import FORMAT_VERSION
 import fastrec.data.tables as tables
 from fastrec import ALS, BPR
 from fastrec.cli import commands as cli
@@ -75,7 +76,7 @@ def test_info_reports_the_model(capsys, model_path):
     assert (code, err) == (0, "")
     report = json.loads(out)
     assert report["class"] == "ALS" and report["library_version"] == fastrec.__version__
-    assert report["format_version"] == 1 and report["checksum"].startswith("ok")
+    assert report["format_version"] == FORMAT_VERSION and report["checksum"].startswith("ok")
     assert (report["users"], report["items"], report["factors"]) == (30, 24, 4)
     assert report["interactions"] == model.user_items_.nnz == 150
     assert report["raw_user_ids"] == report["raw_item_ids"] == "text"

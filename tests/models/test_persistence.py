@@ -518,8 +518,9 @@ def test_format_file_lists_expected_members(tmp_path):
     model = _fitted_als(id_maps=True)
     model.save(tmp_path / "m.npz")
     arrays = _raw_arrays(Path(tmp_path / "m.npz"))
-    assert set(arrays) == {"__meta__", "__checksum__", "user_factors", "item_factors", "user_items_indptr",
-                           "user_items_indices", "user_items_data", "user_map", "item_map"}
+    assert set(arrays) == {"__meta__", "__checksum__", "shape", "user_factors", "item_factors",
+                           "user_items_indptr", "user_items_indices", "user_items_data", "user_map", "item_map"}
+    assert arrays["shape"].tolist() == [model.n_users_, model.n_items_]
     meta = _meta(arrays)
     assert meta["attributes"]["loss_history_"] == {"kind": "value", "value": model.loss_history_}
     assert meta["format"] == "fastrec-model" and meta["format_version"] == FORMAT_VERSION

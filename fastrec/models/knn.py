@@ -1,0 +1,249 @@
+"""Item-item nearest neighbours: cosine, TF-IDF and BM25 similarities (as in implicit).
+
+Each item keeps its ``k`` most similar items; a user's score for item i is
+``sum_j r_uj S[j, i]`` over the items j the user interacted with.  Both the
+similarities and the scores come from the compiled kernel ``ext/_knn.pyx``
+(OpenMP, GIL released, per-thread accumulators: no items x items matrix).
+
+Weightings, computed on the items x users matrix (items are the documents):
+
+* ``cosine``: the raw values, similarity = cosine of the item columns;
+* ``tfidf``: values ``sqrt(r) * idf(user)`` with ``idf = log(n_items) - log1p(items of the user)``,
+  then cosine;
+* ``bm25``: ``r (K1 + 1) / (K1 L_i + r) * idf(user)`` with ``L_i = 1 - B + B |i| / mean|i|``
+  (the item's total weight over the mean), then plain dot products.
+
+These are the formulas of implicit's ``CosineRecommender``, ``TFIDFRecommender``
+and ``BM25Recommender``.  ``shrinkage`` multiplies a similarity by ``c / (c +
+shrinkage)`` with c the number of users the two items share (Koren 2008), so
+pairs seen together by few users count less.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels import load_kernel
+from ..utils.validation import check_choice, check_dtype, check_float, check_int, check_num_threads
+from ..utils.threads import resolve_num_threads
+from .base import Fitted, Recommender
+from .item_item import explain_item_item, liked_rows
+from .state import FittedState
+
+__all__ = ["ItemKNN"]
+
+SIMILARITIES = ("cosine", "tfidf", "bm25")
+
+
+def weighted_by_item(X: sp.csr_matrix, similarity: str, k1: float, b: float) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The weighted users x items matrix and each item's scale (1 / norm for cosine-based similarities)."""
+    W = liked_rows(X).astype(np.float64)
+    n_items = W.shape[1]
+    items_of_user = np.diff(W.indptr).astype(np.float64)
+    idf = np.log(max(n_items, 1)) - np.log1p(items_of_user)  # users are the terms
+    per_entry_idf = np.repeat(idf, np.diff(W.indptr))
+    if similarity == "tfidf":
+        W.data = np.sqrt(W.data) * per_entry_idf
+    elif similarity == "bm25":
+        totals = np.asarray(W.sum(axis=0)).ravel()
+        mean = totals.mean() if totals.size else 1.0
+        length_norm = (1.0 - b) + b * totals / (mean if mean > 0 else 1.0)
+        W.data = W.data * (k1 + 1.0) / (k1 * length_norm[W.indices] + W.data) * per_entry_idf
+        return W, np.ones(n_items)
+    norms = np.sqrt(np.asarray(W.multiply(W).sum(axis=0)).ravel())
+    return W, np.divide(1.0, norms, out=np.zeros(n_items), where=norms > 0)
+
+
+class ItemKNN(Recommender):
+    """Item-item neighbours with cosine, TF-IDF or BM25 similarity.
+
+    Parameters
+    ----------
+    k : int
+        Neighbours kept per item.
+    similarity : {"cosine", "tfidf", "bm25"}
+        See the module docstring.
+    bm25_k1, bm25_b : float
+        BM25's term saturation and length normalisation.
+    shrinkage : float
+        Similarities of items shared by ``c`` users are multiplied by
+        ``c / (c + shrinkage)``; 0 turns it off.
+    dtype : float32 or float64
+    num_threads : int
+        0 uses every CPU this process may use.
+
+    Attributes
+    ----------
+    item_similarity_ : scipy.sparse.csr_matrix
+        ``S[j, i]``: the similarity of i among j's neighbours (at most ``k`` per row).
+
+    Notes
+    -----
+    Only items that some neighbour list of the user's items reaches get a
+    score; a user whose items reach fewer than ``n`` eligible items gets a
+    shorter list (padded with -1 in a batch).  Negative values ("thumbs
+    down") count as seen but speak for nothing.
+    """
+
+    _state_members = ("item_similarity",)
+
+    def __init__(self, k: int = 100, similarity: str = "cosine", bm25_k1: float = 1.2, bm25_b: float = 0.75,
+                 shrinkage: float = 0.0, dtype: Any = np.float32, num_threads: int = 0):
+        self.k = k
+        self.similarity = similarity
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
+        self.shrinkage = shrinkage
+        self.dtype = dtype
+        self.num_threads = num_threads
+
+    def _check_params(self) -> dict[str, Any]:
+        return {
+            "k": check_int(self.k, "k", minimum=1, maximum=100_000),
+            "similarity": check_choice(self.similarity, "similarity", SIMILARITIES),
+            "bm25_k1": check_float(self.bm25_k1, "bm25_k1", minimum=0.0),
+            "bm25_b": check_float(self.bm25_b, "bm25_b", minimum=0.0, maximum=1.0),
+            "shrinkage": check_float(self.shrinkage, "shrinkage", minimum=0.0),
+            "dtype": check_dtype(self.dtype),
+            "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
+        }
+
+    def fit(self, X: Any) -> "ItemKNN":
+        """Compute every item's ``k`` nearest neighbours from a users x items matrix.
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix, 2-D array or ``fastrec.Interactions``
+            Interaction strengths, users x items; never modified.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_template(X)
+
+    def _fit(self, X: sp.csr_matrix, params: dict[str, Any]) -> Fitted:
+        dtype = params["dtype"]
+        W, scale = weighted_by_item(X, params["similarity"], params["bm25_k1"], params["bm25_b"])
+        n_items = W.shape[1]
+        k = min(params["k"], max(n_items - 1, 1))
+        by_user = sp.csr_matrix(W, dtype=dtype)
+        by_item = by_user.T.tocsr()
+        by_item.sort_indices()
+        ids = np.full((n_items, k), -1, dtype=np.int32)
+        sims = np.zeros((n_items, k), dtype=dtype)
+        load_kernel("knn").item_neighbours(
+            by_item.indptr.astype(np.int64), by_item.indices.astype(np.int32, copy=False), by_item.data,
+            by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data,
+            scale.astype(dtype), float(params["shrinkage"]), k, ids, sims, params["num_threads"])
+        return Fitted(None, None, item_similarity=_neighbour_matrix(ids, sims, n_items))
+
+    @property
+    def item_similarity_(self) -> sp.csr_matrix:
+        """(n_items, n_items) CSR: row j holds j's neighbours i and S[j, i]; read-only."""
+        return self._require_state().item_similarity
+
+    # ------------------------------------------------------------- serving
+    def _rank(self, state: FittedState, user_ids: np.ndarray | None, fresh: sp.csr_matrix | None,
+              recalculate: bool, n: int, exclude_seen: bool, mask: np.ndarray, cands: np.ndarray | None,
+              show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        stored = None if user_ids is None else state.user_items[user_ids]
+        profile = fresh if (stored is None or recalculate) else stored
+        if exclude_seen:
+            seen = profile if stored is None or fresh is None else (abs(stored) + abs(fresh)).tocsr()
+            seen.sort_indices()
+        else:
+            seen = sp.csr_matrix(profile.shape, dtype=profile.dtype)
+        rows = profile.shape[0]
+        width = min(n, state.n_items)
+        ids = np.full((rows, width), -1, dtype=np.int32)
+        scores = np.full((rows, width), -np.inf, dtype=state.dtype)
+        allowed = np.zeros(0, dtype=np.uint8)
+        if cands is not None:
+            allowed = np.zeros(state.n_items, dtype=np.uint8)
+            allowed[cands] = 1
+        S = state.item_similarity
+        query = liked_rows(profile).astype(state.dtype)
+        load_kernel("knn").score_rows(
+            query.indptr.astype(np.int64), query.indices.astype(np.int32, copy=False), query.data,
+            S.indptr.astype(np.int64), S.indices, S.data,
+            seen.indptr.astype(np.int64), seen.indices.astype(np.int32, copy=False),
+            mask, allowed, state.n_items, width, ids, scores, 1 if rows == 1 else self._serving_threads())
+        return ids, scores
+
+    def _similar_top(self, state: FittedState, ids: np.ndarray, n: int, side: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        if side != "items":
+            raise NotImplementedError("ItemKNN keeps item neighbours only: no similar_users")
+        S = state.item_similarity
+        width = min(n, max(state.n_items - 1, 0))
+        out_ids = np.full((ids.size, width), -1, dtype=np.int32)
+        out = np.full((ids.size, width), -np.inf, dtype=S.dtype)
+        rows = S[ids]
+        for r in range(ids.size):
+            cols, vals = rows.indices[rows.indptr[r]:rows.indptr[r + 1]], rows.data[rows.indptr[r]:rows.indptr[r + 1]]
+            order = np.lexsort((cols, -vals))[:width]
+            out_ids[r, :order.size], out[r, :order.size] = cols[order], vals[order]
+        return out_ids, out
+
+    def _pair_scores(self, state: FittedState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        rows = liked_rows(state.user_items[users]).astype(np.float64)
+        columns = state.item_similarity.T.tocsr()[items].astype(np.float64)  # S[:, i] as rows
+        return np.asarray(rows.multiply(columns).sum(axis=1)).ravel().astype(state.dtype)
+
+    def explain(self, user: Any, item: Any, X: Any = None, n: int | None = 10, raw_ids: bool = False
+                ) -> tuple[float, np.ndarray, np.ndarray]:
+        """Why ``item`` scores as it does for ``user``: the terms ``r_uj S[j, item]``.
+
+        Parameters
+        ----------
+        user, item : index (raw ids with ``raw_ids=True``)
+        X : sparse matrix (1 x n_items), optional
+            The user's interactions, if not those stored at fit time.
+        n : int or None
+            Keep the ``n`` largest contributions (None keeps all).
+        raw_ids : bool
+
+        Returns
+        -------
+        score, item_ids, contributions
+            The score (the sum of every contribution) and the contributing
+            items, largest contribution first.
+        """
+        state = self._require_state()
+        column = state.item_similarity.T.tocsr()
+
+        def weights_to(i: int) -> np.ndarray:
+            return column[[i]].toarray().ravel()
+        return explain_item_item(self, state, weights_to, user, item, X, n, raw_ids)
+
+    def partial_fit_users(self, user_ids: Any, X_rows: Any, raw_ids: bool = False) -> "ItemKNN":
+        """Replace (or add) users' interactions; the similarities stay as fitted.
+
+        Parameters
+        ----------
+        user_ids : array of int (raw ids with ``raw_ids=True``)
+        X_rows : sparse matrix, len(user_ids) x n_items
+            Each user's complete interactions.
+        raw_ids : bool
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit("users", user_ids, X_rows, raw_ids)
+
+
+def _neighbour_matrix(ids: np.ndarray, sims: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """The kernel's padded (items, k) neighbour lists as a canonical CSR (sorted column indices)."""
+    keep = ids >= 0
+    counts = keep.sum(axis=1)
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    S = sp.csr_matrix((sims[keep], ids[keep], indptr), shape=(n_items, n_items))
+    S.sort_indices()
+    S.indices = S.indices.astype(np.int32, copy=False)
+    S.indptr = indptr
+    return S
