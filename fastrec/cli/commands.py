@@ -169,6 +169,10 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
                              if args.metrics != "all" else "all")
     check_int(args.k, "--k", minimum=1)
     threshold = check_weighting(args.weighting, args.threshold)
+    if args.report and not args.rerank:
+        raise ValueError("--report needs --rerank (the report compares the model with its re-ranked lists)")
+    if args.report:
+        check_writable(args.report)
     data = _read_data(args)
     train, test = _split(args, data)
     if test.nnz == 0:
@@ -184,6 +188,9 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
               "metrics": {m: summary[m] for m in summary if not m.startswith("n_users")},
               "n_users_evaluated": summary["n_users_evaluated"],
               "n_users_skipped": summary["n_users_skipped"]}
+    if args.rerank:
+        from .rerank import rerank_and_report
+        report["reranked"] = rerank_and_report(args, model, train, relevant, args.k, metrics, out)
     if args.json:
         write_report(out, report, as_json=True)
         return 0
@@ -193,8 +200,14 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
               f"{summary['n_users_evaluated']:,} users evaluated ({summary['n_users_skipped']:,} "
               f"without test interactions skipped)\n")
     width = max(len(name) for name in report["metrics"]) + 2
+    reranked = report.get("reranked", {}).get("metrics", {})
+    if reranked:
+        out.write(f"  {'':<{width + 4}}{'model':>10}{'re-ranked (' + args.rerank + ')':>30}\n")
     for name, value in report["metrics"].items():
-        out.write(f"  {name + '@' + str(args.k):<{width + 4}}{value:.4f}\n")
+        after = f"{reranked[name]:30.4f}" if name in reranked else ""
+        out.write(f"  {name + '@' + str(args.k):<{width + 4}}{value:{10 if reranked else 0}.4f}{after}\n")
+    if args.report:
+        out.write(f"report written to {args.report}\n")
     return 0
 
 

@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
              "recommended.",
              "  fastrec evaluate ratings.csv --split per-user --k 10\n"
              "  fastrec evaluate ratings.csv --weight-col rating --model warp --json\n"
-             "  fastrec evaluate events.csv --timestamp-col ts --split leave-last --last-n 2")
+             "  fastrec evaluate events.csv --timestamp-col ts --split leave-last --last-n 2\n"
+             "  fastrec evaluate ratings.dat --sep :: --no-header --user-col 0 --item-col 1 "
+             "--rerank calibrated:0.5 --item-groups movies.dat --report report.html")
     _add_data_options(p)
     _add_model_options(p)
     g = p.add_argument_group("evaluation")
@@ -196,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated names, or 'all' (default: %(default)s)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     g.add_argument("--quiet", action="store_true", help="no progress (shown by default)")
+    g.add_argument("--rerank", metavar="NAME[:VALUE]", help="also score re-ranked lists: calibrated "
+                   "(needs --item-groups), popularity (xQuAD), mmr or fair (FA*IR for the long tail); "
+                   "VALUE is the tradeoff (fair: p), e.g. calibrated:0.5")
+    g.add_argument("--item-groups", metavar="FILE", help="item groups for --rerank calibrated: lines "
+                   "'item::title::A|B' (movies.dat) or 'item,A|B'")
+    g.add_argument("--report", metavar="HTML", help="with --rerank: write a self-contained HTML report "
+                   "(metrics, accuracy-vs-fairness curve, long-tail plot; needs matplotlib)")
 
     p = _sub(subs, "bench", "run the comparison benchmarks (source checkout only)",
              "Run bench/compare.py, the speed and accuracy comparison with implicit (and "
