@@ -125,12 +125,7 @@ class Recommender(ServingMixin):
     def _fit_template(self, X: Any, **fit_args: Any) -> "Recommender":
         """Check, fit and swap in the new state; the previous state stays on any error."""
         params = self._check_params()
-        # a canonical CSR is read in place (and kept, read-only, for serving); anything else is copied once
-        csr = check_interactions(X, "X", dtype=params["dtype"], copy=False)
-        if csr.nnz == 0:
-            raise ValueError(f"X holds no interactions (shape {csr.shape}, every value zero or filtered "
-                             "out); there is nothing to learn from")
-        user_map, item_map = id_maps_of(X)
+        csr, user_map, item_map = self._fit_input(X, params)
         with self._fit_lock:  # a concurrent partial fit waits, then applies to the new model
             start = time.perf_counter()
             fitted = self._fit(csr, params, **fit_args)
@@ -147,6 +142,20 @@ class Recommender(ServingMixin):
         logger.info("%s fitted on %d users x %d items (%d interactions) in %.2f s", type(self).__name__,
                     csr.shape[0], csr.shape[1], csr.nnz, time.perf_counter() - start)
         return self
+
+    def _fit_input(self, X: Any, params: dict[str, Any]) -> tuple[sp.csr_matrix, IdMap | None, IdMap | None]:
+        """The checked interactions ``_fit`` learns from (kept for serving) and their raw-id maps.
+
+        A canonical CSR is read in place (and kept, read-only, for serving);
+        anything else is copied once.  A trainer whose data lives elsewhere
+        (``fastrec.distributed.DaskALS`` on a Dask DataFrame) overrides this.
+        """
+        csr = check_interactions(X, "X", dtype=params["dtype"], copy=False)
+        if csr.nnz == 0:
+            raise ValueError(f"X holds no interactions (shape {csr.shape}, every value zero or filtered "
+                             "out); there is nothing to learn from")
+        user_map, item_map = id_maps_of(X)
+        return csr, user_map, item_map
 
     def _fitted_params(self, state: FittedState) -> dict[str, Any]:
         """The hyperparameters ``state`` was fitted with (current ones for hand-built states)."""
