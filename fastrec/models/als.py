@@ -3,7 +3,9 @@
 Hu, Koren and Volinsky, "Collaborative Filtering for Implicit Feedback
 Datasets", ICDM 2008; regularisation scaled by row counts as in Zhou et al.,
 "Large-scale Parallel Collaborative Filtering for the Netflix Prize" (ALS-WR,
-Spark MLlib's default).
+Spark MLlib's default); Rendle et al.'s iALS parameterisation ("Revisiting the
+performance of iALS on item recommendation benchmarks", 2021), mapped onto
+the same kernel in ``fastrec.models.ials``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import scipy.sparse as sp
 
 from .base import Fitted
 from .factors import FactorModel
+from .ials import (check_ials_params, fold_in_row_ials, ials_loss, is_ials, kernel_form, kernel_values,
+                   row_penalty)
 from .serving import raw_to_index
 from .state import FittedState
 from ..kernels.als_columns import ColumnSlices, slice_budget
@@ -37,8 +41,13 @@ def _check_confidence(Cui: sp.csr_matrix, params: dict[str, Any]) -> None:
     """Reject values whose confidence the solver cannot represent (it would overflow to NaN)."""
     if not Cui.nnz:
         return
-    largest = float(np.abs(Cui.data).max()) * params["alpha"]
+    form = kernel_form(params)
+    largest = (1.0 if form.binary else float(np.abs(Cui.data).max())) * form.alpha
     limit = float(np.finfo(params["dtype"]).max) ** 0.25  # c, c^2 and sums of them stay finite
+    if largest > limit and form.binary:
+        raise ValueError(f"unobserved_weight={params['unobserved_weight']:.3g} is too small: the solver's "
+                         f"confidence 1 / unobserved_weight reaches {largest:.3g}, beyond what "
+                         f"{np.dtype(params['dtype']).name} ALS can solve ({limit:.3g})")
     if largest > limit:
         raise ValueError(f"X holds values up to {largest / max(params['alpha'], 1e-300):.3g}, so "
                          f"alpha * |value| reaches {largest:.3g}, beyond what {np.dtype(params['dtype']).name} "
@@ -56,6 +65,28 @@ class ALS(FactorModel):
     ``r > 0`` and 0 for ``r < 0``: negative values are "thumbs down", pushing
     the score towards 0 with confidence from ``|r|``.  Unobserved pairs have
     ``c = 1``, ``p = 0``.
+
+    Three conventions, side by side (``y = x_u . y_i``, n_u the entries of
+    user u, m items; items alike):
+
+    ===============  =======================================  ===========================
+    convention       loss                                     penalty of user u
+    ===============  =======================================  ===========================
+    Hu (default)     sum_all c (p - y)^2, c = 1 + alpha |r|   lambda n_u ("count") or
+                     (unobserved: c = 1, p = 0)               lambda ("none")
+    implicit's       as Hu with c = alpha |r| (observed)      as Hu
+    iALS (Rendle)    sum_obs (y - p)^2 + alpha0 sum_all y^2   lambda (n_u + alpha0 m)^nu
+    ===============  =======================================  ===========================
+
+    iALS is chosen by ``unobserved_weight`` (alpha0); ``regularization_exp``
+    is nu (1 by default), and ``alpha``, ``confidence`` and
+    ``regularization_scaling`` do not apply.  It reads only the sign of each
+    stored value (observed positive: p = 1, negative: p = 0).  It runs on the
+    same kernel, exactly: the kernel's solve with ``alpha = 1/alpha0`` and
+    penalty ``lambda (n_u + alpha0 m)^nu / alpha0`` is ``(1 + alpha0)`` times
+    the iALS solve (derivation in ``fastrec.models.ials``), so the factors are
+    the iALS ones and scores are iALS predictions.  Rendle et al. tune
+    alpha0 around 0.1 to 1 and lambda small (about 1e-3 to 1e-2 with nu = 1).
 
     The defaults (64 factors, ``regularization=0.1`` scaled by counts,
     ``alpha=1``, 15 CG sweeps) were chosen by a grid search on MovieLens 1M
@@ -82,6 +113,11 @@ class ALS(FactorModel):
         See ``regularization``.
     confidence : {"hu", "implicit"}
         Confidence convention, see above.
+    unobserved_weight : float > 0 or None
+        alpha0 of Rendle's iALS: the weight pulling every pair towards 0.
+        None (the default) keeps the Hu/implicit conventions.
+    regularization_exp : float >= 0 or None
+        nu of iALS (only with ``unobserved_weight``; None means 1).
     dtype : float32 or float64
     num_threads : int
         0 uses every CPU this process may use (affinity and cgroup aware).
@@ -94,12 +130,15 @@ class ALS(FactorModel):
     ----------
     user_factors_, item_factors_ : ndarray
     loss_history_ : list of float
-        Training loss after each iteration (when computed; see ``fit``).
+        Training loss after each iteration (when computed; see ``fit``): the
+        objective over the sum of all pairs' weights (Hu/implicit: every
+        confidence, unobserved pairs 1; iALS: ``nnz + alpha0 n m``).
     """
 
     def __init__(self, factors: int = 64, regularization: float = 0.1, alpha: float = 1.0,
                  iterations: int = 15, solver: str = "cg", cg_steps: int = 3,
                  regularization_scaling: str = "count", confidence: str = "hu",
+                 unobserved_weight: float | None = None, regularization_exp: float | None = None,
                  dtype: Any = np.float32, num_threads: int = 0, random_state: Any = None,
                  show_progress: bool = False):
         self.factors = factors
@@ -110,6 +149,8 @@ class ALS(FactorModel):
         self.cg_steps = cg_steps
         self.regularization_scaling = regularization_scaling
         self.confidence = confidence
+        self.unobserved_weight = unobserved_weight
+        self.regularization_exp = regularization_exp
         self.dtype = dtype
         self.num_threads = num_threads
         self.random_state = random_state
@@ -117,7 +158,7 @@ class ALS(FactorModel):
 
     # ----------------------------------------------------------- validation
     def _check_params(self) -> dict[str, Any]:
-        return {
+        params = {
             **self._check_common_params(),
             "regularization": check_float(self.regularization, "regularization", minimum=0.0),
             "alpha": check_float(self.alpha, "alpha", minimum=0.0),
@@ -127,13 +168,12 @@ class ALS(FactorModel):
                                                    "regularization_scaling", ("count", "none")),
             "confidence": check_choice(self.confidence, "confidence", ("hu", "implicit")),
         }
+        params.update(check_ials_params(self.unobserved_weight, self.regularization_exp, params))
+        return params
 
-    def _regularization(self, counts: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-        """Each row's lambda, given how many entries each row stores."""
-        lam = params["regularization"]
-        if params["regularization_scaling"] == "count":
-            return (lam * counts).astype(params["dtype"])
-        return np.full(counts.shape[0], lam, dtype=params["dtype"])
+    def _regularization(self, counts: np.ndarray, params: dict[str, Any], n_other: int) -> np.ndarray:
+        """Each row's penalty as the kernel takes it, given its entries and the other side's size."""
+        return row_penalty(counts, n_other, params)
 
     def _gram(self, factors: np.ndarray, threads: int) -> np.ndarray:
         # One BLAS thread: a multithreaded OpenBLAS keeps its workers spinning
@@ -148,6 +188,9 @@ class ALS(FactorModel):
         if YtY is None:
             YtY = self._gram(Y, threads)
         kernel = load_kernel("als")
+        form = kernel_form(params)
+        if form.scale != 1.0:  # iALS: the kernel solves for (1 + alpha0) times the factors
+            X *= X.dtype.type(1.0 / form.scale)
         # CG never calls BLAS, nor do Cholesky rows up to SMALL_ROW_LIMIT long;
         # setting the limit costs several microseconds, a lot for one fold-in
         if max_row_length is None:
@@ -156,9 +199,10 @@ class ALS(FactorModel):
         uses_blas = solver == "cholesky" and max_row_length > kernel.SMALL_ROW_LIMIT
         with blas_single_thread() if uses_blas else nullcontext():
             failures = kernel.als_half_step(
-                csr.indptr, csr.indices, csr.data, X, Y, YtY, reg,
-                X.dtype.type(params["alpha"]), params["confidence"] == "implicit",
+                csr.indptr, csr.indices, csr.data, X, Y, YtY, reg, X.dtype.type(form.alpha), form.implicit,
                 _SOLVERS[solver], params["cg_steps"], threads)
+        if form.scale != 1.0:
+            X *= X.dtype.type(form.scale)
         if failures:
             # a singular row system keeps its previous factors (zeros for fold-in)
             warnings.warn(f"ALS: {failures} of {X.shape[0]} row systems were singular and left "
@@ -168,6 +212,9 @@ class ALS(FactorModel):
     def _loss(self, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg_users: np.ndarray,
               reg_items: np.ndarray, params: dict[str, Any], threads: int, weight: float) -> float:
         """Weighted mean squared error plus penalties, normalised like implicit's loss."""
+        if is_ials(params):
+            with blas_single_thread():
+                return ials_loss(load_kernel("als"), Cui, X, Y, reg_users, reg_items, params, threads) / weight
         YtY = self._gram(Y, threads)
         total = load_kernel("als").als_loss(
             Cui.indptr, Cui.indices, Cui.data, X, Y, YtY, reg_users, reg_items,
@@ -177,6 +224,8 @@ class ALS(FactorModel):
     @staticmethod
     def _loss_weight(Cui: sp.csr_matrix, params: dict[str, Any]) -> float:
         """The sum of every pair's confidence (unobserved pairs count 1): the loss's denominator."""
+        if is_ials(params):
+            return Cui.nnz + params["unobserved_weight"] * Cui.shape[0] * Cui.shape[1]
         chunk = 1 << 20  # summed in chunks: no temporary as big as the data
         absolute = sum(float(np.abs(Cui.data[i:i + chunk], dtype=np.float64).sum())
                        for i in range(0, Cui.nnz, chunk))
@@ -213,12 +262,16 @@ class ALS(FactorModel):
         return self._fit_template(X, callback=callback, compute_loss=compute_loss)
 
     def _divergence_hint(self, params: dict[str, Any]) -> str:
+        if is_ials(params):
+            return (f"use a larger regularization (now {params['regularization']}) or unobserved_weight "
+                    f"(now {params['unobserved_weight']})")
         return (f"use a larger regularization (now {params['regularization']}) or a smaller alpha "
                 f"(now {params['alpha']})")
 
     def _fit(self, Cui: sp.csr_matrix, params: dict[str, Any], callback: Callback | None = None,
              compute_loss: bool | None = None) -> Fitted:
         _check_confidence(Cui, params)
+        Cui = kernel_values(Cui, kernel_form(params))  # iALS reads signs; the model keeps X as given
         dtype, threads, f = params["dtype"], params["num_threads"], params["factors"]
         n_users, n_items = Cui.shape
         factor_bytes = (n_users + n_items) * f * np.dtype(dtype).itemsize
@@ -233,8 +286,8 @@ class ALS(FactorModel):
         user_factors *= 0.01
         item_factors = rng.standard_normal((n_items, f), dtype=np.float32).astype(dtype, copy=False)
         item_factors *= 0.01
-        reg_users = self._regularization(np.diff(Cui.indptr), params)
-        reg_items = self._regularization(columns.column_counts, params)
+        reg_users = self._regularization(np.diff(Cui.indptr), params, n_items)
+        reg_items = self._regularization(columns.column_counts, params, n_users)
 
         if compute_loss is None:
             compute_loss = callback is not None or params["show_progress"]
@@ -284,7 +337,8 @@ class ALS(FactorModel):
         fixed = state.item_factors if side == "items" else state.user_factors
         threads = 1 if rows.shape[0] < 64 else params["num_threads"]
         out = np.zeros((rows.shape[0], fixed.shape[1]), dtype=fixed.dtype)
-        reg = self._regularization(np.diff(rows.indptr), params)
+        reg = self._regularization(np.diff(rows.indptr), params, fixed.shape[0])
+        rows = kernel_values(rows, kernel_form(params))
         self._half_step(rows, out, fixed, reg, params, "cholesky", threads,
                         YtY=self._cached_gram(state, side, threads))
         return out
@@ -303,6 +357,8 @@ class ALS(FactorModel):
         folding in one user per request pays for the solve, not for NumPy calls.
         """
         plan = state.cache.get("fold_in_plan")
+        if plan is None and is_ials(self._fitted_params(state)):
+            return self._fold_in_one_ials(state, indptr, indices, data)
         if plan is None:
             params = self._fitted_params(state)
             lam = params["regularization"]
@@ -311,6 +367,11 @@ class ALS(FactorModel):
                     0.0 if scaled else lam, params["alpha"], params["confidence"] == "implicit")
             state.cache["fold_in_plan"] = plan  # derived only: a racing rebuild is harmless
         return load_kernel("als").fold_in_row(indptr, indices, data, *plan)
+
+    def _fold_in_one_ials(self, state: FittedState, indptr: Any, indices: Any, data: Any
+                          ) -> np.ndarray | None:
+        return fold_in_row_ials(load_kernel("als"), indptr, indices, data, state.item_factors,
+                                self._cached_gram(state, "items", 1), self._fitted_params(state))
 
     def fold_in(self, X: Any) -> np.ndarray:
         """Factors for users described only by their interaction rows ``X`` (not stored).
@@ -419,10 +480,11 @@ class ALS(FactorModel):
             _check_confidence(row, {**params, "dtype": state.dtype})  # errors name X
         Y = state.item_factors.astype(np.float64)
         liked = row.indices
-        r = row.data.astype(np.float64)
-        conf = params["alpha"] * np.abs(r) + (1.0 if params["confidence"] == "hu" else 0.0)
-        pref = (r > 0).astype(np.float64)
-        lam = params["regularization"] * (row.nnz if params["regularization_scaling"] == "count" else 1)
+        form = kernel_form(params)
+        r = kernel_values(row, form).data.astype(np.float64)
+        conf = form.alpha * np.abs(r) + (0.0 if form.implicit else 1.0)
+        pref = (r > 0).astype(np.float64) * form.scale  # iALS: the kernel's solve times 1/(1 + alpha0)
+        lam = float(self._regularization(np.array([row.nnz]), {**params, "dtype": np.float64}, state.n_items)[0])
         Yu = Y[liked]
         A = Y.T @ Y + lam * np.eye(Y.shape[1]) + (Yu * (conf - 1)[:, None]).T @ Yu
         try:

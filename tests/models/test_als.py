@@ -605,8 +605,8 @@ def test_get_params_set_params_round_trip():
     model = ALS(factors=7, regularization=0.3, solver="cholesky", dtype=np.float64, random_state=3)
     params = model.get_params()
     assert set(params) == {"factors", "regularization", "alpha", "iterations", "solver", "cg_steps",
-                           "regularization_scaling", "confidence", "dtype", "num_threads", "random_state",
-                           "show_progress"}
+                           "regularization_scaling", "confidence", "unobserved_weight", "regularization_exp",
+                           "dtype", "num_threads", "random_state", "show_progress"}
     clone = ALS(**params)
     assert clone.get_params() == params
     assert clone.set_params(factors=5, alpha=4.0) is clone
