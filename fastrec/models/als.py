@@ -30,7 +30,7 @@ from ..utils.threads import blas_single_thread
 from ..utils.validation import (CSR_TYPES, check_bool, check_callback, check_choice, check_float, check_ids,
                           check_int, check_interactions, check_rows, check_scalar_id)
 
-__all__ = ["ALS"]
+__all__ = ["ALS", "initial_factors"]
 
 _SOLVERS = {"cg": 0, "cholesky": 1}
 
@@ -52,6 +52,26 @@ def _check_confidence(Cui: sp.csr_matrix, params: dict[str, Any]) -> None:
         raise ValueError(f"X holds values up to {largest / max(params['alpha'], 1e-300):.3g}, so "
                          f"alpha * |value| reaches {largest:.3g}, beyond what {np.dtype(params['dtype']).name} "
                          f"ALS can solve ({limit:.3g}); scale X down (log1p, binarize) or lower alpha")
+
+
+def initial_factors(n_users: int, n_items: int, factors: int, dtype: Any, random_state: Any
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """ALS's starting factors: small normal draws, the users' first, then the items'.
+
+    Drawn in float32 (no float64 temporary adding to peak memory), and the
+    same draws whatever the dtype, so float32 and float64 fits agree;
+    ``fastrec.distributed.DaskALS`` starts from the same draws.
+
+    Returns
+    -------
+    user_factors, item_factors : ndarray of ``dtype``, (n_users, factors) and (n_items, factors)
+    """
+    rng = np.random.default_rng(random_state)
+    user_factors = rng.standard_normal((n_users, factors), dtype=np.float32).astype(dtype, copy=False)
+    user_factors *= 0.01
+    item_factors = rng.standard_normal((n_items, factors), dtype=np.float32).astype(dtype, copy=False)
+    item_factors *= 0.01
+    return user_factors, item_factors
 
 
 class ALS(FactorModel):
@@ -279,13 +299,7 @@ class ALS(FactorModel):
         # the item half-step reads by column: a CSC built in slices within a memory budget
         columns = ColumnSlices(Cui, slice_budget(input_bytes, factor_bytes), threads)
 
-        rng = np.random.default_rng(params["random_state"])
-        # drawn in float32 (no float64 temporary adding to peak memory), and
-        # the same draws whatever the dtype, so float32 and float64 fits agree
-        user_factors = rng.standard_normal((n_users, f), dtype=np.float32).astype(dtype, copy=False)
-        user_factors *= 0.01
-        item_factors = rng.standard_normal((n_items, f), dtype=np.float32).astype(dtype, copy=False)
-        item_factors *= 0.01
+        user_factors, item_factors = initial_factors(n_users, n_items, f, dtype, params["random_state"])
         reg_users = self._regularization(np.diff(Cui.indptr), params, n_items)
         reg_items = self._regularization(columns.column_counts, params, n_users)
 

@@ -151,19 +151,23 @@ def kernel_values(rows: Any, form: KernelForm) -> Any:
 
 
 def ials_loss(kernel: Any, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg_users: np.ndarray,
-              reg_items: np.ndarray, params: dict[str, Any], threads: int) -> float:
+              reg_items: np.ndarray, params: dict[str, Any], threads: int, gram: np.ndarray | None = None
+              ) -> float:
     """The iALS objective L(W, H) (module docstring), from the kernel's Hu-form loss.
 
     ``Cui`` holds sign values (``kernel_values``) and ``reg_*`` are the
     kernel's row penalties (``row_penalty``).  With ``t = 1/(1+alpha0)``:
     ``L = alpha0 t^2 Hu(W / t, H; reg_users, reg_items / t^2) + n_pos (1 - t)``
     where Hu is the kernel's objective with ``alpha = 1/alpha0`` and n_pos
-    counts the positive entries.
+    counts the positive entries.  ``gram`` is ``Y.T @ Y`` when the caller has
+    it (a block of rows whose ``Y`` holds only the columns they use).  Every
+    term is a sum over rows (with zero ``reg_items``), so blocks of rows add up.
     """
     alpha0 = params["unobserved_weight"]
     t = 1.0 / (1.0 + alpha0)
     scaled = np.ascontiguousarray(X / X.dtype.type(t))
-    gram = np.ascontiguousarray(Y.T @ Y)
+    if gram is None:
+        gram = np.ascontiguousarray(Y.T @ Y)
     total = kernel.als_loss(Cui.indptr, Cui.indices, Cui.data, scaled, Y, gram, reg_users,
                             (reg_items / reg_items.dtype.type(t * t)).astype(reg_items.dtype),
                             X.dtype.type(1.0 / alpha0), False, threads)
