@@ -15,6 +15,7 @@ __all__ = [
     "row_regularization",
     "als_solve_rows",
     "als_objective_dense",
+    "ease_closed_form",
     "seen_sets",
     "eligible_mask",
     "topk_reference",
@@ -79,6 +80,15 @@ def als_objective_dense(R: np.ndarray, X: np.ndarray, Y: np.ndarray, reg_rows: n
     p = np.where(observed, p, 0.0)
     residual = p - X @ Y.T
     return float((c * residual ** 2).sum() + reg_rows @ (X ** 2).sum(1) + reg_cols @ (Y ** 2).sum(1))
+
+
+# ---------------------------------------------------------------------- EASE
+def ease_closed_form(X: np.ndarray, lam: float) -> np.ndarray:
+    """B of Steck's closed form, float64: B = I - P diag(1/diag(P)), P = (X^T X + lam I)^-1."""
+    P = np.linalg.inv(X.T @ X + lam * np.eye(X.shape[1]))
+    B = -P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0)
+    return B
 
 
 # --------------------------------------------------------------------- top-K

@@ -42,9 +42,23 @@ re-ranker's tradeoff against ndcg.
 
 Users without positive test interactions are skipped and counted in
 ``n_users_skipped``.  Summary values are means over the evaluated users.
+
+Published protocols, so papers' tables can be checked directly:
+
+- strong generalisation (Liang et al. 2018; EASE, iALS):
+  ``strong_generalization_split`` holds out whole users, and
+  ``evaluate_strong_generalization`` folds them in without refit and reports
+  Recall@k over min(k, |relevant|) and NDCG@100 (``fastrec.evaluation.protocols``);
+- leave-one-out with sampled negatives (He et al. 2017, NCF):
+  ``load_ncf_negatives`` reads NCF's negatives file, ``sample_negatives``
+  draws such cases, and ``evaluate_sampled`` reports HR@k and NDCG@k
+  (``fastrec.evaluation.sampled``).
 """
 from .evaluate import ALL_METRICS, DEFAULT_METRICS, evaluate, ranking_metrics
 from .fairness import aplt, arp, exposure_share, fair_share, miscalibration
+from .protocols import (StrongGeneralizationSplit, evaluate_strong_generalization, recall_ndcg,
+                        strong_generalization_split)
+from .sampled import SampledNegatives, evaluate_sampled, load_ncf_negatives, load_ncf_ratings, sample_negatives
 from .splits import leave_last_k_out, per_user_split, random_split, temporal_split, user_split
 from .tradeoff import tradeoff
 
@@ -64,4 +78,13 @@ __all__ = [
     "exposure_share",
     "fair_share",
     "tradeoff",
+    "strong_generalization_split",
+    "evaluate_strong_generalization",
+    "StrongGeneralizationSplit",
+    "recall_ndcg",
+    "load_ncf_negatives",
+    "load_ncf_ratings",
+    "sample_negatives",
+    "evaluate_sampled",
+    "SampledNegatives",
 ]

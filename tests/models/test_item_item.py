@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import fastrec
 from fastrec import EASE, ItemKNN, Interactions
+from reference import ease_closed_form as ref_ease
 
 
 def _random_matrix(n_users: int, n_items: int, density: float, seed: int, weights: bool = False) -> sp.csr_matrix:
@@ -51,14 +52,6 @@ def ref_similarity(X: np.ndarray, similarity: str, k: int, shrinkage: float = 0.
         order = np.lexsort((candidates, -full[j, candidates]))[:k]
         S[j, candidates[order]] = full[j, candidates[order]]
     return S
-
-
-def ref_ease(X: np.ndarray, lam: float) -> np.ndarray:
-    """B of Steck's closed form, float64."""
-    P = np.linalg.inv(X.T @ X + lam * np.eye(X.shape[1]))
-    B = -P / np.diag(P)[None, :]
-    np.fill_diagonal(B, 0)
-    return B
 
 
 def ref_top(scores: np.ndarray, eligible: np.ndarray, n: int) -> np.ndarray:
