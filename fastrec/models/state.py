@@ -20,6 +20,13 @@ __all__ = ["FitParams", "FittedState", "id_maps_of", "replace_rows", "non_finite
 
 SIDES = ("users", "items")
 
+# caches that depend on one side's vectors only: a partial fit of the other side keeps them
+# (rebuilding the ranking index after every one-user update would cost more than the update)
+CACHES_OF_SIDE = {
+    "items": ("ranking_index", "gram_items", "fold_in_plan", "normalized_items"),
+    "users": ("gram_users", "normalized_users"),
+}
+
 
 class FitParams(Mapping):
     """The checked hyperparameters a state was fitted with: a read-only mapping (picklable)."""
@@ -159,12 +166,16 @@ class FittedState:
         new_count = max(own_count, int(ids.max()) + 1 if ids.size else 0)
         factors = self.factors(side)
         if factors is not None:
-            factors = np.zeros((new_count, factors.shape[1]), dtype=factors.dtype)
-            factors[:own_count] = self.factors(side)
+            old = factors
+            factors = np.empty((new_count, old.shape[1]), dtype=old.dtype)
+            factors[:own_count] = old
+            factors[own_count:] = 0
             factors[ids] = vectors
+        other = "items" if side == "users" else "users"
+        kept = {key: self.cache[key] for key in CACHES_OF_SIDE[other] if key in self.cache}
         if side == "users":
             seen = replace_rows(self.user_items, ids, rows, new_count)
-            return replace(self, user_factors=factors, user_items=seen, user_map=id_map, cache={})
+            return replace(self, user_factors=factors, user_items=seen, user_map=id_map, cache=kept)
         seen = replace_rows(self.user_items.T.tocsr(), ids, rows, new_count).T.tocsr()
         seen.sort_indices()
         seen.indices = seen.indices.astype(np.int32, copy=False)
@@ -172,7 +183,7 @@ class FittedState:
         if self.item_bias is not None:
             bias = np.zeros(new_count, dtype=self.item_bias.dtype)
             bias[:self.item_bias.size] = self.item_bias
-        return replace(self, item_factors=factors, user_items=seen, item_bias=bias, item_map=id_map, cache={})
+        return replace(self, item_factors=factors, user_items=seen, item_bias=bias, item_map=id_map, cache=kept)
 
 
 def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
@@ -185,15 +196,40 @@ def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
 
 
 def replace_rows(matrix: sp.csr_matrix, ids: np.ndarray, rows: sp.csr_matrix, n_rows: int) -> sp.csr_matrix:
-    """``matrix`` grown to ``n_rows`` (new rows empty), with rows ``ids`` replaced by ``rows``."""
-    old = matrix.shape[0]
-    empty = sp.csr_matrix((1, matrix.shape[1]), dtype=matrix.dtype)
-    stacked = sp.vstack([matrix, empty, rows.astype(matrix.dtype)], format="csr")
-    pick = np.minimum(np.arange(n_rows), old)  # rows past the old end read the empty row
-    pick[ids] = old + 1 + np.arange(ids.size)
-    out = stacked[pick]
-    out.sort_indices()
-    out.indices = out.indices.astype(np.int32, copy=False)
+    """``matrix`` grown to ``n_rows`` (new rows empty), with rows ``ids`` replaced by ``rows``.
+
+    One pass of slice copies over the stored entries (no scipy stacking or
+    fancy indexing, which cost several times more on a big matrix).
+    """
+    old_count = matrix.shape[0]
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    lengths[:old_count] = np.diff(matrix.indptr)
+    lengths[ids] = np.diff(rows.indptr)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    data = np.empty(int(indptr[-1]), dtype=matrix.dtype)
+    # copy the untouched stretches between replaced rows in one slice each
+    order = np.sort(ids[ids < old_count])
+    src_start = 0
+    row_start = 0
+    for row in np.append(order, old_count):
+        src_end = int(matrix.indptr[row]) if row < old_count else int(matrix.indptr[old_count])
+        dst = int(indptr[row_start])
+        indices[dst:dst + src_end - src_start] = matrix.indices[src_start:src_end]
+        data[dst:dst + src_end - src_start] = matrix.data[src_start:src_end]
+        if row < old_count:
+            src_start = int(matrix.indptr[row + 1])
+            row_start = row + 1
+    rows = rows.astype(matrix.dtype)
+    rows.sort_indices()
+    for k, row in enumerate(ids):
+        lo, hi = rows.indptr[k], rows.indptr[k + 1]
+        indices[indptr[row]:indptr[row + 1]] = rows.indices[lo:hi]
+        data[indptr[row]:indptr[row + 1]] = rows.data[lo:hi]
+    out = sp.csr_matrix((data, indices, indptr), shape=(n_rows, matrix.shape[1]))
+    out.indices, out.indptr = indices, indptr  # keep int32 indices (scipy may widen them)
+    out.has_sorted_indices = True
     return out
 
 
