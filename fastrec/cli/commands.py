@@ -22,7 +22,7 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 
 from .inputs import history_row, load_model, model_ids, read_id_file, read_interactions, uses_raw_ids
-from .models import apply_weighting, build_model, check_weighting, describe
+from .models import MODEL_OPTIONS, apply_weighting, build_model, check_weighting, describe
 from .output import Ranking, check_writable, output_stream, write_rankings, write_report
 from .parser import PROG, build_parser
 
@@ -38,8 +38,7 @@ _USER_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, ImportErro
 
 # ---------------------------------------------------------------- commands
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in
-            ("factors", "iterations", "regularization", "alpha", "learning_rate", "threads", "seed")}
+    return {name: getattr(args, name) for name in MODEL_OPTIONS}
 
 
 def _read_data(args: argparse.Namespace) -> Any:

@@ -11,24 +11,34 @@ from typing import Any, Sequence
 from ..data.interactions import Interactions
 from ..models.als import ALS
 from ..models.bpr import BPR
+from ..models.ease import EASE
+from ..models.knn import SIMILARITIES, ItemKNN
 
-__all__ = ["MODEL_CHOICES", "WEIGHTINGS", "check_applies", "model_defaults", "build_model",
-           "check_weighting", "apply_weighting", "describe"]
+__all__ = ["MODEL_CHOICES", "MODEL_OPTIONS", "SIMILARITIES", "WEIGHTINGS", "check_applies", "model_defaults",
+           "build_model", "check_weighting", "apply_weighting", "describe"]
 
-MODEL_CHOICES = ("als", "bpr", "warp")
+MODEL_CHOICES = ("als", "bpr", "warp", "knn", "ease")
+_FACTOR_MODELS = ("als", "bpr", "warp")
 WEIGHTINGS = ("raw", "binary", "log1p", "bm25", "tfidf")
 DEFAULT_THRESHOLD = 0.0
 
 # CLI option -> (estimator parameter, models that take it)
 _MODEL_OPTIONS = {
-    "factors": ("factors", MODEL_CHOICES),
-    "iterations": ("iterations", MODEL_CHOICES),
-    "regularization": ("regularization", MODEL_CHOICES),
+    "factors": ("factors", _FACTOR_MODELS),
+    "iterations": ("iterations", _FACTOR_MODELS),
+    "regularization": ("regularization", _FACTOR_MODELS + ("ease",)),
     "alpha": ("alpha", ("als",)),
     "learning_rate": ("learning_rate", ("bpr", "warp")),
+    "neighbours": ("k", ("knn",)),
+    "similarity": ("similarity", ("knn",)),
+    "shrinkage": ("shrinkage", ("knn",)),
     "threads": ("num_threads", MODEL_CHOICES),
-    "seed": ("random_state", MODEL_CHOICES),
+    "seed": ("random_state", _FACTOR_MODELS),
 }
+# the CLI option names build_model takes (the ``argparse`` destinations)
+MODEL_OPTIONS = tuple(_MODEL_OPTIONS)
+# options that also do something else (--seed seeds the split): passed on where taken, never rejected
+_NOT_ONLY_FOR_MODELS = ("seed",)
 
 
 def check_applies(option: str, value: Any, selector: str, chosen: str, takers: Sequence[str]) -> None:
@@ -46,7 +56,7 @@ def check_applies(option: str, value: Any, selector: str, chosen: str, takers: S
 
 
 def _estimator(model: str) -> type:
-    return ALS if model == "als" else BPR
+    return {"als": ALS, "knn": ItemKNN, "ease": EASE}.get(model, BPR)
 
 
 def model_defaults(option: str) -> str:
@@ -62,19 +72,22 @@ def model_defaults(option: str) -> str:
 
 
 def build_model(model: str, show_progress: bool, **options: Any) -> Any:
-    """An unfitted ALS or BPR from CLI options; None options keep the model's defaults.
+    """An unfitted ALS, BPR/WARP, ItemKNN (``knn``) or EASE from CLI options.
 
-    Raises ``ValueError`` for an option the chosen model does not take.
+    None options keep the model's defaults.  Raises ``ValueError`` for an
+    option the chosen model does not take.
     """
-    params: dict[str, Any] = {"show_progress": show_progress}
+    params: dict[str, Any] = {"show_progress": show_progress} if model in _FACTOR_MODELS else {}
     for option, value in options.items():
         param, models = _MODEL_OPTIONS[option]
+        if option in _NOT_ONLY_FOR_MODELS and model not in models:
+            continue
         check_applies(option, value, "model", model, models)
         if value is not None:
             params[param] = value
-    if model == "als":
-        return ALS(**params)
-    return BPR(loss=model, **params)
+    if model in ("bpr", "warp"):
+        return BPR(loss=model, **params)
+    return _estimator(model)(**params)
 
 
 def check_weighting(weighting: str, threshold: float | None) -> float:
@@ -99,7 +112,7 @@ def apply_weighting(data: Interactions, weighting: str, threshold: float = DEFAU
 def describe(model: Any) -> str:
     """``ALS(factors=64, ...)`` with only the parameters a reader cares about."""
     keep = ("loss", "factors", "iterations", "regularization", "alpha", "learning_rate",
-            "regularization_scaling")
+            "regularization_scaling", "unobserved_weight", "k", "similarity", "shrinkage")
     params = model.get_params()
     shown = ", ".join(f"{name}={params[name]!r}" for name in keep if name in params)
     return f"{type(model).__name__}({shown})"

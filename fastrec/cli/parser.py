@@ -6,7 +6,7 @@ import textwrap
 from typing import Any
 
 from .._version import __version__
-from .models import DEFAULT_THRESHOLD, MODEL_CHOICES, WEIGHTINGS, model_defaults
+from .models import DEFAULT_THRESHOLD, MODEL_CHOICES, SIMILARITIES, WEIGHTINGS, model_defaults
 
 __all__ = ["build_parser", "PROG"]
 
@@ -58,17 +58,25 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODEL_CHOICES, default="als",
                    help="als: implicit ALS (Hu et al.); bpr / warp: ranking losses trained "
-                   "by SGD (default: %(default)s)")
+                   "by SGD; knn: item-item neighbours (cosine, TF-IDF or BM25); ease: Steck's "
+                   "closed-form item-item model, dense items x items (default: %(default)s)")
     g.add_argument("--factors", type=int, metavar="N",
                    help=f"latent dimensions (default: {model_defaults('factors')})")
     g.add_argument("--iterations", type=int, metavar="N", help="ALS sweeps or SGD epochs "
                    f"(default: {model_defaults('iterations')})")
     g.add_argument("--regularization", type=float, metavar="X",
-                   help=f"L2 penalty (default: {model_defaults('regularization')})")
+                   help=f"L2 penalty, not for knn (default: {model_defaults('regularization')})")
     g.add_argument("--alpha", type=float, metavar="X", help="ALS only: confidence 1 + alpha * "
                    f"weight (default: {model_defaults('alpha')})")
     g.add_argument("--learning-rate", type=float, metavar="X",
                    help=f"bpr/warp only: SGD step size (default: {model_defaults('learning_rate')})")
+    g.add_argument("--neighbours", "--neighbors", type=int, metavar="K",
+                   help=f"knn only: neighbours kept per item (default: {model_defaults('neighbours')})")
+    g.add_argument("--similarity", choices=SIMILARITIES,
+                   help=f"knn only: item-item similarity (default: {model_defaults('similarity')})")
+    g.add_argument("--shrinkage", type=float, metavar="X", help="knn only: similarities of items "
+                   "shared by c users are multiplied by c / (c + X) "
+                   f"(default: {model_defaults('shrinkage')})")
     g.add_argument("--threads", type=int, metavar="N",
                    help="threads; 0 uses every CPU this process may use (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="random seed of the initial factors "
@@ -84,7 +92,8 @@ def _sub(subs: Any, name: str, help: str, description: str, epilog: str) -> argp
 def build_parser() -> argparse.ArgumentParser:
     """The ``fastrec`` argument parser, with one subparser per command."""
     parser = _Parser(prog=PROG, formatter_class=_formatter,
-                     description="Fast recommendations from implicit feedback: ALS, BPR and WARP.",
+                     description="Fast recommendations from implicit feedback: ALS, BPR, WARP, "
+                     "item-item neighbours and EASE.",
                      epilog="examples:\n  fastrec demo\n"
                      "  fastrec fit ratings.csv --user-col user --item-col movie --out model.npz\n"
                      "  fastrec recommend model.npz --user 42\n"
@@ -117,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  fastrec fit plays.csv --weight-col plays --weighting bm25 --alpha 5 --out m.npz\n"
              "  fastrec fit ratings.dat --sep :: --no-header --user-col 0 --item-col 1 "
              "--model warp --out m.npz\n"
+             "  fastrec fit plays.csv --model knn --similarity bm25 --neighbours 50 --out knn.npz\n"
              "  fastrec fit stars.csv --weight-col stars --weighting binary --threshold 4 "
              "--encoding latin-1 --out m.npz")
     _add_data_options(p)
@@ -180,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  fastrec evaluate ratings.csv --split per-user --k 10\n"
              "  fastrec evaluate ratings.csv --weight-col rating --model warp --json\n"
              "  fastrec evaluate events.csv --timestamp-col ts --split leave-last --last-n 2\n"
+             "  fastrec evaluate ratings.csv --model ease --regularization 200 --k 20\n"
              "  fastrec evaluate ratings.dat --sep :: --no-header --user-col 0 --item-col 1 "
              "--rerank calibrated:0.5 --item-groups movies.dat --report report.html")
     _add_data_options(p)
