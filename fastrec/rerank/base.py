@@ -13,8 +13,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from ..utils.validation import check_float, check_ids, check_int, check_interactions
-from .greedy import check_candidates, gather
+from ..utils.validation import check_choice, check_float, check_ids, check_int, check_interactions
+from .greedy import by_score, check_candidates, gather
 
 __all__ = ["Reranker", "Fetch", "fitted_view"]
 
@@ -41,6 +41,12 @@ class Reranker:
     candidates : int >= 1
         How many of the model's top items ``recommend(..., rerank=R)`` and
         ``evaluate(..., rerank=R)`` fetch per user before re-ranking.
+    order : {"score", "greedy"}
+        The greedy loop picks the list's items; ``"score"`` (the default)
+        shows them best-scored first, ``"greedy"`` in the order picked.  The
+        re-rankers' aims (calibration, long-tail share, intra-list diversity)
+        depend on the set only, so ``"score"`` keeps them and ranks the most
+        relevant items higher.
     """
 
     #: the fastrec.evaluation.fairness metric this re-ranker improves
@@ -50,9 +56,10 @@ class Reranker:
     #: whether ``_select`` reads the users' histories (else an empty matrix is passed)
     needs_history: ClassVar[bool] = True
 
-    def __init__(self, tradeoff: float = 0.5, candidates: int = 100):
+    def __init__(self, tradeoff: float = 0.5, candidates: int = 100, order: str = "score"):
         self.tradeoff = check_float(tradeoff, "tradeoff", minimum=0.0, maximum=1.0)
         self.candidates = check_int(candidates, "candidates", minimum=1)
+        self.order = check_choice(order, "order", ("score", "greedy"))
 
     def with_tradeoff(self, value: float) -> "Reranker":
         """A copy with the swept parameter (``tradeoff``; ``p`` for FairTopK) set to ``value``."""
@@ -137,6 +144,8 @@ class Reranker:
         if width == 0 or ids.shape[0] == 0:
             return np.full((ids.shape[0], width), -1, np.int32), np.full((ids.shape[0], width), -np.inf)
         positions = self._select(state, history, ids, scores, width)
+        if self.order == "score":
+            positions = by_score(scores, positions)
         return gather(ids, scores, positions)
 
     def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,

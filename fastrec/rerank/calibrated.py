@@ -24,6 +24,10 @@ from .greedy import n_chunks, relevance_row, take_best
 
 __all__ = ["Calibrated", "check_item_groups", "normalized_groups"]
 
+# distinct group weights (1, 1/2, 1/3... for genre lists) up to which a kernel step takes one
+# logarithm per (group, weight) pair among a user's candidates instead of one per entry
+_MAX_PAIRED_WEIGHTS = 64
+
 
 def check_item_groups(item_groups: Any, name: str = "item_groups") -> sp.csr_matrix:
     """An items x groups matrix of non-negative finite weights, as float64 CSR."""
@@ -69,13 +73,15 @@ class Calibrated(Reranker):
         alpha in ``q~ = (1 - alpha) q + alpha p`` (keeps the KL finite).
     candidates : int
         Candidates fetched per user by ``recommend(..., rerank=)``.
+    order : {"score", "greedy"}
+        Show the chosen items best-scored first (default) or in the order picked.
     """
 
     metric = "miscalibration"
 
     def __init__(self, item_groups: Any, tradeoff: float = 0.5, smoothing: float = 0.01,
-                 candidates: int = 100):
-        super().__init__(tradeoff, candidates)
+                 candidates: int = 100, order: str = "score"):
+        super().__init__(tradeoff, candidates, order)
         self.item_groups = check_item_groups(item_groups)
         self.smoothing = check_float(smoothing, "smoothing", minimum=0.0, maximum=1.0, strict_minimum=True)
         self._p_given_item = normalized_groups(self.item_groups)
@@ -90,14 +96,60 @@ class Calibrated(Reranker):
                 n: int) -> np.ndarray:
         groups = self.groups_for(state.n_items)
         profiles = item_group_shares(history, groups)
+        per_item = np.diff(groups.indptr)
+        max_entries = max(1, int((per_item[np.where(ids >= 0, ids, 0)] * (ids >= 0)).sum(axis=1).max()))
+        weights, weight_id = np.unique(groups.data, return_inverse=True)
+        n_weights = weights.size if weights.size <= _MAX_PAIRED_WEIGHTS else 0  # else one pair per entry
         return _calibrated_kernel(ids, scores, np.int64(n), self.tradeoff, self.smoothing,
                                   groups.indptr.astype(np.int64), groups.indices.astype(np.int64),
-                                  groups.data, profiles, n_chunks(ids.shape[0]))
+                                  groups.data, weight_id.astype(np.int64).ravel(), np.int64(n_weights), profiles,
+                                  np.int64(max_entries), n_chunks(ids.shape[0]))
+
+
+@njit()
+def _row_entries(ids, r, g_indptr, g_indices, g_data, g_weight_id, n_weights, profiles, slot_of, ent_cand,
+                 ent_pair, pair_key, pair_group, pair_weight):  # pragma: no cover - compiled
+    """Row r's (candidate, group, weight) entries in the user's groups, with one id per distinct
+    (group, weight) pair, so a step takes one logarithm per pair rather than per entry.
+
+    ``g_weight_id[e]`` numbers the distinct weights (n_weights of them; 0 means every entry is
+    its own pair).  ``slot_of`` (n_groups * n_weights, all -1) is left all -1 again.
+    Returns (number of entries, number of pairs).
+    """
+    n_entries = 0
+    n_pairs = 0
+    for c in range(ids.shape[1]):
+        item = ids[r, c]
+        if item < 0:
+            continue
+        for e in range(g_indptr[item], g_indptr[item + 1]):
+            g = g_indices[e]
+            if profiles[r, g] <= 0:
+                continue
+            slot = -1
+            if n_weights > 0:
+                key = g * n_weights + g_weight_id[e]
+                slot = slot_of[key]
+                if slot < 0:
+                    slot_of[key] = n_pairs
+                    pair_key[n_pairs] = key
+            if slot < 0:
+                slot = n_pairs
+                pair_group[slot] = g
+                pair_weight[slot] = g_data[e]
+                n_pairs += 1
+            ent_cand[n_entries] = c
+            ent_pair[n_entries] = slot
+            n_entries += 1
+    if n_weights > 0:
+        for k in range(n_pairs):
+            slot_of[pair_key[k]] = -1
+    return n_entries, n_pairs
 
 
 @njit(parallel=True)
-def _calibrated_kernel(ids, scores, n, lam, alpha, g_indptr, g_indices, g_data, profiles,
-                       n_blocks):  # pragma: no cover - compiled
+def _calibrated_kernel(ids, scores, n, lam, alpha, g_indptr, g_indices, g_data, g_weight_id, n_weights,
+                       profiles, max_entries, n_blocks):  # pragma: no cover - compiled
     m, n_cand = ids.shape
     n_groups = profiles.shape[1]
     out = np.full((m, n), -1, dtype=np.int32)
@@ -105,11 +157,22 @@ def _calibrated_kernel(ids, scores, n, lam, alpha, g_indptr, g_indices, g_data, 
     for block in prange(n_blocks):
         rel = np.empty(n_cand)
         values = np.empty(n_cand)
+        cross = np.empty(n_cand)
         taken = np.empty(n_cand, dtype=np.bool_)
         chosen_sum = np.empty(n_groups)
         log_base = np.empty(n_groups)
+        ent_cand = np.empty(max_entries, dtype=np.int64)
+        ent_pair = np.empty(max_entries, dtype=np.int64)
+        pair_key = np.empty(max_entries, dtype=np.int64)
+        pair_group = np.empty(max_entries, dtype=np.int64)
+        pair_weight = np.empty(max_entries)
+        contribution = np.empty(max_entries)
+        slot_of = np.full(n_groups * max(n_weights, 1), -1, dtype=np.int64)
         for r in range(block * per_block, min(m, (block + 1) * per_block)):
             relevance_row(ids, scores, r, rel)
+            n_entries, n_pairs = _row_entries(ids, r, g_indptr, g_indices, g_data, g_weight_id, n_weights,
+                                              profiles, slot_of, ent_cand, ent_pair, pair_key, pair_group,
+                                              pair_weight)
             taken[:] = False
             chosen_sum[:] = 0.0
             mass = 0.0
@@ -120,25 +183,23 @@ def _calibrated_kernel(ids, scores, n, lam, alpha, g_indptr, g_indices, g_data, 
                     plogp += profiles[r, g] * np.log(profiles[r, g])
             for step in range(n):
                 size = step + 1.0
-                # size * q~ of the list plus candidate i is base_g + (1 - alpha) x_ig
+                # size * q~ of the list plus candidate i is base_g + (1 - alpha) x_ig; only the
+                # groups of i change, by p_g (log(base_g + (1 - alpha) x_ig) - log(base_g))
                 base_sum = 0.0
                 for g in range(n_groups):
                     if profiles[r, g] > 0:
                         log_base[g] = np.log((1.0 - alpha) * chosen_sum[g] + alpha * size * profiles[r, g])
                         base_sum += profiles[r, g] * log_base[g]
+                for k in range(n_pairs):
+                    g = pair_group[k]
+                    base = (1.0 - alpha) * chosen_sum[g] + alpha * size * profiles[r, g]
+                    contribution[k] = profiles[r, g] * (np.log(base + (1.0 - alpha) * pair_weight[k]) - log_base[g])
+                cross[:] = base_sum
+                for k in range(n_entries):
+                    cross[ent_cand[k]] += contribution[ent_pair[k]]
+                constant = plogp + mass * np.log(size)
                 for c in range(n_cand):
-                    item = ids[r, c]
-                    if item < 0 or taken[c]:
-                        continue
-                    cross = base_sum
-                    for e in range(g_indptr[item], g_indptr[item + 1]):
-                        g = g_indices[e]
-                        p_g = profiles[r, g]
-                        if p_g > 0:
-                            base = (1.0 - alpha) * chosen_sum[g] + alpha * size * p_g
-                            cross += p_g * (np.log(base + (1.0 - alpha) * g_data[e]) - log_base[g])
-                    kl = plogp - cross + mass * np.log(size)
-                    values[c] = (1.0 - lam) * rel[c] - lam * kl
+                    values[c] = (1.0 - lam) * rel[c] - lam * (constant - cross[c])
                 best = take_best(values, ids, r, taken, out, step)
                 if best < 0:
                     break

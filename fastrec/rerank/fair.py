@@ -154,7 +154,7 @@ class FairTopK(Reranker):
 
     def __init__(self, protected: Any, p: float = 0.3, alpha: float = 0.1, adjust: bool = True,
                  candidates: int = 100):
-        super().__init__(0.0, candidates)
+        super().__init__(0.0, candidates, "greedy")  # the table constrains every prefix: order matters
         if isinstance(protected, str):
             if protected != "long_tail":
                 raise ValueError(f"protected must be item ids, a boolean mask or 'long_tail'; got {protected!r}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..utils.jit import njit
 
-__all__ = ["check_candidates", "gather", "n_chunks", "relevance_row", "take_best"]
+__all__ = ["check_candidates", "gather", "by_score", "n_chunks", "relevance_row", "best_untaken", "take_best"]
 
 
 def check_candidates(ids: Any, scores: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +55,19 @@ def gather(ids: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> tuple[
     return out_ids, out_scores
 
 
+def by_score(scores: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each row's chosen positions reordered by the model's score (best first, ties by position).
+
+    Used when the re-ranker's aim depends on the set of items only: the same
+    items, the most relevant first.  Padding (-1) stays last.
+    """
+    chosen = positions >= 0
+    at = np.take_along_axis(scores, np.where(chosen, positions, 0), axis=1)
+    key = np.where(chosen, -at, np.inf)
+    order = np.lexsort((np.where(chosen, positions, np.iinfo(np.int32).max), key), axis=-1)
+    return np.take_along_axis(positions, order, axis=1)
+
+
 def n_chunks(n_rows: int) -> int:
     """How many blocks of users a kernel's parallel loop takes (several per thread, for balance)."""
     import numba
@@ -85,12 +98,8 @@ def relevance_row(ids, scores, r, rel):  # pragma: no cover - compiled
 
 
 @njit()
-def take_best(values, ids, r, taken, out, step):  # pragma: no cover - compiled
-    """One greedy step for row r: take the valid untaken candidate of highest value (the earliest on ties).
-
-    Marks it taken, writes its position to ``out[r, step]`` and returns it;
-    returns -1 when no candidate is left.
-    """
+def best_untaken(values, ids, r, taken):  # pragma: no cover - compiled
+    """Row r's valid untaken candidate of highest value (the earliest on ties), or -1."""
     best = -1
     best_value = -np.inf
     for c in range(values.shape[0]):
@@ -99,6 +108,17 @@ def take_best(values, ids, r, taken, out, step):  # pragma: no cover - compiled
         if best < 0 or values[c] > best_value:
             best = c
             best_value = values[c]
+    return best
+
+
+@njit()
+def take_best(values, ids, r, taken, out, step):  # pragma: no cover - compiled
+    """One greedy step for row r: take the valid untaken candidate of highest value (the earliest on ties).
+
+    Marks it taken, writes its position to ``out[r, step]`` and returns it;
+    returns -1 when no candidate is left.
+    """
+    best = best_untaken(values, ids, r, taken)
     if best >= 0:
         taken[best] = True
         out[r, step] = best

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from ..utils.jit import njit, prange
 from .base import Reranker
-from .greedy import n_chunks, relevance_row, take_best
+from .greedy import best_untaken, n_chunks, relevance_row
 
 __all__ = ["MMR"]
 
@@ -39,13 +39,16 @@ class MMR(Reranker):
         features, compared by cosine.
     candidates : int
         Candidates fetched per user by ``recommend(..., rerank=)``.
+    order : {"score", "greedy"}
+        Show the chosen items best-scored first (default) or in the order picked.
     """
 
     needs_history = False
     metric = "diversity"
 
-    def __init__(self, tradeoff: float = 0.3, similarity: Any = "factors", candidates: int = 100):
-        super().__init__(tradeoff, candidates)
+    def __init__(self, tradeoff: float = 0.3, similarity: Any = "factors", candidates: int = 100,
+                 order: str = "score"):
+        super().__init__(tradeoff, candidates, order)
         if isinstance(similarity, str):
             if similarity != "factors":
                 raise ValueError(f"similarity must be 'factors' or a matrix; got {similarity!r}")
@@ -116,6 +119,14 @@ def _similarity(i, j, unit, indptr, indices, data):  # pragma: no cover - compil
 
 @njit(parallel=True, fastmath=True)
 def _mmr_kernel(ids, scores, n, lam, unit, indptr, indices, data, n_blocks):  # pragma: no cover - compiled
+    """Greedy MMR, lazily: a candidate's penalty is brought up to date only when it leads.
+
+    ``closest[c]`` is the max similarity of c to the first ``seen[c]`` items of the list.  It
+    only grows as the list does, so a stale value bounds the true one from above, and a
+    leading candidate whose value is up to date is the true best (ties: the earliest, as its
+    stale rivals' values are at least their true ones).  After the first item every
+    candidate is compared with it at once.
+    """
     m, n_cand = ids.shape
     out = np.full((m, n), -1, dtype=np.int32)
     per_block = (m + n_blocks - 1) // n_blocks
@@ -123,23 +134,35 @@ def _mmr_kernel(ids, scores, n, lam, unit, indptr, indices, data, n_blocks):  # 
         rel = np.empty(n_cand)
         values = np.empty(n_cand)
         taken = np.empty(n_cand, dtype=np.bool_)
-        closest = np.empty(n_cand)  # max similarity to the list so far (0 for the empty list)
+        closest = np.empty(n_cand)
+        seen = np.empty(n_cand, dtype=np.int64)
         for r in range(block * per_block, min(m, (block + 1) * per_block)):
             relevance_row(ids, scores, r, rel)
             taken[:] = False
-            closest[:] = 0.0
+            seen[:] = 0
+            for c in range(n_cand):
+                values[c] = (1.0 - lam) * rel[c]  # the first item: nothing to be similar to
             for step in range(n):
-                for c in range(n_cand):
-                    values[c] = (1.0 - lam) * rel[c] - lam * closest[c]
-                best = take_best(values, ids, r, taken, out, step)
-                if best < 0 or step + 1 == n:
+                if step == 1:  # every value changes: compare all with the first item at once
+                    first = ids[r, out[r, 0]]
+                    for c in range(n_cand):
+                        if ids[r, c] >= 0 and not taken[c]:
+                            closest[c] = _similarity(ids[r, c], first, unit, indptr, indices, data)
+                            seen[c] = 1
+                            values[c] = (1.0 - lam) * rel[c] - lam * closest[c]
+                while True:
+                    best = best_untaken(values, ids, r, taken)
+                    if best < 0 or seen[best] == step:
+                        break
+                    i = ids[r, best]
+                    for s in range(seen[best], step):
+                        sim = _similarity(i, ids[r, out[r, s]], unit, indptr, indices, data)
+                        if sim > closest[best]:
+                            closest[best] = sim
+                    seen[best] = step
+                    values[best] = (1.0 - lam) * rel[best] - lam * closest[best]
+                if best < 0:
                     break
-                j = ids[r, best]
-                for c in range(n_cand):
-                    i = ids[r, c]
-                    if i < 0 or taken[c]:
-                        continue
-                    s = _similarity(i, j, unit, indptr, indices, data)
-                    if step == 0 or s > closest[c]:
-                        closest[c] = s
+                taken[best] = True
+                out[r, step] = best
     return out

@@ -46,13 +46,15 @@ class PopularityDebias(Reranker):
         How the head and tail already in the list reduce their bonus.
     candidates : int
         Candidates fetched per user by ``recommend(..., rerank=)``.
+    order : {"score", "greedy"}
+        Show the chosen items best-scored first (default) or in the order picked.
     """
 
     metric = "aplt"
 
     def __init__(self, tradeoff: float = 0.5, head_share: float = 0.8, variant: str = "smooth",
-                 candidates: int = 100):
-        super().__init__(tradeoff, candidates)
+                 candidates: int = 100, order: str = "score"):
+        super().__init__(tradeoff, candidates, order)
         self.head_share = check_float(head_share, "head_share", minimum=0.0, maximum=1.0, strict_minimum=True)
         self.variant = check_choice(variant, "variant", ("smooth", "binary"))
 

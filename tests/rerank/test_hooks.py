@@ -189,6 +189,8 @@ def test_bad_input_gets_clear_errors(data):
         model.recommend(0, n=5, rerank="mmr")
     with pytest.raises(ValueError, match="candidates"):
         MMR(candidates=0)
+    with pytest.raises(ValueError, match="order"):
+        MMR(order="random")
     with pytest.raises(ValueError, match="unknown re-ranker 'diverse'"):
         parse_reranker("diverse:0.5")
     with pytest.raises(ValueError, match="calibrated needs item groups"):

@@ -13,7 +13,7 @@ import fastrec
 from fastrec.rerank import MMR, Calibrated, FairTopK, PopularityDebias, fair_table
 
 N_USERS, N_ITEMS, N_GROUPS = 40, 30, 4
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,18 @@ def _run(R, model, rows):
 
 # ------------------------------------------------------------------ greedy re-rankers
 @SETTINGS
-@given(rows=candidate_rows(), lam=st.floats(0, 1), alpha=st.floats(0.001, 1), seed=st.integers(0, 99))
-def test_calibrated_matches_brute_force(model, rows, lam, alpha, seed):
-    groups = (np.random.default_rng(seed).random((N_ITEMS, N_GROUPS)) < 0.4).astype(float)
-    out = _run(Calibrated(groups, tradeoff=lam, smoothing=alpha), model, rows)
+@given(rows=candidate_rows(), lam=st.floats(0, 1), alpha=st.floats(0.001, 1), seed=st.integers(0, 99),
+       weighted=st.booleans(), paired=st.booleans())
+def test_calibrated_matches_brute_force(model, rows, lam, alpha, seed, weighted, paired):
+    import fastrec.rerank.calibrated as calibrated
+    rng = np.random.default_rng(seed)
+    groups = (rng.random((N_ITEMS, N_GROUPS)) < 0.4) * (rng.random((N_ITEMS, N_GROUPS)) if weighted else 1.0)
+    saved = calibrated._MAX_PAIRED_WEIGHTS
+    calibrated._MAX_PAIRED_WEIGHTS = saved if paired else 0  # one logarithm per (group, weight) or per entry
+    try:
+        out = _run(Calibrated(groups, tradeoff=lam, smoothing=alpha, order="greedy"), model, rows)
+    finally:
+        calibrated._MAX_PAIRED_WEIGHTS = saved
     ids, scores, _, history, n = rows
     for r in range(ids.shape[0]):
         valid = ids[r] >= 0
@@ -116,7 +124,8 @@ def test_calibrated_matches_brute_force(model, rows, lam, alpha, seed):
 def test_popularity_debias_matches_brute_force(model, rows, lam, head_share, binary):
     from fastrec.evaluation.fairness import long_tail_mask
     tail = long_tail_mask(model.user_items_, head_share)
-    R = PopularityDebias(tradeoff=lam, head_share=head_share, variant="binary" if binary else "smooth")
+    R = PopularityDebias(tradeoff=lam, head_share=head_share, variant="binary" if binary else "smooth",
+                         order="greedy")
     out = _run(R, model, rows)
     ids, scores, _, history, n = rows
     for r in range(ids.shape[0]):
@@ -152,7 +161,7 @@ def test_mmr_matches_brute_force(model, rows, lam, kind, seed):
         sim = unit @ unit.T
     else:
         sim = similarity
-    out = _run(MMR(tradeoff=lam, similarity=similarity), model, rows)
+    out = _run(MMR(tradeoff=lam, similarity=similarity, order="greedy"), model, rows)
     ids, scores, _, _, n = rows
     for r in range(ids.shape[0]):
         valid = ids[r] >= 0
@@ -162,6 +171,22 @@ def test_mmr_matches_brute_force(model, rows, lam, kind, seed):
             closest = max((sim[ids[r][c], ids[r][t]] for t in taken), default=0.0)
             return (1 - lam) * rel[c] - lam * closest
         check_greedy(out[r], ids[r], objective, n)
+
+
+@SETTINGS
+@given(rows=candidate_rows(), lam=st.floats(0, 1), seed=st.integers(0, 99))
+def test_order_score_shows_the_greedy_set_best_scored_first(model, rows, lam, seed):
+    groups = (np.random.default_rng(seed).random((N_ITEMS, N_GROUPS)) < 0.4).astype(float)
+    ids, scores, X, _, n = rows
+    for make in (lambda order: Calibrated(groups, lam, order=order), lambda order: MMR(lam, order=order),
+                 lambda order: PopularityDebias(lam, order=order)):
+        greedy, _ = make("greedy").rerank(model, None, ids, scores, n=n, X=X)
+        shown, shown_scores = make("score").rerank(model, None, ids, scores, n=n, X=X)
+        for r in range(ids.shape[0]):
+            assert sorted(greedy[r].tolist()) == sorted(shown[r].tolist())
+            position = {item: c for c, item in enumerate(ids[r])}
+            keys = [(-s, position[i]) for i, s in zip(shown[r], shown_scores[r]) if i >= 0]
+            assert keys == sorted(keys)
 
 
 # ------------------------------------------------------------------ FA*IR
