@@ -642,3 +642,17 @@ def ensure_bench_path() -> None:
     """Let scripts run as ``python bench/x.py`` import their siblings."""
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
+
+
+def publish(report: Report, name: str, command: str, append: bool = False) -> str:
+    """Print ``report`` with the environment, the load at the end and ``command``; save its raw
+    numbers as ``name``; with ``append``, add the section to bench/RESULTS.md.  Returns the text."""
+    text = report.markdown() + "\n".join(environment_lines(environment())) + "\n"
+    text += f"- Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    text += f"- Command: `{command}`\n"
+    print(text)
+    report.save(name)
+    if append:
+        with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as out:
+            out.write("\n\n" + text)
+    return text

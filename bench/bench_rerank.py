@@ -247,14 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not C.ml1m_available():
         print(f"ML-1M not found at {C.ML1M}; nothing to measure", file=sys.stderr)
         return 0
-    report = run(args.threads)
-    text = report.markdown() + "\n".join(C.environment_lines(C.environment())) + "\n"
-    text += f"- Command: `python bench/bench_rerank.py{' --append' if args.append else ''}`\n"
-    print(text)
-    report.save("rerank")
-    if args.append:
-        with open(C.BENCH / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write("\n\n" + text)
+    C.publish(run(args.threads), "rerank", f"python bench/bench_rerank.py --threads {args.threads}", args.append)
     return 0
 
 
