@@ -103,9 +103,9 @@ class CachedParallelBuildExt(build_ext):
 
     ``pip install .`` and then ``pip install -e .`` (the README's two commands)
     would compile every kernel twice.  Each built module is kept in
-    ``build/ext_cache`` under a key made of its C source, the headers next to
-    it, the compiler flags, NumPy and Python, and copied instead of compiled
-    when the key matches.  ``FASTREC_BUILD_JOBS`` sets the parallel jobs
+    ``build/ext_cache`` under a key made of the kernel sources in ``ext/``, the
+    compiler flags and the Cython, NumPy and Python versions, and copied
+    instead of compiled when the key matches.  ``FASTREC_BUILD_JOBS`` sets the parallel jobs
     (default: the CPU count).
     """
 
@@ -127,13 +127,15 @@ class CachedParallelBuildExt(build_ext):
         return outfile, True
 
     def _key(self, ext):
+        # From the kernel sources, not the generated C: Cython writes the paths of the
+        # isolated build environment into the C, and pip makes a new one for every install.
+        import Cython
         digest = hashlib.sha256()
-        for source in ext.sources:
-            digest.update(Path(source).read_bytes())
-        for header in sorted(EXT_DIR.glob("*.h")):
-            digest.update(header.read_bytes())
-        digest.update(repr((ext.extra_compile_args, ext.extra_link_args, ext.define_macros,
-                            np.__version__, sys.version, sysconfig.get_platform())).encode())
+        for source in sorted(EXT_DIR.glob("*")):
+            if source.suffix in (".pyx", ".pxi", ".pxd", ".h"):
+                digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        digest.update(repr((ext.name, ext.extra_compile_args, ext.extra_link_args, ext.define_macros,
+                            Cython.__version__, np.__version__, sys.version, sysconfig.get_platform())).encode())
         return digest.hexdigest()[:32]
 
     def build_extension(self, ext):
