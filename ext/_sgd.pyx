@@ -585,3 +585,6 @@ def apply_samples(int loss, const int[:, ::1] samples, const floating[::1] sampl
             steps += sample_step(&m, samples[r, 0], samples[r, 1], samples[r, 2], x,
                                  samples[r, 3], sample_weights[r], learning_rate, regularization)
     return steps
+
+
+include "_sgd_features.pxi"

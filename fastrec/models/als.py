@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .base import Fitted
+from .side import fit_ridge_maps
 from .factors import FactorModel
 from .ials import (check_ials_params, fold_in_row_ials, ials_loss, is_ials, kernel_form, kernel_values,
                    row_penalty)
@@ -155,6 +156,8 @@ class ALS(FactorModel):
         confidence, unobserved pairs 1; iALS: ``nnz + alpha0 n m``).
     """
 
+    _takes_features = True  # cold rows from an exact ridge map of their features (fastrec.models.side)
+
     def __init__(self, factors: int = 64, regularization: float = 0.1, alpha: float = 1.0,
                  iterations: int = 15, solver: str = "cg", cg_steps: int = 3,
                  regularization_scaling: str = "count", confidence: str = "hu",
@@ -253,7 +256,8 @@ class ALS(FactorModel):
         return observed + Cui.shape[0] * Cui.shape[1] - Cui.nnz
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, callback: Callback | None = None, compute_loss: bool | None = None) -> "ALS":
+    def fit(self, X: Any, callback: Callback | None = None, compute_loss: bool | None = None,
+            user_features: Any = None, item_features: Any = None) -> "ALS":
         """Learn factors from a users x items matrix.
 
         Parameters
@@ -271,6 +275,14 @@ class ALS(FactorModel):
         compute_loss : bool, optional
             Compute the training loss each iteration (costs about one CG step).
             Defaults to True when a callback or progress bar wants it.
+        user_features, item_features : fastrec.Features or sparse matrix, optional
+            Side features (see ``BPR.fit`` for how they are aligned).  ALS
+            itself is unchanged; afterwards an exact ridge regression from the
+            side features to the factors of the rows with interactions
+            (``fastrec.models.side.fit_ridge_maps``) gives rows without
+            interactions their vectors: cold users and items are scored from
+            their features, and ``recommend(user_features=...)`` and
+            ``add_items`` use the same map.
 
         Returns
         -------
@@ -279,7 +291,8 @@ class ALS(FactorModel):
         check_callback(callback)
         if compute_loss is not None:
             compute_loss = check_bool(compute_loss, "compute_loss")
-        return self._fit_template(X, callback=callback, compute_loss=compute_loss)
+        return self._fit_template(X, user_features=user_features, item_features=item_features,
+                                  callback=callback, compute_loss=compute_loss)
 
     def _divergence_hint(self, params: dict[str, Any]) -> str:
         if is_ials(params):
@@ -289,7 +302,7 @@ class ALS(FactorModel):
                 f"(now {params['alpha']})")
 
     def _fit(self, Cui: sp.csr_matrix, params: dict[str, Any], callback: Callback | None = None,
-             compute_loss: bool | None = None) -> Fitted:
+             compute_loss: bool | None = None, features: tuple[Any, Any] | None = None) -> Fitted:
         _check_confidence(Cui, params)
         Cui = kernel_values(Cui, kernel_form(params))  # iALS reads signs; the model keeps X as given
         dtype, threads, f = params["dtype"], params["num_threads"], params["factors"]
@@ -327,7 +340,9 @@ class ALS(FactorModel):
                 callback(iteration, elapsed, loss)
         progress.close()
 
-        return Fitted(user_factors, item_factors, attributes={"loss_history_": history})
+        sides = fit_ridge_maps(features, Cui, user_factors, item_factors)  # (None, None) without features
+        return Fitted(user_factors, item_factors, attributes={"loss_history_": history}, user_features=sides[0],
+                      item_features=sides[1])
 
     # ------------------------------------------------------------- fold-in
     def _cached_gram(self, state: FittedState, side: str, threads: int) -> np.ndarray:

@@ -41,6 +41,8 @@ class Fitted:
     item_bias: np.ndarray | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     item_similarity: sp.csr_matrix | None = None
+    user_features: Any = None  # SideFeatures of each side fitted with features
+    item_features: Any = None
 
 
 class Recommender(ServingMixin):
@@ -57,6 +59,8 @@ class Recommender(ServingMixin):
     _fit_lock: threading.Lock
     # the FittedState fields this class serves from (a model file must provide them)
     _state_members: tuple[str, ...] = ()
+    # whether _fit takes side features (fit(X, user_features=..., item_features=...))
+    _takes_features: bool = False
 
     def __new__(cls, *args: Any, **kwargs: Any):
         obj = super().__new__(cls)
@@ -122,10 +126,24 @@ class Recommender(ServingMixin):
         """What to change when training produced non-finite factors."""
         return "check the input values and the hyperparameters"
 
-    def _fit_template(self, X: Any, **fit_args: Any) -> "Recommender":
-        """Check, fit and swap in the new state; the previous state stays on any error."""
+    def _fit_template(self, X: Any, user_features: Any = None, item_features: Any = None,
+                      **fit_args: Any) -> "Recommender":
+        """Check, fit and swap in the new state; the previous state stays on any error.
+
+        With side features, ``_fit`` gets ``features=(user side, item side)``
+        (``fastrec.models.side.SideFeatures`` or None), aligned with the rows
+        and columns of the interactions it gets.
+        """
         params = self._check_params()
         csr, user_map, item_map = self._fit_input(X, params)
+        if user_features is not None or item_features is not None:
+            if not self._takes_features:
+                raise TypeError(f"{type(self).__name__} does not use side features (user_features, "
+                                "item_features); BPR and ALS do")
+            from .side import prepare_features
+            csr, user_map, item_map, *sides = prepare_features(csr, user_map, item_map, user_features,
+                                                               item_features, params["dtype"])
+            fit_args["features"] = tuple(sides)
         with self._fit_lock:  # a concurrent partial fit waits, then applies to the new model
             start = time.perf_counter()
             fitted = self._fit(csr, params, **fit_args)
@@ -135,7 +153,8 @@ class Recommender(ServingMixin):
                                          f"or infinite; {self._divergence_hint(params)}. The model keeps "
                                          "its previous fitted state.")
             state = FittedState(fitted.user_factors, fitted.item_factors, csr, fitted.item_bias,
-                                user_map, item_map, params, fitted.item_similarity)
+                                user_map, item_map, params, fitted.item_similarity, fitted.user_features,
+                                fitted.item_features)
             for name, value in fitted.attributes.items():
                 setattr(self, name, value)
             self._state = state

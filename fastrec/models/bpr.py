@@ -139,6 +139,8 @@ class BPR(FactorModel):
         drew them.
     """
 
+    _takes_features = True
+
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float | str = "auto",
                  iterations: int = 30, loss: str = "bpr", max_sampled: int = 10,
                  learning_schedule: str = "auto", num_threads: int = 0, random_state: Any = None,
@@ -191,25 +193,34 @@ class BPR(FactorModel):
         grad_items = np.ones_like(item_factors) if adagrad and update_items else empty_rows
         grad_bias = np.ones_like(item_bias) if adagrad and update_items else item_bias[:0]
         rank_weight = _rank_weights(item_factors.shape[0], dtype)
-        threads = params["num_threads"]
         kernel = load_kernel("sgd")
-        history: list[float] = []
-        start = time.perf_counter()
-        for epoch in range(epochs):
-            seeds = rng.integers(0, np.iinfo(np.uint64).max, size=threads, dtype=np.uint64,
-                                 endpoint=True)
-            correct, compared, _ = kernel.sgd_epoch(
+
+        def epoch(seeds: np.ndarray) -> tuple[int, int, int]:
+            return kernel.sgd_epoch(
                 _LOSSES[params["loss"]], positives.indptr, positives.indices, positives.users,
                 positives.weights, user_factors, item_factors, item_bias,
                 grad_users, grad_items, grad_bias, rank_weight,
                 dtype.type(params["learning_rate"]), dtype.type(params["regularization"]),
                 positives.nnz, params["max_sampled"], params["verify_negative_samples"],
-                update_items, seeds, threads)
+                update_items, seeds, params["num_threads"])
+
+        trained = (user_factors,) + ((item_factors, item_bias) if update_items else ())
+        return self._epochs(params, epoch, trained, epochs, rng, callback, progress)
+
+    def _epochs(self, params: dict[str, Any], epoch: Callable[[np.ndarray], tuple[int, int, int]],
+                trained: tuple[np.ndarray, ...], epochs: int, rng: np.random.Generator,
+                callback: Callback | None, progress: Progress | None) -> list[float]:
+        """Run ``epoch(seeds)`` ``epochs`` times (one seed per thread); the sampled AUC of each."""
+        history: list[float] = []
+        start = time.perf_counter()
+        for number in range(epochs):
+            seeds = rng.integers(0, np.iinfo(np.uint64).max, size=params["num_threads"], dtype=np.uint64,
+                                 endpoint=True)
+            correct, compared, _ = epoch(seeds)
             # checked every epoch (one pass over the factors): a diverged run stops
             # at once instead of finishing its epochs on NaN
-            if non_finite(user_factors, item_factors if update_items else None,
-                          item_bias if update_items else None):
-                raise FloatingPointError(f"{type(self).__name__} training diverged at epoch {epoch + 1}: "
+            if non_finite(*trained):
+                raise FloatingPointError(f"{type(self).__name__} training diverged at epoch {number + 1}: "
                                          f"the factors became NaN or infinite; {self._divergence_hint(params)}. "
                                          "The model keeps its previous fitted state.")
             auc = correct / compared if compared else float("nan")
@@ -217,11 +228,12 @@ class BPR(FactorModel):
             if progress is not None:
                 progress.update(auc=auc)
             if callback is not None:
-                callback(epoch, time.perf_counter() - start, auc)
+                callback(number, time.perf_counter() - start, auc)
         return history
 
-    def fit(self, X: Any, callback: Callback | None = None) -> "BPR":
-        """Learn factors and item biases from a users x items matrix.
+    def fit(self, X: Any, callback: Callback | None = None, user_features: Any = None,
+            item_features: Any = None) -> "BPR":
+        """Learn factors and item biases from a users x items matrix, optionally with side features.
 
         Parameters
         ----------
@@ -230,13 +242,26 @@ class BPR(FactorModel):
             are used).  It is never modified.
         callback : callable(epoch, elapsed_seconds, training_auc), optional
             Called after every epoch with that epoch's sampled training AUC.
+        user_features, item_features : fastrec.Features or sparse matrix, optional
+            Side features: (users x user features) and (items x item features),
+            non-negative.  A side with features is LightFM's feature-sum
+            model: its rows' vectors are the weighted sums of their features'
+            embeddings (and items' biases the sums of feature biases), learned
+            by the same loss (``fastrec.models.hybrid``).  ``Features`` are
+            aligned by raw id with ``X``'s maps (rows they add with
+            ``unknown="append"`` are new users or items with no interactions);
+            matrices must have one row per user or item of ``X``, in order.
+            Users and items with features but no interactions are scored from
+            their features (cold start); see also ``recommend(user_features=...)``
+            and ``add_items``.
 
         Returns
         -------
         self
         """
         check_callback(callback)
-        return self._fit_template(X, callback=callback)
+        return self._fit_template(X, user_features=user_features, item_features=item_features,
+                                  callback=callback)
 
     def _divergence_hint(self, params: dict[str, Any]) -> str:
         hint = f"lower learning_rate (now {params['learning_rate']})"
@@ -244,13 +269,17 @@ class BPR(FactorModel):
             hint += " or use learning_schedule='adagrad'"
         return hint
 
-    def _fit(self, csr: sp.csr_matrix, params: dict[str, Any], callback: Callback | None = None) -> Fitted:
+    def _fit(self, csr: sp.csr_matrix, params: dict[str, Any], callback: Callback | None = None,
+             features: tuple[Any, Any] | None = None) -> Fitted:
         dtype, f = params["dtype"], params["factors"]
         positives = _Positives.from_csr(csr)
         if positives.nnz == 0:
             raise ValueError("X holds no positive interactions (only thumbs down); BPR and WARP learn "
                              "from positive values")
         n_users, n_items = csr.shape
+        if features is not None:
+            from .hybrid import fit_feature_sum
+            return fit_feature_sum(self, positives, csr.shape, params, *features, callback)
 
         rng = np.random.default_rng(params["random_state"])
         user_factors = ((rng.random((n_users, f)) - 0.5) / f).astype(dtype)
@@ -275,6 +304,9 @@ class BPR(FactorModel):
                          state.item_bias, epochs, np.random.default_rng(params["random_state"]),
                          update_items=False)
         return user_factors
+
+    def _fold_in_from(self, state: FittedState, fresh: sp.csr_matrix, start: np.ndarray) -> np.ndarray:
+        return self._train_rows(state, fresh, start, self._fitted_params(state)["iterations"])
 
     def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
         start = np.zeros((X_rows.shape[0], state.item_factors.shape[1]), dtype=state.item_factors.dtype)

@@ -17,6 +17,7 @@ from ..kernels import load_kernel
 from ..kernels.topk import csr_rows, top_k
 from ..utils.progress import Progress
 from .base import Recommender
+from .cold import ColdStartMixin
 from .state import FittedState
 
 __all__ = ["FactorModel"]
@@ -31,8 +32,8 @@ def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(m, dtype=np.float32), ids, np.arange(m + 1)), shape=(m, n_total))
 
 
-class FactorModel(Recommender):
-    """Base class of the latent-factor models (ALS, BPR/WARP)."""
+class FactorModel(ColdStartMixin, Recommender):
+    """Base class of the latent-factor models (ALS, BPR/WARP); cold start in ``cold.py``."""
 
     _state_members = ("user_factors", "item_factors")
 

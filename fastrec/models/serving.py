@@ -68,7 +68,8 @@ class ServingMixin:
 
     def recommend(self, users: Any = None, n: int = 10, exclude_seen: bool = True,
                   exclude: Any = None, candidates: Any = None, X: Any = None,
-                  recalculate: bool = False, raw_ids: bool = False, rerank: Any = None) -> tuple[Any, Any]:
+                  recalculate: bool = False, raw_ids: bool = False, rerank: Any = None,
+                  user_features: Any = None) -> tuple[Any, Any]:
         """Top-``n`` items for one user or a batch of users.
 
         Parameters
@@ -100,6 +101,13 @@ class ServingMixin:
             (calibration, popularity de-biasing, diversity, group fairness).
             The scores returned are the model's scores of the chosen items,
             in the re-ranked order.
+        user_features : fastrec.Features or sparse matrix, optional
+            New users described by their side features (models fitted with
+            ``user_features``), one row each, with ``users=None``: cold start.
+            With ``X`` too (one row per user), their few interactions refine
+            the feature vector (fold-in started from it).  ``Features`` are
+            matched to the model's by name (``model.user_features_.transform``
+            builds them from raw columns).
 
         Returns
         -------
@@ -117,7 +125,12 @@ class ServingMixin:
         if raw_ids and users is not None:
             users = raw_to_index(state, "users", users, "users")
         exclude, candidates = self._item_index_args(state, exclude, candidates, raw_ids)
-        if rerank is None:
+        if user_features is not None:
+            if rerank is not None:
+                raise ValueError("rerank is not available with user_features yet; re-rank the returned lists")
+            ids, scores, scalar = self._recommend_featured(state, users, user_features, n, exclude_seen, exclude,
+                                                           candidates, X)
+        elif rerank is None:
             ids, scores, scalar = self._recommend_indices(state, users, n, exclude_seen, exclude, candidates,
                                                           X, recalculate)
         else:
@@ -153,6 +166,31 @@ class ServingMixin:
                 raise ValueError("recalculate=True needs X, the users' fresh interactions")
         ids, scores = self._rank(state, user_ids, fresh, recalculate, n, exclude_seen, mask, cands)
         return ids, scores, scalar
+
+    def _recommend_featured(self, state: FittedState, users: Any, user_features: Any, n: Any, exclude_seen: Any,
+                            exclude: Any, candidates: Any, X: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``_recommend_indices`` for new users given by their features (and optionally ``X``)."""
+        from .side import rows_for_model
+        if users is not None:
+            raise ValueError("user_features describes new users: pass users=None (stored users are "
+                             "served from their own vectors)")
+        n = check_n(n)
+        exclude_seen = check_bool(exclude_seen, "exclude_seen")
+        rows = rows_for_model(state.user_features, user_features, "user_features")
+        fresh = None
+        if X is not None:
+            fresh = check_interactions(X, "X", dtype=state.dtype, shape=(rows.shape[0], state.n_items),
+                                       allow_empty=True)
+        ids, scores = self._rank_features(state, rows, fresh, n, exclude_seen,
+                                          exclusion_mask(exclude, state.n_items),
+                                          candidate_ids(candidates, state.n_items))
+        return ids, scores, False
+
+    def _rank_features(self, state: FittedState, rows: sp.csr_matrix, fresh: sp.csr_matrix | None, n: int,
+                       exclude_seen: bool, mask: np.ndarray, cands: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` for new users given by feature rows in the model's feature space."""
+        raise NotImplementedError(f"{type(self).__name__} cannot serve users from their features")
 
     def _rank(self, state: FittedState, user_ids: np.ndarray | None, fresh: sp.csr_matrix | None,
               recalculate: bool, n: int, exclude_seen: bool, mask: np.ndarray, cands: np.ndarray | None,
@@ -237,8 +275,8 @@ class ServingMixin:
         total = state.n_items if side == "items" else state.n_users
         ids_arr, scalar = check_ids(ids, total, side)
         out_ids, scores = self._similar_top(state, ids_arr, n, side)
-        # a query with no interactions is similar to nothing, rather than tied with everything
-        out_ids[state.interaction_counts(side)[ids_arr] == 0] = -1
+        # a query with neither interactions nor features is similar to nothing, rather than tied with everything
+        out_ids[~state.profiled(side)[ids_arr]] = -1
         out_scores = np.where(out_ids >= 0, scores, -np.inf).astype(scores.dtype, copy=False)
         id_map = state.id_map(side)
         if scalar:
@@ -255,7 +293,9 @@ class ServingMixin:
         Returns ``(ids, scores)``: 1-D for one item, 2-D for a batch (padded
         with -1 / -inf like ``recommend``; lists with ``raw_ids=True``).  An
         item with no training interactions (or whose factors are all zero)
-        is similar to nothing: its list is empty (all padding in a batch).
+        is similar to nothing: its list is empty (all padding in a batch); one
+        with side features but no interactions (cold start) is compared by its
+        feature vector.
         """
         return self._similar(items, n, "items", raw_ids)
 

@@ -82,6 +82,9 @@ class FittedState:
     params: FitParams = field(default_factory=FitParams)
     # item-item models: S (items x items CSR), a user's score for i is sum_j r_uj S[j, i]
     item_similarity: sp.csr_matrix | None = None
+    # side features (fastrec.models.side.SideFeatures), when fitted with user_features/item_features
+    user_features: Any = None
+    item_features: Any = None
     # lazily filled, derived-only caches (idempotent, so races are harmless)
     cache: dict = field(default_factory=dict, repr=False)
 
@@ -97,6 +100,10 @@ class FittedState:
             if matrix is not None:
                 for arr in (matrix.data, matrix.indices, matrix.indptr):
                     _readonly(arr)
+        for features, count, side in ((self.user_features, self.user_items.shape[0], "users"),
+                                      (self.item_features, self.user_items.shape[1], "items")):
+            if features is not None and features.matrix.shape[0] != count:
+                raise ValueError(f"{side[:-1]} features have {features.matrix.shape[0]} rows for {count} {side}")
         if not isinstance(self.params, FitParams):
             object.__setattr__(self, "params", FitParams(self.params))
 
@@ -121,6 +128,16 @@ class FittedState:
 
     def id_map(self, side: str) -> IdMap | None:
         return self.user_map if side == "users" else self.item_map
+
+    def side_features(self, side: str) -> Any:
+        """The ``SideFeatures`` of users or items, or None without features."""
+        return self.user_features if side == "users" else self.item_features
+
+    def profiled(self, side: str) -> np.ndarray:
+        """Whether each user (item) has interactions or side features: something its vector comes from."""
+        known = self.interaction_counts(side) > 0
+        features = self.side_features(side)
+        return known if features is None else known | features.has_features()
 
     def ranking_index(self) -> RankingIndex:
         """Items sorted by (bias-augmented) norm, for exact early termination in top-K."""
@@ -162,8 +179,10 @@ class FittedState:
         between start empty with zero vectors.  ``id_map`` is the side's map
         after growth.
         """
+        from .side import grow_rows
         own_count = self.n_users if side == "users" else self.n_items
         new_count = max(own_count, int(ids.max()) + 1 if ids.size else 0)
+        features = grow_rows(self.side_features(side), new_count)
         factors = self.factors(side)
         if factors is not None:
             old = factors
@@ -175,7 +194,8 @@ class FittedState:
         kept = {key: self.cache[key] for key in CACHES_OF_SIDE[other] if key in self.cache}
         if side == "users":
             seen = replace_rows(self.user_items, ids, rows, new_count)
-            return replace(self, user_factors=factors, user_items=seen, user_map=id_map, cache=kept)
+            return replace(self, user_factors=factors, user_items=seen, user_map=id_map, user_features=features,
+                           cache=kept)
         seen = replace_rows(self.user_items.T.tocsr(), ids, rows, new_count).T.tocsr()
         seen.sort_indices()
         seen.indices = seen.indices.astype(np.int32, copy=False)
@@ -183,7 +203,8 @@ class FittedState:
         if self.item_bias is not None:
             bias = np.zeros(new_count, dtype=self.item_bias.dtype)
             bias[:self.item_bias.size] = self.item_bias
-        return replace(self, item_factors=factors, user_items=seen, item_bias=bias, item_map=id_map, cache=kept)
+        return replace(self, item_factors=factors, user_items=seen, item_bias=bias, item_map=id_map,
+                       item_features=features, cache=kept)
 
 
 def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:

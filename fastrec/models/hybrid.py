@@ -1,0 +1,72 @@
+"""BPR/WARP with side features: LightFM's feature-sum model on fastrec's SGD kernel.
+
+Kula, "Metadata Embeddings for User and Item Cold-start Recommendations"
+(2015).  A user's vector is ``p_u = sum_j A[u, j] E[j]`` over its features and
+an item's ``q_i = sum_j B[i, j] F[j]``, with bias ``b_i = sum_j B[i, j] c[j]``;
+the score is ``p_u . q_i + b_i`` (a user bias would cancel in every pairwise
+loss).  A side fitted without features is its identity matrix, so only its own
+vectors are learned.  ``ext/_sgd_features.pxi`` trains the embeddings with the
+same sampling, losses, schedules and Hogwild threads as the plain model; the
+plain kernel is left as it was, so a fit without features costs what it did.
+
+After training, the composed vectors ``A E``, ``B F`` and biases ``B c`` are
+the model's user and item factors, so serving is unchanged; the embeddings are
+kept (``SideFeatures.factors``/``bias``) to score new rows from their features.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels import load_kernel
+from ..utils.progress import Progress
+from .base import Fitted
+from .side import SideFeatures
+
+__all__ = ["fit_feature_sum"]
+
+
+def _identity(n: int, dtype: Any) -> sp.csr_matrix:
+    return sp.csr_matrix((np.ones(n, dtype=dtype), np.arange(n, dtype=np.int32), np.arange(n + 1, dtype=np.int64)),
+                         shape=(n, n))
+
+
+def fit_feature_sum(model: Any, positives: Any, shape: tuple[int, int], params: dict[str, Any],
+                    user_side: SideFeatures | None, item_side: SideFeatures | None, callback: Any) -> Fitted:
+    """Train the feature-sum model; ``model`` is the BPR instance (losses, hints, epochs loop)."""
+    from .bpr import _LOSSES, _rank_weights
+    dtype, f = np.dtype(params["dtype"]), params["factors"]
+    n_users, n_items = shape
+    A = user_side.matrix if user_side is not None else _identity(n_users, dtype)
+    B = item_side.matrix if item_side is not None else _identity(n_items, dtype)
+    rng = np.random.default_rng(params["random_state"])
+    # drawn like the plain model's factors: identity features reproduce it
+    E = ((rng.random((A.shape[1], f)) - 0.5) / f).astype(dtype)
+    F = ((rng.random((B.shape[1], f)) - 0.5) / f).astype(dtype)
+    c = np.zeros(B.shape[1], dtype=dtype)
+    adagrad = params["learning_schedule"] == "adagrad"
+    GE, GF, Gc = (np.ones_like(a) if adagrad else a[:0] for a in (E, F, c))
+    rank_weight = _rank_weights(n_items, dtype)
+    kernel = load_kernel("sgd")
+    a_indptr, b_indptr = (M.indptr.astype(np.int64) for M in (A, B))
+    a_indices, b_indices = (M.indices.astype(np.int32) for M in (A, B))
+
+    def epoch(seeds: np.ndarray) -> tuple[int, int, int]:
+        return kernel.sgd_epoch_features(
+            _LOSSES[params["loss"]], positives.indptr, positives.indices, positives.users, positives.weights,
+            a_indptr, a_indices, A.data, b_indptr, b_indices, B.data, E, F, c, GE, GF, Gc, rank_weight,
+            dtype.type(params["learning_rate"]), dtype.type(params["regularization"]), positives.nnz,
+            params["max_sampled"], params["verify_negative_samples"], seeds, params["num_threads"])
+
+    progress = Progress(params["iterations"], params["loss"].upper(), enabled=params["show_progress"])
+    history = model._epochs(params, epoch, (E, F, c), params["iterations"], rng, callback, progress)
+    progress.close()
+    user_factors = np.ascontiguousarray(A @ E, dtype=dtype)
+    item_factors = np.ascontiguousarray(B @ F, dtype=dtype)
+    item_bias = np.ascontiguousarray(B @ c, dtype=dtype)
+    return Fitted(user_factors, item_factors, item_bias, attributes={"auc_history_": history},
+                  user_features=None if user_side is None else replace(user_side, factors=E),
+                  item_features=None if item_side is None else replace(item_side, factors=F, bias=c))
