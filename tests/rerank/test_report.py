@@ -21,15 +21,43 @@ def _self_contained(text: str) -> None:
     assert not re.search(r"<(script|link)\b", text)
 
 
-def test_report_from_the_library(tmp_path):
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory):
     from fastrec.evaluation.report import rerank_report
     from fastrec.rerank import MMR
     X = sp.random(80, 50, density=0.15, format="csr", random_state=0, dtype=np.float32)
     train, test = per_user_split(X, 0.25, random_state=0)
     model = fastrec.ALS(factors=4, iterations=2, random_state=0).fit(train)
-    metrics = rerank_report(tmp_path / "r.html", model, train, test, MMR(0.5), k=5, values=[0.2, 0.6])
+    path = tmp_path_factory.mktemp("report") / "r.html"
+    metrics = rerank_report(path, model, train, test, MMR(0.5), k=5, values=[0.2, 0.6])
+    return path, metrics
+
+
+def test_report_from_the_library(report_page):
+    path, metrics = report_page
     assert metrics["model"]["diversity"] < metrics["re-ranked"]["diversity"]
-    _self_contained((tmp_path / "r.html").read_text())
+    _self_contained(path.read_text())
+
+
+def test_report_renders_in_headless_chromium(report_page, tmp_path):
+    """The page as a browser shows it, offline: the plots' blue markers are on the screenshot."""
+    import shutil
+    import subprocess
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
+                   None)
+    if browser is None:
+        pytest.skip("no headless Chromium (apt-get install chromium)")
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,1800",
+                    f"--screenshot={shot}", path_uri(report_page[0])], capture_output=True, timeout=120)
+    from matplotlib.image import imread
+    pixels = imread(shot)[..., :3]
+    blue = (np.abs(pixels - np.array([0x1f, 0x77, 0xb4]) / 255).max(axis=-1) < 0.08).sum()
+    assert pixels.shape[0] >= 1000 and blue > 50
+
+
+def path_uri(path) -> str:
+    return path.resolve().as_uri()
 
 
 def test_cli_evaluate_rerank_report(tmp_path, capsys):
