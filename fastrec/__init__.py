@@ -3,7 +3,9 @@
 The public API, in one place.  Serving needs only the models, so the parts
 that pull in Numba or pandas (``evaluation``, ``model_selection``,
 ``datasets``, ``rerank``) are imported on first use: ``import fastrec`` followed by
-``fastrec.ALS.load(path).recommend(...)`` stays light.
+``fastrec.ALS.load(path).recommend(...)`` stays light.  ``fastrec.distributed``
+(Dask, the optional ``distributed`` extra) loads the same way, and is left out
+of ``__all__`` so that ``from fastrec import *`` works without Dask.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 from typing import Any
 
 from ._version import __version__
+from .data.features import Features
 from .data.interactions import Interactions
 from .exceptions import ModelFormatError, NotFittedError
 from .kernels import kernel_variant
@@ -32,6 +35,7 @@ _LAZY = {
     "evaluation": "fastrec.evaluation",
     "model_selection": "fastrec.model_selection",
     "rerank": "fastrec.rerank",
+    "distributed": "fastrec.distributed",
     "evaluate": "fastrec.evaluation",
     "ranking_metrics": "fastrec.evaluation",
     "random_split": "fastrec.evaluation",
@@ -51,6 +55,7 @@ __all__ = [
     "FactorModel",
     "Recommender",
     "Interactions",
+    "Features",
     "load",
     "datasets",
     "NotFittedError",

@@ -156,10 +156,36 @@ def _check_estimator(estimator: Any) -> None:
                             f"{type(estimator).__name__} lacks {method}")
 
 
+def _fit_and_score(estimator: Any, params: dict[str, Any], train: Any, validation: Any, k: int,
+                   names: tuple[str, ...], evaluate_kwargs: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """One candidate: the fitted model and its results row (parameters, metrics, times)."""
+    model = _clone(estimator, params)
+    tick = time.perf_counter()
+    model.fit(train)
+    fit_time = time.perf_counter() - tick
+    scores = evaluate(model, train, validation, k=k, metrics=names, **dict(evaluate_kwargs or {}))
+    row = {**params, **{name: scores[name] for name in names},
+           "fit_time": fit_time, "score_time": time.perf_counter() - tick - fit_time}
+    return model, row
+
+
+def _local_runs(estimator: Any, candidates: Iterable[dict[str, Any]], args: tuple, out_of_time: Any,
+                stopped: list[bool]) -> Iterator[tuple[dict[str, Any], Any, dict[str, Any]]]:
+    """(params, model getter, row) per candidate, fitted here, until ``out_of_time()`` (one at least)."""
+    ran = False
+    for params in candidates:
+        if ran and out_of_time():
+            stopped.append(True)
+            return
+        ran = True
+        model, row = _fit_and_score(estimator, params, *args)
+        yield params, (lambda fitted=model: fitted), row
+
+
 def _run_search(estimator: Any, candidates: Iterable[dict[str, Any]],
                 n_candidates: int, train: Any, validation: Any, metric: str, k: int,
                 metrics: Sequence[str] | None, time_limit: float | None, show_progress: bool,
-                desc: str, evaluate_kwargs: Mapping[str, Any] | None) -> SearchResult:
+                desc: str, evaluate_kwargs: Mapping[str, Any] | None, client: Any = None) -> SearchResult:
     _check_estimator(estimator)
     if metric not in ALL_METRICS:
         raise ValueError(f"metric must be one of {ALL_METRICS}; got {metric!r}")
@@ -170,33 +196,33 @@ def _run_search(estimator: Any, candidates: Iterable[dict[str, Any]],
     progress = Progress(n_candidates, desc, enabled=check_bool(show_progress, "show_progress"))
     rows: list[dict[str, Any]] = []
     tried: list[dict[str, Any]] = []
-    best_estimator, best_index, best_score = None, -1, -math.inf
+    best_model, best_index, best_score = None, -1, -math.inf
     start = time.perf_counter()
-    stopped = False
-    for params in candidates:
-        if time_limit is not None and rows and time.perf_counter() - start >= time_limit:
-            stopped = True
-            break
-        model = _clone(estimator, params)
-        tick = time.perf_counter()
-        model.fit(train)
-        fit_time = time.perf_counter() - tick
-        scores = evaluate(model, train, validation, k=k, metrics=names, **dict(evaluate_kwargs or {}))
-        row = {**params, **{name: scores[name] for name in names},
-               "fit_time": fit_time, "score_time": time.perf_counter() - tick - fit_time}
+    stopped: list[bool] = []
+
+    def out_of_time() -> bool:
+        return time_limit is not None and time.perf_counter() - start >= time_limit
+
+    args = (train, validation, k, names, evaluate_kwargs)
+    if client is None:
+        runs = _local_runs(estimator, candidates, args, out_of_time, stopped)
+    else:
+        from .distributed.search import cluster_runs  # Dask: imported only when asked for
+        runs = cluster_runs(client, estimator, candidates, args, out_of_time, stopped)
+    for params, model, row in runs:
         rows.append(row)
         tried.append(dict(params))
-        score = scores[metric]
-        if not math.isnan(score) and (best_estimator is None or score > best_score):
-            best_estimator, best_index, best_score = model, len(rows) - 1, score
-        elif best_estimator is None:  # keep something fitted even if every score is NaN
-            best_estimator, best_index, best_score = model, len(rows) - 1, score
+        score = row[metric]
+        if not math.isnan(score) and (best_model is None or score > best_score):
+            best_model, best_index, best_score = model, len(rows) - 1, score
+        elif best_model is None:  # keep something fitted even if every score is NaN
+            best_model, best_index, best_score = model, len(rows) - 1, score
         progress.update(**{metric: score, "best": best_score})
     progress.close()
     return SearchResult(results=Table.from_records(rows), best_params_=tried[best_index],
-                        best_score_=float(best_score), best_estimator_=best_estimator,
+                        best_score_=float(best_score), best_estimator_=best_model(),
                         best_index_=best_index, metric=metric, n_candidates=n_candidates,
-                        n_run=len(rows), stopped_by_time_limit=stopped,
+                        n_run=len(rows), stopped_by_time_limit=bool(stopped),
                         elapsed=time.perf_counter() - start, records=rows)
 
 
@@ -204,7 +230,7 @@ def grid_search(estimator: Any, param_grid: Mapping[str, Sequence] | Sequence[Ma
                 train: Any, validation: Any, metric: str = "ndcg", k: int = 10,
                 time_limit: float | None = None, show_progress: bool = True,
                 metrics: Sequence[str] | None = None,
-                evaluate_kwargs: Mapping[str, Any] | None = None) -> SearchResult:
+                evaluate_kwargs: Mapping[str, Any] | None = None, client: Any = None) -> SearchResult:
     """Fit and score every combination of ``param_grid``; keep the best fitted model.
 
     Parameters
@@ -229,6 +255,12 @@ def grid_search(estimator: Any, param_grid: Mapping[str, Sequence] | Sequence[Ma
         More metrics to record in ``results``.
     evaluate_kwargs : dict, optional
         Extra arguments for ``evaluate`` (``batch_size``, ``exclude_train``, ...).
+    client : distributed.Client, optional
+        Fit and score the candidates on this Dask cluster's workers, as many
+        at a time as the workers have threads (``pip install
+        'fastrec[distributed]'``).  ``train`` and ``validation`` go to each
+        worker once; only the best model comes back.  ``results`` keeps the
+        candidates' order; ``time_limit`` stops starting new candidates.
 
     Returns
     -------
@@ -236,14 +268,14 @@ def grid_search(estimator: Any, param_grid: Mapping[str, Sequence] | Sequence[Ma
     """
     candidates = _grid_candidates(_check_grid(param_grid))
     return _run_search(estimator, candidates, len(candidates), train, validation, metric, k,
-                       metrics, time_limit, show_progress, "grid search", evaluate_kwargs)
+                       metrics, time_limit, show_progress, "grid search", evaluate_kwargs, client)
 
 
 def random_search(estimator: Any, param_distributions: Mapping[str, Any], n_iter: int,
                   train: Any, validation: Any, metric: str = "ndcg", k: int = 10,
                   time_limit: float | None = None, show_progress: bool = True,
                   random_state: Any = None, metrics: Sequence[str] | None = None,
-                  evaluate_kwargs: Mapping[str, Any] | None = None) -> SearchResult:
+                  evaluate_kwargs: Mapping[str, Any] | None = None, client: Any = None) -> SearchResult:
     """Fit and score ``n_iter`` random candidates; keep the best fitted model.
 
     Parameters
@@ -258,7 +290,7 @@ def random_search(estimator: Any, param_distributions: Mapping[str, Any], n_iter
         Seeds the sampling; the same seed gives the same candidates.  Fits
         are reproducible when the estimator's own ``random_state`` is fixed.
 
-    Other parameters are as in ``grid_search``.
+    Other parameters (``client`` too) are as in ``grid_search``.
 
     Returns
     -------
@@ -269,4 +301,4 @@ def random_search(estimator: Any, param_distributions: Mapping[str, Any], n_iter
     rng = np.random.default_rng(random_state)
     return _run_search(estimator, _random_candidates(param_distributions, n_iter, rng), n_iter,
                        train, validation, metric, k, metrics, time_limit, show_progress,
-                       "random search", evaluate_kwargs)
+                       "random search", evaluate_kwargs, client)

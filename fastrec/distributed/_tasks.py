@@ -1,0 +1,202 @@
+"""What runs on the workers during a distributed ALS fit.
+
+A ``Shard`` is one block of rows of the interactions (a block of users, or
+a block of items read by column), resident on a worker for the whole fit.
+It is built once, with its rows' regularisation and its exchange plan: for
+each block of the other side's factors, whether the shard needs none of it,
+all of it (sent whole: a broadcast) or some rows (sent as those rows only,
+Spark's "out-blocks"); its column indices point into the concatenation of
+what it receives.  Each half-step solves a shard's rows with ALS's own
+``_half_step`` (the compiled kernel) and returns a ``Solved`` block: the new
+factors, their Gram matrix and the counts the driver sums.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels import load_kernel
+from ..models.als import ALS, _check_confidence
+from ..models.ials import ials_loss, is_ials, kernel_form, kernel_values
+from ..utils.validation import CSRArrays
+from ._cluster import worker_threads
+
+__all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
+           "selection", "take_rows", "solve_block", "block_stats", "factors_of"]
+
+# how a shard receives each block of the other side's factors
+SKIP, WHOLE, ROWS = 0, 1, 2
+
+
+@dataclass
+class Shard:
+    """A block of rows ``lo:hi`` of one side, as the half-step kernel reads it.
+
+    ``rows`` holds the raw values with column indices into the concatenation
+    of the received pieces (see ``kinds``); ``selections[j]`` are the rows of
+    the other side's block j it needs when ``kinds[j] == ROWS``.
+    """
+
+    side: str
+    lo: int
+    hi: int
+    rows: CSRArrays
+    reg: np.ndarray
+    max_row_length: int
+    kinds: np.ndarray
+    selections: dict[int, np.ndarray]
+    loss_weight: float
+
+
+@dataclass
+class Solved:
+    """A block of new factors and what the driver sums over blocks."""
+
+    factors: np.ndarray
+    gram: np.ndarray
+    failures: int
+    loss: float
+    penalty: float
+
+
+def _plan(indices: np.ndarray, other_bounds: np.ndarray, min_fraction: float
+          ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Local column indices, and how each block of the other side is received.
+
+    A block is sent whole when the shard needs at least ``min_fraction`` of
+    its rows (0 always broadcasts), else only the needed rows, in order.
+    """
+    n_blocks = other_bounds.size - 1
+    needed = np.unique(indices)
+    edges = np.searchsorted(needed, other_bounds)
+    kinds = np.full(n_blocks, SKIP, dtype=np.int8)
+    selections: dict[int, np.ndarray] = {}
+    local = np.empty(needed.size, dtype=np.int64)
+    offset = 0
+    for j in range(n_blocks):
+        lo, hi = int(other_bounds[j]), int(other_bounds[j + 1])
+        cols = needed[edges[j]:edges[j + 1]]
+        if not cols.size:
+            continue
+        if cols.size >= min_fraction * (hi - lo):
+            kinds[j] = WHOLE
+            local[edges[j]:edges[j + 1]] = offset + (cols - lo)
+            offset += hi - lo
+        else:
+            kinds[j] = ROWS
+            selections[j] = (cols - lo).astype(np.int64)
+            local[edges[j]:edges[j + 1]] = offset + np.arange(cols.size)
+            offset += cols.size
+    identity = bool((kinds == WHOLE).all())  # the concatenation is the whole other side
+    mapped = indices if identity else local[np.searchsorted(needed, indices)].astype(np.int32)
+    return mapped, kinds, selections
+
+
+def build_shard(side: str, lo: int, hi: int, n_other: int, other_bounds: np.ndarray, min_fraction: float,
+                als: ALS, params: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Shard:
+    """A shard from the canonical CSR arrays (indptr, indices, data) of rows ``lo:hi`` (global column indices)."""
+    indptr, indices, data = arrays
+    n_rows = hi - lo
+    indptr = np.asarray(indptr, dtype=np.int64)
+    block = SimpleNamespace(nnz=int(data.size), data=data, shape=(n_rows, n_other))
+    _check_confidence(block, params)
+    counts = np.diff(indptr)
+    reg = als._regularization(counts, params, n_other)
+    mapped, kinds, selections = _plan(np.asarray(indices), np.asarray(other_bounds), min_fraction)
+    rows = CSRArrays(indptr, np.ascontiguousarray(mapped, dtype=np.int32),
+                     np.ascontiguousarray(data), (n_rows, n_other))
+    rows = kernel_values(rows, kernel_form(params))  # as ALS._fit: iALS reads signs
+    return Shard(side, lo, hi, rows, reg, int(counts.max(initial=0)), kinds, selections,
+                 ALS._loss_weight(block, params))
+
+
+def shard_from_pieces(side: str, lo: int, hi: int, n_other: int, other_bounds: np.ndarray,
+                      min_fraction: float, als: ALS, params: dict[str, Any], *pieces: Any) -> Shard:
+    """A shard from (rows, columns, weights) triplets in global ids, as ``Interactions`` would merge them.
+
+    Repeated pairs are summed in float64, stored as float32 weights (as
+    ``Interactions`` does), then converted to the model's dtype; zeros are
+    dropped (as ``check_interactions`` does).
+    """
+    from ..data.interactions import _float32_weights  # the same check and message as Interactions
+
+    rows = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
+    cols = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int32)
+    weights = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float64)
+    matrix = sp.csr_matrix((weights, (rows - lo, cols)), shape=(hi - lo, n_other), dtype=np.float64)
+    matrix.sum_duplicates()
+    _float32_weights(matrix.data, "weights", merged=True)
+    matrix.data = matrix.data.astype(np.float32).astype(params["dtype"])
+    matrix.eliminate_zeros()
+    return build_shard(side, lo, hi, n_other, other_bounds, min_fraction, als, params,
+                       (matrix.indptr, matrix.indices.astype(np.int32), matrix.data))
+
+
+def shard_summary(shard: Shard) -> tuple[np.ndarray, int, float]:
+    """(kinds, stored entries, loss weight): what the driver needs to know of a shard."""
+    return shard.kinds, int(shard.rows.data.size), shard.loss_weight
+
+
+def selection(shard: Shard, block: int) -> np.ndarray:
+    """The rows of the other side's ``block`` this shard needs (run on that block's worker, kept there)."""
+    return shard.selections[block]
+
+
+def factors_of(block: Any) -> np.ndarray:
+    return block.factors if isinstance(block, Solved) else block
+
+
+def take_rows(block: Any, rows: np.ndarray) -> np.ndarray:
+    """The rows of a factor block another shard needs."""
+    return factors_of(block)[rows]
+
+
+def _gathered(pieces: tuple[Any, ...], f: int, dtype: Any) -> np.ndarray:
+    arrays = [factors_of(p) for p in pieces]
+    if not arrays:
+        return np.empty((0, f), dtype=dtype)
+    if len(arrays) == 1:
+        return np.ascontiguousarray(arrays[0])
+    return np.concatenate(arrays)
+
+
+def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: dict[str, Any],
+                threads: int, with_loss: bool, *pieces: Any) -> Solved:
+    """New factors for the shard's rows, the other side's ``pieces`` fixed (``gram`` is their full Gram).
+
+    ``start`` (the current factors) is the CG warm start; it is copied, never
+    modified.  With ``with_loss`` the block's part of the training objective
+    is computed too: its rows' weighted errors against the pieces, without
+    the other side's penalty (the driver adds it once).
+    """
+    threads = worker_threads(threads)
+    X = np.array(factors_of(start), dtype=params["dtype"], order="C", copy=True)
+    Y = _gathered(pieces, X.shape[1], X.dtype)
+    with warnings.catch_warnings():  # the driver warns once, on the client
+        warnings.simplefilter("ignore", RuntimeWarning)
+        failures = als._half_step(shard.rows, X, Y, shard.reg, params, params["solver"], threads,
+                                  YtY=gram, max_row_length=shard.max_row_length)
+    loss = 0.0
+    if with_loss:  # the objective's terms of these rows, their own penalty included (ALS._loss, by rows)
+        rows, kernel, no_columns = shard.rows, load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
+        if is_ials(params):
+            loss = ials_loss(kernel, rows, X, Y, shard.reg, no_columns, params, threads, gram=gram)
+        else:
+            loss = float(kernel.als_loss(rows.indptr, rows.indices, rows.data, X, Y, gram, shard.reg, no_columns,
+                                         X.dtype.type(params["alpha"]), params["confidence"] == "implicit",
+                                         threads))
+    # these rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)
+    scale = params["unobserved_weight"] if is_ials(params) else 1.0
+    norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    penalty = scale * float(np.dot(shard.reg.astype(np.float64), norms))
+    return Solved(X, als._gram(X, threads), int(failures), loss, penalty)
+
+
+def block_stats(solved: Solved) -> tuple[np.ndarray, int, float, float]:
+    """The small part of a solved block, for the driver: (gram, failures, loss, penalty)."""
+    return solved.gram, solved.failures, solved.loss, solved.penalty

@@ -1,0 +1,204 @@
+"""Top-n lists for every user, computed on a Dask cluster.
+
+The item factors (with the model's serving settings) go to each worker once;
+the users are cut into blocks, each block's user factors and seen items go
+to one worker, which ranks them with the model's own serving code (the
+blocked, exactly pruned top-k kernel, one norm-sorted item index per worker).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels.topk import RankingIndex, candidate_ids, exclusion_mask
+from ..models.factors import FactorModel
+from ..models.serving import raw_to_index
+from ..models.state import FittedState, FitParams
+from ..utils.validation import check_bool, check_int, check_interactions, check_n, check_path
+from ._cluster import check_timeout, gather, resolve_client, submit_to, worker_threads, workers_of
+from .frames import FrameInput, is_dask_frame
+
+__all__ = ["recommend_all"]
+
+# users per block: bounds one task's memory and keeps every worker busy
+_BLOCK_USERS = 65536
+
+
+class _Context:
+    """What every block on a worker shares: the serving model's settings, the items and their index."""
+
+    def __init__(self, template: FactorModel, item_factors: np.ndarray, item_bias: np.ndarray | None,
+                 item_labels: np.ndarray | None, params: FitParams):
+        self.template, self.item_factors, self.item_bias = template, item_factors, item_bias
+        self.item_labels, self.params = item_labels, params
+        self._index: RankingIndex | None = None
+
+    def index(self) -> RankingIndex:
+        if self._index is None:  # built once per worker (a racing second build is harmless)
+            self._index = RankingIndex.build(self.item_factors, self.item_bias)
+        return self._index
+
+
+def _long_frame(users: np.ndarray, ranks: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Any:
+    import pandas as pd
+    return pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores})
+
+
+def _recommend_block(context: _Context, factors: np.ndarray, seen: sp.csr_matrix | None, lo: int,
+                     user_labels: np.ndarray | None, n: int, exclude: np.ndarray | None,
+                     candidates: np.ndarray | None, path: str | None) -> Any:
+    """One block's lists as a (user, rank, item, score) pandas DataFrame, or the Parquet file written."""
+    n_items = context.item_factors.shape[0]
+    if seen is None:
+        seen = sp.csr_matrix((factors.shape[0], n_items), dtype=factors.dtype)
+    state = FittedState(user_factors=factors, item_factors=context.item_factors, user_items=seen,
+                        item_bias=context.item_bias, params=context.params,
+                        cache={"ranking_index": context.index()})
+    model = copy.copy(context.template)
+    model.num_threads = worker_threads(0)
+    model._state = state
+    table = model.recommend_frame(None, n, exclude_seen=seen.nnz > 0, exclude=exclude, candidates=candidates,
+                                  raw_ids=False)
+    users = table["user_id"].to_numpy()
+    items = table["item_id"].to_numpy()
+    frame = _long_frame(users.astype(np.int64) + lo if user_labels is None else user_labels[users],
+                        table["rank"].to_numpy(),
+                        items.astype(np.int64) if context.item_labels is None else context.item_labels[items],
+                        table["score"].to_numpy())
+    if path is None:
+        return frame
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _serving_template(model: FactorModel) -> FactorModel:
+    """An unfitted model of the class that serves ``model`` (``ALS`` for a ``DaskALS``), same settings."""
+    from .als import DaskALS
+    params = {k: v for k, v in model.get_params().items() if k != "client"}
+    if isinstance(model, DaskALS):
+        from ..models.als import ALS
+        return ALS(**params)
+    return type(model)(**params)
+
+
+def _seen_rows(state: FittedState, X: Any) -> sp.csr_matrix:
+    """The items to exclude per user, from ``X`` (a matrix or ``Interactions``) or the model."""
+    if X is None:
+        return state.user_items
+    seen = check_interactions(X, "X", dtype=state.dtype, shape=(state.n_users, state.n_items), allow_empty=True)
+    for side in ("user", "item"):
+        given, own = getattr(X, f"{side}_map", None), getattr(state, f"{side}_map")
+        if given is not None and own is not None and given != own:
+            raise ValueError(f"X's {side} ids differ from the model's: build X with the model's {side}_map")
+    return seen
+
+
+def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None, exclude_seen: bool = True,
+                  exclude: Any = None, candidates: Any = None, raw_ids: bool | None = None,
+                  path: Any = None, block_users: int | None = None, timeout: float | None = None,
+                  user_col: str = "user", item_col: str = "item") -> Any:
+    """Top-``n`` items for every user of a fitted factor model, on a Dask cluster.
+
+    Parameters
+    ----------
+    model : fitted fastrec factor model (``ALS``, ``DaskALS``, ``BPR``)
+    client : distributed.Client, optional
+        Default: the current client.
+    n : int
+        Items per user.
+    X : sparse matrix, ``Interactions`` or Dask DataFrame, optional
+        The items to exclude per user (with ``exclude_seen``).  Default: the
+        interactions the model was fitted on (a ``DaskALS`` fitted on a Dask
+        DataFrame keeps none: pass that frame here).  A Dask DataFrame holds
+        raw (user, item) ids in ``user_col``/``item_col``; ids the model does
+        not know are ignored.
+    exclude_seen : bool
+        Skip each user's items in ``X``.
+    exclude, candidates : arrays of item ids, optional
+        As in ``model.recommend`` (raw ids with ``raw_ids``).
+    raw_ids : bool, optional
+        Raw ids in ``exclude``/``candidates`` and the output.  Default: True
+        when the model has raw ids (fitted from ``Interactions`` or a frame).
+    path : str or os.PathLike, optional
+        Write one Parquet file per block (``part-00000.parquet``, ...) into
+        this directory (on the workers: a path they all see) instead of
+        returning a DataFrame.
+    block_users : int, optional
+        Users per block (default 65,536, and at least one block per worker).
+    timeout : float, optional
+        With ``path``: seconds to wait for the files (``ClusterError`` after that).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame with columns ``user``, ``rank`` (1-based),
+    ``item`` and ``score``, one partition per block, already computing on
+    the cluster (``.compute()`` gathers it); or, with ``path``, the list of
+    files written.
+    """
+    if not isinstance(model, FactorModel):
+        raise TypeError(f"model must be a fitted fastrec factor model (ALS, DaskALS, BPR), got {type(model).__name__}")
+    state = model._require_state()
+    if state.user_factors is None or state.item_factors is None:
+        raise TypeError(f"{type(model).__name__} has no user and item factors to rank with")
+    client = resolve_client(client)
+    n = check_n(n)
+    exclude_seen = check_bool(exclude_seen, "exclude_seen")
+    timeout = check_timeout(timeout)
+    if raw_ids is None:
+        raw_ids = state.user_map is not None and state.item_map is not None
+    raw_ids = check_bool(raw_ids, "raw_ids")
+    if raw_ids:
+        if exclude is not None:
+            exclude = raw_to_index(state, "items", exclude, "exclude")
+        if candidates is not None:
+            candidates = raw_to_index(state, "items", candidates, "candidates")
+    mask = exclusion_mask(exclude, state.n_items)
+    exclude_ids = np.flatnonzero(mask).astype(np.int32) if mask.size else None
+    candidate_list = candidate_ids(candidates, state.n_items)
+    if path is not None:
+        path = check_path(path)
+        os.makedirs(path, exist_ok=True)
+    if block_users is not None:
+        block_users = check_int(block_users, "block_users", minimum=1)
+
+    workers = workers_of(client, timeout)
+    n_blocks = max(len(workers), -(-state.n_users // (block_users or _BLOCK_USERS)))
+    bounds = np.unique(np.linspace(0, state.n_users, min(n_blocks, max(state.n_users, 1)) + 1).astype(np.int64))
+    owners = [workers[k % len(workers)] for k in range(bounds.size - 1)]
+    item_labels = state.item_map.labels if raw_ids else None
+    context = client.scatter(_Context(_serving_template(model), state.item_factors, state.item_bias, item_labels,
+                                      state.params), broadcast=True, hash=False)
+    seen_blocks: list[Any] = [None] * len(owners)
+    scratch: list[Any] = []
+    if exclude_seen and is_dask_frame(X):
+        if state.user_map is None or state.item_map is None:
+            raise ValueError("X is a Dask DataFrame of raw ids, but the model has no raw ids to match them with")
+        source = FrameInput(X, user_col, item_col, None)
+        seen_blocks, scratch = source.seen_blocks(client, (state.user_map, state.item_map), bounds, owners,
+                                                  state.dtype)
+    elif exclude_seen:
+        seen = _seen_rows(state, X)
+        seen_blocks = [client.scatter([seen[lo:hi]], workers=[w], hash=False)[0]
+                       for w, lo, hi in zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())]
+    parts = []
+    for k, (worker, lo, hi) in enumerate(zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())):
+        factors = client.scatter([np.ascontiguousarray(state.user_factors[lo:hi])], workers=[worker], hash=False)[0]
+        labels = state.user_map.labels[lo:hi] if raw_ids else None
+        file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
+        parts.append(submit_to(client, worker, _recommend_block, context, factors, seen_blocks[k], lo, labels, n,
+                               exclude_ids, candidate_list, file))
+    del scratch  # the seen blocks hold what they need
+    if path is not None:
+        return gather(client, parts, timeout, "writing the recommendations")
+    import dask.dataframe as dd
+    empty = np.empty(0)
+    meta = _long_frame(empty.astype(np.int64) if not raw_ids else state.user_map.labels[:0],
+                       empty.astype(np.int32),
+                       empty.astype(np.int64) if item_labels is None else item_labels[:0],
+                       empty.astype(state.dtype))
+    return dd.from_delayed(parts, meta=meta, verify_meta=False)
