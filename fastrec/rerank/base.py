@@ -13,7 +13,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from ..utils.validation import check_choice, check_float, check_ids, check_int, check_interactions
+from ..utils.validation import (check_choice, check_float, check_ids, check_int, check_interactions,
+                                check_scalar_id)
 from .greedy import by_score, check_candidates, gather
 
 __all__ = ["Reranker", "Fetch", "fitted_view"]
@@ -116,6 +117,35 @@ class Reranker:
         if fetch is None:
             fetch = _model_fetch(model, user_ids, X)
         return self._rerank(state, history, cand, cand_scores, n, fetch)
+
+    def explain(self, model: Any, user: Any, item: Any, n: int = 10, X: Any = None) -> str:
+        """Why ``item`` is (or is not) in ``user``'s re-ranked top-``n``, in one sentence.
+
+        ``user`` is a stored user's index, or None with ``X`` (one row: a
+        folded-in user's interactions).  An item the model itself ranked in
+        the top ``n`` is "kept"; one the re-ranker moved in gets its reason,
+        e.g. "added for genre balance: Documentary (12% of the history, 0% of
+        the list without it)".
+        """
+        state = fitted_view(model)
+        n = self.check_n(check_int(n, "n", minimum=1), state.n_items)
+        item = check_scalar_id(item, state.n_items, "item")
+        if user is None and X is None:
+            raise ValueError("user is required unless X gives the user's interactions")
+        asked = {"n": n, "X": X}
+        own = np.asarray(model.recommend(user, **asked)[0]).ravel()
+        new = np.asarray(model.recommend(user, rerank=self, **asked)[0]).ravel()
+        if item not in new:
+            return f"item {item} is not in the re-ranked top {n}"
+        rank = int(np.flatnonzero(new == item)[0]) + 1
+        if item in own:
+            return f"kept from the model's list (rank {int(np.flatnonzero(own == item)[0]) + 1} -> {rank})"
+        user_ids = None if user is None else np.atleast_1d(check_ids(user, state.n_users, "user")[0])
+        history = self.history(state, user_ids, X, 1)
+        return f"added at rank {rank} " + self._reason(state, history, item, new[new >= 0])
+
+    def _reason(self, state: Any, history: sp.csr_matrix, item: int, listed: np.ndarray) -> str:
+        return "by the re-ranker"
 
     @staticmethod
     def check_n(n: Any, n_items: int) -> int:

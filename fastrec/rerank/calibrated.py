@@ -75,14 +75,20 @@ class Calibrated(Reranker):
         Candidates fetched per user by ``recommend(..., rerank=)``.
     order : {"score", "greedy"}
         Show the chosen items best-scored first (default) or in the order picked.
+    group_names : sequence of str, optional
+        A name per group (column), for ``explain``.
     """
 
     metric = "miscalibration"
 
     def __init__(self, item_groups: Any, tradeoff: float = 0.5, smoothing: float = 0.01,
-                 candidates: int = 100, order: str = "score"):
+                 candidates: int = 100, order: str = "score", group_names: Any = None):
         super().__init__(tradeoff, candidates, order)
         self.item_groups = check_item_groups(item_groups)
+        if group_names is not None and len(group_names) != self.item_groups.shape[1]:
+            raise ValueError(f"group_names has {len(group_names)} names but item_groups has "
+                             f"{self.item_groups.shape[1]} groups")
+        self.group_names = None if group_names is None else [str(g) for g in group_names]
         self.smoothing = check_float(smoothing, "smoothing", minimum=0.0, maximum=1.0, strict_minimum=True)
         self._p_given_item = normalized_groups(self.item_groups)
 
@@ -91,6 +97,19 @@ class Calibrated(Reranker):
             raise ValueError(f"item_groups has {self.item_groups.shape[0]} rows but the model has {n_items} "
                              "items; pass one row per item, aligned with the model's item indices")
         return self._p_given_item
+
+    def _reason(self, state: Any, history: sp.csr_matrix, item: int, listed: np.ndarray) -> str:
+        groups = self.groups_for(state.n_items)
+        wanted = item_group_shares(history, groups)[0]
+        others = listed[listed != item]
+        have = np.asarray(groups[others].sum(axis=0)).ravel() / max(others.size, 1)
+        own = groups[item].indices
+        if not own.size or not wanted[own].any():
+            return "by the calibration trade-off"
+        g = own[np.argmax(wanted[own] - have[own])]
+        name = self.group_names[g] if self.group_names else f"group {g}"
+        return (f"for genre balance: {name} ({wanted[g]:.0%} of the history, {have[g]:.0%} of the "
+                "list without it)")
 
     def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:

@@ -186,6 +186,12 @@ class FairTopK(Reranker):
     def protected_mask(self, state: Any) -> np.ndarray:
         return _protected_mask(self.protected, state.n_items, state)
 
+    def _reason(self, state: Any, history: sp.csr_matrix, item: int, listed: np.ndarray) -> str:
+        position = int(np.flatnonzero(listed == item)[0]) + 1
+        need = int(self.table(listed.size)[position - 1])
+        return (f"to meet FA*IR's minimum of {need} protected item{'s' if need != 1 else ''} "
+                f"in the top {position} (p={self.p:g}, alpha={self.alpha:g})")
+
     def _rerank(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray, n: int,
                 fetch: Fetch) -> tuple[np.ndarray, np.ndarray]:
         width = min(n, ids.shape[1])

@@ -76,6 +76,17 @@ class MMR(Reranker):
         self._unit = (vectors, unit)
         return unit
 
+    def _reason(self, state: Any, history: sp.csr_matrix, item: int, listed: np.ndarray) -> str:
+        above = listed[:int(np.flatnonzero(listed == item)[0])]
+        sim = self.similarity
+        if isinstance(sim, str) or sim.shape[1] != state.n_items:
+            unit = self._unit_vectors(state.item_factors if isinstance(sim, str) else sim)
+            closest = (unit[above] @ unit[item]).max(initial=-1.0) if above.size else 0.0
+        else:
+            row = sp.csr_matrix(sim[above]) if sp.issparse(sim) else np.asarray(sim)[above]
+            closest = float(np.max(row[:, [item]].toarray() if sp.issparse(row) else row[:, item], initial=0.0))
+        return f"for diversity: its highest similarity to the items above it is {closest:.2f}"
+
     def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
         sim = self.similarity

@@ -58,6 +58,13 @@ class PopularityDebias(Reranker):
         self.head_share = check_float(head_share, "head_share", minimum=0.0, maximum=1.0, strict_minimum=True)
         self.variant = check_choice(variant, "variant", ("smooth", "binary"))
 
+    def _reason(self, state: Any, history: sp.csr_matrix, item: int, listed: np.ndarray) -> str:
+        tail = tail_mask(state, self.head_share)
+        share = tail[history.indices].mean() if history.nnz else 0.0
+        kind = "long-tail" if tail[item] else "popular"
+        return (f"as a {kind} item: {share if tail[item] else 1 - share:.0%} of the history is {kind}, "
+                f"{int(tail[listed].sum() if tail[item] else (~tail[listed]).sum())} of the {listed.size} listed")
+
     def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
         tail = tail_mask(state, self.head_share)

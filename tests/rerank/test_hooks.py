@@ -196,3 +196,32 @@ def test_bad_input_gets_clear_errors(data):
     with pytest.raises(ValueError, match="calibrated needs item groups"):
         parse_reranker("calibrated:0.5")
     assert parse_reranker("mmr:0.25").tradeoff == 0.25 and parse_reranker("fair:0.4").p == 0.4
+
+
+def test_explain_says_why_an_item_was_moved_in(data):
+    model, _, _, groups = data
+    names = ["Drama", "Comedy", "Action", "Horror"]
+    cases = [(Calibrated(groups, 0.9, group_names=names), "for genre balance: "),
+             (PopularityDebias(0.9), "item: "), (MMR(0.9), "for diversity"),
+             (FairTopK(np.arange(N_ITEMS) % 5 == 0, p=0.6), "to meet FA*IR's minimum")]
+    for R, reason in cases:
+        explained = 0
+        for user in range(N_USERS):
+            own = model.recommend(user, n=5)[0]
+            new = model.recommend(user, n=5, rerank=R)[0]
+            added = [i for i in new if i not in own]
+            if added:
+                text = R.explain(model, user, added[0], n=5)
+                assert text.startswith("added at rank") and reason in text, text
+                if isinstance(R, PopularityDebias):
+                    assert " as a long-tail item: " in text or " as a popular item: " in text
+                explained += 1
+            assert R.explain(model, user, new[0], n=5).startswith(("kept from the model's list", "added"))
+        assert explained > 0
+        outside = next(i for i in range(N_ITEMS) if i not in model.recommend(0, n=5, rerank=R)[0])
+        assert "not in the re-ranked top 5" in R.explain(model, 0, outside, n=5)
+    assert any(name in Calibrated(groups, 0.9, group_names=names).explain(model, u, i, n=5)
+               for u in range(N_USERS) for i in model.recommend(u, n=5, rerank=cases[0][0])[0]
+               if i not in model.recommend(u, n=5)[0] for name in names)
+    with pytest.raises(ValueError, match="group_names has 2 names"):
+        Calibrated(groups, group_names=["a", "b"])
