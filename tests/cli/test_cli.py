@@ -393,6 +393,10 @@ def test_demo(capsys):
     # measured on this data: ALS ~0.126 ndcg@10, most-popular ~0.104
     assert result["metrics"]["ndcg"] > result["baseline"]["ndcg"] + 0.01
     assert result["metrics"]["coverage"] > 10 * result["baseline"]["coverage"]
+    # before/after figures of one re-ranker (genre calibration)
+    assert "Re-ranked for genre calibration" in out and "miscalibration@10" in out
+    calibration = result["calibration"]
+    assert calibration["after"]["miscalibration"] < 0.8 * calibration["before"]["miscalibration"]
 
 
 def test_model_without_id_maps_uses_indices(capsys, tmp_path):
