@@ -644,10 +644,12 @@ def ensure_bench_path() -> None:
         sys.path.insert(0, str(BENCH))
 
 
-def publish(report: Report, name: str, command: str, append: bool = False) -> str:
-    """Print ``report`` with the environment, the load at the end and ``command``; save its raw
-    numbers as ``name``; with ``append``, add the section to bench/RESULTS.md.  Returns the text."""
-    text = report.markdown() + "\n".join(environment_lines(environment())) + "\n"
+def publish(report: Report, name: str, command: str, append: bool = False,
+            env: dict[str, Any] | None = None) -> str:
+    """Print ``report`` with the environment (``env``, taken at the start of the run; now by
+    default), the load at the end and ``command``; save its raw numbers as ``name``; with
+    ``append``, add the section to bench/RESULTS.md.  Returns the text."""
+    text = report.markdown() + "\n".join(environment_lines(env or environment())) + "\n"
     text += f"- Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     text += f"- Command: `{command}`\n"
     print(text)

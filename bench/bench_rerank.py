@@ -247,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not C.ml1m_available():
         print(f"ML-1M not found at {C.ML1M}; nothing to measure", file=sys.stderr)
         return 0
-    C.publish(run(args.threads), "rerank", f"python bench/bench_rerank.py --threads {args.threads}", args.append)
+    env = C.environment()
+    C.publish(run(args.threads), "rerank", f"python bench/bench_rerank.py --threads {args.threads}", args.append,
+              env)
     return 0
 
 
