@@ -63,6 +63,8 @@ class DaskALS(ALS):
         As in ``fastrec.ALS``.
     """
 
+    _takes_features = False  # side features are not sent to the workers (fit ALS for them)
+
     def __init__(self, *args: Any, client: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.client = client

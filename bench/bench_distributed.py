@@ -1,0 +1,240 @@
+"""DaskALS and recommend_all on a LocalCluster against single-machine fastrec (issue 15).
+
+On the MovieLens-20M-shaped synthetic data (``--quick``: the small shape):
+
+* **Seconds per iteration**: ``DaskALS`` on ``LocalCluster(2 workers x 1 thread)``
+  against ``ALS(num_threads=2)`` in this process, fits alternated (ALS, DaskALS,
+  ALS, ...), per-iteration times from each fit's callback with the first
+  iteration dropped, median.  The cost of distribution on one box: the same
+  two cores, plus serialisation and loopback transfers.  Shard building (sending
+  the blocks, planning the exchange) is reported apart: it happens once per fit.
+* **Peak memory**: each worker's peak RSS (sampled every 2 ms in the worker
+  process, a fresh cluster per figure, a 2-iteration fit) against the peak RSS of a
+  2-iteration single-process ``fit`` in a fresh child (which loads the cached
+  data itself); both also above their baselines (imports only; for a worker,
+  after a warm-up task has imported fastrec).  Measured for 2 and 4 workers.
+* **recommend_all throughput**: top-10 for every user, seen items excluded,
+  against ``model.recommend(all users)`` with 2 threads; recommend_all's lists
+  either kept on the cluster (``persist``) or gathered to the client as pandas.
+
+    python bench/bench_distributed.py               # ML-20M shape, 64 factors
+    python bench/bench_distributed.py --quick       # small shape, smoke run
+    python bench/bench_distributed.py --append      # and add the section to bench/RESULTS.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+import _common as C  # noqa: E402
+
+WAIT = 1800.0
+
+
+def _rss() -> int:  # runs on a worker: pickled by value, no import of _common there
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _start_sampler(dask_worker) -> None:
+    """Sample this worker's RSS every 2 ms until ``_stop_sampler`` (its ru_maxrss is no use: a worker
+    started by a nanny in this process inherits this process's peak across exec)."""
+    import threading
+    state = {"peak": _rss(), "stop": threading.Event()}
+
+    def watch() -> None:
+        while not state["stop"].is_set():
+            state["peak"] = max(state["peak"], _rss())
+            state["stop"].wait(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+    dask_worker.fastrec_bench_sampler = state
+
+
+def _stop_sampler(dask_worker) -> int:
+    state = dask_worker.fastrec_bench_sampler
+    state["stop"].set()
+    return max(state["peak"], _rss())
+
+
+def _warm() -> None:
+    import fastrec.distributed._tasks  # noqa: F401  (what a fit imports on a worker)
+    import fastrec.distributed.recommend  # noqa: F401
+
+
+def start_cluster(n_workers: int):
+    import distributed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+    client = distributed.Client(cluster, timeout=60)
+    client.wait_for_workers(n_workers, timeout=60)
+    client.run(_warm)
+    return cluster, client
+
+
+def stop_cluster(cluster, client) -> None:
+    client.close(timeout=60)
+    cluster.close(timeout=60)
+
+
+def child_fit(shape: tuple[int, int, int], factors: int, threads: int) -> None:
+    """In a fresh process: the baseline, then load the cached data and fit 2 iterations."""
+    import fastrec
+    baseline = _rss()
+    X = C.synthetic(shape, verbose=False)
+    loaded = _rss()
+    fastrec.ALS(factors=factors, iterations=2, num_threads=threads, random_state=0).fit(X, compute_loss=False)
+    print(json.dumps({"baseline": baseline, "loaded": loaded}))
+
+
+def memory(X, shape, factors: int, threads: int, workers: list[int]) -> tuple[list[dict], dict]:
+    from fastrec.distributed import DaskALS
+    out, peak = C.run_child([__file__, "--child-fit", ",".join(map(str, shape)), "--factors", str(factors),
+                             "--threads", str(threads)])
+    single = json.loads(out.strip().splitlines()[-1])
+    single["peak"] = peak
+    rows = [{"process": f"single-process ALS fit ({threads} threads)", "workers": 1, "peak MB": peak / 1e6,
+             "baseline MB": single["baseline"] / 1e6, "peak - baseline MB": (peak - single["baseline"]) / 1e6}]
+    raw = {"single": single}
+    for n in workers:
+        cluster, client = start_cluster(n)
+        try:
+            base = client.run(_rss)
+            client.run(_start_sampler)
+            DaskALS(factors=factors, iterations=2, random_state=0, client=client).fit(X, compute_loss=False,
+                                                                                     timeout=WAIT)
+            peaks = client.run(_stop_sampler)
+        finally:
+            stop_cluster(cluster, client)
+        worst = max(peaks, key=peaks.get)
+        above = max(peaks[w] - base[w] for w in peaks)
+        raw[f"workers_{n}"] = {"baseline": base, "peak": peaks}
+        rows.append({"process": f"DaskALS worker, LocalCluster({n} x 1 thread), the largest", "workers": n,
+                     "peak MB": peaks[worst] / 1e6, "baseline MB": base[worst] / 1e6,
+                     "peak - baseline MB": above / 1e6,
+                     "peak / single peak": peaks[worst] / peak,
+                     "above baseline / single's": above / (peak - single["baseline"]),
+                     "bar": "<= 0.6 (peak)", "pass": bool(peaks[worst] / peak <= 0.6)})
+    return rows, raw
+
+
+def iteration_times(X, client, factors: int, threads: int, iterations: int, repeats: int
+                    ) -> tuple[C.Alternated, list[float], object]:
+    import fastrec
+    from fastrec.distributed import DaskALS
+    setups: list[float] = []
+    last = {}
+
+    def single() -> list[C.Sample]:
+        marks: list = []
+        fastrec.ALS(factors=factors, iterations=iterations, num_threads=threads, random_state=0).fit(
+            X, callback=C.iteration_marker(marks), compute_loss=False)
+        return C.iteration_samples(marks)
+
+    def dask() -> list[C.Sample]:
+        marks: list = []
+        start = time.perf_counter()
+        model = DaskALS(factors=factors, iterations=iterations, random_state=0, client=client).fit(
+            X, callback=C.iteration_marker(marks), compute_loss=False, timeout=WAIT)
+        samples = C.iteration_samples(marks)
+        setups.append(marks[0][0] - start - float(np.median([s.wall for s in samples])))
+        last["model"] = model
+        return samples
+
+    result = C.alternate({"ALS": single, "DaskALS": dask}, repeats)
+    return result, setups, last["model"]
+
+
+def recommend_throughput(model, client, repeats: int) -> tuple[dict[str, float], dict]:
+    import distributed
+    from fastrec.distributed import recommend_all
+    als = model.to_als().set_params(num_threads=2)
+    users = np.arange(als.n_users_)
+    times: dict[str, list[float]] = {"recommend": [], "kept": [], "gathered": []}
+    for _ in range(repeats + 1):  # the first round warms up
+        with C.Timer() as t:
+            ids, _ = als.recommend(users, n=10)
+        times["recommend"].append(t.seconds)
+        with C.Timer() as t:
+            kept = recommend_all(model, client, n=10).persist()
+            distributed.wait(kept, timeout=WAIT)
+        times["kept"].append(t.seconds)
+        del kept
+        with C.Timer() as t:
+            table = client.compute(recommend_all(model, client, n=10)).result(timeout=WAIT)
+        times["gathered"].append(t.seconds)
+    table = table.sort_values(["user", "rank"])
+    same = bool(np.array_equal(table["item"].to_numpy().reshape(-1, 10), ids))
+    medians = {k: float(np.median(v[1:])) for k, v in times.items()}
+    return {k: als.n_users_ / v for k, v in medians.items()}, {"seconds": times, "same_lists": same}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    C.add_common_args(parser)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--memory-workers", default="2,4")
+    parser.add_argument("--append", action="store_true", help="append the section to bench/RESULTS.md")
+    parser.add_argument("--child-fit", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_fit:
+        child_fit(tuple(int(v) for v in args.child_fit.split(",")), args.factors, args.threads)
+        return
+    shape = C.data_shape(args.quick)
+    repeats = 1 if args.quick else args.repeats
+    X = C.synthetic(shape)
+    report = C.Report("DaskALS on a LocalCluster vs single-machine ALS (issue 15)")
+    cluster, client = start_cluster(2)
+    try:
+        timing, setups, model = iteration_times(X, client, args.factors, args.threads, args.iterations, repeats)
+        throughput, recommend_raw = recommend_throughput(model, client, repeats)
+    finally:
+        stop_cluster(cluster, client)
+    ours, single = timing.median("DaskALS"), timing.median("ALS")
+    ratio = ours.wall / single.wall
+    report.table(
+        f"Data: {C.describe(X)}; {args.factors} factors, CG, {args.iterations}-iteration fits alternated "
+        f"{repeats}x (first iteration of each dropped); DaskALS on LocalCluster(2 workers x 1 thread, "
+        f"processes, loopback) fed a scipy matrix from this process; ALS with {args.threads} threads here.",
+        [{"measure": "seconds per iteration", "ALS wall s": single.wall, "DaskALS wall s": ours.wall,
+          "ratio": ratio, "ALS cpu s (this process)": single.cpu,
+          "DaskALS shard building s": float(np.median(setups)), "samples": len(timing.samples["DaskALS"]),
+          "bar": "<= 1.5", "pass": bool(ratio <= 1.5)}],
+        ["measure", "ALS wall s", "DaskALS wall s", "ratio", "ALS cpu s (this process)",
+         "DaskALS shard building s", "samples", "bar", "pass"])
+    rec_ratio = throughput["kept"] / throughput["recommend"]
+    report.table(
+        "recommend_all: top-10 for every user, seen items excluded, users/s (median of "
+        f"{repeats}, after a warm-up round); single machine = `model.recommend(all users)` with 2 threads.",
+        [{"measure": "users/s", "recommend (2 threads)": throughput["recommend"],
+          "recommend_all, kept on the cluster": throughput["kept"],
+          "recommend_all, gathered as pandas": throughput["gathered"], "ratio (kept)": rec_ratio,
+          "ratio (gathered)": throughput["gathered"] / throughput["recommend"],
+          "same lists": recommend_raw["same_lists"], "bar": ">= 0.7 (kept)", "pass": bool(rec_ratio >= 0.7)}],
+        ["measure", "recommend (2 threads)", "recommend_all, kept on the cluster",
+         "recommend_all, gathered as pandas", "ratio (kept)", "ratio (gathered)", "same lists", "bar", "pass"])
+    rows, raw = memory(X, shape, args.factors, args.threads, [int(v) for v in args.memory_workers.split(",")])
+    report.table(f"Peak memory of a 2-iteration fit at {args.factors} factors (each row its own processes).",
+                 rows, ["process", "workers", "peak MB", "baseline MB", "peak - baseline MB", "peak / single peak",
+                        "above baseline / single's", "bar", "pass"])
+    report.raw.update({"timing": timing.samples, "setups": setups, "recommend": recommend_raw, "memory": raw})
+    command = "python bench/bench_distributed.py" + (" --quick" if args.quick else "")
+    C.publish(report, "distributed", command, append=args.append)
+
+
+if __name__ == "__main__":
+    main()
