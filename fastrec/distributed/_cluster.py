@@ -20,8 +20,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..utils.threads import resolve_num_threads
 from ..utils.validation import check_float
 
-__all__ = ["ClusterError", "WORKER_LOST", "resolve_client", "check_timeout", "workers_of", "gather",
-           "submit_to", "worker_threads"]
+__all__ = ["ClusterError", "WORKER_LOST", "WorkerLost", "resolve_client", "check_timeout", "workers_of", "gather",
+           "scatter_to", "submit_to", "worker_threads"]
 
 
 class ClusterError(RuntimeError):
@@ -31,6 +31,10 @@ class ClusterError(RuntimeError):
     a wait passed its ``timeout``.  The estimator keeps its previous fitted
     state.
     """
+
+
+class WorkerLost(OSError):
+    """A worker that data was being sent to has left the cluster."""
 
 
 # a worker died: its data is gone, a task on it was lost, or it could not be reached
@@ -83,6 +87,18 @@ def gather(client: Any, futures: Sequence[Any], timeout: float | None, what: str
     except (TimeoutError, distributed.TimeoutError) as exc:
         raise ClusterError(f"{what} did not finish within timeout={timeout} s") from exc
     return client.gather(list(futures))
+
+
+def scatter_to(client: Any, value: Any, worker: str, timeout: float | None = None) -> Any:
+    """Send ``value`` to ``worker``; ``WorkerLost`` if that worker has left the cluster meanwhile."""
+    try:
+        return client.scatter([value], workers=[worker], hash=False,
+                              **({} if timeout is None else {"timeout": timeout}))[0]
+    except (KeyError, TimeoutError, distributed.TimeoutError) as exc:
+        # the scheduler raises KeyError for a removed worker, "No valid workers found" for a closing one
+        if worker not in workers_of(client, timeout):
+            raise WorkerLost(f"worker {worker} left the cluster") from exc
+        raise
 
 
 def submit_to(client: Any, worker: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

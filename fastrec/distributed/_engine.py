@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..kernels.als_columns import ColumnSlices
 from ..models.als import ALS
 from . import _tasks
-from ._cluster import gather, submit_to
+from ._cluster import gather, scatter_to, submit_to
 
 __all__ = ["Layout", "balanced_bounds", "min_fraction", "csr_layout", "finish_layout", "run_iterations"]
 
@@ -66,7 +66,7 @@ class Layout:
 
 
 def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: int, fractions: dict[str, float],
-               als: ALS, params: dict[str, Any], threads: int) -> Layout:
+               als: ALS, params: dict[str, Any], threads: int, timeout: float | None) -> Layout:
     """Shards of a client-side CSR: users by rows, items by columns (CSC slices built in bounded memory)."""
     entry_bytes = csr.indices.itemsize + csr.data.itemsize
     columns = ColumnSlices(csr, max(1, math.ceil(csr.nnz * entry_bytes / n_blocks)), threads)
@@ -76,7 +76,7 @@ def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: in
 
     def send(side: str, k: int, arrays: tuple[np.ndarray, ...]) -> None:
         worker = layout.place(side)[k]
-        payload = client.scatter([arrays], workers=[worker], hash=False)[0]
+        payload = scatter_to(client, arrays, worker, timeout)
         lo, hi = int(bounds[side][k]), int(bounds[side][k + 1])
         other = _OTHER[side]
         layout.shards[side].append(submit_to(client, worker, _tasks.build_shard, side, lo, hi, n[other],
@@ -109,9 +109,9 @@ def finish_layout(client: Any, layout: Layout, timeout: float | None) -> Layout:
     return layout
 
 
-def _blocks(client: Any, layout: Layout, side: str, factors: np.ndarray) -> list[Any]:
+def _blocks(client: Any, layout: Layout, side: str, factors: np.ndarray, timeout: float | None) -> list[Any]:
     bounds = layout.bounds[side]
-    return [client.scatter([factors[lo:hi]], workers=[w], hash=False)[0]
+    return [scatter_to(client, factors[lo:hi], w, timeout)
             for w, lo, hi in zip(layout.owners[side], bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
@@ -164,8 +164,8 @@ def run_iterations(client: Any, layout: Layout, als: ALS, params: dict[str, Any]
     """
     driver = _Driver(client, layout, als, params, threads, timeout)
     dtype = params["dtype"]
-    X = _blocks(client, layout, "users", user_factors)
-    Y = _blocks(client, layout, "items", item_factors)
+    X = _blocks(client, layout, "users", user_factors, timeout)
+    Y = _blocks(client, layout, "items", item_factors, timeout)
     item_gram = als._gram(item_factors, threads)  # what ALS's first half-step computes
     for iteration in range(params["iterations"]):
         X, user_stats = driver.half_step("users", X, Y, item_gram, False)

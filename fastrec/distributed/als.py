@@ -86,9 +86,11 @@ class DaskALS(ALS):
             the client, so it can exceed the client's memory.  Ids get
             indices in sorted order and repeated pairs are summed, as
             ``Interactions.from_dataframe`` does, so both inputs give the
-            same model.  The fitted model then keeps no interactions on the
-            client (``user_items_`` is empty): pass the frame as
-            ``recommend_all(..., X=frame)`` to exclude seen items.
+            same model.  The frame is read twice (its ids, then its events):
+            ``persist()`` it first if reading it is costly.  The fitted model
+            keeps no interactions on the client (``user_items_`` is empty):
+            pass the frame as ``recommend_all(..., X=frame)`` to exclude seen
+            items.
         callback : callable(iteration, elapsed_seconds, loss), optional
             Called on the client after every iteration.
         compute_loss : bool, optional
@@ -185,7 +187,7 @@ class DaskALS(ALS):
                 n_blocks = options["blocks"] or len(workers)
                 if source is None:
                     layout = csr_layout(client, workers, Cui, n_blocks, fractions, twin, worker_params,
-                                        params["num_threads"])
+                                        params["num_threads"], timeout)
                 else:
                     layout = source.layout(client, workers, n_blocks, fractions, twin, worker_params, timeout)
                 finish_layout(client, layout, timeout)

@@ -19,7 +19,7 @@ from ..models.factors import FactorModel
 from ..models.serving import raw_to_index
 from ..models.state import FittedState, FitParams
 from ..utils.validation import check_bool, check_int, check_interactions, check_n, check_path
-from ._cluster import check_timeout, gather, resolve_client, submit_to, worker_threads, workers_of
+from ._cluster import check_timeout, gather, resolve_client, scatter_to, submit_to, worker_threads, workers_of
 from .frames import FrameInput, is_dask_frame
 
 __all__ = ["recommend_all"]
@@ -131,7 +131,8 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     block_users : int, optional
         Users per block (default 65,536, and at least one block per worker).
     timeout : float, optional
-        With ``path``: seconds to wait for the files (``ClusterError`` after that).
+        Seconds any wait may take (sending the blocks; with ``path``, writing
+        the files); ``ClusterError`` after that.
 
     Returns
     -------
@@ -183,11 +184,11 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
                                                   state.dtype)
     elif exclude_seen:
         seen = _seen_rows(state, X)
-        seen_blocks = [client.scatter([seen[lo:hi]], workers=[w], hash=False)[0]
+        seen_blocks = [scatter_to(client, seen[lo:hi], w, timeout)
                        for w, lo, hi in zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())]
     parts = []
     for k, (worker, lo, hi) in enumerate(zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())):
-        factors = client.scatter([np.ascontiguousarray(state.user_factors[lo:hi])], workers=[worker], hash=False)[0]
+        factors = scatter_to(client, np.ascontiguousarray(state.user_factors[lo:hi]), worker, timeout)
         labels = state.user_map.labels[lo:hi] if raw_ids else None
         file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
         parts.append(submit_to(client, worker, _recommend_block, context, factors, seen_blocks[k], lo, labels, n,
