@@ -59,7 +59,8 @@ from .fairness import aplt, arp, exposure_share, fair_share, miscalibration
 from .protocols import (StrongGeneralizationSplit, evaluate_strong_generalization, recall_ndcg,
                         strong_generalization_split)
 from .sampled import SampledNegatives, evaluate_sampled, load_ncf_negatives, load_ncf_ratings, sample_negatives
-from .splits import leave_last_k_out, per_user_split, random_split, temporal_split, user_split
+from .splits import (cold_item_split, cold_user_split, leave_last_k_out, per_user_split, random_split,
+                     temporal_split, user_split)
 from .tradeoff import tradeoff
 
 __all__ = [
@@ -70,6 +71,8 @@ __all__ = [
     "leave_last_k_out",
     "temporal_split",
     "user_split",
+    "cold_user_split",
+    "cold_item_split",
     "ALL_METRICS",
     "DEFAULT_METRICS",
     "miscalibration",

@@ -22,7 +22,8 @@ from ..utils.jit import njit, prange
 
 from ..utils.validation import check_float, check_int
 
-__all__ = ["random_split", "per_user_split", "leave_last_k_out", "temporal_split", "user_split"]
+__all__ = ["random_split", "per_user_split", "leave_last_k_out", "temporal_split", "user_split", "cold_user_split",
+           "cold_item_split"]
 
 
 @dataclass(frozen=True)
@@ -304,19 +305,73 @@ def user_split(X: Any, test_users: float | int = 0.1, random_state: Any = None
         split ``held_out`` again (e.g. ``per_user_split``) and call
         ``evaluate(model, fold_in_part, target_part, fold_in=True)``.
     """
+    return _hold_out(X, "users", test_users, random_state, "test_users")
+
+
+def _hold_out(X: Any, side: str, share: Any, random_state: Any, name: str
+              ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Hold out a share (or number) of the users or items that have interactions, with all of them."""
     entries = _entries(X)
-    n_users = entries.shape[0]
-    active = np.flatnonzero(np.bincount(entries.users, minlength=n_users))
-    if isinstance(test_users, (float, np.floating)):
-        fraction = _check_fraction(test_users, "test_users")
+    axis = 0 if side == "users" else 1
+    owner = entries.users if axis == 0 else entries.items
+    count = entries.shape[axis]
+    active = np.flatnonzero(np.bincount(owner, minlength=count))
+    if isinstance(share, (float, np.floating)):
+        fraction = _check_fraction(share, name)
         n_test = max(1, int(round(fraction * active.size)))
     else:
-        n_test = check_int(test_users, "test_users", minimum=1)
+        n_test = check_int(share, name, minimum=1)
     if n_test > active.size:
-        raise ValueError(f"test_users asks for {n_test} users but only {active.size} have interactions")
+        raise ValueError(f"{name} asks for {n_test} {side} but only {active.size} have interactions")
     rng = np.random.default_rng(random_state)
     held = np.sort(rng.choice(active, size=n_test, replace=False)).astype(np.int64)
-    is_held = np.zeros(n_users, dtype=bool)
+    is_held = np.zeros(count, dtype=bool)
     is_held[held] = True
-    train, held_out = _halves(entries, is_held[entries.users])
+    train, held_out = _halves(entries, is_held[owner])
     return train, held_out, np.flatnonzero(~is_held).astype(np.int64), held
+
+
+def cold_user_split(X: Any, test_users: float | int = 0.2, random_state: Any = None
+                    ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """User cold start: hold out a share of the users with all their interactions.
+
+    The same split as ``user_split`` (same draws for the same seed), with the
+    cold-start default of 20%.  Rank the held-out users from their side
+    features alone (``model.recommend(users=None, user_features=...)``) and
+    score against ``test``.
+
+    Returns
+    -------
+    train, test, train_users, test_users
+        As ``user_split``: both keep ``X``'s shape (and id maps).
+    """
+    return _hold_out(X, "users", test_users, random_state, "test_users")
+
+
+def cold_item_split(X: Any, test_items: float | int = 0.2, random_state: Any = None
+                    ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Item cold start: hold out a share of the items with all their interactions.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix (users x items) or fastrec.Interactions
+    test_items : float in (0, 1) or int >= 1
+        Fraction (rounded, at least one) or number of the items *with
+        interactions* to hold out.
+    random_state : int, numpy Generator or None
+        The same seed gives the same split.
+
+    Returns
+    -------
+    train, test, train_items, test_items
+        ``train`` holds the interactions with the remaining items and
+        ``test`` every interaction with the held-out items; both keep the
+        shape (and id maps) of ``X``, so a held-out item is a column with no
+        training interactions that a model fitted with ``item_features``
+        scores from its features.  ``train_items`` and ``test_items`` are
+        sorted item indices (items without interactions count as train
+        items).  To evaluate, rank only the held-out items:
+        ``evaluate(model, train, test, candidates=test_items)`` or
+        ``recommend(..., candidates=test_items)``.
+    """
+    return _hold_out(X, "items", test_items, random_state, "test_items")

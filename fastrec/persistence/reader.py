@@ -49,7 +49,7 @@ def load_model(path: Any, expected_class: type | None = None) -> Recommender:
         raise ModelFormatError(f"{path} is corrupted: its checksum does not match its contents")
     try:
         cls = _resolve_class(meta["model_class"], expected_class)
-        state = _rebuild_state(arrays)
+        state = _with_features(_rebuild_state(arrays), arrays, meta.get("features") or {})
         for member in cls._state_members:  # what this class serves from
             if getattr(state, member) is None:
                 raise ModelFormatError(f"member {member!r} is missing")
@@ -238,6 +238,40 @@ def _rebuild_state(arrays: dict[str, np.ndarray]) -> FittedState:
             raise ModelFormatError(f"member {name!r}: {exc}") from exc
     return FittedState(factors["user"], factors["item"], user_items, item_bias, maps[0], maps[1],
                        item_similarity=similarity)
+
+
+def _with_features(state: FittedState, arrays: dict[str, np.ndarray], meta: Any) -> FittedState:
+    """``state`` with the side features stored in the file (names, matrices, factors), checked."""
+    from ..models.side import SideFeatures
+    if not isinstance(meta, dict):
+        raise ModelFormatError("metadata field 'features' is invalid")
+    sides = {}
+    for side, count in (("user", state.n_users), ("item", state.n_items)):
+        entry = meta.get(side)
+        prefix = f"{side}_features"
+        if entry is None:
+            if f"{prefix}_names" in arrays:
+                raise ModelFormatError(f"member {prefix + '_names'!r} has no metadata")
+            continue
+        names = arrays.get(f"{prefix}_names")
+        if not isinstance(entry, dict) or names is None or names.ndim != 1 or names.dtype.kind != "U":
+            raise ModelFormatError(f"the {side} features are missing or invalid")
+        n_side = entry.get("n_side")
+        if not isinstance(n_side, int) or isinstance(n_side, bool) or not 0 <= n_side <= names.size:
+            raise ModelFormatError(f"the {side} features' n_side is invalid")
+        dtype = state.dtype.name
+        factors = _array(arrays, f"{prefix}_factors", 2, (dtype,), names.size)
+        k = state.item_factors.shape[1] if state.item_factors is not None else factors.shape[1]
+        if factors.shape[1] != k:
+            raise ModelFormatError(f"member {prefix + '_factors'!r} has {factors.shape[1]} columns; expected {k}")
+        bias = _array(arrays, f"{prefix}_bias", 1, (dtype,), names.size) if f"{prefix}_bias" in arrays else None
+        matrix = _csr_member(arrays, prefix, (count, names.size), (dtype,), "feature")
+        spec = entry.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise ModelFormatError(f"the {side} features' spec is invalid")
+        sides[f"{side}_features"] = SideFeatures(matrix, names, n_side, bool(entry.get("normalize", False)),
+                                                 factors, bias, spec)
+    return dataclasses.replace(state, **sides) if sides else state
 
 
 def _build_model(cls: type, meta: dict[str, Any]) -> Recommender:

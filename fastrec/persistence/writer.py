@@ -62,6 +62,7 @@ def save_model(model: Recommender, path: Any) -> None:
             arrays[name] = np.ascontiguousarray(factors)
     if state.item_bias is not None:
         arrays["item_bias"] = np.ascontiguousarray(state.item_bias)
+    features_meta = _feature_members(state, arrays)
     for name, id_map in (("user_map", state.user_map), ("item_map", state.item_map)):
         if id_map is not None:
             arrays[name] = np.ascontiguousarray(id_map.labels)
@@ -76,6 +77,8 @@ def save_model(model: Recommender, path: Any) -> None:
         "dropped_params": dropped,
         "attributes": attributes,
     }
+    if features_meta:
+        meta["features"] = features_meta
     arrays[_META] = _bytes_array(json.dumps(meta, sort_keys=True).encode("utf-8"))
     arrays[_CHECKSUM] = _bytes_array(_checksum(arrays))
     for name, arr in arrays.items():  # np.savez would pickle these silently
@@ -85,6 +88,26 @@ def save_model(model: Recommender, path: Any) -> None:
         np.savez(path, **arrays)
     else:
         _write_atomic(path, arrays)
+
+
+def _feature_members(state: FittedState, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Add each side's features (matrix, names, factors, biases) to ``arrays``; their metadata."""
+    meta = {}
+    for side, features in (("user", state.user_features), ("item", state.item_features)):
+        if features is None:
+            continue
+        prefix = f"{side}_features"
+        matrix = features.matrix
+        arrays.update({f"{prefix}_indptr": np.ascontiguousarray(matrix.indptr, dtype=np.int64),
+                       f"{prefix}_indices": np.ascontiguousarray(matrix.indices, dtype=np.int32),
+                       f"{prefix}_data": np.ascontiguousarray(matrix.data),
+                       f"{prefix}_names": np.ascontiguousarray(features.names.astype(str)),
+                       f"{prefix}_factors": np.ascontiguousarray(features.factors)})
+        if features.bias is not None:
+            arrays[f"{prefix}_bias"] = np.ascontiguousarray(features.bias)
+        meta[side] = {"n_side": int(features.n_side), "normalize": bool(features.normalize),
+                      "spec": features.spec}
+    return meta
 
 
 def _encode_fitted_params(model: Recommender, state: FittedState) -> dict[str, Any]:
