@@ -184,18 +184,13 @@ class FrameInput:
         return layout
 
     def seen_blocks(self, client: Any, maps: tuple[IdMap, IdMap], bounds: np.ndarray, owners: list[str],
-                    dtype: Any) -> tuple[list[Any], list[Any]]:
-        """Per block of users (``bounds``), its interactions as CSR on its worker; ids unknown to ``maps`` are dropped.
-
-        Returns the block futures and scratch futures to release once they are done.
-        """
-        trips, scratch = self._triplets(client, maps, drop_unknown=True)
+                    dtype: Any) -> list[Any]:
+        """Per block of users (``bounds``), its interactions as CSR on its worker; ids unknown to ``maps`` are dropped."""
+        trips, _ = self._triplets(client, maps, drop_unknown=True)
         splits = [client.submit(_split, t, {"users": bounds}, pure=False) for t in trips]
-        scratch += trips + splits
         blocks = []
         for k, worker in enumerate(owners):
             pieces = [client.submit(operator.getitem, s, ("users", k), pure=False) for s in splits]
-            scratch += pieces
             blocks.append(submit_to(client, worker, _seen_block, int(bounds[k]), int(bounds[k + 1]),
                                     len(maps[1]), dtype, *pieces))
-        return blocks, scratch
+        return blocks  # the intermediate futures may go: the scheduler keeps what pending tasks need

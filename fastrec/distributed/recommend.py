@@ -48,11 +48,18 @@ def _long_frame(users: np.ndarray, ranks: np.ndarray, items: np.ndarray, scores:
     return pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores})
 
 
-def _recommend_block(context: _Context, factors: np.ndarray, seen: sp.csr_matrix | None, lo: int,
-                     user_labels: np.ndarray | None, n: int, exclude: np.ndarray | None,
-                     candidates: np.ndarray | None, path: str | None) -> Any:
-    """One block's lists as a (user, rank, item, score) pandas DataFrame, or the Parquet file written."""
+def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None, lo: int, n: int,
+                     exclude: np.ndarray | None, candidates: np.ndarray | None, path: str | None) -> Any:
+    """One block's lists as a (user, rank, item, score) pandas DataFrame, or the Parquet file written.
+
+    ``block`` is (user factors, seen pattern (indptr, indices) or None, raw user ids or None); ``seen``
+    a CSR built on the workers instead of the pattern (a Dask DataFrame ``X``).
+    """
+    factors, pattern, user_labels = block
     n_items = context.item_factors.shape[0]
+    if pattern is not None:  # only which items were seen is sent, not their values
+        seen = sp.csr_matrix((np.ones(pattern[1].size, factors.dtype), pattern[1], pattern[0]),
+                             shape=(factors.shape[0], n_items))
     if seen is None:
         seen = sp.csr_matrix((factors.shape[0], n_items), dtype=factors.dtype)
     state = FittedState(user_factors=factors, item_factors=context.item_factors, user_items=seen,
@@ -175,25 +182,25 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     context = client.scatter(_Context(_serving_template(model), state.item_factors, state.item_bias, item_labels,
                                       state.params), broadcast=True, hash=False)
     seen_blocks: list[Any] = [None] * len(owners)
-    scratch: list[Any] = []
+    seen = None
     if exclude_seen and is_dask_frame(X):
         if state.user_map is None or state.item_map is None:
             raise ValueError("X is a Dask DataFrame of raw ids, but the model has no raw ids to match them with")
-        source = FrameInput(X, user_col, item_col, None)
-        seen_blocks, scratch = source.seen_blocks(client, (state.user_map, state.item_map), bounds, owners,
-                                                  state.dtype)
+        seen_blocks = FrameInput(X, user_col, item_col, None).seen_blocks(
+            client, (state.user_map, state.item_map), bounds, owners, state.dtype)
     elif exclude_seen:
         seen = _seen_rows(state, X)
-        seen_blocks = [scatter_to(client, seen[lo:hi], w, timeout)
-                       for w, lo, hi in zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())]
     parts = []
     for k, (worker, lo, hi) in enumerate(zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())):
-        factors = scatter_to(client, np.ascontiguousarray(state.user_factors[lo:hi]), worker, timeout)
-        labels = state.user_map.labels[lo:hi] if raw_ids else None
+        pattern = None
+        if seen is not None:
+            a, b = int(seen.indptr[lo]), int(seen.indptr[hi])
+            pattern = (seen.indptr[lo:hi + 1] - a, seen.indices[a:b])
+        block = scatter_to(client, (np.ascontiguousarray(state.user_factors[lo:hi]), pattern,
+                                    state.user_map.labels[lo:hi] if raw_ids else None), worker, timeout)
         file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
-        parts.append(submit_to(client, worker, _recommend_block, context, factors, seen_blocks[k], lo, labels, n,
+        parts.append(submit_to(client, worker, _recommend_block, context, block, seen_blocks[k], lo, n,
                                exclude_ids, candidate_list, file))
-    del scratch  # the seen blocks hold what they need
     if path is not None:
         return gather(client, parts, timeout, "writing the recommendations")
     import dask.dataframe as dd
