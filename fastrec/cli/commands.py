@@ -60,8 +60,9 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
     model = build_model(args.model, show_progress=not args.quiet, **_model_options(args))
     data = _read_data(args)
     weighted = apply_weighting(data, args.weighting, threshold)
+    features = _feature_files(args)
     start = time.perf_counter()
-    _fit(model, weighted, data, args)
+    _fit(model, weighted, data, args, features=features)
     elapsed = time.perf_counter() - start
     model.save(args.out)
     if not args.quiet:
@@ -71,10 +72,24 @@ def _cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _fit(model: Any, weighted: Any, data: Any, args: argparse.Namespace, what: str = "") -> None:
+def _feature_files(args: argparse.Namespace) -> dict[str, Any]:
+    """``fit``'s user_features/item_features read from --user-features/--item-features, if given."""
+    from .features import read_features
+    features = {}
+    for side, path, id_col in (("user", getattr(args, "user_features", None), args.user_col),
+                               ("item", getattr(args, "item_features", None), args.item_col)):
+        if path is not None:
+            features[f"{side}_features"] = read_features(
+                path, str(id_col), encoding=args.encoding, identity=args.feature_identity,
+                unknown=args.feature_unknown, option=f"--{side}-features")
+    return features
+
+
+def _fit(model: Any, weighted: Any, data: Any, args: argparse.Namespace, what: str = "",
+         features: dict[str, Any] | None = None) -> None:
     """``model.fit``; its error on empty data says which options emptied ``data``."""
     try:
-        model.fit(weighted)
+        model.fit(weighted, **(features or {}))
     except ValueError as exc:
         if weighted.nnz or not data.nnz:
             raise

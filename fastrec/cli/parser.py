@@ -128,12 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
              "--model warp --out m.npz\n"
              "  fastrec fit plays.csv --model knn --similarity bm25 --neighbours 50 --out knn.npz\n"
              "  fastrec fit stars.csv --weight-col stars --weighting binary --threshold 4 "
-             "--encoding latin-1 --out m.npz")
+             "--encoding latin-1 --out m.npz\n"
+             "  fastrec fit ratings.csv --model warp --user-features users.csv --item-features items.csv "
+             "--feature-unknown append --out m.npz")
     _add_data_options(p)
     _add_model_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
     p.add_argument("--quiet", action="store_true", help="no progress and no summary "
                    "(progress is shown by default)")
+    p.add_argument("--user-features", metavar="FILE",
+                   help="CSV of user side features (header; id column named like --user-col, else the "
+                        "first; other columns categorical, 'A|B' multi-valued, many-valued numbers "
+                        "bucketed); bpr/warp/als: new users are then recommended from their features")
+    p.add_argument("--item-features", metavar="FILE",
+                   help="CSV of item side features (like --user-features): items without interactions "
+                        "are scored from their features (cold start)")
+    p.add_argument("--feature-identity", action="store_true",
+                   help="also give every user and item with interactions its own identity feature")
+    p.add_argument("--feature-unknown", choices=("error", "drop", "append"), default="error",
+                   help="ids in a feature file without interactions: refuse, drop, or add them as new "
+                        "users/items (default: %(default)s)")
 
     p = _sub(subs, "recommend", "top-N items for a user, a file of users or a new user's history",
              "Recommend items to users of a saved model, by raw user id, or to a new user "

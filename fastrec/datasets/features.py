@@ -137,7 +137,7 @@ def _aligned_to(features: Features, id_map: Any) -> Features:
     matrix, _, n_side, new_labels = Features(features.side, features.side_names, features.ids,
                                              normalize=False, unknown=features.unknown).aligned(
         id_map, len(id_map), "features")
-    labels = np.concatenate([id_map.labels, new_labels.astype(id_map.labels.dtype)])
+    labels = np.concatenate([id_map.labels, new_labels])
     return Features(matrix[:, :n_side], features.side_names, labels, identity=features.identity,
                     normalize=features.normalize, unknown=features.unknown, spec=features.spec)
 

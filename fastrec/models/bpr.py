@@ -106,7 +106,9 @@ class BPR(FactorModel):
     regularization : float or "auto"
         L2 penalty; every step adds its gradient (``regularization * param``)
         to the parameters it touches.  ``"auto"`` is 0.4 for WARP with
-        adagrad and 0.01 otherwise (the best measured on MovieLens 1M).
+        adagrad and 0.01 otherwise (the best measured on MovieLens 1M); the
+        feature embeddings of a fit with side features use 0.001
+        (``fastrec.models.hybrid.FEATURE_REGULARIZATION``).
     iterations : int
         Epochs; each takes as many samples as there are positive interactions.
     loss : {"bpr", "warp"}

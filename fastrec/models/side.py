@@ -125,7 +125,8 @@ def _one_side(given: Any, id_map: IdMap | None, n_rows: int, counts: np.ndarray,
 def _grown_map(id_map: IdMap | None, new_labels: np.ndarray) -> IdMap | None:
     if id_map is None or new_labels.size == 0:
         return id_map
-    return IdMap(np.concatenate([id_map.labels, new_labels.astype(id_map.labels.dtype)]))
+    labels = new_labels if id_map.labels.dtype.kind == "U" else new_labels.astype(id_map.labels.dtype)
+    return IdMap(np.concatenate([id_map.labels, labels]))  # text ids keep their full width
 
 
 def prepare_features(csr: sp.csr_matrix, user_map: IdMap | None, item_map: IdMap | None, user_features: Any,
