@@ -23,7 +23,8 @@ def fairness_of(reranker: Any, model: Any, train: Any, ranked: np.ndarray, users
     """The value of ``reranker.metric`` (what the re-ranker improves) for lists ``ranked`` of ``users``."""
     name = reranker.metric
     if name == "miscalibration":
-        return miscalibration(ranked, train, reranker.item_groups, k, reranker.smoothing, users=users)
+        groups = reranker.groups_for(model._require_state())
+        return miscalibration(ranked, train, groups, k, reranker.smoothing, users=users)
     if name == "aplt":
         return aplt(ranked, train, k, reranker.head_share, users=users)
     if name == "diversity":

@@ -32,7 +32,7 @@ _MAX_PAIRED_WEIGHTS = 64
 def check_item_groups(item_groups: Any, name: str = "item_groups") -> sp.csr_matrix:
     """An items x groups matrix of non-negative finite weights, as float64 CSR."""
     if sp.issparse(item_groups):
-        matrix = sp.csr_matrix(item_groups, dtype=np.float64)
+        matrix = sp.csr_matrix(item_groups, dtype=np.float64, copy=True)
     else:
         arr = np.asarray(item_groups)
         if arr.ndim != 2:
@@ -63,10 +63,11 @@ class Calibrated(Reranker):
 
     Parameters
     ----------
-    item_groups : (n_items, n_groups) array or sparse matrix
+    item_groups : (n_items, n_groups) array or sparse matrix, or a ``fastrec.data.features.Features``
         Group membership (genres) of each item, aligned with the model's
         item indices; ``fastrec.datasets.item_genres`` builds it from an
-        ``Interactions``' metadata.
+        ``Interactions``' metadata.  A ``Features`` table with raw item ids
+        is aligned to the model's item ids (its names name the groups).
     tradeoff : float in [0, 1]
         lambda: 0 keeps the model's list, 1 minimises the miscalibration only.
     smoothing : float in (0, 1]
@@ -84,6 +85,12 @@ class Calibrated(Reranker):
     def __init__(self, item_groups: Any, tradeoff: float = 0.5, smoothing: float = 0.01,
                  candidates: int = 100, order: str = "score", group_names: Any = None):
         super().__init__(tradeoff, candidates, order)
+        self._features = None
+        if hasattr(item_groups, "aligned") and hasattr(item_groups, "side_names"):  # fastrec Features
+            self._features = item_groups
+            if group_names is None:
+                group_names = item_groups.side_names
+            item_groups = item_groups.side
         self.item_groups = check_item_groups(item_groups)
         if group_names is not None and len(group_names) != self.item_groups.shape[1]:
             raise ValueError(f"group_names has {len(group_names)} names but item_groups has "
@@ -91,15 +98,28 @@ class Calibrated(Reranker):
         self.group_names = None if group_names is None else [str(g) for g in group_names]
         self.smoothing = check_float(smoothing, "smoothing", minimum=0.0, maximum=1.0, strict_minimum=True)
         self._p_given_item = normalized_groups(self.item_groups)
+        self._aligned: tuple[Any, sp.csr_matrix] | None = None
 
-    def groups_for(self, n_items: int) -> sp.csr_matrix:
-        if self.item_groups.shape[0] != n_items:
-            raise ValueError(f"item_groups has {self.item_groups.shape[0]} rows but the model has {n_items} "
+    def groups_for(self, state: Any) -> sp.csr_matrix:
+        """p(g|i) for the model's items: rows summing to 1, aligned with its item indices.
+
+        A ``Features`` table with raw ids is aligned to the model's item ids.
+        """
+        features = self._features
+        if features is not None and features.ids is not None:
+            cached = self._aligned
+            if cached is None or cached[0] is not state.item_map:
+                matrix, _, n_side, _ = features.aligned(state.item_map, state.n_items, "item_groups")
+                cached = (state.item_map, normalized_groups(check_item_groups(matrix[:state.n_items, :n_side])))
+                self._aligned = cached
+            return cached[1]
+        if self.item_groups.shape[0] != state.n_items:
+            raise ValueError(f"item_groups has {self.item_groups.shape[0]} rows but the model has {state.n_items} "
                              "items; pass one row per item, aligned with the model's item indices")
         return self._p_given_item
 
     def _reason(self, state: Any, history: sp.csr_matrix, item: int, listed: np.ndarray) -> str:
-        groups = self.groups_for(state.n_items)
+        groups = self.groups_for(state)
         wanted = item_group_shares(history, groups)[0]
         others = listed[listed != item]
         have = np.asarray(groups[others].sum(axis=0)).ravel() / max(others.size, 1)
@@ -113,7 +133,7 @@ class Calibrated(Reranker):
 
     def _select(self, state: Any, history: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray,
                 n: int) -> np.ndarray:
-        groups = self.groups_for(state.n_items)
+        groups = self.groups_for(state)
         profiles = item_group_shares(history, groups)
         per_item = np.diff(groups.indptr)
         max_entries = max(1, int((per_item[np.where(ids >= 0, ids, 0)] * (ids >= 0)).sum(axis=1).max()))

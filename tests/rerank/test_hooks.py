@@ -225,3 +225,19 @@ def test_explain_says_why_an_item_was_moved_in(data):
                if i not in model.recommend(u, n=5)[0] for name in names)
     with pytest.raises(ValueError, match="group_names has 2 names"):
         Calibrated(groups, group_names=["a", "b"])
+
+
+def test_calibrated_takes_a_features_table_aligned_by_raw_ids():
+    from fastrec.data.features import Features
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 50, 600), rng.integers(0, 30, 600)
+    inter = fastrec.Interactions.from_arrays(users, 1000 + items, duplicates="max")
+    model = fastrec.ALS(factors=4, iterations=2, random_state=0).fit(inter)
+    labels = inter.item_map.labels
+    groups = (rng.random((labels.size, 3)) < 0.5).astype(float)
+    order = rng.permutation(labels.size)  # the table lists the items in another order, by raw id
+    table = Features.from_matrix(sp.csr_matrix(groups[order]), names=["a", "b", "c"], ids=labels[order])
+    by_table = model.recommend(np.arange(20), n=5, rerank=Calibrated(table, 0.8))[0]
+    by_matrix = model.recommend(np.arange(20), n=5, rerank=Calibrated(groups, 0.8))[0]
+    np.testing.assert_array_equal(by_table, by_matrix)
+    assert Calibrated(table).group_names == ["a", "b", "c"]
