@@ -231,6 +231,17 @@ def main() -> None:
     report.table(f"Peak memory of a 2-iteration fit at {args.factors} factors (each row its own processes).",
                  rows, ["process", "workers", "peak MB", "baseline MB", "peak - baseline MB", "peak / single peak",
                         "above baseline / single's", "bar", "pass"])
+    report.notes += [
+        "Both contenders share the same two cores: DaskALS's two 1-thread workers do the work ALS's two threads do, "
+        "plus serialising and sending factor blocks over loopback and one client round trip per half-step.",
+        "Memory: every worker keeps a user shard and an item shard (Spark's layout), so with W workers it holds "
+        "2/W of the ratings: at W = 2 as many as the whole input, which the single process holds once (plus CSC "
+        "slices within its budget). During the item half-step every worker also holds all user factors (the "
+        "all-gather). The per-worker share of the ratings only drops below the input from 3 workers on.",
+        "recommend_all 'kept' leaves the lists on the workers (what a job writing Parquet sees); 'gathered' also "
+        "ships every row to this process as pandas. Both include sending each block's user factors and seen "
+        "items from this process.",
+    ]
     report.raw.update({"timing": timing.samples, "setups": setups, "recommend": recommend_raw, "memory": raw})
     command = "python bench/bench_distributed.py" + (" --quick" if args.quick else "")
     C.publish(report, "distributed", command, append=args.append)

@@ -136,7 +136,7 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         this directory (on the workers: a path they all see) instead of
         returning a DataFrame.
     block_users : int, optional
-        Users per block (default 65,536, and at least one block per worker).
+        Users per block at most (default 65,536); every worker gets the same number of blocks.
     timeout : float, optional
         Seconds any wait may take (sending the blocks; with ``path``, writing
         the files); ``ClusterError`` after that.
@@ -175,7 +175,8 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         block_users = check_int(block_users, "block_users", minimum=1)
 
     workers = workers_of(client, timeout)
-    n_blocks = max(len(workers), -(-state.n_users // (block_users or _BLOCK_USERS)))
+    per_worker = -(-state.n_users // (len(workers) * (block_users or _BLOCK_USERS)))
+    n_blocks = len(workers) * per_worker  # the same number of blocks on every worker
     bounds = np.unique(np.linspace(0, state.n_users, min(n_blocks, max(state.n_users, 1)) + 1).astype(np.int64))
     owners = [workers[k % len(workers)] for k in range(bounds.size - 1)]
     item_labels = state.item_map.labels if raw_ids else None
