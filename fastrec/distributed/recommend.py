@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.topk import RankingIndex, candidate_ids, exclusion_mask
+from ..kernels.topk import RankingIndex, candidate_ids, csr_rows, exclusion_mask
 from ..models.factors import FactorModel
 from ..models.serving import raw_to_index
 from ..models.state import FittedState, FitParams
@@ -48,12 +48,13 @@ def _long_frame(users: np.ndarray, ranks: np.ndarray, items: np.ndarray, scores:
     return pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores})
 
 
-def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None, lo: int, n: int,
-                     exclude: np.ndarray | None, candidates: np.ndarray | None, path: str | None) -> Any:
+def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None, first: int, stride: int,
+                     n: int, exclude: np.ndarray | None, candidates: np.ndarray | None, path: str | None) -> Any:
     """One block's lists as a (user, rank, item, score) pandas DataFrame, or the Parquet file written.
 
-    ``block`` is (user factors, seen pattern (indptr, indices) or None, raw user ids or None); ``seen``
-    a CSR built on the workers instead of the pattern (a Dask DataFrame ``X``).
+    The block holds users ``first, first + stride, ...``.  ``block`` is (their factors, their seen
+    pattern (indptr, indices) or None, their raw ids or None); ``seen`` a CSR built on the workers
+    instead of the pattern (a Dask DataFrame ``X``).
     """
     factors, pattern, user_labels = block
     n_items = context.item_factors.shape[0]
@@ -72,7 +73,7 @@ def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None
                                   raw_ids=False)
     users = table["user_id"].to_numpy()
     items = table["item_id"].to_numpy()
-    frame = _long_frame(users.astype(np.int64) + lo if user_labels is None else user_labels[users],
+    frame = _long_frame(users.astype(np.int64) * stride + first if user_labels is None else user_labels[users],
                         table["rank"].to_numpy(),
                         items.astype(np.int64) if context.item_labels is None else context.item_labels[items],
                         table["score"].to_numpy())
@@ -144,9 +145,11 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     Returns
     -------
     dask.dataframe.DataFrame with columns ``user``, ``rank`` (1-based),
-    ``item`` and ``score``, one partition per block, already computing on
-    the cluster (``.compute()`` gathers it); or, with ``path``, the list of
-    files written.
+    ``item`` and ``score``, already computing on the cluster (``.compute()``
+    gathers it); or, with ``path``, the list of files written.  With B
+    blocks, block (partition, file) k holds users k, k + B, k + 2B, ...
+    (dealt round robin, so that every worker gets its share of the heavy
+    users), each user's rows best first.
     """
     if not isinstance(model, FactorModel):
         raise TypeError(f"model must be a fitted fastrec factor model (ALS, DaskALS, BPR), got {type(model).__name__}")
@@ -176,9 +179,10 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
 
     workers = workers_of(client, timeout)
     per_worker = -(-state.n_users // (len(workers) * (block_users or _BLOCK_USERS)))
-    n_blocks = len(workers) * per_worker  # the same number of blocks on every worker
-    bounds = np.unique(np.linspace(0, state.n_users, min(n_blocks, max(state.n_users, 1)) + 1).astype(np.int64))
-    owners = [workers[k % len(workers)] for k in range(bounds.size - 1)]
+    # the same number of blocks on every worker, users dealt round robin: ids often follow activity,
+    # and contiguous blocks would give one worker all the heavy users
+    n_blocks = max(1, min(len(workers) * per_worker, state.n_users))
+    owners = [workers[k % len(workers)] for k in range(n_blocks)]
     item_labels = state.item_map.labels if raw_ids else None
     context = client.scatter(_Context(_serving_template(model), state.item_factors, state.item_bias, item_labels,
                                       state.params), broadcast=True, hash=False)
@@ -188,19 +192,17 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         if state.user_map is None or state.item_map is None:
             raise ValueError("X is a Dask DataFrame of raw ids, but the model has no raw ids to match them with")
         seen_blocks = FrameInput(X, user_col, item_col, None).seen_blocks(
-            client, (state.user_map, state.item_map), bounds, owners, state.dtype)
+            client, (state.user_map, state.item_map), n_blocks, owners, state.dtype)
     elif exclude_seen:
         seen = _seen_rows(state, X)
     parts = []
-    for k, (worker, lo, hi) in enumerate(zip(owners, bounds[:-1].tolist(), bounds[1:].tolist())):
-        pattern = None
-        if seen is not None:
-            a, b = int(seen.indptr[lo]), int(seen.indptr[hi])
-            pattern = (seen.indptr[lo:hi + 1] - a, seen.indices[a:b])
-        block = scatter_to(client, (np.ascontiguousarray(state.user_factors[lo:hi]), pattern,
-                                    state.user_map.labels[lo:hi] if raw_ids else None), worker, timeout)
+    for k, worker in enumerate(owners):
+        users = np.arange(k, state.n_users, n_blocks)
+        pattern = None if seen is None else csr_rows(seen, users)
+        block = scatter_to(client, (state.user_factors[users], pattern,
+                                    state.user_map.labels[users] if raw_ids else None), worker, timeout)
         file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
-        parts.append(submit_to(client, worker, _recommend_block, context, block, seen_blocks[k], lo, n,
+        parts.append(submit_to(client, worker, _recommend_block, context, block, seen_blocks[k], k, n_blocks, n,
                                exclude_ids, candidate_list, file))
     if path is not None:
         return gather(client, parts, timeout, "writing the recommendations")
