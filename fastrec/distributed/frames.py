@@ -83,6 +83,8 @@ def _split(triplets: tuple[np.ndarray, ...], bounds: dict[str, np.ndarray]) -> d
     u, i, w = triplets
     out: dict[tuple[str, int], tuple] = {}
     for side, rows, cols in (("users", u, i), ("items", i, u)):
+        if side not in bounds:
+            continue
         edges = bounds[side]
         block = np.searchsorted(edges, rows, side="right") - 1
         order = np.argsort(block, kind="stable")
@@ -93,21 +95,11 @@ def _split(triplets: tuple[np.ndarray, ...], bounds: dict[str, np.ndarray]) -> d
     return out
 
 
-def _dealt(triplets: tuple[np.ndarray, ...], n_blocks: int) -> list[tuple]:
-    """A partition's triplets by block of users dealt round robin (user u in block u % n_blocks)."""
-    u, i, w = triplets
-    block = u % n_blocks
-    order = np.argsort(block, kind="stable")
-    starts = np.searchsorted(block[order], np.arange(n_blocks + 1))
-    return [(u[pick], i[pick], w[pick]) for pick in (order[a:b] for a, b in zip(starts[:-1], starts[1:]))]
-
-
-def _seen_block(block: int, n_blocks: int, n_users: int, n_items: int, dtype: Any, *pieces: tuple) -> sp.csr_matrix:
-    """The interactions of users ``block, block + n_blocks, ...`` (for excluding seen items), canonical CSR."""
-    rows = np.concatenate([p[0] for p in pieces]) // n_blocks
-    n_rows = len(range(block, n_users, n_blocks))
+def _seen_block(lo: int, hi: int, n_items: int, dtype: Any, *pieces: tuple) -> sp.csr_matrix:
+    """The interactions of users ``lo:hi`` (for excluding seen items), canonical CSR."""
+    rows = np.concatenate([p[0] for p in pieces]) - lo
     csr = sp.csr_matrix((np.concatenate([p[2] for p in pieces]), (rows, np.concatenate([p[1] for p in pieces]))),
-                        shape=(n_rows, n_items), dtype=np.float64)
+                        shape=(hi - lo, n_items), dtype=np.float64)
     csr.sum_duplicates()
     csr.data = csr.data.astype(dtype)
     csr.eliminate_zeros()
@@ -191,17 +183,14 @@ class FrameInput:
                     fractions[side], als, params, *pieces))
         return layout
 
-    def seen_blocks(self, client: Any, maps: tuple[IdMap, IdMap], n_blocks: int, owners: list[str],
+    def seen_blocks(self, client: Any, maps: tuple[IdMap, IdMap], bounds: np.ndarray, owners: list[str],
                     dtype: Any) -> list[Any]:
-        """Per block of users dealt round robin, its interactions as CSR on its worker.
-
-        Ids unknown to ``maps`` are dropped.
-        """
+        """Per block of users (``bounds``), its interactions as CSR on its worker; ids unknown to ``maps`` are dropped."""
         trips, _ = self._triplets(client, maps, drop_unknown=True)
-        splits = [client.submit(_dealt, t, n_blocks, pure=False) for t in trips]
+        splits = [client.submit(_split, t, {"users": bounds}, pure=False) for t in trips]
         blocks = []
         for k, worker in enumerate(owners):
-            pieces = [client.submit(operator.getitem, s, k, pure=False) for s in splits]
-            blocks.append(submit_to(client, worker, _seen_block, k, n_blocks, len(maps[0]), len(maps[1]), dtype,
-                                    *pieces))
+            pieces = [client.submit(operator.getitem, s, ("users", k), pure=False) for s in splits]
+            blocks.append(submit_to(client, worker, _seen_block, int(bounds[k]), int(bounds[k + 1]),
+                                    len(maps[1]), dtype, *pieces))
         return blocks  # the intermediate futures may go: the scheduler keeps what pending tasks need

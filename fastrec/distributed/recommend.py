@@ -14,18 +14,18 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.topk import RankingIndex, candidate_ids, csr_rows, exclusion_mask
+from ..kernels.topk import RankingIndex, candidate_ids, exclusion_mask
 from ..models.factors import FactorModel
-from ..models.serving import raw_to_index
+from ..models.serving import long_columns, raw_to_index
 from ..models.state import FittedState, FitParams
 from ..utils.validation import check_bool, check_int, check_interactions, check_n, check_path
-from ._cluster import check_timeout, gather, resolve_client, scatter_to, submit_to, worker_threads, workers_of
+from ._cluster import check_timeout, gather, resolve_client, scatter_to, worker_threads, workers_of
 from .frames import FrameInput, is_dask_frame
 
 __all__ = ["recommend_all"]
 
-# users per block: bounds one task's memory and keeps every worker busy
-_BLOCK_USERS = 65536
+# users per block at most: bounds one task's memory, and many blocks keep every worker busy
+_BLOCK_USERS = 16384
 
 
 class _Context:
@@ -48,13 +48,13 @@ def _long_frame(users: np.ndarray, ranks: np.ndarray, items: np.ndarray, scores:
     return pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores})
 
 
-def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None, first: int, stride: int,
-                     n: int, exclude: np.ndarray | None, candidates: np.ndarray | None, path: str | None) -> Any:
+def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None, lo: int, n: int,
+                     mask: np.ndarray, candidates: np.ndarray | None, path: str | None) -> Any:
     """One block's lists as a (user, rank, item, score) pandas DataFrame, or the Parquet file written.
 
-    The block holds users ``first, first + stride, ...``.  ``block`` is (their factors, their seen
-    pattern (indptr, indices) or None, their raw ids or None); ``seen`` a CSR built on the workers
-    instead of the pattern (a Dask DataFrame ``X``).
+    The block holds users ``lo, lo + 1, ...``.  ``block`` is (their factors, their seen pattern
+    (indptr, indices) or None, their raw ids or None); ``seen`` a CSR built on the workers instead
+    of the pattern (a Dask DataFrame ``X``).  ``mask`` and ``candidates`` are checked already.
     """
     factors, pattern, user_labels = block
     n_items = context.item_factors.shape[0]
@@ -69,14 +69,12 @@ def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None
     model = copy.copy(context.template)
     model.num_threads = worker_threads(0)
     model._state = state
-    table = model.recommend_frame(None, n, exclude_seen=seen.nnz > 0, exclude=exclude, candidates=candidates,
-                                  raw_ids=False)
-    users = table["user_id"].to_numpy()
-    items = table["item_id"].to_numpy()
-    frame = _long_frame(users.astype(np.int64) * stride + first if user_labels is None else user_labels[users],
-                        table["rank"].to_numpy(),
+    local = np.arange(factors.shape[0], dtype=np.int32)
+    ids, scores = model._rank(state, local, None, False, n, seen.nnz > 0, mask, candidates)
+    users, ranks, items, scores = long_columns(local, ids, scores)
+    frame = _long_frame(users.astype(np.int64) + lo if user_labels is None else user_labels[users], ranks,
                         items.astype(np.int64) if context.item_labels is None else context.item_labels[items],
-                        table["score"].to_numpy())
+                        scores)
     if path is None:
         return frame
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -137,7 +135,7 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         this directory (on the workers: a path they all see) instead of
         returning a DataFrame.
     block_users : int, optional
-        Users per block at most (default 65,536); every worker gets the same number of blocks.
+        Users per block at most (default 16,384); every worker gets the same number of blocks.
     timeout : float, optional
         Seconds any wait may take (sending the blocks; with ``path``, writing
         the files); ``ClusterError`` after that.
@@ -146,10 +144,9 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     -------
     dask.dataframe.DataFrame with columns ``user``, ``rank`` (1-based),
     ``item`` and ``score``, already computing on the cluster (``.compute()``
-    gathers it); or, with ``path``, the list of files written.  With B
-    blocks, block (partition, file) k holds users k, k + B, k + 2B, ...
-    (dealt round robin, so that every worker gets its share of the heavy
-    users), each user's rows best first.
+    gathers it); or, with ``path``, the list of files written.  Each block
+    (partition, file) holds consecutive users, each user's rows best first;
+    the blocks are dealt to the workers round robin.
     """
     if not isinstance(model, FactorModel):
         raise TypeError(f"model must be a fitted fastrec factor model (ALS, DaskALS, BPR), got {type(model).__name__}")
@@ -169,7 +166,6 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         if candidates is not None:
             candidates = raw_to_index(state, "items", candidates, "candidates")
     mask = exclusion_mask(exclude, state.n_items)
-    exclude_ids = np.flatnonzero(mask).astype(np.int32) if mask.size else None
     candidate_list = candidate_ids(candidates, state.n_items)
     if path is not None:
         path = check_path(path)
@@ -179,9 +175,11 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
 
     workers = workers_of(client, timeout)
     per_worker = -(-state.n_users // (len(workers) * (block_users or _BLOCK_USERS)))
-    # the same number of blocks on every worker, users dealt round robin: ids often follow activity,
-    # and contiguous blocks would give one worker all the heavy users
+    # the same number of blocks on every worker, and small blocks dealt round robin: ids often follow
+    # activity, and a few large blocks could give one worker the heavy users; the first blocks rank
+    # while the next ones are being sent
     n_blocks = max(1, min(len(workers) * per_worker, state.n_users))
+    bounds = np.linspace(0, state.n_users, n_blocks + 1).astype(np.int64)
     owners = [workers[k % len(workers)] for k in range(n_blocks)]
     item_labels = state.item_map.labels if raw_ids else None
     context = client.scatter(_Context(_serving_template(model), state.item_factors, state.item_bias, item_labels,
@@ -192,18 +190,27 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         if state.user_map is None or state.item_map is None:
             raise ValueError("X is a Dask DataFrame of raw ids, but the model has no raw ids to match them with")
         seen_blocks = FrameInput(X, user_col, item_col, None).seen_blocks(
-            client, (state.user_map, state.item_map), n_blocks, owners, state.dtype)
+            client, (state.user_map, state.item_map), bounds, owners, state.dtype)
     elif exclude_seen:
         seen = _seen_rows(state, X)
+    payloads = []
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        pattern = None
+        if seen is not None:  # views of the model's arrays: nothing is copied here
+            a, b = int(seen.indptr[lo]), int(seen.indptr[hi])
+            pattern = (seen.indptr[lo:hi + 1] - a, seen.indices[a:b])
+        payloads.append((state.user_factors[lo:hi], pattern, state.user_map.labels[lo:hi] if raw_ids else None))
+    if seen_blocks[0] is None:  # one message: the scheduler deals the blocks to the workers, round robin
+        blocks = client.scatter(payloads, workers=workers, hash=False,
+                                **({} if timeout is None else {"timeout": timeout}))
+    else:  # each block beside its seen items, built on its worker
+        blocks = [scatter_to(client, payload, worker, timeout) for payload, worker in zip(payloads, owners)]
     parts = []
-    for k, worker in enumerate(owners):
-        users = np.arange(k, state.n_users, n_blocks)
-        pattern = None if seen is None else csr_rows(seen, users)
-        block = scatter_to(client, (state.user_factors[users], pattern,
-                                    state.user_map.labels[users] if raw_ids else None), worker, timeout)
+    for k, (block, lo) in enumerate(zip(blocks, bounds[:-1].tolist())):
         file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
-        parts.append(submit_to(client, worker, _recommend_block, context, block, seen_blocks[k], k, n_blocks, n,
-                               exclude_ids, candidate_list, file))
+        # runs where its block is (the largest input); the context is on every worker
+        parts.append(client.submit(_recommend_block, context, block, seen_blocks[k], lo, n, mask,
+                                   candidate_list, file, pure=False))
     if path is not None:
         return gather(client, parts, timeout, "writing the recommendations")
     import dask.dataframe as dd

@@ -54,6 +54,15 @@ def _raw_item_lists(state: FittedState, ids: np.ndarray, scores: np.ndarray
     return out_ids, out_scores
 
 
+def long_columns(user_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Padded top-n rows (``ids`` -1 where a user has fewer items) as long columns: user, rank (1-based), item, score."""
+    valid = ids >= 0
+    counts = valid.sum(axis=1)
+    rank_col = (np.cumsum(valid, axis=1)[valid]).astype(np.int32)
+    return np.repeat(user_ids, counts), rank_col, ids[valid], scores[valid]
+
+
 class ServingMixin:
     """recommend / similar_items / similar_users / predict / rank / recommend_frame."""
 
@@ -249,11 +258,7 @@ class ServingMixin:
         ids, scores = self._rank(state, user_ids, None, False, check_n(n), check_bool(exclude_seen, "exclude_seen"),
                                  exclusion_mask(exclude, state.n_items), candidate_ids(candidates, state.n_items),
                                  check_bool(show_progress, "show_progress"))
-        valid = ids >= 0
-        counts = valid.sum(axis=1)
-        user_col = np.repeat(user_ids, counts)
-        rank_col = (np.cumsum(valid, axis=1)[valid]).astype(np.int32)
-        item_col, score_col = ids[valid], scores[valid]
+        user_col, rank_col, item_col, score_col = long_columns(user_ids, ids, scores)
         if raw_ids:
             user_col, item_col = state.user_map.to_ids(user_col), state.item_map.to_ids(item_col)
         columns = {"user_id": user_col, "rank": rank_col, "item_id": item_col, "score": score_col}
