@@ -9,10 +9,13 @@
 # g (as in _sgd.pyx) moves every feature it touches, in this order, with the
 # old p_u, q_p and q_n on the right-hand sides:
 #
-#     user feature j (weight a):           E[j] += lr * (a g (q_p - q_n) - reg E[j])
-#     positive's feature j (weight b):     F[j] += lr * ( b g p_u - reg F[j]),  c[j] += lr * ( b g - reg c[j])
-#     negative's feature j (weight b):     F[j] += lr * (-b g p_u - reg F[j]),  c[j] += lr * (-b g - reg c[j])
+#     user feature j (weight a):           E[j] += lr * (a g (q_p - q_n) - rE[j] E[j])
+#     positive's feature j (weight b):     F[j] += lr * ( b g p_u - rF[j] F[j]),  c[j] += lr * ( b g - rF[j] c[j])
+#     negative's feature j (weight b):     F[j] += lr * (-b g p_u - rF[j] F[j]),  c[j] += lr * (-b g - rF[j] c[j])
 #
+# with a penalty per feature (rE, rF): a row's own identity feature is touched
+# about as often as the plain model's vector, a shared feature far more often, so
+# they want different weight decays.
 # so a feature shared by p and n gets both moves (and its decay twice).  With
 # adagrad each move is divided by the root of its accumulated squares, as in
 # the plain kernel.  Identity feature matrices (one feature per row, weight 1)
@@ -62,6 +65,8 @@ cdef struct FeatureModel:
     void *GE                 # adagrad accumulators of the three above, NULL for plain SGD
     void *GF
     void *Gc
+    const void *rE           # (n_user_features,) penalty of each feature
+    const void *rF           # (n_item_features,)
     const long long *a_indptr  # A: users x user features, CSR
     const int *a_indices
     const void *a_data
@@ -112,14 +117,15 @@ cdef inline floating compose(const long long *indptr, const int *indices, const 
 cdef inline void move_features(const long long *indptr, const int *indices, const floating *data,
                                floating *emb, floating *acc, floating *bias, floating *bias_acc,
                                int row, const floating *direction, floating g, floating lr,
-                               floating reg, int f) noexcept nogil:
+                               const floating *regs, int f) noexcept nogil:
     """Move the embeddings (and biases, when given) of a row's features along ``g * direction``."""
     cdef long long j
     cdef int feat
-    cdef floating coef, step
+    cdef floating coef, step, reg
     for j in range(indptr[row], indptr[row + 1]):
         feat = indices[j]
         coef = data[j] * g
+        reg = regs[feat]
         if acc == NULL:
             if floating is float:
                 fr_feat_sgd_s(&emb[<long long> feat * f], direction, coef, lr, reg, f)
@@ -149,7 +155,7 @@ cdef inline floating feature_score(const FeatureModel *m, int item, const floati
 
 
 cdef inline bint feature_step(const FeatureModel *m, int user, int pos, int neg, floating x,
-                              int n_sampled, floating w, floating lr, floating reg,
+                              int n_sampled, floating w, floating lr,
                               const floating *pu, const floating *qp, const floating *qn,
                               floating *scratch) noexcept nogil:
     """The loss's step for a composed triple of margin ``x``; False when the loss takes none."""
@@ -171,16 +177,16 @@ cdef inline bint feature_step(const FeatureModel *m, int user, int pos, int neg,
     else:
         fr_diff_d(qp, qn, scratch, f)
     move_features(m.a_indptr, m.a_indices, <const floating *> m.a_data, <floating *> m.E, GE,
-                  NULL, NULL, user, scratch, g, lr, reg, f)
+                  NULL, NULL, user, scratch, g, lr, <const floating *> m.rE, f)
     move_features(m.b_indptr, m.b_indices, <const floating *> m.b_data, <floating *> m.F, GF,
-                  <floating *> m.c, Gc, pos, pu, g, lr, reg, f)
+                  <floating *> m.c, Gc, pos, pu, g, lr, <const floating *> m.rF, f)
     move_features(m.b_indptr, m.b_indices, <const floating *> m.b_data, <floating *> m.F, GF,
-                  <floating *> m.c, Gc, neg, pu, -g, lr, reg, f)
+                  <floating *> m.c, Gc, neg, pu, -g, lr, <const floating *> m.rF, f)
     return True
 
 
 cdef inline void feature_sample(const FeatureModel *m, uint64_t *state, int user, int pos, int neg,
-                                floating w, floating lr, floating reg, floating *buf,
+                                floating w, floating lr, floating *buf,
                                 Counts *counts) noexcept nogil:
     """One BPR or WARP sample, drawing further negatives like ``bpr_sample``/``warp_sample``.
 
@@ -207,7 +213,7 @@ cdef inline void feature_sample(const FeatureModel *m, uint64_t *state, int user
         x = s_pos - feature_score(m, neg, pu, qn)
         counts.compared += 1
         counts.correct += x > 0
-        feature_step(m, user, pos, neg, x, 1, w, lr, reg, pu, qp, qn, scratch)
+        feature_step(m, user, pos, neg, x, 1, w, lr, pu, qp, qn, scratch)
         return
     while True:
         sampled += 1
@@ -216,7 +222,7 @@ cdef inline void feature_sample(const FeatureModel *m, uint64_t *state, int user
             counts.compared += 1
             counts.correct += x > 0
         if x < 1 and neg != pos and not (m.verify and feature_is_positive(m, user, neg)):
-            feature_step(m, user, pos, neg, x, sampled, w, lr, reg, pu, qp, qn, scratch)
+            feature_step(m, user, pos, neg, x, sampled, w, lr, pu, qp, qn, scratch)
             return
         if sampled >= m.max_sampled:
             counts.skipped += 1
@@ -239,7 +245,7 @@ cdef inline void prefetch_feature_indices(const FeatureModel *m, int user, int p
 
 
 cdef void run_feature_chunk(const FeatureModel *m, long long n_samples, uint64_t seed,
-                            floating lr, floating reg, floating *buf, Counts *counts) noexcept nogil:
+                            floating lr, floating *buf, Counts *counts) noexcept nogil:
     """``run_chunk`` for the feature-sum model: the same stages and the same order of draws."""
     cdef long long idx_ring[RING]
     cdef int user_ring[RING]
@@ -286,7 +292,7 @@ cdef void run_feature_chunk(const FeatureModel *m, long long n_samples, uint64_t
         if t >= 0:  # stage D: the step
             slot = t & (RING - 1)
             w = 1 if weights == NULL else weights[idx_ring[slot]]
-            feature_sample(m, &state, user_ring[slot], pos_ring[slot], neg_ring[slot], w, lr, reg,
+            feature_sample(m, &state, user_ring[slot], pos_ring[slot], neg_ring[slot], w, lr,
                            buf, &local)
     counts[0] = local
 
@@ -298,6 +304,7 @@ cdef int fill_feature_model(FeatureModel *m, int loss, const long long[::1] indp
                             const int[::1] b_indices, const floating[::1] b_data,
                             const floating[:, ::1] E, const floating[:, ::1] F, const floating[::1] c,
                             const floating[:, ::1] GE, const floating[:, ::1] GF, const floating[::1] Gc,
+                            const floating[::1] rE, const floating[::1] rF,
                             const floating[::1] rank_weight, int max_sampled, bint verify) except -1:
     """Check the arrays' shapes and the feature indices, and describe them in ``m``."""
     cdef int f = E.shape[1]
@@ -308,6 +315,8 @@ cdef int fill_feature_model(FeatureModel *m, int loss, const long long[::1] indp
         raise ValueError("loss must be 0 (BPR) or 1 (WARP)")
     if F.shape[1] != f or c.shape[0] != F.shape[0]:
         raise ValueError("embedding shapes do not agree")
+    if rE.shape[0] != E.shape[0] or rF.shape[0] != F.shape[0]:
+        raise ValueError("the penalties rE and rF need one value per user and item feature")
     if n_users < 0 or n_items < 0 or indptr.shape[0] != n_users + 1:
         raise ValueError("indptr must have one entry per user plus one, like the user features")
     for name, ptr, idx, dat, n_feat in (("user", a_indptr, a_indices, a_data, E.shape[0]),
@@ -335,6 +344,8 @@ cdef int fill_feature_model(FeatureModel *m, int loss, const long long[::1] indp
         m.GE = rows_or_null(GE)
         m.GF = rows_or_null(GF)
         m.Gc = data_or_null(Gc)
+    m.rE = data_or_null(rE)
+    m.rF = data_or_null(rF)
     m.a_indptr = &a_indptr[0]
     m.a_indices = &a_indices[0] if a_indices.shape[0] > 0 else NULL
     m.a_data = data_or_null(a_data)
@@ -361,16 +372,18 @@ def sgd_epoch_features(int loss, const long long[::1] indptr, const int[::1] ind
                        const long long[::1] b_indptr, const int[::1] b_indices, const floating[::1] b_data,
                        floating[:, ::1] E, floating[:, ::1] F, floating[::1] c,
                        floating[:, ::1] GE, floating[:, ::1] GF, floating[::1] Gc,
-                       const floating[::1] rank_weight, floating learning_rate, floating regularization,
+                       const floating[::1] rE, const floating[::1] rF,
+                       const floating[::1] rank_weight, floating learning_rate,
                        long long n_samples, int max_sampled, bint verify,
                        const uint64_t[::1] seeds, int num_threads):
     """One Hogwild epoch of the feature-sum model; embeddings are updated in place.
 
     Parameters
     ----------
-    loss, indptr, indices, users, weights, rank_weight, learning_rate, regularization,
+    loss, indptr, indices, users, weights, rank_weight, learning_rate,
     n_samples, max_sampled, verify, seeds, num_threads
         As in ``sgd_epoch``.
+    rE, rF : L2 weight decay of each user and item feature (``sgd_epoch``'s regularization, per feature).
     a_indptr, a_indices, a_data : users x user features CSR (int64, int32, float).
     b_indptr, b_indices, b_data : items x item features CSR.
     E : (n_user_features, f) user feature embeddings.
@@ -389,7 +402,8 @@ def sgd_epoch_features(int loss, const long long[::1] indptr, const int[::1] ind
     if num_threads < 1 or seeds.shape[0] < num_threads:
         raise ValueError("num_threads must be >= 1 with one seed per thread")
     fill_feature_model(&m, loss, indptr, indices, users, weights, a_indptr, a_indices, a_data,
-                       b_indptr, b_indices, b_data, E, F, c, GE, GF, Gc, rank_weight, max_sampled, verify)
+                       b_indptr, b_indices, b_data, E, F, c, GE, GF, Gc, rE, rF, rank_weight, max_sampled,
+                       verify)
     if n_samples <= 0 or m.nnz == 0 or m.n_items < 2 or m.f == 0:
         return 0, 0, max(n_samples, 0)
     if n_samples < num_threads * 64:
@@ -403,7 +417,7 @@ def sgd_epoch_features(int loss, const long long[::1] indptr, const int[::1] ind
     try:
         for t in prange(num_threads, nogil=True, num_threads=num_threads, schedule="static", chunksize=1):
             run_feature_chunk(&m, n_samples * (t + 1) // num_threads - n_samples * t // num_threads,
-                              seeds[t], learning_rate, regularization, buffers + 4 * m.f * t, &counts[t])
+                              seeds[t], learning_rate, buffers + 4 * m.f * t, &counts[t])
         for t in range(num_threads):
             correct += counts[t].correct
             compared += counts[t].compared
@@ -419,7 +433,8 @@ def apply_feature_samples(int loss, const int[:, ::1] samples, const floating[::
                           const long long[::1] b_indptr, const int[::1] b_indices, const floating[::1] b_data,
                           floating[:, ::1] E, floating[:, ::1] F, floating[::1] c,
                           floating[:, ::1] GE, floating[:, ::1] GF, floating[::1] Gc,
-                          const floating[::1] rank_weight, floating learning_rate, floating regularization):
+                          const floating[::1] rE, const floating[::1] rF,
+                          const floating[::1] rank_weight, floating learning_rate):
     """Apply explicit triples in order, one thread: the reference check of ``sgd_epoch_features``.
 
     ``samples`` is (n, 4) int32 rows ``(user, pos, neg, n_sampled)`` as in
@@ -434,7 +449,7 @@ def apply_feature_samples(int loss, const int[:, ::1] samples, const floating[::
     cdef floating x, s_pos
     cdef floating *buf
     fill_feature_model(&m, loss, no_indptr, no_ints, no_ints, sample_weights[:0], a_indptr, a_indices,
-                       a_data, b_indptr, b_indices, b_data, E, F, c, GE, GF, Gc, rank_weight, 1, False)
+                       a_data, b_indptr, b_indices, b_data, E, F, c, GE, GF, Gc, rE, rF, rank_weight, 1, False)
     if samples.shape[1] != 4 or sample_weights.shape[0] != samples.shape[0]:
         raise ValueError("samples must be (n, 4) with one weight per sample")
     if samples.shape[0]:
@@ -453,7 +468,7 @@ def apply_feature_samples(int loss, const int[:, ::1] samples, const floating[::
                 s_pos = feature_score(&m, samples[r, 1], buf, buf + m.f)
                 x = s_pos - feature_score(&m, samples[r, 2], buf, buf + 2 * m.f)
                 steps += feature_step(&m, samples[r, 0], samples[r, 1], samples[r, 2], x, samples[r, 3],
-                                      sample_weights[r], learning_rate, regularization, buf, buf + m.f,
+                                      sample_weights[r], learning_rate, buf, buf + m.f,
                                       buf + 2 * m.f, buf + 3 * m.f)
     finally:
         free(buf)

@@ -106,9 +106,11 @@ class BPR(FactorModel):
     regularization : float or "auto"
         L2 penalty; every step adds its gradient (``regularization * param``)
         to the parameters it touches.  ``"auto"`` is 0.4 for WARP with
-        adagrad and 0.01 otherwise (the best measured on MovieLens 1M); the
-        feature embeddings of a fit with side features use 0.001
-        (``fastrec.models.hybrid.FEATURE_REGULARIZATION``).
+        adagrad and 0.01 otherwise (the best measured on MovieLens 1M).  In a
+        fit with side features, identity features (and a side without
+        features) keep that penalty and the side features' embeddings use
+        0.001 (``fastrec.models.hybrid.FEATURE_REGULARIZATION``); a number
+        applies to every parameter.
     iterations : int
         Epochs; each takes as many samples as there are positive interactions.
     loss : {"bpr", "warp"}

@@ -28,16 +28,17 @@ def _rank_weights(n_items: int, dtype) -> np.ndarray:
     return table.astype(dtype)
 
 
-def _reference(loss, samples, weights, A, B, E, F, c, GE, GF, Gc, rank_weight, lr, reg):
+def _reference(loss, samples, weights, A, B, E, F, c, GE, GF, Gc, rE, rF, rank_weight, lr):
     """The module docstring's update, one triple at a time, in float64."""
     E, F, c = E.astype(np.float64), F.astype(np.float64), c.astype(np.float64)
     GE, GF, Gc = (None if G.size == 0 else G.astype(np.float64) for G in (GE, GF, Gc))
     n_items = B.shape[0]
     steps = 0
 
-    def move(emb, acc, bias, bias_acc, row, direction, g):
+    def move(emb, acc, bias, bias_acc, regs, row, direction, g):
         for j, value in zip(row.indices, row.data):
             coef = value * g
+            reg = regs[j]
             step = coef * direction - reg * emb[j]
             if acc is None:
                 emb[j] += lr * step
@@ -66,9 +67,9 @@ def _reference(loss, samples, weights, A, B, E, F, c, GE, GF, Gc, rank_weight, l
             if g == 0:
                 continue
         steps += 1
-        move(E, GE, None, None, A[u], qp - qn, g)
-        move(F, GF, c, Gc, B[p], pu, g)
-        move(F, GF, c, Gc, B[n], pu, -g)
+        move(E, GE, None, None, rE, A[u], qp - qn, g)
+        move(F, GF, c, Gc, rF, B[p], pu, g)
+        move(F, GF, c, Gc, rF, B[n], pu, -g)
     return steps, E, F, c
 
 
@@ -109,11 +110,13 @@ def test_apply_feature_samples_matches_numpy(sgd_kernel, loss, adagrad, dtype):
     GF = np.ones_like(F) if adagrad else F[:0]
     Gc = np.ones_like(c) if adagrad else c[:0]
     rank_weight = _rank_weights(B.shape[0], dtype)
-    lr, reg = 0.1, 0.05
-    expected = _reference(loss, samples, weights, A, B, E, F, c, GE, GF, Gc, rank_weight, lr, reg)
+    lr = 0.1
+    rE = rng.choice([0.0, 0.05, 0.4], E.shape[0]).astype(dtype)  # a penalty per feature
+    rF = rng.choice([0.0, 0.05, 0.4], F.shape[0]).astype(dtype)
+    expected = _reference(loss, samples, weights, A, B, E, F, c, GE, GF, Gc, rE, rF, rank_weight, lr)
     steps = sgd_kernel.apply_feature_samples(
         loss, samples, weights, A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
-        E, F, c, GE, GF, Gc, rank_weight, dtype(lr), dtype(reg))
+        E, F, c, GE, GF, Gc, rE, rF, rank_weight, dtype(lr))
     tol = 1e-4 if dtype == np.float32 else 1e-10
     assert steps == expected[0] > 0
     np.testing.assert_allclose(E, expected[1], rtol=tol, atol=tol)
@@ -148,8 +151,8 @@ def test_step_is_the_gradient_of_ln_sigmoid(sgd_kernel):
         grads.append(grad)
     samples = np.array([[u, p, n, 1]], dtype=np.int32)
     sgd_kernel.apply_feature_samples(BPR, samples, np.ones(1), A.indptr, A.indices, A.data, B.indptr,
-                                     B.indices, B.data, E, F, c, E[:0], F[:0], c[:0],
-                                     _rank_weights(B.shape[0], np.float64), lr, 0.0)
+                                     B.indices, B.data, E, F, c, E[:0], F[:0], c[:0], np.zeros(E.shape[0]),
+                                     np.zeros(F.shape[0]), _rank_weights(B.shape[0], np.float64), lr)
     for before, after, grad in zip(params, (E, F, c), grads):
         np.testing.assert_allclose((after - before) / lr, grad, rtol=1e-6, atol=1e-8)
 
@@ -176,8 +179,8 @@ def test_identity_features_reproduce_the_plain_kernel(sgd_kernel, loss, adagrad)
                                             True, seeds + epoch, 1)
         counts_feats = sgd_kernel.sgd_epoch_features(
             loss, X.indptr, X.indices, users, weights, A.indptr, A.indices, A.data, B.indptr, B.indices,
-            B.data, *feats, *acc_feats, rank_weight, np.float32(0.05), np.float32(0.01), X.nnz, 5, True,
-            seeds + epoch, 1)
+            B.data, *feats, *acc_feats, np.full(n_users, 0.01, np.float32), np.full(n_items, 0.01, np.float32),
+            rank_weight, np.float32(0.05), X.nnz, 5, True, seeds + epoch, 1)
         assert counts_plain == counts_feats
     for a, b in zip(plain, feats):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -201,7 +204,8 @@ def test_epochs_learn_from_features(sgd_kernel, threads):
         correct, compared, _ = sgd_kernel.sgd_epoch_features(
             WARP, X.indptr, X.indices, users, np.empty(0, np.float32), A.indptr, A.indices, A.data,
             B.indptr, B.indices, B.data, E, F, c, np.ones_like(E), np.ones_like(F), np.ones_like(c),
-            _rank_weights(n_items, np.float32), np.float32(0.05), np.float32(0.0), X.nnz, 10, True,
+            np.zeros(2, np.float32), np.zeros(2, np.float32), _rank_weights(n_items, np.float32),
+            np.float32(0.05), X.nnz, 10, True,
             np.arange(1, threads + 1, dtype=np.uint64) + 100 * epoch, threads)
     scores = (E @ F.T)
     assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
@@ -214,9 +218,13 @@ def test_bad_feature_matrices_are_refused(sgd_kernel):
     A, B, E, F, c = _problem(rng, np.float64)
     samples = np.array([[0, 1, 2, 1]], dtype=np.int32)
     args = (np.ones(1), A.indptr, A.indices, A.data, B.indptr, B.indices, B.data)
+    rE, rF, rank_weight = np.zeros(E.shape[0]), np.zeros(F.shape[0]), _rank_weights(B.shape[0], np.float64)
     with pytest.raises(ValueError, match="feature indices"):
-        sgd_kernel.apply_feature_samples(BPR, samples, *args, E[:2].copy(), F, c, E[:0], F[:0], c[:0],
-                                         _rank_weights(B.shape[0], np.float64), 0.1, 0.0)
+        sgd_kernel.apply_feature_samples(BPR, samples, *args, E[:2].copy(), F, c, E[:0], F[:0], c[:0], rE[:2],
+                                         rF, rank_weight, 0.1)
     with pytest.raises(ValueError, match="samples"):
         sgd_kernel.apply_feature_samples(BPR, np.array([[0, 1, 1, 1]], dtype=np.int32), *args, E, F, c,
-                                         E[:0], F[:0], c[:0], _rank_weights(B.shape[0], np.float64), 0.1, 0.0)
+                                         E[:0], F[:0], c[:0], rE, rF, rank_weight, 0.1)
+    with pytest.raises(ValueError, match="penalties"):
+        sgd_kernel.apply_feature_samples(BPR, samples, *args, E, F, c, E[:0], F[:0], c[:0], rE[:1], rF,
+                                         rank_weight, 0.1)
