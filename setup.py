@@ -131,8 +131,12 @@ class CachedParallelBuildExt(build_ext):
         # isolated build environment into the C, and pip makes a new one for every install.
         import Cython
         digest = hashlib.sha256()
+        module = ext.name.split(".")[-1]
+        for suffix in ISA_VARIANTS:
+            module = module[: -len(suffix) - 1] if module.endswith("_" + suffix) else module
+        # the module's own .pyx and the shared includes
         for source in sorted(EXT_DIR.glob("*")):
-            if source.suffix in (".pyx", ".pxi", ".pxd", ".h"):
+            if source.name == f"{module}.pyx" or source.suffix in (".pxi", ".pxd", ".h"):
                 digest.update(source.name.encode() + b"\0" + source.read_bytes())
         digest.update(repr((ext.name, ext.extra_compile_args, ext.extra_link_args, ext.define_macros,
                             Cython.__version__, np.__version__, sys.version, sysconfig.get_platform())).encode())

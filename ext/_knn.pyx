@@ -17,7 +17,7 @@ score; a row with fewer such items is padded with id -1 and score -inf.
 Ordering is deterministic: score descending, ties broken by the lower item id.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, sqrt
 from libc.stdlib cimport calloc, malloc, free
 
@@ -93,6 +93,111 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
         free(common)
         free(touched)
         free(marked)
+        free(hs)
+        free(hi)
+
+
+def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_users, const index_t[::1] col_pos,
+                          const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
+                          const floating[::1] scale, double shrinkage, int k,
+                          floating[:, :, ::1] heap_s, int[:, :, ::1] heap_i, int[:, ::1] heap_n,
+                          int[:, ::1] out_ids, floating[:, ::1] out_sims, int num_threads):
+    """``item_neighbours`` computing each pair once: half the multiply-adds.
+
+    Item i accumulates its dot products with the items j > i only (``col_pos[p]``
+    is where i sits in the row of its p-th user, and rows are sorted), and each
+    pair's similarity goes into both items' heaps.  Heaps are per thread
+    (``heap_*`` is threads x items x k, ``heap_n`` the sizes, zeroed), so no
+    locks; the threads' heaps of each item are merged at the end.  Each pair is
+    seen by one thread, so the merged top-k is the same as ``item_neighbours``.
+    """
+    cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
+    cdef int n_heaps = heap_n.shape[0]
+    cdef Py_ssize_t i
+    cdef index_t p, q
+    cdef int u, j, t, m, n_touched, size, tid
+    cdef long long work
+    cdef bint dense
+    cdef double s
+    cdef floating w
+    cdef floating *acc
+    cdef int *common
+    cdef int *touched
+    cdef char *marked
+    cdef floating *hs
+    cdef int *hi
+    cdef bint use_common = shrinkage > 0
+    if k <= 0 or n_items == 0:
+        return
+    with nogil, parallel(num_threads=min(num_threads, n_heaps)):
+        tid = threadid()
+        acc = <floating *> calloc(n_items, sizeof(floating))
+        common = <int *> calloc(n_items, sizeof(int))
+        touched = <int *> malloc(n_items * sizeof(int))
+        marked = <char *> calloc(n_items, sizeof(char))
+        for i in prange(n_items, schedule="dynamic", chunksize=8):
+            # an item whose users reach a good share of the items after it is scanned densely
+            # afterwards (no touched list, no branch in the inner loop); a rare one keeps the list
+            work = 0
+            for p in range(col_indptr[i], col_indptr[i + 1]):
+                work = work + row_indptr[col_users[p] + 1] - col_pos[p] - 1
+            dense = work * 4 >= n_items - i
+            n_touched = 0
+            for p in range(col_indptr[i], col_indptr[i + 1]):
+                u = col_users[p]
+                w = row_data[col_pos[p]]
+                if dense:
+                    for q in range(col_pos[p] + 1, row_indptr[u + 1]):
+                        acc[row_items[q]] += w * row_data[q]
+                        if use_common:
+                            common[row_items[q]] += 1
+                else:
+                    for q in range(col_pos[p] + 1, row_indptr[u + 1]):
+                        j = row_items[q]
+                        if not marked[j]:
+                            marked[j] = 1
+                            touched[n_touched] = j
+                            n_touched = n_touched + 1
+                        acc[j] += w * row_data[q]
+                        if use_common:
+                            common[j] += 1
+            if dense:  # select straight from the scan: an exact zero sum has similarity 0, never kept
+                for j in range(i + 1, n_items):
+                    if acc[j] != 0:
+                        s = acc[j] * scale[i] * scale[j]
+                        if use_common:
+                            s = s * common[j] / (common[j] + shrinkage)
+                        acc[j] = 0
+                        if s > 0:
+                            heap_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
+                            heap_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s,
+                                      <int> i)
+                    if use_common:
+                        common[j] = 0
+            for t in range(n_touched):
+                j = touched[t]
+                s = acc[j] * scale[i] * scale[j]
+                if use_common:
+                    s = s * common[j] / (common[j] + shrinkage)
+                    common[j] = 0
+                acc[j] = 0
+                marked[j] = 0
+                if s > 0:
+                    heap_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
+                    heap_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s, <int> i)
+        free(acc)
+        free(common)
+        free(touched)
+        free(marked)
+    with nogil, parallel(num_threads=num_threads):
+        hs = <floating *> malloc(k * sizeof(floating))
+        hi = <int *> malloc(k * sizeof(int))
+        for i in prange(n_items, schedule="static"):
+            size = 0
+            for t in range(n_heaps):
+                for m in range(heap_n[t, i]):
+                    heap_push(hs, hi, &size, k, heap_s[t, i, m], heap_i[t, i, m])
+            heap_drain_sorted(hs, hi, size, k, &out_sims[i, 0], &out_ids[i, 0])
         free(hs)
         free(hi)
 

@@ -35,6 +35,8 @@ from .state import FittedState
 __all__ = ["ItemKNN"]
 
 SIMILARITIES = ("cosine", "tfidf", "bm25")
+# per-thread neighbour heaps of every item (threads x items x k) are used up to this size
+_PAIR_HEAP_BUDGET = 256 << 20
 
 
 def weighted_by_item(X: sp.csr_matrix, similarity: str, k1: float, b: float) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -129,15 +131,29 @@ class ItemKNN(Recommender):
         W, scale = weighted_by_item(X, params["similarity"], params["bm25_k1"], params["bm25_b"])
         n_items = W.shape[1]
         k = min(params["k"], max(n_items - 1, 1))
+        threads = params["num_threads"]
         by_user = sp.csr_matrix(W, dtype=dtype)
-        by_item = by_user.T.tocsr()
-        by_item.sort_indices()
+        by_user.sort_indices()
+        # each entry of the by-item layout points at its place in the by-user rows
+        places = sp.csr_matrix((np.arange(by_user.nnz, dtype=np.int64), by_user.indices, by_user.indptr),
+                               shape=by_user.shape).tocsc()
+        places.sort_indices()
         ids = np.full((n_items, k), -1, dtype=np.int32)
         sims = np.zeros((n_items, k), dtype=dtype)
-        load_kernel("knn").item_neighbours(
-            by_item.indptr.astype(np.int64), by_item.indices.astype(np.int32, copy=False), by_item.data,
-            by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data,
-            scale.astype(dtype), float(params["shrinkage"]), k, ids, sims, params["num_threads"])
+        kernel = load_kernel("knn")
+        row_args = (by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data)
+        col_indptr, col_users = places.indptr.astype(np.int64), places.indices.astype(np.int32, copy=False)
+        heap_bytes = threads * n_items * k * (dtype.itemsize + 4)
+        if heap_bytes <= _PAIR_HEAP_BUDGET:
+            # each pair once, into both items' per-thread heaps: half the multiply-adds
+            kernel.item_neighbours_pairs(
+                col_indptr, col_users, places.data.astype(np.int64, copy=False), *row_args,
+                scale.astype(dtype), float(params["shrinkage"]), k,
+                np.empty((threads, n_items, k), dtype=dtype), np.empty((threads, n_items, k), dtype=np.int32),
+                np.zeros((threads, n_items), dtype=np.int32), ids, sims, threads)
+        else:  # a catalogue too big for per-thread heaps of every item: each item's row alone
+            kernel.item_neighbours(col_indptr, col_users, by_user.data[places.data], *row_args,
+                                   scale.astype(dtype), float(params["shrinkage"]), k, ids, sims, threads)
         return Fitted(None, None, item_similarity=_neighbour_matrix(ids, sims, n_items))
 
     @property

@@ -71,6 +71,24 @@ def test_knn_similarity_matches_reference(similarity, dtype, threads):
     np.testing.assert_allclose(model.item_similarity_.toarray(), want, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("path", ["pairs", "rows"])
+@pytest.mark.parametrize("shape, density", [((40, 25), 0.2), ((60, 400), 0.01)])  # dense and sparse scans
+def test_both_neighbour_paths_match_reference(monkeypatch, path, shape, density):
+    import fastrec.models.knn as knn
+    if path == "rows":  # per-thread heaps of every item would not fit: each item's row alone
+        monkeypatch.setattr(knn, "_PAIR_HEAP_BUDGET", 0)
+    X = _random_matrix(*shape, density, seed=11, weights=True)
+    for similarity, shrinkage in (("cosine", 0.0), ("bm25", 2.0)):
+        model = ItemKNN(k=7, similarity=similarity, shrinkage=shrinkage, dtype=np.float64, num_threads=2).fit(X)
+        got = model.item_similarity_.toarray()
+        full = ref_similarity(X.toarray(), similarity, X.shape[1], shrinkage)  # every positive pair
+        want = ref_similarity(X.toarray(), similarity, 7, shrinkage)
+        kept = got != 0
+        np.testing.assert_allclose(got[kept], full[kept], rtol=1e-10)  # every kept value is the pair's
+        for j in range(X.shape[1]):  # and each row keeps the 7 best (equal values may swap ids)
+            np.testing.assert_allclose(np.sort(got[j][kept[j]]), np.sort(want[j][want[j] != 0]), rtol=1e-10)
+
+
 def test_knn_shrinkage_matches_reference():
     X = _random_matrix(30, 20, 0.25, seed=2)
     model = ItemKNN(k=4, shrinkage=3.0, dtype=np.float64).fit(X)
