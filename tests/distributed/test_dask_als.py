@@ -61,7 +61,7 @@ def test_more_blocks_than_workers_and_the_loss(dask_client, counts_matrix):
     model = DaskALS(**params, client=dask_client).fit(
         counts_matrix, callback=lambda it, elapsed, loss: seen.append((it, loss)), blocks=5, timeout=WAIT)
     assert_same_model(model, ref)
-    np.testing.assert_allclose(model.loss_history_, ref.loss_history_, rtol=1e-5)
+    np.testing.assert_allclose(model.loss_history_, ref.loss_history_, rtol=1e-4)  # ~1e-7 measured
     assert [it for it, _ in seen] == [0, 1, 2]
 
 
@@ -71,7 +71,7 @@ def test_ials_parameters_follow_als(dask_client, counts_matrix):
     model = DaskALS(**params, client=dask_client).fit(counts_matrix, compute_loss=True, exchange="rows",
                                                       timeout=WAIT)
     assert_same_model(model, ref)
-    np.testing.assert_allclose(model.loss_history_, ref.loss_history_, rtol=1e-5)
+    np.testing.assert_allclose(model.loss_history_, ref.loss_history_, rtol=1e-4)  # ~1e-7 measured
 
 
 def test_worker_threads_despite_dask_omp_setting(one_worker_client):
