@@ -164,7 +164,7 @@ class ServingMixin:
             fresh = check_interactions(X, "X", dtype=state.dtype, shape=(None, state.n_items), allow_empty=True)
         if users is None:
             if fresh is None:
-                raise ValueError("users is required unless X gives the rows of new users")
+                raise ValueError("users is required unless X gives the rows of new users (or user_features describes them)")
             user_ids, scalar = None, False
         else:
             user_ids, scalar = check_ids(users, state.n_users, "users")
