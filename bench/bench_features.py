@@ -90,6 +90,12 @@ def ndcg_auc(scores: np.ndarray, relevant: sp.csr_matrix, k: int = 10) -> tuple[
     return float(np.mean(ndcgs)), float(np.mean(aucs))
 
 
+def scored(label: str, scores: np.ndarray, relevant: sp.csr_matrix, fit: C.Sample | None = None) -> dict:
+    """A table row: ndcg@10 and AUC of ``scores``, and the fit's wall time when given."""
+    ndcg, auc = ndcg_auc(scores, relevant)
+    return {"model": label, "ndcg@10": ndcg, "auc": auc, **({"fit s": fit.wall} if fit is not None else {})}
+
+
 # ---------------------------------------------------------------- models
 def fastrec_fit(train: Any, user_features: Any, item_features: Any, threads: int, **params: Any):
     import fastrec
@@ -154,7 +160,7 @@ def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
     profile = R_train @ B
     profile = sp.csr_matrix(sp.diags(1 / np.maximum(np.asarray(profile.sum(axis=1)).ravel(), 1e-12)) @ profile)
     scores = np.asarray((profile[testers] @ B[cold].T).todense())
-    rows.append({"model": "popular in the same genres", **dict(zip(("ndcg@10", "auc"), ndcg_auc(scores, relevant)))})
+    rows.append(scored("popular in the same genres", scores, relevant))
     Mu = matrix_of(users, X.shape[0], True)
     variants = (("item features", items, matrix_of(items, X.shape[1], False)),
                 ("item features + identity", with_identity(items), matrix_of(items, X.shape[1], True)),
@@ -162,14 +168,10 @@ def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
     anchors = []
     for label, feats, M in variants:
         model, t = fastrec_fit(train, with_identity(users), feats, threads)
-        rows.append({"model": f"fastrec WARP, {label}",
-                     **dict(zip(("ndcg@10", "auc"), ndcg_auc(fastrec_scores(model, testers, cold), relevant))),
-                     "fit s": t.wall})
+        rows.append(scored(f"fastrec WARP, {label}", fastrec_scores(model, testers, cold), relevant, t))
         lfm, t = lightfm_fit(R_train, Mu, M, threads)
         anchors.append(f"LightFM WARP, {label}")
-        rows.append({"model": anchors[-1],
-                     **dict(zip(("ndcg@10", "auc"), ndcg_auc(lightfm_scores(lfm, Mu, M, testers, cold),
-                                                             relevant))), "fit s": t.wall})
+        rows.append(scored(anchors[-1], lightfm_scores(lfm, Mu, M, testers, cold), relevant, t))
     judged(rows, "fastrec WARP, item features, not normalised", anchors)
     report.table(f"(a) Item cold start: {cold.size} held-out titles (cold_item_split, seed {SEED}), {testers.size} "
                  f"users ranking them; users: demographics + identity; {EPOCHS} epochs, {threads} threads. "
@@ -206,14 +208,12 @@ def user_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
         peers = warm[keys[warm] == key]
         group = np.asarray(R_train[peers].sum(axis=0)).ravel() if peers.size else popularity
         scores[keys[cold] == key] = group + 1e-6 * popularity
-    rows.append({"model": "popular among the same gender and age band",
-                 **dict(zip(("ndcg@10", "auc"), ndcg_auc(scores, relevant)))})
+    rows.append(scored("popular among the same gender and age band", scores, relevant))
     model = fastrec.ALS(factors=FACTORS, num_threads=threads, random_state=SEED)
     with C.Timer() as t:
         model.fit(train, user_features=users)
-    rows.append({"model": "fastrec ALS + ridge map of user features",
-                 **dict(zip(("ndcg@10", "auc"), ndcg_auc(cold_user_scores(model, cold), relevant))),
-                 "fit s": t.seconds})
+    rows.append(scored("fastrec ALS + ridge map of user features", cold_user_scores(model, cold), relevant,
+                       t.sample))
     anchors = []
     for label, feats, Mu, Mi in (("user features", users, matrix_of(users, X.shape[0], False), None),
                                  ("user features, not normalised", raw(users),
@@ -221,13 +221,10 @@ def user_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
                                  ("user features, item features + identity", users,
                                   matrix_of(users, X.shape[0], False), matrix_of(items, X.shape[1], True))):
         model, t = fastrec_fit(train, feats, with_identity(items) if Mi is not None else None, threads)
-        rows.append({"model": f"fastrec WARP, {label}",
-                     **dict(zip(("ndcg@10", "auc"), ndcg_auc(cold_user_scores(model, cold), relevant))),
-                     "fit s": t.wall})
+        rows.append(scored(f"fastrec WARP, {label}", cold_user_scores(model, cold), relevant, t))
         lfm, t = lightfm_fit(R_train, Mu, Mi, threads)
         anchors.append(f"LightFM WARP, {label}")
-        rows.append({"model": anchors[-1], **dict(zip(("ndcg@10", "auc"), ndcg_auc(
-            lightfm_scores(lfm, Mu, Mi, cold, all_items), relevant))), "fit s": t.wall})
+        rows.append(scored(anchors[-1], lightfm_scores(lfm, Mu, Mi, cold, all_items), relevant, t))
     judged(rows, "fastrec ALS + ridge map of user features", anchors)
     report.table(f"(b) User cold start: {cold.size} held-out users (cold_user_split, seed {SEED}) ranked over all "
                  f"{X.shape[1]} titles from gender, age band and occupation alone; {EPOCHS} epochs, {threads} "
