@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .als_explain import hu_contributions
+from .als_start import _check_confidence, initial_factors  # noqa: F401  (both also used by DaskALS)
 from .base import Fitted
 from .side import fit_ridge_maps
 from .factors import FactorModel
@@ -28,7 +30,7 @@ from ..kernels.als_columns import ColumnSlices, slice_budget
 from ..kernels import load_kernel
 from ..utils.progress import Progress
 from ..utils.threads import blas_single_thread
-from ..utils.validation import (CSR_TYPES, check_bool, check_callback, check_choice, check_float, check_ids,
+from ..utils.validation import (CSR_TYPES, check_bool, check_callback, check_choice, check_float,
                           check_int, check_interactions, check_rows, check_scalar_id)
 
 __all__ = ["ALS", "initial_factors"]
@@ -36,43 +38,6 @@ __all__ = ["ALS", "initial_factors"]
 _SOLVERS = {"cg": 0, "cholesky": 1}
 
 Callback = Callable[[int, float, float], Any]
-
-
-def _check_confidence(Cui: sp.csr_matrix, params: dict[str, Any]) -> None:
-    """Reject values whose confidence the solver cannot represent (it would overflow to NaN)."""
-    if not Cui.nnz:
-        return
-    form = kernel_form(params)
-    largest = (1.0 if form.binary else float(np.abs(Cui.data).max())) * form.alpha
-    limit = float(np.finfo(params["dtype"]).max) ** 0.25  # c, c^2 and sums of them stay finite
-    if largest > limit and form.binary:
-        raise ValueError(f"unobserved_weight={params['unobserved_weight']:.3g} is too small: the solver's "
-                         f"confidence 1 / unobserved_weight reaches {largest:.3g}, beyond what "
-                         f"{np.dtype(params['dtype']).name} ALS can solve ({limit:.3g})")
-    if largest > limit:
-        raise ValueError(f"X holds values up to {largest / max(params['alpha'], 1e-300):.3g}, so "
-                         f"alpha * |value| reaches {largest:.3g}, beyond what {np.dtype(params['dtype']).name} "
-                         f"ALS can solve ({limit:.3g}); scale X down (log1p, binarize) or lower alpha")
-
-
-def initial_factors(n_users: int, n_items: int, factors: int, dtype: Any, random_state: Any
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """ALS's starting factors: small normal draws, the users' first, then the items'.
-
-    Drawn in float32 (no float64 temporary adding to peak memory), and the
-    same draws whatever the dtype, so float32 and float64 fits agree;
-    ``fastrec.distributed.DaskALS`` starts from the same draws.
-
-    Returns
-    -------
-    user_factors, item_factors : ndarray of ``dtype``, (n_users, factors) and (n_items, factors)
-    """
-    rng = np.random.default_rng(random_state)
-    user_factors = rng.standard_normal((n_users, factors), dtype=np.float32).astype(dtype, copy=False)
-    user_factors *= 0.01
-    item_factors = rng.standard_normal((n_items, factors), dtype=np.float32).astype(dtype, copy=False)
-    item_factors *= 0.01
-    return user_factors, item_factors
 
 
 class ALS(FactorModel):
@@ -507,22 +472,8 @@ class ALS(FactorModel):
             row = state.user_items[user_id[:1]]
         if X is not None:
             _check_confidence(row, {**params, "dtype": state.dtype})  # errors name X
-        Y = state.item_factors.astype(np.float64)
-        liked = row.indices
-        form = kernel_form(params)
-        r = kernel_values(row, form).data.astype(np.float64)
-        conf = form.alpha * np.abs(r) + (0.0 if form.implicit else 1.0)
-        pref = (r > 0).astype(np.float64) * form.scale  # iALS: the kernel's solve times 1/(1 + alpha0)
         lam = float(self._regularization(np.array([row.nnz]), {**params, "dtype": np.float64}, state.n_items)[0])
-        Yu = Y[liked]
-        A = Y.T @ Y + lam * np.eye(Y.shape[1]) + (Yu * (conf - 1)[:, None]).T @ Yu
-        try:
-            w = np.linalg.solve(A, Y[item_id[0]])
-        except np.linalg.LinAlgError:
-            what = "X" if X is not None else "the user's stored interactions"
-            raise ValueError(f"explain: {what} give a singular system (values too large or no "
-                             "regularization); the score cannot be split into contributions") from None
-        contributions = (Yu @ w) * conf * pref
+        liked, contributions = hu_contributions(state.item_factors, row, int(item_id[0]), params, lam, X is not None)
         score = float(contributions.sum())
         order = np.lexsort((liked, -contributions))
         if n is not None:

@@ -24,7 +24,7 @@ from ..utils.threads import resolve_num_threads
 from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, check_interactions,
                                 check_num_threads, check_random_state, check_raw_ids)
 from .serving import ServingMixin, raw_to_index
-from .state import SIDES, FittedState, id_maps_of, non_finite
+from .state import FittedState, id_maps_of, non_finite
 
 __all__ = ["Recommender", "FittedState", "Fitted"]
 

@@ -20,7 +20,7 @@ from .state import FittedState
 from ..kernels import load_kernel
 from ..utils.progress import Progress
 from .state import non_finite
-from ..utils.validation import (check_bool, check_callback, check_choice, check_float, check_ids, check_int,
+from ..utils.validation import (check_bool, check_callback, check_choice, check_float, check_int,
                           check_interactions)
 
 __all__ = ["BPR"]

@@ -8,7 +8,6 @@ model whose user vectors are computed rather than stored overrides ``_queries``.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
