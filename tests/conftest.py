@@ -134,25 +134,15 @@ def kernel_variants(name: str) -> list:
     return _BUILDS[name][0] if name in _BUILDS else _import_builds(name)[0]
 
 
-@pytest.fixture(params=kernel_variants("als"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
-def als_kernel(request):
-    """Each build of the ALS kernel module."""
-    return request.param
+def _kernel_fixture(name: str):
+    """A fixture giving each build of ``fastrec._<name>`` in turn."""
+    @pytest.fixture(params=kernel_variants(name), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
+    def fixture(request):
+        return request.param
+    fixture.__doc__ = f"Each build of the {name} kernel module."
+    return fixture
 
 
-@pytest.fixture(params=kernel_variants("topk"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
-def topk_kernel(request):
-    """Each build of the top-K kernel module."""
-    return request.param
-
-
-@pytest.fixture(params=kernel_variants("sgd"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
-def sgd_kernel(request):
-    """Each build of the SGD kernel module."""
-    return request.param
-
-
-@pytest.fixture(params=kernel_variants("knn"), ids=lambda module: module.__name__.rsplit(".", 1)[-1])
-def knn_kernel(request):
-    """Each build of the item-item neighbour kernel module."""
-    return request.param
+# als_kernel, topk_kernel, sgd_kernel, knn_kernel
+for _name in ("als", "topk", "sgd", "knn"):
+    globals()[f"{_name}_kernel"] = _kernel_fixture(_name)
