@@ -161,16 +161,19 @@ class ColdStartMixin:
             seen = state.user_items
             user_items = sp.csr_matrix((seen.data, seen.indices, seen.indptr),
                                        shape=(state.n_users, state.n_items + count))
-            side = state.item_features
+            item_factors, side = self._append_items(state, vectors)
             matrix = sp.vstack([side.matrix, rows.astype(side.matrix.dtype)], format="csr")
             item_bias = None
             if state.item_bias is not None:
                 item_bias = np.concatenate([state.item_bias, bias if bias is not None
                                             else np.zeros(count, state.item_bias.dtype)])
-            self._state = replace(state, item_factors=np.vstack([state.item_factors, vectors]),
-                                  item_bias=item_bias, user_items=user_items, item_map=item_map,
-                                  item_features=replace(side, matrix=matrix), cache={})
+            self._state = replace(state, item_factors=item_factors, item_bias=item_bias, user_items=user_items,
+                                  item_map=item_map, item_features=replace(side, matrix=matrix), cache={})
         return self
+
+    def _append_items(self, state: FittedState, vectors: np.ndarray) -> tuple[np.ndarray, Any]:
+        """The item factors and item side features after ``add_items`` appends ``vectors``."""
+        return np.vstack([state.item_factors, vectors]), state.item_features
 
     # -------------------------------------------------------------- explain
     def explain_features(self, item: Any, user: Any = None, user_features: Any = None, n: int | None = 5,

@@ -16,6 +16,7 @@ ALS and new users fold in as ``x B`` without any solve.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ from ..utils.threads import resolve_num_threads
 from ..utils.validation import check_dtype, check_float, check_num_threads
 from .base import Fitted
 from .factors import FactorModel
-from .item_item import explain_item_item, liked_rows
+from .item_item import explain_item_item, item_features_only, liked_rows
+from .side import fit_ridge_maps
 from .state import FittedState
 
 __all__ = ["EASE"]
@@ -85,6 +87,7 @@ class EASE(FactorModel):
     """
 
     _state_members = ("item_factors",)
+    _takes_features = True  # item features only: cold items' columns of B from a ridge map
 
     def __init__(self, regularization: float = 500.0, dtype: Any = np.float32, num_threads: int = 0):
         self.regularization = regularization
@@ -99,13 +102,22 @@ class EASE(FactorModel):
             "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
         }
 
-    def fit(self, X: Any) -> "EASE":
+    def fit(self, X: Any, user_features: Any = None, item_features: Any = None) -> "EASE":
         """Solve for B from a users x items matrix.
 
         Parameters
         ----------
         X : scipy.sparse matrix, 2-D array or ``fastrec.Interactions``
             Users x items (binary in Steck's paper; weights are used as given).
+        user_features : None
+            Refused (TypeError): EASE knows users by their interactions only.
+        item_features : fastrec.Features or sparse matrix, optional
+            Item side features (aligned as in ``BPR.fit``).  An item without
+            interactions has a zero column in B; instead it gets its features'
+            image under an exact ridge map fitted from the features of the
+            items with interactions to their columns of B (as ALS's maps,
+            ``fastrec.models.side.fit_ridge_maps``), and ``add_items`` uses the
+            same map.  B is unchanged for items with interactions.
 
         Returns
         -------
@@ -116,9 +128,10 @@ class EASE(FactorModel):
         MemoryError
             The dense items x items matrices would not fit in the available memory.
         """
-        return self._fit_template(X)
+        item_features_only(user_features, "EASE")
+        return self._fit_template(X, item_features=item_features)
 
-    def _fit(self, X: sp.csr_matrix, params: dict[str, Any]) -> Fitted:
+    def _fit(self, X: sp.csr_matrix, params: dict[str, Any], features: tuple[Any, Any] | None = None) -> Fitted:
         dtype = params["dtype"]
         n_items = X.shape[1]
         needed = _FIT_COPIES * n_items * n_items * dtype.itemsize
@@ -144,7 +157,19 @@ class EASE(FactorModel):
         diagonal = np.diag(inverse).copy()
         inverse /= -diagonal[:, None]  # row j of P / -P[j, j] = column j of B (P is symmetric)
         np.fill_diagonal(inverse, 0)
-        return Fitted(None, np.ascontiguousarray(inverse))
+        item_factors = np.ascontiguousarray(inverse)
+        _, item_side = fit_ridge_maps(features, X, None, item_factors)  # cold items' columns, in place
+        return Fitted(None, item_factors, item_features=item_side)
+
+    def _append_items(self, state: FittedState, vectors: np.ndarray) -> tuple[np.ndarray, Any]:
+        """``add_items``: B grows by rows and columns (new items speak for nothing yet)."""
+        count = vectors.shape[0]
+        grown = np.zeros((state.n_items + count, state.n_items + count), dtype=state.item_factors.dtype)
+        grown[:state.n_items, :state.n_items] = state.item_factors
+        grown[state.n_items:, :state.n_items] = vectors
+        side = state.item_features
+        factors = np.hstack([side.factors, np.zeros((side.factors.shape[0], count), dtype=side.factors.dtype)])
+        return grown, replace(side, factors=factors)
 
     # ------------------------------------------------------------- serving
     def _queries(self, state: FittedState, user_ids: np.ndarray) -> np.ndarray:

@@ -55,3 +55,58 @@ def explain_item_item(model: Any, state: FittedState, weights_to: Any, user: Any
         order = order[:n]
     because = items[order].astype(np.int32)
     return float(parts.sum()), (state.item_map.to_ids(because) if raw_ids else because), parts[order]
+
+
+def item_features_only(user_features: Any, model_name: str) -> None:
+    """Item-item models know a user by their interactions only: ``user_features`` is refused."""
+    if user_features is not None:
+        raise TypeError(f"user_features: {model_name} scores users from their interactions only, so it has no "
+                        "use for user features; it takes item_features (items without interactions are then "
+                        "scored from their features), or use ALS/BPR for new users described by features")
+
+
+def cold_item_entries(S: sp.csr_matrix, side: Any, counts: np.ndarray, k: int, dtype: Any
+                      ) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Similarities of items without interactions, from an exact ridge map of their features.
+
+    The map ``W`` fitted on the items with interactions takes an item's side
+    features to its column ``S[:, i]`` (``ridge_map``, the penalty of ALS's
+    maps); a cold item's column is its features' image, and its row ``S[i, :]``
+    comes from a second map fitted to the rows.  Each keeps its ``k`` largest
+    positive entries over items with interactions.  Returns ``S`` with those
+    entries added and the column map (n_features x n_items, zero for identity
+    features) to keep as the side's factors.
+    """
+    from .side import RIDGE_REGULARIZATION
+    n_items = S.shape[0]
+    W = np.zeros((side.n_features, n_items), dtype=dtype)
+    cold = np.flatnonzero((counts == 0) & side.has_features())
+    warm = np.flatnonzero(counts > 0)
+    if cold.size == 0 or warm.size == 0 or side.n_side == 0:
+        return S, W
+    F = side.matrix[:, :side.n_side].astype(np.float64)
+    Fw = F[warm]
+    gram = np.asarray((Fw.T @ Fw).todense()) + RIDGE_REGULARIZATION * np.eye(side.n_side)
+    by_column = S.T.tocsr()
+    maps = [np.linalg.solve(gram, np.asarray((Fw.T @ M[warm]).todense())) for M in (by_column, S)]
+    W[:side.n_side] = maps[0]
+    rows, cols, vals = [], [], []
+    for lo in range(0, cold.size, 1024):
+        chunk = cold[lo:lo + 1024]
+        for transpose, Wm in zip((True, False), maps):
+            image = np.asarray(F[chunk] @ Wm)
+            image[:, counts == 0] = 0  # cold items speak only for and of items with interactions
+            top = np.argsort(-image, axis=1, kind="stable")[:, :k]
+            values = np.take_along_axis(image, top, axis=1)
+            keep = values > 0
+            owner = np.broadcast_to(chunk[:, None], top.shape)[keep]
+            rows.append(top[keep] if transpose else owner)
+            cols.append(owner if transpose else top[keep])
+            vals.append(values[keep])
+    extra = sp.csr_matrix((np.concatenate(vals).astype(dtype), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=S.shape)
+    out = sp.csr_matrix(S + extra, dtype=dtype)
+    out.sort_indices()
+    out.indices = out.indices.astype(np.int32, copy=False)
+    out.indptr = out.indptr.astype(np.int64, copy=False)
+    return out, W

@@ -20,6 +20,7 @@ pairs seen together by few users count less.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..kernels import load_kernel
 from ..utils.validation import check_choice, check_dtype, check_float, check_int, check_num_threads
 from ..utils.threads import resolve_num_threads
 from .base import Fitted, Recommender
-from .item_item import explain_item_item, liked_rows
+from .item_item import cold_item_entries, explain_item_item, item_features_only, liked_rows
 from .state import FittedState
 
 __all__ = ["ItemKNN"]
@@ -79,7 +80,8 @@ class ItemKNN(Recommender):
     Attributes
     ----------
     item_similarity_ : scipy.sparse.csr_matrix
-        ``S[j, i]``: the similarity of i among j's neighbours (at most ``k`` per row).
+        ``S[j, i]``: the similarity of i among j's neighbours (at most ``k`` per row, plus the
+        entries of items without interactions when fitted with ``item_features``).
 
     Notes
     -----
@@ -90,6 +92,7 @@ class ItemKNN(Recommender):
     """
 
     _state_members = ("item_similarity",)
+    _takes_features = True  # item features only: cold items' similarities from a ridge map
 
     def __init__(self, k: int = 100, similarity: str = "cosine", bm25_k1: float = 1.2, bm25_b: float = 0.75,
                  shrinkage: float = 0.0, dtype: Any = np.float32, num_threads: int = 0):
@@ -112,21 +115,34 @@ class ItemKNN(Recommender):
             "num_threads": resolve_num_threads(check_num_threads(self.num_threads)),
         }
 
-    def fit(self, X: Any) -> "ItemKNN":
+    def fit(self, X: Any, user_features: Any = None, item_features: Any = None) -> "ItemKNN":
         """Compute every item's ``k`` nearest neighbours from a users x items matrix.
 
         Parameters
         ----------
         X : scipy.sparse matrix, 2-D array or ``fastrec.Interactions``
             Interaction strengths, users x items; never modified.
+        user_features : None
+            Refused (TypeError): an item-item model knows users by their interactions only.
+        item_features : fastrec.Features or sparse matrix, optional
+            Item side features (aligned as in ``BPR.fit``).  Items without
+            interactions get neighbours from them: an exact ridge map fitted on
+            the items with interactions takes features to a column ``S[:, i]``
+            (and a second one to a row ``S[i, :]``), and each cold item keeps
+            its ``k`` largest positive mapped similarities to items with
+            interactions.  Items with interactions are unchanged.  The mapped
+            values are averages of similarities, so they are smaller than a
+            warm item's nearest neighbours: cold items rank well among
+            themselves and below strong warm matches.
 
         Returns
         -------
         self
         """
-        return self._fit_template(X)
+        item_features_only(user_features, "ItemKNN")
+        return self._fit_template(X, item_features=item_features)
 
-    def _fit(self, X: sp.csr_matrix, params: dict[str, Any]) -> Fitted:
+    def _fit(self, X: sp.csr_matrix, params: dict[str, Any], features: tuple[Any, Any] | None = None) -> Fitted:
         dtype = params["dtype"]
         W, scale = weighted_by_item(X, params["similarity"], params["bm25_k1"], params["bm25_b"])
         n_items = W.shape[1]
@@ -154,7 +170,12 @@ class ItemKNN(Recommender):
         else:  # a catalogue too big for per-thread heaps of every item: each item's row alone
             kernel.item_neighbours(col_indptr, col_users, by_user.data[places.data], *row_args,
                                    scale.astype(dtype), float(params["shrinkage"]), k, ids, sims, threads)
-        return Fitted(None, None, item_similarity=_neighbour_matrix(ids, sims, n_items))
+        S = _neighbour_matrix(ids, sims, n_items)
+        side = None if features is None else features[1]
+        if side is None:
+            return Fitted(None, None, item_similarity=S)
+        S, W = cold_item_entries(S, side, np.bincount(X.indices, minlength=n_items), k, dtype)
+        return Fitted(None, None, item_similarity=S, item_features=replace(side, factors=W))
 
     @property
     def item_similarity_(self) -> sp.csr_matrix:

@@ -144,8 +144,8 @@ def test_serving_errors_name_the_argument():
         model.recommend(users=0, user_features=users.transform({"group": ["Drama"]}))
     with pytest.raises(ValueError, match="user_features has 2 columns"):
         model.recommend(users=None, user_features=np.ones((1, 2)))
-    with pytest.raises(TypeError, match="does not use side features"):
-        fastrec.EASE()._fit_template(X, user_features=users)
+    with pytest.raises(TypeError, match="user_features: EASE scores users from their interactions only"):
+        fastrec.EASE().fit(X, user_features=users)
 
 
 @pytest.mark.parametrize("make", [_bpr, lambda: ALS(factors=8, iterations=3, random_state=0)])
