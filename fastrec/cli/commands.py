@@ -124,7 +124,11 @@ def _cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
     options = dict(n=args.n, exclude_seen=args.exclude_seen, raw_ids=raw,
                    candidates=_item_file(model, args.candidates, "candidate item", skip),
                    exclude=_item_file(model, args.exclude, "excluded item", skip))
-    if args.history is not None:
+    if args.user_features is not None:
+        from .features import read_new_rows
+        queries, rows = read_new_rows(args.user_features, model, args.model)
+        ids, scores = model.recommend(None, user_features=rows, **options)
+    elif args.history is not None:
         history = _item_file(model, args.history, "history item", skip)
         queries: Sequence[Any] = [None]
         ids, scores = model.recommend(None, X=history_row(model, history), **options)
@@ -134,7 +138,8 @@ def _cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
         queries = model_ids(model, "users", texts, "user", skip and batch)
         ids, scores = model.recommend(queries, **options) if len(queries) else ([], [])
     with output_stream(args.output, out) as stream:
-        write_rankings(stream, args.format or ("csv" if args.users_file else "table"),
+        batch = args.users_file is not None or (args.user_features is not None and len(queries) > 1)
+        write_rankings(stream, args.format or ("csv" if batch else "table"),
                        _rankings(queries, ids, scores, raw), "user")
     return 0
 

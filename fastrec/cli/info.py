@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ModelFormatError
+from .features import feature_summary
 from .inputs import load_model
 
 __all__ = ["model_report"]
@@ -82,4 +83,8 @@ def model_report(path: str) -> tuple[dict[str, Any], ModelFormatError | None]:
         "raw_item_ids": _id_kind(model.item_map_, model.n_items_),
         "parameters": model.get_params(),
     })
+    for side in ("user", "item"):
+        summary = feature_summary(getattr(state, f"{side}_features"))
+        if summary is not None:
+            report[f"{side}_features"] = summary
     return report, None

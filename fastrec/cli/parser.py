@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "recommend", "top-N items for a user, a file of users or a new user's history",
              "Recommend items to users of a saved model, by raw user id, or to a new user "
-             "described by the items in --history (folded in, not stored).  One user prints a "
+             "described by the items in --history (folded in, not stored), or to new users "
+             "described by their features in --user-features.  One user prints a "
              "table; --users-file writes one batch (CSV columns user,rank,item,score, or one "
              "JSON object per user with --format jsonl).  --candidates ranks only the items it "
              "lists, --exclude never recommends the items it lists.  Id files hold one raw id "
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  fastrec recommend model.npz --users-file users.txt --format jsonl --output recs.jsonl\n"
              "  fastrec recommend model.npz --user alice --no-exclude-seen\n"
              "  fastrec recommend model.npz --history watched.txt --n 5\n"
+             "  fastrec recommend model.npz --user-features new_users.csv --n 5\n"
              "  fastrec recommend model.npz --user 42 --candidates in_stock.txt --exclude sold_out.txt")
     p.add_argument("model", metavar="MODEL", help="model file written by 'fastrec fit'")
     who = p.add_mutually_exclusive_group(required=True)
@@ -167,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--users-file", metavar="FILE", help="file with one raw user id per line")
     who.add_argument("--history", metavar="FILE", help="a new user's history: file with one raw "
                      "item id per line (an item listed twice counts twice)")
+    who.add_argument("--user-features", metavar="FILE", help="new users described by their features "
+                     "(models fitted with --user-features): a CSV with a header and the columns of the "
+                     "fit's user feature file, one row per user (id column optional)")
     p.add_argument("--n", type=int, default=10, help="items per user (default: %(default)s)")
     p.add_argument("--candidates", metavar="FILE", help="file of raw item ids: rank only these")
     p.add_argument("--exclude", metavar="FILE", help="file of raw item ids never to recommend")
@@ -189,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "info", "what a model file holds",
              "Print a saved model's class, hyperparameters, sizes (users, items, factors, "
-             "interactions seen at fit time), the fastrec version that wrote it, whether it "
+             "interactions seen at fit time), its side features (how many, the first names), "
+             "the fastrec version that wrote it, whether it "
              "has raw user and item ids, and whether its checksum matches (a corrupted file "
              "is reported, and exits with status 1).",
              "  fastrec info model.npz\n  fastrec info model.npz --json")

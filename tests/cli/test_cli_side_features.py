@@ -55,3 +55,66 @@ def test_demo_shows_cold_start(capsys):
     assert code == 0
     assert "A brand-new viewer who says she likes Horror and Thriller" in out
     assert "A New Horror Release" in out and "viewers who like horror" in out
+
+
+def _fitted(tmp_path: Path, capsys) -> Path:
+    ratings, users, items = _files(tmp_path)
+    out = tmp_path / "m.npz"
+    code = cli.main(["fit", str(ratings), "--model", "warp", "--user-features", str(users), "--item-features",
+                     str(items), "--feature-unknown", "append", "--factors", "8", "--iterations", "5",
+                     "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    return out
+
+
+def test_recommend_new_users_from_a_feature_file(tmp_path, capsys):
+    path = _fitted(tmp_path, capsys)
+    model = fastrec.load(path)
+    new = tmp_path / "new.csv"
+    new.write_text("user_id,age,group\nnew1,30,Comedy\nnew2,61,Drama\n")
+    code = cli.main(["recommend", str(path), "--user-features", str(new), "--n", "3"])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    lines = out.strip().splitlines()
+    assert lines[0] == "user,rank,item,score" and len(lines) == 7
+    for label, group in (("new1", "Comedy"), ("new2", "Drama")):
+        rows = model.user_features_.transform({"group": [group], "age": [30 if group == "Comedy" else 61]})
+        expected, _ = model.recommend(None, user_features=rows, n=3, raw_ids=True)
+        got = [line.split(",")[2] for line in lines[1:] if line.startswith(label + ",")]
+        assert got == list(expected[0])
+    # no id column: rows are numbered; one row prints a table
+    single = tmp_path / "one.csv"
+    single.write_text("group,age\nAction,25\n")
+    assert cli.main(["recommend", str(path), "--user-features", str(single), "--n", "2"]) == 0
+    assert "item" in capsys.readouterr().out
+
+
+def test_recommend_user_features_errors_name_the_option(tmp_path, capsys):
+    path = _fitted(tmp_path, capsys)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,city\nx,Paris\n")
+    assert cli.main(["recommend", str(path), "--user-features", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert f"--user-features {bad}: no column(s) group, age" in err
+    ratings, _, _ = _files(tmp_path)
+    plain = tmp_path / "plain.npz"
+    assert cli.main(["fit", str(ratings), "--model", "warp", "--iterations", "2", "--out", str(plain),
+                     "--quiet"]) == 0
+    good = tmp_path / "good.csv"
+    good.write_text("group,age\nAction,25\n")
+    assert cli.main(["recommend", str(plain), "--user-features", str(good)]) != 0
+    assert "--user-features: " in (err := capsys.readouterr().err) and "fitted without user features" in err
+
+
+def test_info_shows_the_feature_names_and_counts(tmp_path, capsys):
+    import json
+    path = _fitted(tmp_path, capsys)
+    assert cli.main(["info", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = fastrec.load(path)
+    assert report["user_features"]["features"] == len(model.user_features_.side_names)
+    assert report["item_features"]["features"] == len(model.item_features_.side_names) == 4
+    assert "genres=Comedy" in report["item_features"]["names"]
+    assert cli.main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "item_features:" in out and "  names:" in out and "group=Action" in out
