@@ -21,7 +21,7 @@ from ..data.idmap import IdMap
 from ..exceptions import NotFittedError
 from ..utils.progress import logger
 from ..utils.threads import resolve_num_threads
-from ..utils.validation import (check_bool, check_dtype, check_ids, check_int, check_interactions,
+from ..utils.validation import (CSR_TYPES, check_bool, check_dtype, check_ids, check_int, check_interactions,
                                 check_num_threads, check_random_state, check_raw_ids)
 from .serving import ServingMixin, raw_to_index
 from .state import FittedState, id_maps_of, non_finite
@@ -195,6 +195,11 @@ class Recommender(ServingMixin):
         raw_ids = check_bool(raw_ids, "raw_ids")
         with self._fit_lock:  # one writer at a time; readers keep the old state
             state = self._require_state()
+            if side == "users" and not raw_ids and not kwargs:
+                updated = self._partial_fit_one_user(state, ids, X)
+                if updated is not None:
+                    self._state = updated
+                    return self
             own_count = state.n_users if side == "users" else state.n_items
             if raw_ids:
                 ids_arr, id_map = self._grow_raw_ids(state, side, ids, ids_name)
@@ -224,12 +229,9 @@ class Recommender(ServingMixin):
                                  f"pass one {per} ({shape})")
             rows = given if side == "users" else given.T.tocsr()
             rows.indices = rows.indices.astype(np.int32, copy=False)
-            own = state.factors(side)
             vectors = None
-            if own is not None:  # item-item models keep no vectors: the rows are the update
-                start = np.zeros((ids_arr.size, own.shape[1]), dtype=own.dtype)
-                known = ids_arr < own_count
-                start[known] = own[ids_arr[known]]
+            start = state.factor_rows(side, ids_arr)  # current vectors (through pending updates), new ids zero
+            if start is not None:  # item-item models keep no vectors: the rows are the update
                 vectors = self._solve_rows(state, rows, side, start, **kwargs)
             if non_finite(vectors):
                 raise FloatingPointError(f"{type(self).__name__}: the updated {side} vectors are NaN or "
@@ -239,6 +241,30 @@ class Recommender(ServingMixin):
                 raise ValueError(f"{ids_name}: the raw {side[:-1]} ids do not cover the new {side}")
             self._state = state.with_rows(side, ids_arr, vectors, rows, id_map)
         return self
+
+    def _solve_one_user(self, state: FittedState, indptr: Any, indices: Any, data: Any) -> np.ndarray | None:
+        """One user's partial-fit vector (1 x f) from a single CSR row's arrays, or None.
+
+        The latency path of ``partial_fit_users``: the implementation checks
+        the arrays itself (dtypes, sorted unique in-range columns, finite
+        non-zero values) and returns None for anything it does not handle,
+        which then takes the validated general path.  Models whose user update
+        is an exact fold-in (ALS) override it; by default there is none.
+        """
+        return None
+
+    def _partial_fit_one_user(self, state: FittedState, ids: Any, X: Any) -> FittedState | None:
+        """The new state for one stored user's canonical CSR row by ``_solve_one_user``, else None."""
+        if type(X) not in CSR_TYPES or X.shape != (1, state.n_items):
+            return None
+        ids_arr = check_ids(ids, _INT32_MAX, "user_ids")[0]
+        if ids_arr.size != 1 or ids_arr[0] >= state.n_users:
+            return None  # several users, or a new one: the general path
+        indptr, indices, data = X.indptr, X.indices, X.data
+        vector = self._solve_one_user(state, indptr, indices, data)
+        if vector is None or non_finite(vector):
+            return None  # the general path checks the row (and raises for a non-finite update)
+        return state.with_user_rows(ids_arr, vector, indptr, indices, data, state.user_map)
 
     def _grow_raw_ids(self, state: FittedState, side: str, raw: Any, name: str) -> tuple[np.ndarray, IdMap]:
         """Indices of raw ids, with ids the model does not know appended (in the order given)."""

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import load_kernel
-from ..kernels.topk import csr_rows, top_k
+from ..kernels.topk import top_k
 from ..utils.progress import Progress
 from .base import Recommender
 from .cold import ColdStartMixin
@@ -57,7 +57,7 @@ class FactorModel(ColdStartMixin, Recommender):
 
     def _queries(self, state: FittedState, user_ids: np.ndarray) -> np.ndarray:
         """The query vectors of stored users."""
-        return state.user_factors[user_ids]
+        return state.factor_rows("users", user_ids)
 
     def _chunk_size(self, state: FittedState) -> int:
         return _RECOMMEND_CHUNK
@@ -77,7 +77,7 @@ class FactorModel(ColdStartMixin, Recommender):
                 seen = fresh
             else:
                 # union of the patterns: adding raw values could cancel an entry out
-                seen = (abs(state.user_items[user_ids]) + abs(fresh)).tocsr()
+                seen = (abs(state.seen_rows(user_ids)) + abs(fresh)).tocsr()
                 seen.sort_indices()
         return top_k(queries, state.item_factors, state.item_bias, n, seen, mask, cands,
                      1 if queries.shape[0] == 1 else self._serving_threads(), index=state.ranking_index())
@@ -95,7 +95,7 @@ class FactorModel(ColdStartMixin, Recommender):
         progress = Progress(len(starts), "recommend", enabled=show_progress, unit="chunk")
         for start in starts:
             chunk = user_ids[start:start + chunk_size]
-            seen = csr_rows(state.user_items, chunk) if exclude_seen else None
+            seen = state.seen_pattern(chunk) if exclude_seen else None
             part_ids, part_scores = top_k(self._queries(state, chunk), state.item_factors, state.item_bias,
                                           n, seen, mask, cands, threads, index=index)
             if ids is None:
@@ -122,6 +122,10 @@ class FactorModel(ColdStartMixin, Recommender):
     def _pair_scores(self, state: FittedState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = np.empty(users.size, dtype=state.item_factors.dtype)
         bias = state.item_bias if state.item_bias is not None else np.empty(0, out.dtype)
-        load_kernel("topk").pair_scores(state.user_factors, state.item_factors, bias, users, items, out,
+        user_factors = state.user_factors if state.pending is None or users.size >= 10000 else None
+        if user_factors is None:  # pending updates: the few users' vectors, not the merged matrix
+            user_factors = np.ascontiguousarray(state.factor_rows("users", users))
+            users = np.arange(users.size, dtype=np.int32)
+        load_kernel("topk").pair_scores(user_factors, state.item_factors, bias, users, items, out,
                                         1 if users.size < 10000 else self._serving_threads())
         return out

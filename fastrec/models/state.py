@@ -4,9 +4,22 @@ Thread safety: all fitted arrays live in one ``FittedState`` that is replaced
 by a single attribute assignment when a fit completes.  Serving calls read
 ``model._state`` once, so a concurrent ``fit`` or ``partial_fit_*`` is seen
 either entirely or not at all.
+
+User partial fits do not copy model-wide arrays: the new state shares the
+base user factors and seen-items CSR with its parent and adds the changed
+rows to a ``RowLog``, an append-only record shared by the states derived
+from one base.  Each state sees only the first ``length`` entries of the log
+(its ``UserOverlay``), so a reader holding an older state sees exactly the
+older model.  ``factor_rows``, ``seen_rows``/``seen_pattern`` and
+``interaction_counts`` read through the overlay in O(rows asked for);
+``user_factors`` and ``user_items`` give the merged arrays, built once per
+state on first use (save, whole-model readers).  The log is merged into a new
+base when it passes ``merge_threshold`` rows (amortised O(row) per update),
+by an item partial fit, and by the next ``fit``.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 
@@ -14,9 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.idmap import IdMap
-from ..kernels.topk import RankingIndex
+from ..kernels.topk import RankingIndex, csr_rows
 
-__all__ = ["FitParams", "FittedState", "id_maps_of", "replace_rows", "non_finite"]
+__all__ = ["FitParams", "FittedState", "RowLog", "UserOverlay", "id_maps_of", "replace_rows", "non_finite"]
 
 SIDES = ("users", "items")
 
@@ -26,6 +39,18 @@ CACHES_OF_SIDE = {
     "items": ("ranking_index", "gram_items", "fold_in_plan", "normalized_items"),
     "users": ("gram_users", "normalized_users"),
 }
+# caches of the base arrays alone, which a user overlay shares with its parent
+_BASE_CACHES = ("base_counts_items",)
+
+
+def merge_threshold(n_rows: int) -> int:
+    """Overlay rows at which a partial fit merges them into new base arrays.
+
+    A merge copies the whole model (O(nnz + n f)); merging every ``n / 64``
+    rows (at least 1024) keeps its amortised cost per updated row at a few
+    dozen bytes of every other row.
+    """
+    return max(1024, n_rows // 64)
 
 
 class FitParams(Mapping):
@@ -64,6 +89,77 @@ def _readonly(arr: np.ndarray | None) -> np.ndarray | None:
     return arr
 
 
+class RowLog:
+    """Append-only record of replaced user rows, shared by the states derived from one base.
+
+    Entry ``k`` holds one user's vector (or None) and its seen items (sorted
+    int32 indices and values).  A state sees the entries below its overlay's
+    ``length``; entries are never changed once written, so a state never sees
+    a later update.  Only the model's writer (under its lock) appends.
+    """
+
+    __slots__ = ("positions", "entries", "ids")
+
+    def __init__(self) -> None:
+        self.positions: dict[int, list[int]] = {}  # row -> its entries, ascending
+        self.entries: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
+        self.ids = np.empty(64, dtype=np.int64)  # entry -> row (grown by doubling; a prefix never changes)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def prefix(self, length: int) -> "RowLog":
+        """A new log holding this one's first ``length`` entries (when a state that is not the tip is updated)."""
+        log = RowLog()
+        for k in range(length):
+            vector, indices, data = self.entries[k]
+            log.append(int(self.ids[k]), vector, indices, data)
+        return log
+
+    def append(self, row: int, vector: np.ndarray | None, indices: np.ndarray, data: np.ndarray) -> None:
+        k = len(self.entries)
+        if k == self.ids.size:
+            ids = np.empty(2 * k, dtype=np.int64)
+            ids[:k] = self.ids
+            self.ids = ids  # readers holding the old buffer still see the same prefix
+        self.ids[k] = row
+        self.entries.append((_readonly(vector), _readonly(indices), _readonly(data)))
+        self.positions.setdefault(row, []).append(k)
+
+
+@dataclass(frozen=True)
+class UserOverlay:
+    """A state's view of a ``RowLog``: its first ``length`` entries, over ``n_rows`` users in all."""
+
+    log: RowLog
+    length: int
+    n_rows: int
+
+    def entry(self, row: int) -> int:
+        """The latest entry of ``row`` this state sees, or -1."""
+        positions = self.log.positions.get(row)
+        if positions is None:
+            return -1
+        k = bisect_left(positions, self.length) - 1
+        return positions[k] if k >= 0 else -1
+
+    def entries_of(self, rows: np.ndarray) -> np.ndarray:
+        """The latest entry of each of ``rows`` (-1 for rows without one)."""
+        out = np.full(rows.size, -1, dtype=np.int64)
+        if rows.size == 1:
+            out[0] = self.entry(int(rows[0]))
+            return out
+        for k in np.flatnonzero(np.isin(rows, self.log.ids[:self.length])):
+            out[k] = self.entry(int(rows[k]))
+        return out
+
+    def latest(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, entries): every updated row once, with its latest entry, rows ascending."""
+        reversed_ids = self.log.ids[:self.length][::-1]
+        rows, first = np.unique(reversed_ids, return_index=True)
+        return rows.astype(np.int32), self.length - 1 - first
+
+
 @dataclass(frozen=True, eq=False)
 class FittedState:
     """Everything a fitted model serves from; never mutated after creation.
@@ -71,6 +167,11 @@ class FittedState:
     ``params`` holds the checked hyperparameters the model was fitted with
     (read-only).  Fold-in, partial fits and ``explain`` use them, so a
     ``set_params`` after ``fit`` does not change what a fitted model answers.
+
+    ``user_factors`` and ``user_items`` are the merged arrays: with pending
+    user updates (``pending``) they are built on first use, so hot paths read
+    users through ``factor_rows`` and ``seen_rows``/``seen_pattern`` instead.
+    ``dataclasses.replace`` gives a merged state without pending updates.
     """
 
     user_factors: np.ndarray | None  # None for models without user vectors (item-item models)
@@ -87,33 +188,43 @@ class FittedState:
     item_features: Any = None
     # lazily filled, derived-only caches (idempotent, so races are harmless)
     cache: dict = field(default_factory=dict, repr=False)
+    # user rows updated since the base arrays (set by with_rows only; replace() drops it)
+    pending: UserOverlay | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for factors, count, side in ((self.user_factors, self.user_items.shape[0], "users"),
-                                     (self.item_factors, self.user_items.shape[1], "items")):
+        base_factors, base_seen = self._user_factors, self._user_items
+        for factors, count, side in ((base_factors, base_seen.shape[0], "users"),
+                                     (self.item_factors, base_seen.shape[1], "items")):
             if factors is not None and factors.shape[0] != count:
                 raise ValueError(f"{side[:-1]} factors have {factors.shape[0]} rows for {count} {side}")
-        _readonly(self.user_factors)
+        _readonly(base_factors)
         _readonly(self.item_factors)
         _readonly(self.item_bias)
-        for matrix in (self.user_items, self.item_similarity):
+        for matrix in (base_seen, self.item_similarity):
             if matrix is not None:
                 for arr in (matrix.data, matrix.indices, matrix.indptr):
                     _readonly(arr)
-        for features, count, side in ((self.user_features, self.user_items.shape[0], "users"),
-                                      (self.item_features, self.user_items.shape[1], "items")):
+        for features, count, side in ((self.user_features, base_seen.shape[0], "users"),
+                                      (self.item_features, base_seen.shape[1], "items")):
             if features is not None and features.matrix.shape[0] != count:
                 raise ValueError(f"{side[:-1]} features have {features.matrix.shape[0]} rows for {count} {side}")
         if not isinstance(self.params, FitParams):
             object.__setattr__(self, "params", FitParams(self.params))
 
+    def _derive(self, **changes: Any) -> "FittedState":
+        """A copy with some attributes changed, sharing everything else (no checks, no copies)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
     @property
     def n_users(self) -> int:
-        return self.user_items.shape[0]
+        return self.pending.n_rows if self.pending is not None else self._user_items.shape[0]
 
     @property
     def n_items(self) -> int:
-        return self.user_items.shape[1]
+        return self._user_items.shape[1]
 
     @property
     def dtype(self) -> np.dtype:
@@ -121,7 +232,7 @@ class FittedState:
         for arr in (self.item_factors, None if self.item_similarity is None else self.item_similarity.data):
             if arr is not None:
                 return arr.dtype
-        return self.user_items.dtype
+        return self._user_items.dtype
 
     def factors(self, side: str) -> np.ndarray | None:
         return self.user_factors if side == "users" else self.item_factors
@@ -132,6 +243,99 @@ class FittedState:
     def side_features(self, side: str) -> Any:
         """The ``SideFeatures`` of users or items, or None without features."""
         return self.user_features if side == "users" else self.item_features
+
+    # ------------------------------------------------- reads through the overlay
+    def _merged_users(self) -> tuple[np.ndarray | None, sp.csr_matrix]:
+        """The user factors and seen-items CSR with the pending rows merged in (built once per state)."""
+        merged = self.cache.get("merged_users")
+        if merged is None:
+            pending = self.pending
+            rows, entries = pending.latest()
+            picked = [pending.log.entries[e] for e in entries]
+            base_factors, base_seen = self._user_factors, self._user_items
+            factors = None
+            if base_factors is not None:
+                factors = np.zeros((pending.n_rows, base_factors.shape[1]), dtype=base_factors.dtype)
+                factors[:base_factors.shape[0]] = base_factors
+                if rows.size:
+                    factors[rows] = np.stack([vector for vector, _, _ in picked])
+            lengths = np.array([indices.size for _, indices, _ in picked], dtype=np.int64)
+            indptr = np.zeros(rows.size + 1, dtype=np.int64)
+            np.cumsum(lengths, out=indptr[1:])
+            empty_i, empty_d = np.zeros(0, np.int32), np.zeros(0, base_seen.dtype)
+            new_rows = sp.csr_matrix((np.concatenate([empty_d] + [d for _, _, d in picked]),
+                                      np.concatenate([empty_i] + [i for _, i, _ in picked]), indptr),
+                                     shape=(rows.size, base_seen.shape[1]))
+            seen = replace_rows(base_seen, rows, new_rows, pending.n_rows)
+            for arr in (factors, seen.data, seen.indices, seen.indptr):
+                _readonly(arr)
+            merged = (factors, seen)
+            self.cache["merged_users"] = merged
+        return merged
+
+    def factor_rows(self, side: str, ids: np.ndarray) -> np.ndarray | None:
+        """The vectors of users (items) ``ids`` as a new (len(ids), f) array, or None without vectors.
+
+        Ids past the stored rows (a partial fit growing the model) get zeros.
+        """
+        base = self.item_factors if side == "items" else self._user_factors
+        if base is None:
+            return None
+        pending = self.pending if side == "users" else None
+        if pending is None and (ids.size == 0 or int(ids.max()) < base.shape[0]):
+            return base[ids]
+        entries = np.full(ids.size, -1) if pending is None else pending.entries_of(ids)
+        out = np.zeros((ids.size, base.shape[1]), dtype=base.dtype)
+        known = (entries < 0) & (ids < base.shape[0])
+        out[known] = base[ids[known]]
+        for k in np.flatnonzero(entries >= 0):
+            out[k] = pending.log.entries[entries[k]][0]
+        return out
+
+    def _gather_seen(self, ids: np.ndarray, with_data: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(indptr, indices, data or None) of the seen rows of users ``ids``, read through the overlay."""
+        pending, base = self.pending, self._user_items
+        entries = pending.entries_of(ids)
+        from_base = (entries < 0) & (ids < base.shape[0])
+        rows = np.where(from_base, ids, 0)
+        starts = base.indptr[rows].astype(np.int64)
+        lengths = np.where(from_base, base.indptr[rows + 1] - starts, 0)
+        hits = np.flatnonzero(entries >= 0)
+        picked = [pending.log.entries[e] for e in entries[hits]]
+        lengths[hits] = [indices.size for _, indices, _ in picked]
+        indptr = np.zeros(ids.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        if ids.size == 1 and hits.size:  # one updated user: its own arrays
+            return indptr, picked[0][1], picked[0][2] if with_data else None
+        mask = np.repeat(from_base, lengths)
+        source = (np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1]))[mask]
+        indices = np.empty(int(indptr[-1]), dtype=np.int32)
+        indices[mask] = base.indices[source]
+        data = None
+        if with_data:
+            data = np.empty(int(indptr[-1]), dtype=base.dtype)
+            data[mask] = base.data[source]
+        for k, (_, row_indices, row_data) in zip(hits, picked):
+            indices[indptr[k]:indptr[k + 1]] = row_indices
+            if with_data:
+                data[indptr[k]:indptr[k + 1]] = row_data
+        return indptr, indices, data
+
+    def seen_pattern(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` of the items users ``ids`` have seen (the top-K kernel's seen filter)."""
+        if self.pending is None:
+            return csr_rows(self._user_items, ids)
+        return self._gather_seen(ids, False)[:2]
+
+    def seen_rows(self, ids: np.ndarray) -> sp.csr_matrix:
+        """The seen-items rows of users ``ids`` (len(ids) x n_items CSR, sorted int32 indices)."""
+        if self.pending is None:
+            return self._user_items[ids]
+        indptr, indices, data = self._gather_seen(np.asarray(ids), True)
+        out = sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, self.n_items))
+        out.indices, out.indptr = indices, indptr  # keep int32 indices
+        out.has_sorted_indices = True
+        return out
 
     def profiled(self, side: str) -> np.ndarray:
         """Whether each user (item) has interactions or side features: something its vector comes from."""
@@ -152,9 +356,25 @@ class FittedState:
         key = f"counts_{side}"
         value = self.cache.get(key)
         if value is None:
-            seen = self.user_items
-            value = (np.diff(seen.indptr) if side == "users"
-                     else np.bincount(seen.indices, minlength=self.n_items))
+            base, pending = self._user_items, self.pending
+            if side == "users":
+                value = np.zeros(self.n_users, dtype=np.int64)
+                value[:base.shape[0]] = np.diff(base.indptr)
+            else:
+                value = self.cache.get("base_counts_items")
+                if value is None:
+                    value = _readonly(np.bincount(base.indices, minlength=self.n_items))
+                    self.cache["base_counts_items"] = value
+            if pending is not None:
+                rows, entries = pending.latest()
+                lengths = [pending.log.entries[e][1].size for e in entries]
+                if side == "users":
+                    value[rows] = lengths
+                else:
+                    old = rows[rows < base.shape[0]]
+                    value = (value - np.bincount(csr_rows(base, old)[1], minlength=self.n_items)
+                             + np.bincount(np.concatenate([np.zeros(0, np.int32)] + [
+                                 pending.log.entries[e][1] for e in entries]), minlength=self.n_items))
             value = _readonly(value)
             self.cache[key] = value
         return value
@@ -170,32 +390,71 @@ class FittedState:
             self.cache[key] = value
         return value
 
-    def with_rows(self, side: str, ids: np.ndarray, vectors: np.ndarray, rows: sp.csr_matrix,
+    # ----------------------------------------------------------- partial fits
+    def merged(self) -> "FittedState":
+        """This state with its pending user updates merged into new base arrays (itself without any)."""
+        if self.pending is None:
+            return self
+        factors, seen = self._merged_users()
+        kept = {key: self.cache[key] for key in CACHES_OF_SIDE["items"] if key in self.cache}
+        return FittedState(factors, self.item_factors, seen, self.item_bias, self.user_map, self.item_map,
+                           self.params, self.item_similarity, self.user_features, self.item_features, kept)
+
+    def with_rows(self, side: str, ids: np.ndarray, vectors: np.ndarray | None, rows: sp.csr_matrix,
                   id_map: IdMap | None) -> "FittedState":
         """A new state where the users (or items) ``ids`` have ``vectors`` and interactions ``rows``.
 
         ``rows`` is one row per id, in users x items orientation for users and
         items x users for items.  Ids past the end grow the model; the rows in
         between start empty with zero vectors.  ``id_map`` is the side's map
-        after growth.
+        after growth.  Users go into the overlay (O(rows given)); items merge
+        it and rebuild the seen matrix (O(nnz)).
+        """
+        if side == "users":
+            rows = rows.astype(self._user_items.dtype, copy=False)
+            rows.sort_indices()
+            return self.with_user_rows(ids, vectors, rows.indptr, rows.indices.astype(np.int32, copy=False),
+                                       rows.data, id_map)
+        return self.merged()._with_item_rows(ids, vectors, rows, id_map)
+
+    def with_user_rows(self, ids: np.ndarray, vectors: np.ndarray | None, indptr: np.ndarray,
+                       indices: np.ndarray, data: np.ndarray, id_map: IdMap | None) -> "FittedState":
+        """``with_rows`` for users given as canonical CSR arrays (sorted int32 indices, the model's dtype).
+
+        The new state shares every model-wide array with this one: the rows go
+        into the overlay (copied: the caller keeps its arrays).
         """
         from .side import grow_rows
-        own_count = self.n_users if side == "users" else self.n_items
+        pending = self.pending or UserOverlay(RowLog(), 0, self.n_users)
+        # a state that is not the log's tip (say, a copied model updated twice) starts its own log
+        log = pending.log if len(pending.log) == pending.length else pending.log.prefix(pending.length)
+        for k, row in enumerate(ids.tolist()):
+            lo, hi = indptr[k], indptr[k + 1]
+            log.append(row, None if vectors is None else vectors[k].copy(), indices[lo:hi].copy(),
+                       data[lo:hi].copy())
+        n_rows = max(pending.n_rows, int(ids.max()) + 1 if ids.size else 0)
+        features = self.user_features
+        if features is not None and n_rows > self.n_users:
+            features = grow_rows(features, n_rows)
+        kept = {key: self.cache[key] for key in CACHES_OF_SIDE["items"] + _BASE_CACHES if key in self.cache}
+        new = self._derive(pending=UserOverlay(log, len(log), n_rows), user_map=id_map, user_features=features,
+                           cache=kept)
+        return new.merged() if len(log) >= merge_threshold(n_rows) else new
+
+    def _with_item_rows(self, ids: np.ndarray, vectors: np.ndarray | None, rows: sp.csr_matrix,
+                        id_map: IdMap | None) -> "FittedState":
+        from .side import grow_rows
+        own_count = self.n_items
         new_count = max(own_count, int(ids.max()) + 1 if ids.size else 0)
-        features = grow_rows(self.side_features(side), new_count)
-        factors = self.factors(side)
+        features = grow_rows(self.item_features, new_count)
+        factors = self.item_factors
         if factors is not None:
             old = factors
             factors = np.empty((new_count, old.shape[1]), dtype=old.dtype)
             factors[:own_count] = old
             factors[own_count:] = 0
             factors[ids] = vectors
-        other = "items" if side == "users" else "users"
-        kept = {key: self.cache[key] for key in CACHES_OF_SIDE[other] if key in self.cache}
-        if side == "users":
-            seen = replace_rows(self.user_items, ids, rows, new_count)
-            return replace(self, user_factors=factors, user_items=seen, user_map=id_map, user_features=features,
-                           cache=kept)
+        kept = {key: self.cache[key] for key in CACHES_OF_SIDE["users"] if key in self.cache}
         seen = replace_rows(self.user_items.T.tocsr(), ids, rows, new_count).T.tocsr()
         seen.sort_indices()
         seen.indices = seen.indices.astype(np.int32, copy=False)
@@ -205,6 +464,26 @@ class FittedState:
             bias[:self.item_bias.size] = self.item_bias
         return replace(self, item_factors=factors, user_items=seen, item_bias=bias, item_map=id_map,
                        item_features=features, cache=kept)
+
+
+def _user_side_property(name: str) -> property:
+    """``user_factors``/``user_items``: the base array, or the merged one when updates are pending."""
+    slot = f"_{name}"
+    position = 0 if name == "user_factors" else 1
+
+    def get(self: FittedState) -> Any:
+        if self.pending is None:
+            return self.__dict__[slot]
+        return self._merged_users()[position]
+
+    def set_(self: FittedState, value: Any) -> None:  # the dataclass __init__ only (the class is frozen)
+        self.__dict__[slot] = value
+
+    return property(get, set_, doc=f"The {name.replace('_', ' ')}, pending user updates merged in.")
+
+
+FittedState.user_factors = _user_side_property("user_factors")
+FittedState.user_items = _user_side_property("user_items")
 
 
 def id_maps_of(X: Any) -> tuple[IdMap | None, IdMap | None]:
