@@ -184,12 +184,15 @@ def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: di
     loss = 0.0
     if with_loss:  # the objective's terms of these rows, their own penalty included (ALS._loss, by rows)
         rows, kernel, no_columns = shard.rows, load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
+        # One thread: the compiled als_loss shares its per-entry confidence and preference
+        # (c, pref, set through pointers) between its OpenMP threads, so with several threads
+        # an entry is now and then scored with another thread's confidence (loss off by ~1e-4
+        # relative, factors unaffected).  Serial, a block's loss is exact and reproducible.
         if is_ials(params):
-            loss = ials_loss(kernel, rows, X, Y, shard.reg, no_columns, params, threads, gram=gram)
+            loss = ials_loss(kernel, rows, X, Y, shard.reg, no_columns, params, 1, gram=gram)
         else:
             loss = float(kernel.als_loss(rows.indptr, rows.indices, rows.data, X, Y, gram, shard.reg, no_columns,
-                                         X.dtype.type(params["alpha"]), params["confidence"] == "implicit",
-                                         threads))
+                                         X.dtype.type(params["alpha"]), params["confidence"] == "implicit", 1))
     # these rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)
     scale = params["unobserved_weight"] if is_ials(params) else 1.0
     norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
