@@ -116,7 +116,7 @@ def test_user_update_shares_the_model_wide_arrays():
                           sp.csr_matrix(np.array([[1, 0, 0, 0, 1]], np.float32)), None)
     assert new.pending is not None and state.pending is None
     assert new._user_items is state._user_items and new._user_factors is state._user_factors
-    assert "merged_users" not in new.cache  # nothing merged until a whole-model reader asks
+    assert not {"merged_user_factors", "merged_user_items"} & set(new.cache)  # nothing merged until asked
     merged = new.merged()
     assert merged.pending is None and merged is not new
     np.testing.assert_array_equal(merged.user_items.toarray(), new.user_items.toarray())
