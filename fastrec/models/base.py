@@ -257,14 +257,20 @@ class Recommender(ServingMixin):
         """The new state for one stored user's canonical CSR row by ``_solve_one_user``, else None."""
         if type(X) not in CSR_TYPES or X.shape != (1, state.n_items):
             return None
-        ids_arr = check_ids(ids, _INT32_MAX, "user_ids")[0]
-        if ids_arr.size != 1 or ids_arr[0] >= state.n_users:
-            return None  # several users, or a new one: the general path
+        user = ids[0] if type(ids) is list and len(ids) == 1 else ids  # [u] without NumPy calls
+        if type(user) is not int:
+            user = check_ids(ids, _INT32_MAX, "user_ids")[0]
+            if user.size != 1:
+                return None  # several users: the general path
+            user = int(user[0])
+        if not 0 <= user < state.n_users:
+            return None  # a new user, or a bad id: the general path grows the model or raises
         indptr, indices, data = X.indptr, X.indices, X.data
         vector = self._solve_one_user(state, indptr, indices, data)
-        if vector is None or non_finite(vector):
+        if vector is None or not np.isfinite(vector.sum(dtype=np.float64)):
             return None  # the general path checks the row (and raises for a non-finite update)
-        return state.with_user_rows(ids_arr, vector, indptr, indices, data, state.user_map)
+        return state.with_user_rows(np.array([user], dtype=np.int32), vector, indptr, indices, data,
+                                    state.user_map)
 
     def _grow_raw_ids(self, state: FittedState, side: str, raw: Any, name: str) -> tuple[np.ndarray, IdMap]:
         """Indices of raw ids, with ids the model does not know appended (in the order given)."""
