@@ -196,38 +196,38 @@ def test_seen_filter_excludes_newly_added_items_at_once(kind):
     np.testing.assert_array_equal(np.sort(batch[1][batch[1] >= 0]), np.sort(got))
 
 
-@pytest.mark.parametrize("kind", ["als", "bpr"])
-def test_serving_after_user_updates_equals_the_merged_model(kind):
-    X = _data(2)
+def _updated_model(kind: str, seed: int, updates: int):
+    """A fitted model after ``updates`` partial fits of two users each (some of them new), still pending."""
+    X = _data(seed)
     model = MODELS[kind]().fit(X)
-    rng = np.random.default_rng(6)
-    for _ in range(5):
+    rng = np.random.default_rng(seed + 10)
+    for _ in range(updates):
         ids = rng.choice(X.shape[0] + 2, size=2, replace=False)
         model.partial_fit_users(ids, _random_csr(rng, 2, X.shape[1], 0.3))
     assert model._state.pending is not None
+    return X, model
+
+
+@pytest.mark.parametrize("kind", ["als", "bpr"])
+def test_serving_after_user_updates_equals_the_merged_model(kind):
+    X, model = _updated_model(kind, 2, updates=5)
     merged = pickle.loads(pickle.dumps(model))
     merged._state = model._state.merged()
     users = np.arange(model.n_users_)
-    for a, b in ((model, merged),):
-        np.testing.assert_array_equal(a.recommend(users, n=7)[0], b.recommend(users, n=7)[0])
-        np.testing.assert_array_equal(a.predict(users, users % X.shape[1]), b.predict(users, users % X.shape[1]))
-        np.testing.assert_array_equal(a.similar_users(users[:5], n=4)[0], b.similar_users(users[:5], n=4)[0])
-        np.testing.assert_array_equal(a.similar_items(np.arange(5), n=4)[0], b.similar_items(np.arange(5), n=4)[0])
-        for user in (0, users[-1]):
-            np.testing.assert_array_equal(a.recommend(user, n=7)[0], b.recommend(user, n=7)[0])
-            assert a.predict(user, 1) == b.predict(user, 1)
+    pairs = users % X.shape[1]
+    np.testing.assert_array_equal(model.recommend(users, n=7)[0], merged.recommend(users, n=7)[0])
+    np.testing.assert_array_equal(model.predict(users, pairs), merged.predict(users, pairs))
+    np.testing.assert_array_equal(model.similar_users(users[:5], n=4)[0], merged.similar_users(users[:5], n=4)[0])
+    np.testing.assert_array_equal(model.similar_items(np.arange(5), n=4)[0], merged.similar_items(np.arange(5), n=4)[0])
+    for user in (0, users[-1]):
+        np.testing.assert_array_equal(model.recommend(user, n=7)[0], merged.recommend(user, n=7)[0])
+        assert model.predict(user, 1) == merged.predict(user, 1)
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_save_after_partial_fits_round_trips_to_the_merged_model(kind):
-    X = _data(3)
-    model = MODELS[kind]().fit(X)
-    rng = np.random.default_rng(7)
-    for _ in range(3):
-        ids = rng.choice(X.shape[0] + 2, size=2, replace=False)
-        model.partial_fit_users(ids, _random_csr(rng, 2, X.shape[1], 0.3))
+    _, model = _updated_model(kind, 3, updates=3)
     state = model._state
-    assert state.pending is not None
     merged = state.merged()
     buffer = io.BytesIO()
     model.save(buffer)
