@@ -13,8 +13,17 @@ Speed (MovieLens-20M-shaped synthetic data, 64 factors, 2 threads):
 (c) fastrec BPR's seconds per epoch <= 0.5 x implicit BPR's.  The two fits
     alternate in one process; each reports every epoch's end through its
     callback, the first epoch is dropped and the figures are medians.
+(d) Heavy-tailed data (issue 17): 138,493 users x 26,744 items x 20M
+    interactions from ``make_synthetic`` with flatter exponents
+    (``user_alpha=0.28, item_alpha=0.54``: users up to ~2,900 items, median
+    126; items up to ~56,000 users), so that every user row is long and the
+    popular items are very popular: fastrec BPR's seconds per epoch <= 0.3 x
+    implicit's, same parameters, both verifying negatives.
 
-Run: ``python bench/bench_bpr.py [--quick] [--repeats N] [--no-quality] [--no-speed]``
+Both builds: ``FASTREC_KERNELS=avx2 python bench/bench_bpr.py`` caps the
+kernels at AVX2 on an AVX-512 machine (the report names the build).
+
+Run: ``python bench/bench_bpr.py [--quick] [--repeats N] [--no-quality] [--no-speed] [--no-heavy]``
 """
 from __future__ import annotations
 
@@ -30,6 +39,11 @@ import _common as C  # noqa: E402
 FACTORS = 64
 WARP_TIME_BAR = 0.5  # fastrec WARP time / LightFM WARP time
 SPEED_BAR = 0.5  # fastrec BPR s/epoch / implicit BPR s/epoch
+HEAVY_SPEED_BAR = 0.3  # the same on the heavy-tailed data (issue 17)
+# users x items x interactions and the Zipf exponents of the heavy-tailed data
+HEAVY_SHAPE = (138_493, 26_744, 20_000_000)
+HEAVY_QUICK_SHAPE = (17_312, 6_686, 2_500_000)
+HEAVY_ALPHAS = {"user_alpha": 0.28, "item_alpha": 0.54}
 LIGHTFM = {"learning_rate": 0.05, "epochs": 30}
 IMPLICIT = {"learning_rate": 0.05, "iterations": 100}
 # fastrec rows: (label, BPR parameters); the first WARP and first BPR row are judged
@@ -113,6 +127,38 @@ def quality(threads: int, seed: int) -> tuple[list[dict], dict]:
 
 
 # ---------------------------------------------------------------- speed
+def heavy_tailed(quick: bool = False, seed: int = C.DATA_SEED):
+    """The heavy-tailed data of (d), generated once and cached under ``bench/.cache``."""
+    import numpy as np
+    import scipy.sparse as sp
+    n_users, n_items, nnz = HEAVY_QUICK_SHAPE if quick else HEAVY_SHAPE
+    alphas = "_".join(f"{k}{v}" for k, v in HEAVY_ALPHAS.items())
+    path = C.CACHE / f"heavy_{n_users}x{n_items}x{nnz}_{alphas}_seed{seed}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(n_users, n_items))
+        X.has_sorted_indices = True
+        return X
+    from fastrec.datasets import make_synthetic
+    print(f"generating heavy-tailed data {n_users} x {n_items} x {nnz} (cached at {path}) ...",
+          file=sys.stderr, flush=True)
+    X = C._canonical_csr(make_synthetic(n_users, n_items, nnz, random_state=seed, as_csr=True,
+                                        **HEAVY_ALPHAS))
+    C.CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, data=X.data, indices=X.indices, indptr=X.indptr)
+    tmp.replace(path)
+    return X
+
+
+def tails(X) -> str:
+    """The longest user row and the most popular item's users, and their medians."""
+    import numpy as np
+    rows, cols = np.diff(X.indptr), np.bincount(X.indices, minlength=X.shape[1])
+    return (f"user rows up to {rows.max():,} (median {np.median(rows):.0f}), "
+            f"items up to {cols.max():,} users (median {np.median(cols):.0f})")
+
+
 def fastrec_epochs(X, threads: int, epochs: int, seed: int = 0) -> list[C.Sample]:
     import fastrec
     marks: list = []
@@ -141,14 +187,15 @@ def sample_cost(factors: int) -> tuple[float, float]:
     return 14.0 * factors, 24.0 * factors + 192.0
 
 
-def speed(X, threads: int, repeats: int, epochs: int, rates: C.MachineRates) -> tuple[dict, dict, dict]:
+def speed(X, threads: int, repeats: int, epochs: int, rates: C.MachineRates,
+          bar: float = SPEED_BAR) -> tuple[dict, dict, dict]:
     result = C.alternate({
         "fastrec": lambda: fastrec_epochs(X, threads, epochs),
         "implicit": lambda: implicit_epochs(X, threads, epochs),
     }, repeats=repeats, warmup=False)
     ours, anchor = result.median("fastrec"), result.median("implicit")
     ratio = result.ratio("fastrec", "implicit")
-    row = C.ratio_row(f"BPR, {FACTORS} factors", ours, anchor, ratio, SPEED_BAR, unit="s/epoch",
+    row = C.ratio_row(f"BPR, {FACTORS} factors", ours, anchor, ratio, bar, unit="s/epoch",
                       samples=len(result.samples["fastrec"]))
     flops, bytes_ = sample_cost(FACTORS)
     floor = {
@@ -168,7 +215,7 @@ def speed(X, threads: int, repeats: int, epochs: int, rates: C.MachineRates) -> 
 # ------------------------------------------------------------------- run
 def run(quick: bool = False, threads: int = C.THREADS, repeats: int | None = None,
         epochs: int | None = None, with_quality: bool = True, with_speed: bool = True,
-        seed: int = 0) -> C.Report:
+        seed: int = 0, with_heavy: bool = True) -> C.Report:
     report = C.Report("BPR and WARP vs LightFM and implicit (issue 4)")
     env = C.environment()
     report.notes += [line[2:] for line in C.environment_lines(env)]  # markdown() adds the bullets
@@ -196,7 +243,26 @@ def run(quick: bool = False, threads: int = C.THREADS, repeats: int | None = Non
                      [row], C.ratio_columns("s/epoch", last=("samples", "bar", "pass")))
         report.table(f"Floors per epoch ({rates.line()}).", [floor], list(floor))
         report.raw["speed"] = raw
+    if with_heavy:
+        X = heavy_tailed(quick)
+        rates = C.machine_rates()
+        print("BPR speed on heavy-tailed data ...", file=sys.stderr, flush=True)
+        row, floor, raw = speed(X, threads, repeats or (2 if quick else 3), epochs or 3, rates,
+                                bar=HEAVY_SPEED_BAR)
+        report.table(f"Speed, heavy-tailed data (issue 17): {C.describe(X)}, {tails(X)}; "
+                     f"make_synthetic with {HEAVY_ALPHAS}; kernels {kernel_build()}; {threads} threads "
+                     "each; median seconds per epoch over alternated fits (first epoch dropped); "
+                     "ratio = fastrec / implicit; both verify negatives.",
+                     [row], C.ratio_columns("s/epoch", last=("samples", "bar", "pass")))
+        report.table(f"Floors per epoch, heavy-tailed data ({rates.line()}).", [floor], list(floor))
+        report.raw["heavy"] = raw
     return report
+
+
+def kernel_build() -> str:
+    """The kernel variant the SGD module was loaded from (FASTREC_KERNELS caps it)."""
+    from fastrec.kernels import kernel_variant
+    return kernel_variant()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,11 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="model seed for the quality runs")
     parser.add_argument("--no-quality", action="store_true", help="skip the ML-1M comparison")
     parser.add_argument("--no-speed", action="store_true", help="skip the synthetic-data timing")
+    parser.add_argument("--no-heavy", action="store_true", help="skip the heavy-tailed-data timing")
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is not timed)")
     report = run(args.quick, args.threads, args.repeats, args.epochs, not args.no_quality,
-                 not args.no_speed, args.seed)
+                 not args.no_speed, args.seed, not args.no_heavy)
     print(report.markdown())
     report.save("bpr")
     return 0
