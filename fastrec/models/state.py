@@ -40,7 +40,7 @@ CACHES_OF_SIDE = {
     "users": ("gram_users", "normalized_users"),
 }
 # caches a user update keeps: the items' own, and those of the base arrays (which it shares)
-_KEPT_BY_USER_UPDATES = CACHES_OF_SIDE["items"] + ("base_counts_items",)
+_KEPT_BY_USER_UPDATES = CACHES_OF_SIDE["items"] + ("base_counts_items", "base_item_users")
 
 
 def merge_threshold(n_rows: int) -> int:
@@ -135,10 +135,12 @@ class RowLog:
 class UserOverlay:
     """A state's view of a ``RowLog``: its first ``length`` entries, over ``n_rows`` users in all (immutable)."""
 
-    __slots__ = ("log", "length", "n_rows")
+    __slots__ = ("log", "length", "n_rows", "vectors_changed")
 
-    def __init__(self, log: RowLog, length: int, n_rows: int) -> None:
+    def __init__(self, log: RowLog, length: int, n_rows: int, vectors_changed: bool = True) -> None:
         self.log, self.length, self.n_rows = log, length, n_rows
+        # False while only seen rows changed (item updates): the base user factors are still current
+        self.vectors_changed = vectors_changed
 
     def __repr__(self) -> str:
         return f"UserOverlay({self.length} rows pending, {self.n_rows} users)"
@@ -267,8 +269,8 @@ class FittedState:
             picked = [pending.log.entries[e] for e in entries]
             if part == 0:
                 base = self._user_factors
-                if base is None:
-                    return None
+                if base is None or not pending.vectors_changed:
+                    return base
                 merged = np.zeros((pending.n_rows, base.shape[1]), dtype=base.dtype)
                 merged[:base.shape[0]] = base
                 if rows.size:
@@ -431,16 +433,21 @@ class FittedState:
             rows.sort_indices()
             return self.with_user_rows(ids, vectors, rows.indptr, rows.indices.astype(np.int32, copy=False),
                                        rows.data, id_map)
+        if ids.size and int(ids.max()) < self.n_items:
+            return self._with_item_columns(ids, vectors, rows, id_map)
         return self.merged()._with_item_rows(ids, vectors, rows, id_map)
 
     def with_user_rows(self, ids: np.ndarray, vectors: np.ndarray | None, indptr: np.ndarray,
-                       indices: np.ndarray, data: np.ndarray, id_map: IdMap | None) -> "FittedState":
+                       indices: np.ndarray, data: np.ndarray, id_map: IdMap | None,
+                       vectors_changed: bool = True) -> "FittedState":
         """``with_rows`` for users given as canonical CSR arrays (sorted int32 indices, the model's dtype).
 
         The new state shares every model-wide array with this one: the rows go
         into the overlay (copied: the caller keeps its arrays).
+        ``vectors_changed=False`` says ``vectors`` are the users' current ones
+        (only their seen items change), so the users' caches stay.
         """
-        pending = self.pending or UserOverlay(RowLog(), 0, self.n_users)
+        pending = self.pending or UserOverlay(RowLog(), 0, self.n_users, False)
         # a state that is not the log's tip (say, a copied model updated twice) starts its own log
         log = pending.log if len(pending.log) == pending.length else pending.log.prefix(pending.length)
         rows = ids.tolist()
@@ -454,10 +461,56 @@ class FittedState:
             from .side import grow_rows
             features = grow_rows(features, n_rows)
         cache = self.cache
-        kept = {key: cache[key] for key in _KEPT_BY_USER_UPDATES if key in cache}
-        new = self._derive(pending=UserOverlay(log, len(log), n_rows), user_map=id_map, user_features=features,
-                           cache=kept)
+        keys = _KEPT_BY_USER_UPDATES if vectors_changed else _KEPT_BY_USER_UPDATES + CACHES_OF_SIDE["users"]
+        kept = {key: cache[key] for key in keys if key in cache}
+        overlay = UserOverlay(log, len(log), n_rows, pending.vectors_changed or vectors_changed)
+        new = self._derive(pending=overlay, user_map=id_map, user_features=features, cache=kept)
         return new.merged() if len(log) >= merge_threshold(n_rows) else new
+
+    def _users_of_items(self, items: np.ndarray) -> np.ndarray:
+        """Users whose stored row may hold one of ``items`` (a superset: base columns and pending rows)."""
+        columns = self.cache.get("base_item_users")
+        if columns is None:  # the base's CSC pattern, built once per base (user updates keep it)
+            base = self._user_items
+            columns = sp.csr_matrix((np.ones(base.nnz, dtype=np.int8), base.indices, base.indptr),
+                                    shape=base.shape).tocsc()
+            self.cache["base_item_users"] = columns
+        users = [columns.indices[columns.indptr[i]:columns.indptr[i + 1]] for i in items.tolist()]
+        if self.pending is not None:
+            rows, entries = self.pending.latest()
+            pending_entries = self.pending.log.entries
+            users.append(rows[[bool(np.isin(pending_entries[e][1], items).any()) for e in entries]])
+        return np.unique(np.concatenate([np.zeros(0, np.int32)] + users)).astype(np.int32)
+
+    def _with_item_columns(self, ids: np.ndarray, vectors: np.ndarray | None, rows: sp.csr_matrix,
+                           id_map: IdMap | None) -> "FittedState":
+        """Stored items ``ids`` get ``vectors`` and the users x 1 columns ``rows`` (items x users CSR).
+
+        The item vectors are copied (O(m f)); the seen matrix is not: every user
+        whose row gains or loses one of the items gets its new row in the user
+        overlay, with its vector unchanged (O(entries of those users)).
+        """
+        factors = self.item_factors
+        if factors is not None:
+            factors = factors.copy()
+            factors[ids] = vectors
+        affected = np.union1d(self._users_of_items(ids), rows.indices).astype(np.int32)
+        current = self.seen_rows(affected)
+        positions = np.repeat(np.arange(affected.size), np.diff(current.indptr))
+        keep = ~np.isin(current.indices, ids)
+        counts = np.diff(rows.indptr)
+        patched = sp.csr_matrix(
+            (np.concatenate([current.data[keep], rows.data.astype(current.dtype, copy=False)]),
+             (np.concatenate([positions[keep], np.searchsorted(affected, rows.indices)]),
+              np.concatenate([current.indices[keep], np.repeat(ids, counts)]))),
+            shape=(affected.size, self.n_items))
+        patched.sum_duplicates()  # canonical: sorted, and no entry appears twice
+        kept = {key: self.cache[key] for key in CACHES_OF_SIDE["users"] + ("base_item_users",)
+                if key in self.cache}
+        state = self._derive(item_factors=_readonly(factors), item_map=id_map, cache=kept)
+        return state.with_user_rows(affected, state.factor_rows("users", affected), patched.indptr,
+                                    patched.indices.astype(np.int32, copy=False), patched.data,
+                                    self.user_map, vectors_changed=False)
 
     def _with_item_rows(self, ids: np.ndarray, vectors: np.ndarray | None, rows: sp.csr_matrix,
                         id_map: IdMap | None) -> "FittedState":

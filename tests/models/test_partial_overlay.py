@@ -91,6 +91,37 @@ def test_overlay_reads_match_a_dense_reference(seed, n_updates, threshold):
         _assert_state_matches(old_state, old_ref, rng)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n_updates=st.integers(1, 10))
+def test_mixed_user_and_item_updates_match_a_dense_reference(seed, n_updates):
+    rng = np.random.default_rng(seed)
+    state = FittedState(rng.standard_normal((N_USERS, F)).astype(np.float32),
+                        rng.standard_normal((N_ITEMS, F)).astype(np.float32), _random_csr(rng, N_USERS, N_ITEMS))
+    ref = _Reference(state)
+    items = np.array(state.item_factors)
+    history = []
+    for _ in range(n_updates):
+        if rng.random() < 0.5:
+            ids = rng.choice(state.n_users, size=int(rng.integers(1, 4)), replace=False).astype(np.int32)
+            vectors = rng.standard_normal((ids.size, F)).astype(np.float32)
+            rows = _random_csr(rng, ids.size, N_ITEMS, density=0.3)
+            state = state.with_rows("users", ids, vectors, rows, None)
+            ref.update(ids, vectors, rows)
+        else:  # stored items get new vectors and columns (items x users rows)
+            ids = rng.choice(N_ITEMS, size=int(rng.integers(1, 3)), replace=False).astype(np.int32)
+            vectors = rng.standard_normal((ids.size, F)).astype(np.float32)
+            columns = _random_csr(rng, ids.size, state.n_users, density=float(rng.choice([0.0, 0.3])))
+            state = state.with_rows("items", ids, vectors, columns, None)
+            items[ids] = vectors
+            ref.seen[:, ids] = columns.toarray().T
+        snapshot = _Reference.__new__(_Reference)
+        snapshot.factors, snapshot.seen = ref.factors.copy(), ref.seen.copy()
+        history.append((state, snapshot, items.copy()))
+    for old_state, old_ref, old_items in history:
+        np.testing.assert_array_equal(old_state.item_factors, old_items)
+        _assert_state_matches(old_state, old_ref, rng)
+
+
 def test_a_state_that_is_not_the_logs_tip_starts_its_own_log():
     rng = np.random.default_rng(1)
     base = FittedState(rng.standard_normal((5, 2)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32),
@@ -273,7 +304,7 @@ def test_item_update_after_user_updates_keeps_them():
     vector = model.user_factors_[4].copy()
     column = _random_csr(rng, X.shape[0], 1, 0.3)
     model.partial_fit_items([2], column)
-    assert model._state.pending is None  # the item update merged the overlay
+    assert model._state.pending is not None  # the item's column went into the user overlay
     np.testing.assert_array_equal(model.user_factors_[4], vector)
     want = row.toarray()[0]
     want[2] = column.toarray()[4, 0]
