@@ -25,14 +25,18 @@ def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return tuple(paths)
 
 
-def test_fit_with_feature_files(tmp_path, capsys):
+def _fitted(tmp_path: Path, capsys) -> Path:
     ratings, users, items = _files(tmp_path)
     out = tmp_path / "m.npz"
     code = cli.main(["fit", str(ratings), "--model", "warp", "--user-features", str(users), "--item-features",
                      str(items), "--feature-unknown", "append", "--factors", "8", "--iterations", "5",
                      "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
-    model = fastrec.load(out)
+    return out
+
+
+def test_fit_with_feature_files(tmp_path, capsys):
+    model = fastrec.load(_fitted(tmp_path, capsys))
     assert model.n_items_ == 46 and "m999" in set(model.item_map_.labels)  # m5 and m999 appended
     names = set(model.user_features_.side_names)
     assert {"group=Action", "group=Drama"} <= names and any(n.startswith("age=") for n in names)  # age bucketed
@@ -55,16 +59,6 @@ def test_demo_shows_cold_start(capsys):
     assert code == 0
     assert "A brand-new viewer who says she likes Horror and Thriller" in out
     assert "A New Horror Release" in out and "viewers who like horror" in out
-
-
-def _fitted(tmp_path: Path, capsys) -> Path:
-    ratings, users, items = _files(tmp_path)
-    out = tmp_path / "m.npz"
-    code = cli.main(["fit", str(ratings), "--model", "warp", "--user-features", str(users), "--item-features",
-                     str(items), "--feature-unknown", "append", "--factors", "8", "--iterations", "5",
-                     "--out", str(out), "--quiet"])
-    assert code == 0, capsys.readouterr().err
-    return out
 
 
 def test_recommend_new_users_from_a_feature_file(tmp_path, capsys):
