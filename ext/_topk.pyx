@@ -3,7 +3,9 @@
 
 Scores are computed tile by tile (users x items) with GEMM into a small
 per-thread buffer, and each user keeps a running top-K heap, so memory stays
-bounded however many users are asked for.  Filters are checked only for
+bounded however many users are asked for.  Once a heap is full, a vector scan
+(AVX-512 or AVX2 compares of 16 or 8 scores) skips every score below its root,
+so selection costs a fraction of the GEMM.  Filters are checked only for
 scores that would enter the heap, so they cost almost nothing:
 
 * seen items: a sorted CSR row per query, searched by bisection;
@@ -38,6 +40,56 @@ include "_heap.pxi"
 ctypedef fused index_t:
     int
     long long
+
+cdef extern from *:
+    """
+    #include <immintrin.h>
+    /* The first j in [j, n) whose score row[j] (+ bias[j]) is >= thr, or n.  The
+       vector compare sees the same float sums as the scalar code that follows. */
+    static inline int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) {
+    #if defined(__AVX512F__)
+        __m512 t = _mm512_set1_ps(thr);
+        for (; j + 16 <= n; j += 16) {
+            __m512 s = _mm512_loadu_ps(row + j);
+            if (bias) s = _mm512_add_ps(s, _mm512_loadu_ps(bias + j));
+            __mmask16 m = _mm512_cmp_ps_mask(s, t, _CMP_GE_OQ);
+            if (m) return j + __builtin_ctz((unsigned) m);
+        }
+    #elif defined(__AVX2__)
+        __m256 t = _mm256_set1_ps(thr);
+        for (; j + 8 <= n; j += 8) {
+            __m256 s = _mm256_loadu_ps(row + j);
+            if (bias) s = _mm256_add_ps(s, _mm256_loadu_ps(bias + j));
+            int m = _mm256_movemask_ps(_mm256_cmp_ps(s, t, _CMP_GE_OQ));
+            if (m) return j + __builtin_ctz((unsigned) m);
+        }
+    #endif
+        for (; j < n; j++) {
+            float s = row[j];
+            if (bias) s += bias[j];
+            if (s >= thr) return j;
+        }
+        return n;
+    }
+    """
+    int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) nogil
+
+
+cdef inline int next_candidate(const floating *row, const floating *bias, int j, int n,
+                               floating thr) noexcept nogil:
+    """The first j' >= j whose score (row + bias, bias may be NULL) is >= ``thr``, or n."""
+    cdef floating s
+    if floating is float:
+        j = fr_topk_next(row, bias, j, n, thr)
+    else:
+        while j < n:
+            s = row[j]
+            if bias != NULL:
+                s = s + bias[j]
+            if s >= thr:
+                break
+            j += 1
+    return j
 
 
 cdef inline void gemm_tile(const floating *Q, const floating *Y, floating *S,
@@ -133,6 +185,9 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
     cdef int *hi
     cdef int *hsize
     cdef const floating *row
+    cdef const floating *bptr
+    cdef floating *hsu
+    cdef int *hiu
     cdef const int *seen_ptr
     cdef long long seen_lo, seen_hi
     cdef int failed = 0
@@ -203,25 +258,33 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
                     if n_active == 0:
                         break
                 score_tile(Qb, &Y[i0, 0], S, n_active, bi, f)
+                bptr = &bias[i0] if use_bias else NULL
                 for a in range(n_active):
                     u = slot[a]
                     row = S + <size_t> a * bi
+                    hsu = hs + <size_t> u * k
+                    hiu = hi + <size_t> u * k
                     if use_seen:
                         seen_lo = seen_indptr[u0 + u]
                         seen_hi = seen_indptr[u0 + u + 1]
-                    for j in range(bi):
+                    j = 0
+                    while j < bi:
+                        # once the heap is full, a vector scan skips every score below
+                        # its root; filters run only for would-be entries
+                        if hsize[u] == k:
+                            j = next_candidate(row, bptr, j, bi, hsu[0])
+                            if j >= bi:
+                                break
                         s = row[j]
                         if use_bias:
-                            s = s + bias[i0 + j]
-                        # cheap threshold test first; filters only for would-be entries
-                        if hsize[u] == k and s < hs[<size_t> u * k]:
-                            continue
+                            s = s + bptr[j]
                         item = item_ids[i0 + j] if use_map else i0 + j
+                        j = j + 1
                         if use_mask and exclude_mask[item]:
                             continue
                         if use_seen and seen_lo < seen_hi and in_sorted(seen_ptr, seen_lo, seen_hi, item):
                             continue
-                        heap_push(hs + <size_t> u * k, hi + <size_t> u * k, &hsize[u], k, s, item)
+                        heap_push(hsu, hiu, &hsize[u], k, s, item)
             for u in range(bu):
                 heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
                                   &out_scores[u0 + u, 0], &out_ids[u0 + u, 0])

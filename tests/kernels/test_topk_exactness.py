@@ -1,6 +1,6 @@
 """Top-K stays exact when the best items sort late in the norm-ordered index.
 
-The kernel scans items by decreasing norm, one block at a time (1024 items per
+The kernel scans items by decreasing norm, one block at a time (512 items per
 block for a batch of queries, 256 for a single query), and a query stops once
 its k-th best score beats a bound on every remaining score.  On trained-like
 factors the true top-K sits in the first block, so a bound that is too tight
@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastrec
-from fastrec.kernels.topk import RankingIndex
+from fastrec.kernels.topk import _BLOCK_ITEMS, _BLOCK_ITEMS_ONE, RankingIndex
 from fastrec.models.state import FittedState
 from reference import assert_topk_valid, eligible_mask, seen_sets, topk_reference
 
-BATCH_BLOCK = 1024  # items per block for several queries (fastrec.kernels.topk._BLOCK_ITEMS)
-SINGLE_BLOCK = 256  # items per block for one query (_BLOCK_ITEMS_ONE)
+BATCH_BLOCK = _BLOCK_ITEMS  # items per block for several queries
+SINGLE_BLOCK = _BLOCK_ITEMS_ONE  # items per block for one query
 F = 16
 
 
