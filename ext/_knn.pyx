@@ -14,7 +14,10 @@ top ``n`` eligible items (seen items of the row, a global mask and an optional
 candidate mask filter them).  Only items some neighbour list reaches get a
 score; a row with fewer such items is padded with id -1 and score -inf.
 
-Ordering is deterministic: score descending, ties broken by the lower item id.
+Selection is deterministic: score descending, ties broken by the lower item id.
+``score_rows`` writes each row best-first; the neighbour kernels write each
+item's kept neighbours in no particular order (the caller sorts them by id
+for the CSR), which spares a heap sort per item.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -28,6 +31,36 @@ ctypedef fused index_t:
     long long
 
 
+cdef inline void lazy_push(floating *hs, int *hi, int *size, int k, floating s, int item) noexcept nogil:
+    """``heap_push`` that appends while the row has room and builds the heap once it is full.
+
+    A row is a plain list while ``size < k`` and a min-heap (worst at the root)
+    when ``size == k``: a rare item's row never pays for sifting, and a write to
+    a cold row does not wait on reading its parent.  The kept set is the same as
+    ``heap_push``'s (best scores, ties by the lower id); the order is not.
+    """
+    cdef int pos
+    if size[0] < k:
+        hs[size[0]] = s
+        hi[size[0]] = item
+        size[0] += 1
+        if size[0] == k:
+            for pos in range((k - 2) // 2, -1, -1):
+                sift_down(hs, hi, k, pos)
+    elif worse(hs[0], hi[0], s, item):
+        hs[0] = s
+        hi[0] = item
+        sift_down(hs, hi, k, 0)
+
+
+cdef inline void pad_row(floating *out_s, int *out_i, int size, int k) noexcept nogil:
+    """Pad a neighbour row after its ``size`` kept entries."""
+    cdef int j
+    for j in range(size, k):
+        out_s[j] = 0
+        out_i[j] = -1
+
+
 def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, const floating[::1] col_data,
                     const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
                     const floating[::1] scale, double shrinkage, int k,
@@ -39,62 +72,82 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
     and j is ``dot_ij * scale[i] * scale[j]`` (``scale`` = 1 / norm for
     cosine), times ``c_ij / (c_ij + shrinkage)`` with ``c_ij`` their common
     users when ``shrinkage > 0``.  Only pairs with at least one common user
-    and a similarity > 0 are kept.  Rows of the outputs are padded with id -1.
+    and a similarity > 0 are kept, in no particular order; rows of the outputs
+    are padded with id -1 (similarity 0).
     """
     cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
     cdef Py_ssize_t i
     cdef index_t p, q
     cdef int u, j, t, n_touched, size
-    cdef double w, s
-    cdef double *acc
+    cdef long long work
+    cdef bint dense
+    cdef double s
+    cdef floating w
+    cdef floating *acc
     cdef int *common
     cdef int *touched
     cdef char *marked
-    cdef floating *hs
-    cdef int *hi
     cdef bint use_common = shrinkage > 0
     if k <= 0 or n_items == 0:
         return
     with nogil, parallel(num_threads=num_threads):
-        acc = <double *> calloc(n_items, sizeof(double))
+        acc = <floating *> calloc(n_items, sizeof(floating))
         common = <int *> calloc(n_items, sizeof(int))
         touched = <int *> malloc(n_items * sizeof(int))
         marked = <char *> calloc(n_items, sizeof(char))
-        hs = <floating *> malloc(k * sizeof(floating))
-        hi = <int *> malloc(k * sizeof(int))
         for i in prange(n_items, schedule="dynamic", chunksize=8):
+            # an item whose users reach a good share of the catalogue is scanned densely afterwards
+            # (no touched list, no branch in the inner loop), as in item_neighbours_pairs
+            work = 0
+            for p in range(col_indptr[i], col_indptr[i + 1]):
+                work = work + row_indptr[col_users[p] + 1] - row_indptr[col_users[p]]
+            dense = work * 4 >= n_items
             n_touched = 0
             for p in range(col_indptr[i], col_indptr[i + 1]):
                 u = col_users[p]
                 w = col_data[p]
-                for q in range(row_indptr[u], row_indptr[u + 1]):
-                    j = row_items[q]
-                    if j == i:
-                        continue
-                    if not marked[j]:
-                        marked[j] = 1
-                        touched[n_touched] = j
-                        n_touched = n_touched + 1
-                    acc[j] += w * row_data[q]
-                    common[j] += 1
+                if dense:
+                    for q in range(row_indptr[u], row_indptr[u + 1]):
+                        acc[row_items[q]] += w * row_data[q]
+                        if use_common:
+                            common[row_items[q]] += 1
+                else:
+                    for q in range(row_indptr[u], row_indptr[u + 1]):
+                        j = row_items[q]
+                        if not marked[j]:
+                            marked[j] = 1
+                            touched[n_touched] = j
+                            n_touched = n_touched + 1
+                        acc[j] += w * row_data[q]
+                        if use_common:
+                            common[j] += 1
             size = 0
+            if dense:
+                for j in range(n_items):
+                    if acc[j] != 0 and j != i:
+                        s = acc[j] * (<double> scale[i] * scale[j])
+                        if use_common:
+                            s = s * common[j] / (common[j] + shrinkage)
+                        if s > 0:
+                            lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, <floating> s, j)
+                    acc[j] = 0
+                    if use_common:
+                        common[j] = 0
             for t in range(n_touched):
                 j = touched[t]
-                s = acc[j] * scale[i] * scale[j]
+                s = acc[j] * (<double> scale[i] * scale[j])
                 if use_common:
                     s = s * common[j] / (common[j] + shrinkage)
-                if s > 0:
-                    heap_push(hs, hi, &size, k, <floating> s, j)
+                    common[j] = 0
+                if s > 0 and j != i:
+                    lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, <floating> s, j)
                 acc[j] = 0
-                common[j] = 0
                 marked[j] = 0
-            heap_drain_sorted(hs, hi, size, k, &out_sims[i, 0], &out_ids[i, 0])
+            pad_row(&out_sims[i, 0], &out_ids[i, 0], size, k)
         free(acc)
         free(common)
         free(touched)
         free(marked)
-        free(hs)
-        free(hi)
 
 
 def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_users, const index_t[::1] col_pos,
@@ -124,8 +177,6 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
     cdef int *common
     cdef int *touched
     cdef char *marked
-    cdef floating *hs
-    cdef int *hi
     cdef bint use_common = shrinkage > 0
     if k <= 0 or n_items == 0:
         return
@@ -164,42 +215,121 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
             if dense:  # select straight from the scan: an exact zero sum has similarity 0, never kept
                 for j in range(i + 1, n_items):
                     if acc[j] != 0:
-                        s = acc[j] * scale[i] * scale[j]
+                        s = acc[j] * (<double> scale[i] * scale[j])
                         if use_common:
                             s = s * common[j] / (common[j] + shrinkage)
                         acc[j] = 0
                         if s > 0:
-                            heap_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
-                            heap_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s,
+                            lazy_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
+                            lazy_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s,
                                       <int> i)
                     if use_common:
                         common[j] = 0
             for t in range(n_touched):
                 j = touched[t]
-                s = acc[j] * scale[i] * scale[j]
+                s = acc[j] * (<double> scale[i] * scale[j])
                 if use_common:
                     s = s * common[j] / (common[j] + shrinkage)
                     common[j] = 0
                 acc[j] = 0
                 marked[j] = 0
                 if s > 0:
-                    heap_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
-                    heap_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s, <int> i)
+                    lazy_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
+                    lazy_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s, <int> i)
         free(acc)
         free(common)
         free(touched)
         free(marked)
-    with nogil, parallel(num_threads=num_threads):
-        hs = <floating *> malloc(k * sizeof(floating))
-        hi = <int *> malloc(k * sizeof(int))
-        for i in prange(n_items, schedule="static"):
-            size = 0
-            for t in range(n_heaps):
-                for m in range(heap_n[t, i]):
-                    heap_push(hs, hi, &size, k, heap_s[t, i, m], heap_i[t, i, m])
-            heap_drain_sorted(hs, hi, size, k, &out_sims[i, 0], &out_ids[i, 0])
-        free(hs)
-        free(hi)
+    # merge: the first thread's row is copied as is (a list, or a heap when full), the others pushed onto it
+    for i in prange(n_items, schedule="static", nogil=True, num_threads=num_threads):
+        size = heap_n[0, i]
+        for m in range(size):
+            out_sims[i, m] = heap_s[0, i, m]
+            out_ids[i, m] = heap_i[0, i, m]
+        for t in range(1, n_heaps):
+            for m in range(heap_n[t, i]):
+                lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, heap_s[t, i, m], heap_i[t, i, m])
+        pad_row(&out_sims[i, 0], &out_ids[i, 0], size, k)
+
+
+cdef void sort_by_id(int *ids, floating *vals, int n) noexcept nogil:
+    """Sort ``ids`` ascending (distinct values) and ``vals`` with them: quicksort, insertion sort below 16."""
+    cdef int lo, hi, mid, a, b, pivot, ti
+    cdef floating tv
+    for a in range(1, n):  # rows that never filled up often arrive in id order already
+        if ids[a - 1] > ids[a]:
+            break
+    else:
+        return
+    while n > 16:
+        mid = n >> 1
+        # median of three to ids[n - 1] as the pivot
+        if ids[mid] < ids[0]:
+            ids[0], ids[mid] = ids[mid], ids[0]
+            vals[0], vals[mid] = vals[mid], vals[0]
+        if ids[n - 1] < ids[0]:
+            ids[0], ids[n - 1] = ids[n - 1], ids[0]
+            vals[0], vals[n - 1] = vals[n - 1], vals[0]
+        if ids[mid] < ids[n - 1]:
+            ids[mid], ids[n - 1] = ids[n - 1], ids[mid]
+            vals[mid], vals[n - 1] = vals[n - 1], vals[mid]
+        pivot = ids[n - 1]
+        a = 0
+        for b in range(n - 1):
+            if ids[b] < pivot:
+                ids[a], ids[b] = ids[b], ids[a]
+                vals[a], vals[b] = vals[b], vals[a]
+                a = a + 1
+        ids[a], ids[n - 1] = ids[n - 1], ids[a]
+        vals[a], vals[n - 1] = vals[n - 1], vals[a]
+        # recurse on the smaller side, loop on the larger
+        if a < n - 1 - a:
+            sort_by_id(ids, vals, a)
+            ids = ids + a + 1
+            vals = vals + a + 1
+            n = n - a - 1
+        else:
+            sort_by_id(ids + a + 1, vals + a + 1, n - a - 1)
+            n = a
+    for a in range(1, n):
+        ti = ids[a]
+        tv = vals[a]
+        b = a - 1
+        while b >= 0 and ids[b] > ti:
+            ids[b + 1] = ids[b]
+            vals[b + 1] = vals[b]
+            b = b - 1
+        ids[b + 1] = ti
+        vals[b + 1] = tv
+
+
+def neighbour_counts(const int[:, ::1] ids, int[::1] counts, int num_threads):
+    """The number of kept neighbours of each item: the entries before the first id -1 of its row."""
+    cdef Py_ssize_t i
+    cdef int m, width = ids.shape[1]
+    for i in prange(ids.shape[0], schedule="static", nogil=True, num_threads=num_threads):
+        m = 0
+        while m < width and ids[i, m] >= 0:
+            m = m + 1
+        counts[i] = m
+
+
+def neighbour_csr(int[:, ::1] ids, floating[:, ::1] sims, const long long[::1] indptr,
+                  int[::1] out_indices, floating[::1] out_data, int num_threads):
+    """Each item's kept neighbours, sorted by id, into a CSR's ``indices``/``data`` at ``indptr``.
+
+    ``indptr`` comes from ``neighbour_counts``; ``ids``/``sims`` are sorted in place.
+    """
+    cdef Py_ssize_t i
+    cdef long long m, start
+    cdef int size
+    for i in prange(ids.shape[0], schedule="dynamic", chunksize=64, nogil=True, num_threads=num_threads):
+        start = indptr[i]
+        size = <int> (indptr[i + 1] - start)
+        sort_by_id(&ids[i, 0], &sims[i, 0], size)
+        for m in range(size):
+            out_indices[start + m] = ids[i, m]
+            out_data[start + m] = sims[i, m]
 
 
 def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floating[::1] q_data,

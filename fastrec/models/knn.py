@@ -40,23 +40,32 @@ SIMILARITIES = ("cosine", "tfidf", "bm25")
 _PAIR_HEAP_BUDGET = 256 << 20
 
 
-def weighted_by_item(X: sp.csr_matrix, similarity: str, k1: float, b: float) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The weighted users x items matrix and each item's scale (1 / norm for cosine-based similarities)."""
-    W = liked_rows(X).astype(np.float64)
+def weighted_by_item(X: sp.csr_matrix, similarity: str, k1: float, b: float, dtype: Any = np.float64
+                     ) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The weighted users x items matrix (values in ``dtype``, the structure of ``X`` shared when it
+    holds no thumbs down) and each item's scale (1 / norm for cosine-based similarities).
+
+    Per-user and per-item quantities (idf, lengths, norms) are summed in float64.
+    """
+    W = X if X.nnz == 0 or X.data.min() > 0 else liked_rows(X)
     n_items = W.shape[1]
-    items_of_user = np.diff(W.indptr).astype(np.float64)
-    idf = np.log(max(n_items, 1)) - np.log1p(items_of_user)  # users are the terms
-    per_entry_idf = np.repeat(idf, np.diff(W.indptr))
+    per_user = np.diff(W.indptr)
+    values = W.data.astype(np.float64)
+    if similarity != "cosine":
+        idf = np.log(max(n_items, 1)) - np.log1p(per_user.astype(np.float64))  # users are the terms
+        per_entry_idf = np.repeat(idf, per_user)
     if similarity == "tfidf":
-        W.data = np.sqrt(W.data) * per_entry_idf
+        values = np.sqrt(values) * per_entry_idf
     elif similarity == "bm25":
-        totals = np.asarray(W.sum(axis=0)).ravel()
+        totals = np.bincount(W.indices, weights=values, minlength=n_items)
         mean = totals.mean() if totals.size else 1.0
         length_norm = (1.0 - b) + b * totals / (mean if mean > 0 else 1.0)
-        W.data = W.data * (k1 + 1.0) / (k1 * length_norm[W.indices] + W.data) * per_entry_idf
-        return W, np.ones(n_items)
-    norms = np.sqrt(np.asarray(W.multiply(W).sum(axis=0)).ravel())
-    return W, np.divide(1.0, norms, out=np.zeros(n_items), where=norms > 0)
+        values = values * (k1 + 1.0) / (k1 * length_norm[W.indices] + values) * per_entry_idf
+    weighted = sp.csr_matrix((values.astype(dtype), W.indices, W.indptr), shape=W.shape)
+    if similarity == "bm25":
+        return weighted, np.ones(n_items, dtype=dtype)
+    norms = np.sqrt(np.bincount(W.indices, weights=values * values, minlength=n_items))
+    return weighted, np.divide(1.0, norms, out=np.zeros(n_items), where=norms > 0).astype(dtype)
 
 
 class ItemKNN(Recommender):
@@ -144,18 +153,16 @@ class ItemKNN(Recommender):
 
     def _fit(self, X: sp.csr_matrix, params: dict[str, Any], features: tuple[Any, Any] | None = None) -> Fitted:
         dtype = params["dtype"]
-        W, scale = weighted_by_item(X, params["similarity"], params["bm25_k1"], params["bm25_b"])
-        n_items = W.shape[1]
+        by_user, scale = weighted_by_item(X, params["similarity"], params["bm25_k1"], params["bm25_b"], dtype)
+        by_user.sort_indices()
+        n_items = by_user.shape[1]
         k = min(params["k"], max(n_items - 1, 1))
         threads = params["num_threads"]
-        by_user = sp.csr_matrix(W, dtype=dtype)
-        by_user.sort_indices()
-        # each entry of the by-item layout points at its place in the by-user rows
+        # each entry of the by-item layout points at its place in the by-user rows (tocsc keeps users sorted)
         places = sp.csr_matrix((np.arange(by_user.nnz, dtype=np.int64), by_user.indices, by_user.indptr),
                                shape=by_user.shape).tocsc()
-        places.sort_indices()
-        ids = np.full((n_items, k), -1, dtype=np.int32)
-        sims = np.zeros((n_items, k), dtype=dtype)
+        ids = np.empty((n_items, k), dtype=np.int32)
+        sims = np.empty((n_items, k), dtype=dtype)
         kernel = load_kernel("knn")
         row_args = (by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data)
         col_indptr, col_users = places.indptr.astype(np.int64), places.indices.astype(np.int32, copy=False)
@@ -164,13 +171,13 @@ class ItemKNN(Recommender):
             # each pair once, into both items' per-thread heaps: half the multiply-adds
             kernel.item_neighbours_pairs(
                 col_indptr, col_users, places.data.astype(np.int64, copy=False), *row_args,
-                scale.astype(dtype), float(params["shrinkage"]), k,
+                scale, float(params["shrinkage"]), k,
                 np.empty((threads, n_items, k), dtype=dtype), np.empty((threads, n_items, k), dtype=np.int32),
                 np.zeros((threads, n_items), dtype=np.int32), ids, sims, threads)
         else:  # a catalogue too big for per-thread heaps of every item: each item's row alone
             kernel.item_neighbours(col_indptr, col_users, by_user.data[places.data], *row_args,
-                                   scale.astype(dtype), float(params["shrinkage"]), k, ids, sims, threads)
-        S = _neighbour_matrix(ids, sims, n_items)
+                                   scale, float(params["shrinkage"]), k, ids, sims, threads)
+        S = _neighbour_matrix(kernel, ids, sims, threads)
         side = None if features is None else features[1]
         if side is None:
             return Fitted(None, None, item_similarity=S)
@@ -273,14 +280,17 @@ class ItemKNN(Recommender):
         return self._partial_fit("users", user_ids, X_rows, raw_ids)
 
 
-def _neighbour_matrix(ids: np.ndarray, sims: np.ndarray, n_items: int) -> sp.csr_matrix:
+def _neighbour_matrix(kernel: Any, ids: np.ndarray, sims: np.ndarray, threads: int) -> sp.csr_matrix:
     """The kernel's padded (items, k) neighbour lists as a canonical CSR (sorted column indices)."""
-    keep = ids >= 0
-    counts = keep.sum(axis=1)
+    n_items = ids.shape[0]
+    counts = np.empty(n_items, dtype=np.int32)
+    kernel.neighbour_counts(ids, counts, threads)
     indptr = np.zeros(n_items + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    S = sp.csr_matrix((sims[keep], ids[keep], indptr), shape=(n_items, n_items))
-    S.sort_indices()
-    S.indices = S.indices.astype(np.int32, copy=False)
-    S.indptr = indptr
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    data = np.empty(indptr[-1], dtype=sims.dtype)
+    kernel.neighbour_csr(ids, sims, indptr, indices, data, threads)
+    S = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
+    S.indices, S.indptr = indices, indptr  # scipy may narrow or widen index arrays; the kernels want these
+    S.has_sorted_indices = True
     return S

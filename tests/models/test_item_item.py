@@ -41,7 +41,7 @@ def ref_weighted(X: np.ndarray, similarity: str, k1: float = 1.2, b: float = 0.7
 def ref_similarity(X: np.ndarray, similarity: str, k: int, shrinkage: float = 0.0) -> np.ndarray:
     """Dense S with each row's top-k positive entries (ties by lower id), the diagonal excluded."""
     W, scale = ref_weighted(X, similarity)
-    full = (W @ W.T) * scale[:, None] * scale[None, :]
+    full = (W @ W.T) * (scale[:, None] * scale[None, :])  # the product of scales first, as the kernel: symmetric
     if shrinkage:
         common = (W > 0).astype(float) @ (W > 0).T.astype(float)
         full = full * common / (common + shrinkage)
@@ -87,6 +87,20 @@ def test_both_neighbour_paths_match_reference(monkeypatch, path, shape, density)
         np.testing.assert_allclose(got[kept], full[kept], rtol=1e-10)  # every kept value is the pair's
         for j in range(X.shape[1]):  # and each row keeps the 7 best (equal values may swap ids)
             np.testing.assert_allclose(np.sort(got[j][kept[j]]), np.sort(want[j][want[j] != 0]), rtol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["pairs", "rows"])
+@pytest.mark.parametrize("k", [3, 40, 200])  # full heaps, rows longer than the sort's insertion cut-off, never full
+def test_neighbour_csr_is_canonical_and_exact(monkeypatch, path, k):
+    """Rows come out of the kernels unordered (lists, heaps, merged threads) and are sorted by id in C."""
+    import fastrec.models.knn as knn
+    if path == "rows":
+        monkeypatch.setattr(knn, "_PAIR_HEAP_BUDGET", 0)
+    X = _random_matrix(90, 150, 0.25, seed=5)  # binary: many equal similarities, ties by the lower id
+    S = ItemKNN(k=k, dtype=np.float64, num_threads=2).fit(X).item_similarity_
+    assert S.indices.dtype == np.int32 and S.indptr.dtype == np.int64
+    assert all((np.diff(S.indices[S.indptr[j]:S.indptr[j + 1]]) > 0).all() for j in range(S.shape[0]))
+    np.testing.assert_allclose(S.toarray(), ref_similarity(X.toarray(), "cosine", k), rtol=1e-10, atol=0)
 
 
 def test_knn_shrinkage_matches_reference():
