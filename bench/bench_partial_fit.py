@@ -17,7 +17,10 @@ scheduler; it is also timed at one thread, alternated in the same loop, and
 the ratio is given against both, and in CPU time of the calling thread
 (both single-threaded there), which a loaded machine disturbs less.
 
-    python bench/bench_partial_fit.py [--quick] [--repeats 200]
+Then ``--items`` random stored items replace their column with itself
+(fastrec, then implicit's partial_fit_items), each followed by a recommend.
+
+    python bench/bench_partial_fit.py [--quick] [--repeats 200] [--items 20]
     FASTREC_KERNELS=avx2 python bench/bench_partial_fit.py
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--items", type=int, default=20, help="one-item partial fits to time (0: none)")
     args = parser.parse_args()
     import fastrec
     from fastrec.kernels import load_kernel
@@ -99,6 +103,7 @@ def main() -> None:
                 their_block(block, number > 0, 1)
         ours, recs, imp, imp_one = timed["ours"], timed["recs"], timed["imp"], timed["imp_one"]
         ours_cpu, imp_cpu = timed["ours_cpu"], timed["imp_cpu"]
+        item_times = _item_updates(model, theirs, X, args.items) if args.items else None
     state = model._state
     pending = 0 if state.pending is None else state.pending.length
     start = time.perf_counter()
@@ -117,6 +122,37 @@ def main() -> None:
               f"{np.median(imp_cpu) * 1e3:.3f} ms, ratio {np.median(ours_cpu) / np.median(imp_cpu):.2f}")
     print(f"overlay merge ({pending} pending rows): {merge * 1e3:.1f} ms, every {threshold} updates "
           f"= {merge / threshold * 1e3:.3f} ms amortised per update")
+    if item_times:
+        print(f"fastrec partial_fit_items, one item:  {_summary(item_times['ours'])}")
+        print(f"fastrec recommend after it:           {_summary(item_times['recs'])} (rebuilds the ranking index)")
+        if item_times["imp"]:
+            print(f"implicit partial_fit_items, {_common.THREADS} threads: {_summary(item_times['imp'])}")
+            print(f"ratio fastrec / implicit (p50): {np.median(item_times['ours']) / np.median(item_times['imp']):.2f}")
+
+
+def _item_updates(model, theirs, X, count: int) -> dict:
+    """``count`` random stored items replace their column with itself, alternating fastrec and implicit."""
+    columns = X.T.tocsr()
+    rng = np.random.default_rng(1)
+    items = rng.integers(X.shape[1], size=count + 3)
+    out: dict[str, list[float]] = {"ours": [], "recs": [], "imp": []}
+    for number, item in enumerate(items.tolist()):
+        keep = number >= 3  # the first builds the base's column index (once per base)
+        start = time.perf_counter()
+        model.partial_fit_items([item], columns[[item]].T.tocsr())
+        middle = time.perf_counter()
+        model.recommend(int(item) % X.shape[0], n=10)
+        end = time.perf_counter()
+        if keep:
+            out["ours"].append(middle - start)
+            out["recs"].append(end - middle)
+        if theirs is not None:
+            theirs.num_threads = _common.THREADS
+            start = time.perf_counter()
+            theirs.partial_fit_items([item], columns[[item]])
+            if keep:
+                out["imp"].append(time.perf_counter() - start)
+    return out
 
 
 if __name__ == "__main__":

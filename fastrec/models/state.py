@@ -461,7 +461,8 @@ class FittedState:
             from .side import grow_rows
             features = grow_rows(features, n_rows)
         cache = self.cache
-        keys = _KEPT_BY_USER_UPDATES if vectors_changed else _KEPT_BY_USER_UPDATES + CACHES_OF_SIDE["users"]
+        keys = (_KEPT_BY_USER_UPDATES if vectors_changed
+                else _KEPT_BY_USER_UPDATES + CACHES_OF_SIDE["users"] + ("merged_user_factors",))
         kept = {key: cache[key] for key in keys if key in cache}
         overlay = UserOverlay(log, len(log), n_rows, pending.vectors_changed or vectors_changed)
         new = self._derive(pending=overlay, user_map=id_map, user_features=features, cache=kept)
@@ -476,10 +477,13 @@ class FittedState:
                                     shape=base.shape).tocsc()
             self.cache["base_item_users"] = columns
         users = [columns.indices[columns.indptr[i]:columns.indptr[i + 1]] for i in items.tolist()]
-        if self.pending is not None:
+        if self.pending is not None:  # pending rows holding one of the items (one vectorised pass)
             rows, entries = self.pending.latest()
             pending_entries = self.pending.log.entries
-            users.append(rows[[bool(np.isin(pending_entries[e][1], items).any()) for e in entries]])
+            held = [pending_entries[e][1] for e in entries]
+            lengths = np.array([row.size for row in held], dtype=np.int64)
+            owners = np.repeat(rows, lengths)
+            users.append(owners[np.isin(np.concatenate([np.zeros(0, np.int32)] + held), items)])
         return np.unique(np.concatenate([np.zeros(0, np.int32)] + users)).astype(np.int32)
 
     def _with_item_columns(self, ids: np.ndarray, vectors: np.ndarray | None, rows: sp.csr_matrix,
@@ -505,7 +509,7 @@ class FittedState:
               np.concatenate([current.indices[keep], np.repeat(ids, counts)]))),
             shape=(affected.size, self.n_items))
         patched.sum_duplicates()  # canonical: sorted, and no entry appears twice
-        kept = {key: self.cache[key] for key in CACHES_OF_SIDE["users"] + ("base_item_users",)
+        kept = {key: self.cache[key] for key in CACHES_OF_SIDE["users"] + ("base_item_users", "merged_user_factors")
                 if key in self.cache}
         state = self._derive(item_factors=_readonly(factors), item_map=id_map, cache=kept)
         return state.with_user_rows(affected, state.factor_rows("users", affected), patched.indptr,
