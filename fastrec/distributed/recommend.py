@@ -1,25 +1,37 @@
 """Top-n lists for every user, computed on a Dask cluster.
 
-The item factors (with the model's serving settings) go to each worker once;
+The item factors go to each worker once;
 the users are cut into blocks, each block's user factors and seen items go
-to one worker, which ranks them with the model's own serving code (the
+to one worker, which ranks them with the serving top-k kernel (the
 blocked, exactly pruned top-k kernel, one norm-sorted item index per worker).
 """
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.topk import RankingIndex, candidate_ids, exclusion_mask
+from ..kernels.topk import RankingIndex, candidate_ids, exclusion_mask, top_k
 from ..models.factors import FactorModel
 from ..models.serving import long_columns, raw_to_index
-from ..models.state import FittedState, FitParams
-from ..utils.validation import check_bool, check_int, check_interactions, check_n, check_path
-from ._cluster import check_timeout, gather, resolve_client, scatter_to, worker_threads, workers_of
+from ..models.state import FittedState
+from ..utils.validation import (
+    check_bool,
+    check_int,
+    check_interactions,
+    check_n,
+    check_path,
+)
+from ._cluster import (
+    check_timeout,
+    gather,
+    resolve_client,
+    scatter_to,
+    worker_threads,
+    workers_of,
+)
 from .frames import FrameInput, is_dask_frame
 
 __all__ = ["recommend_all"]
@@ -29,12 +41,10 @@ _BLOCK_USERS = 16384
 
 
 class _Context:
-    """What every block on a worker shares: the serving model's settings, the items and their index."""
+    """What every block on a worker shares: the items, their norm-sorted index and raw ids."""
 
-    def __init__(self, template: FactorModel, item_factors: np.ndarray, item_bias: np.ndarray | None,
-                 item_labels: np.ndarray | None, params: FitParams):
-        self.template, self.item_factors, self.item_bias = template, item_factors, item_bias
-        self.item_labels, self.params = item_labels, params
+    def __init__(self, item_factors: np.ndarray, item_bias: np.ndarray | None, item_labels: np.ndarray | None):
+        self.item_factors, self.item_bias, self.item_labels = item_factors, item_bias, item_labels
         self._index: RankingIndex | None = None
 
     def index(self) -> RankingIndex:
@@ -45,7 +55,24 @@ class _Context:
 
 def _long_frame(users: np.ndarray, ranks: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Any:
     import pandas as pd
-    return pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores})
+    return pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores}, copy=False)
+
+
+def _direct(model: FactorModel) -> bool:
+    """Whether ``model`` ranks a stored user by its factor row against the items (no override of that)."""
+    cls = type(model)
+    return (cls._rank is FactorModel._rank and cls._rank_stored is FactorModel._rank_stored
+            and cls._queries is FactorModel._queries)
+
+
+def _long(ids: np.ndarray, scores: np.ndarray, lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(user, rank, item, score) columns of padded top-n rows, users numbered from ``lo`` (int32)."""
+    m, n = ids.shape
+    if ids.size and ids[:, -1].min() >= 0:  # every list full (the usual case): no mask, no copies
+        return (np.repeat(np.arange(lo, lo + m, dtype=np.int32), n), np.tile(np.arange(1, n + 1, dtype=np.int32), m),
+                ids.reshape(-1), scores.reshape(-1))
+    users, ranks, items, scores = long_columns(np.arange(m, dtype=np.int32), ids, scores)
+    return users + np.int32(lo), ranks, items, scores
 
 
 def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None, lo: int, n: int,
@@ -55,41 +82,25 @@ def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None
     The block holds users ``lo, lo + 1, ...``.  ``block`` is (their factors, their seen pattern
     (indptr, indices) or None, their raw ids or None); ``seen`` a CSR built on the workers instead
     of the pattern (a Dask DataFrame ``X``).  ``mask`` and ``candidates`` are checked already.
+    The received arrays go straight to the top-k kernel (``FactorModel._rank_stored``'s ranking,
+    without building a model around them).
     """
     factors, pattern, user_labels = block
-    n_items = context.item_factors.shape[0]
-    if pattern is not None:  # only which items were seen is sent, not their values
-        seen = sp.csr_matrix((np.ones(pattern[1].size, factors.dtype), pattern[1], pattern[0]),
-                             shape=(factors.shape[0], n_items))
-    if seen is None:
-        seen = sp.csr_matrix((factors.shape[0], n_items), dtype=factors.dtype)
-    state = FittedState(user_factors=factors, item_factors=context.item_factors, user_items=seen,
-                        item_bias=context.item_bias, params=context.params,
-                        cache={"ranking_index": context.index()})
-    model = copy.copy(context.template)
-    model.num_threads = worker_threads(0)
-    model._state = state
-    local = np.arange(factors.shape[0], dtype=np.int32)
-    ids, scores = model._rank(state, local, None, False, n, seen.nnz > 0, mask, candidates)
-    users, ranks, items, scores = long_columns(local, ids, scores)
-    frame = _long_frame(users.astype(np.int64) + lo if user_labels is None else user_labels[users], ranks,
-                        items.astype(np.int64) if context.item_labels is None else context.item_labels[items],
-                        scores)
+    threads = worker_threads(0)
+    if seen is not None:
+        pattern = (seen.indptr, seen.indices)
+    if pattern is not None and pattern[1].dtype != np.int32:  # sent compact (see recommend_all)
+        pattern = (pattern[0], pattern[1].astype(np.int32))
+    ids, scores = top_k(factors, context.item_factors, context.item_bias, n, pattern, mask, candidates, threads,
+                        index=None if candidates is not None else context.index())
+    users, ranks, items, scores = _long(ids, scores, lo)
+    frame = _long_frame(users if user_labels is None else user_labels[users - lo], ranks,
+                        items if context.item_labels is None else context.item_labels[items], scores)
     if path is None:
         return frame
     os.makedirs(os.path.dirname(path), exist_ok=True)
     frame.to_parquet(path, index=False)
     return path
-
-
-def _serving_template(model: FactorModel) -> FactorModel:
-    """An unfitted model of the class that serves ``model`` (``ALS`` for a ``DaskALS``), same settings."""
-    from .als import DaskALS
-    params = {k: v for k, v in model.get_params().items() if k != "client"}
-    if isinstance(model, DaskALS):
-        from ..models.als import ALS
-        return ALS(**params)
-    return type(model)(**params)
 
 
 def _seen_rows(state: FittedState, X: Any) -> sp.csr_matrix:
@@ -144,12 +155,15 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     -------
     dask.dataframe.DataFrame with columns ``user``, ``rank`` (1-based),
     ``item`` and ``score``, already computing on the cluster (``.compute()``
-    gathers it); or, with ``path``, the list of files written.  Each block
+    gathers it); or, with ``path``, the list of files written.  ``user`` and
+    ``item`` are int32 indices (or the raw ids), ``rank`` int32 and ``score``
+    the model's dtype.  Each block
     (partition, file) holds consecutive users, each user's rows best first;
     the blocks are dealt to the workers round robin.
     """
-    if not isinstance(model, FactorModel):
-        raise TypeError(f"model must be a fitted fastrec factor model (ALS, DaskALS, BPR), got {type(model).__name__}")
+    if not isinstance(model, FactorModel) or not _direct(model):
+        raise TypeError("model must be a fitted fastrec factor model that ranks users by their factors (ALS, DaskALS, "
+                        f"BPR), got {type(model).__name__}")
     state = model._require_state()
     if state.user_factors is None or state.item_factors is None:
         raise TypeError(f"{type(model).__name__} has no user and item factors to rank with")
@@ -182,8 +196,7 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     bounds = np.linspace(0, state.n_users, n_blocks + 1).astype(np.int64)
     owners = [workers[k % len(workers)] for k in range(n_blocks)]
     item_labels = state.item_map.labels if raw_ids else None
-    context = client.scatter(_Context(_serving_template(model), state.item_factors, state.item_bias, item_labels,
-                                      state.params), broadcast=True, hash=False)
+    context = client.scatter(_Context(state.item_factors, state.item_bias, item_labels), broadcast=True, hash=False)
     seen_blocks: list[Any] = [None] * len(owners)
     seen = None
     if exclude_seen and is_dask_frame(X):
@@ -193,30 +206,38 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
             client, (state.user_map, state.item_map), bounds, owners, state.dtype)
     elif exclude_seen:
         seen = _seen_rows(state, X)
-    payloads = []
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    # item ids below 2**16 travel as uint16: the seen items are most of the bytes sent
+    compact = np.uint16 if state.n_items <= np.iinfo(np.uint16).max + 1 else None
+
+    def payload(lo: int, hi: int) -> tuple:
         pattern = None
-        if seen is not None:  # views of the model's arrays: nothing is copied here
+        if seen is not None:  # only which items were seen, not their values
             a, b = int(seen.indptr[lo]), int(seen.indptr[hi])
-            pattern = (seen.indptr[lo:hi + 1] - a, seen.indices[a:b])
-        payloads.append((state.user_factors[lo:hi], pattern, state.user_map.labels[lo:hi] if raw_ids else None))
-    if seen_blocks[0] is None:  # one message: the scheduler deals the blocks to the workers, round robin
-        blocks = client.scatter(payloads, workers=workers, hash=False,
-                                **({} if timeout is None else {"timeout": timeout}))
-    else:  # each block beside its seen items, built on its worker
-        blocks = [scatter_to(client, payload, worker, timeout) for payload, worker in zip(payloads, owners)]
+            indices = seen.indices[a:b]
+            pattern = (seen.indptr[lo:hi + 1] - a, indices if compact is None else indices.astype(compact))
+        return state.user_factors[lo:hi], pattern, state.user_map.labels[lo:hi] if raw_ids else None
+
+    scatter_options = {} if timeout is None else {"timeout": timeout}
     parts = []
-    for k, (block, lo) in enumerate(zip(blocks, bounds[:-1].tolist())):
-        file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
-        # runs where its block is (the largest input); the context is on every worker
-        parts.append(client.submit(_recommend_block, context, block, seen_blocks[k], lo, n, mask,
-                                   candidate_list, file, pure=False))
+    # one message per round of one block per worker: the workers rank a round while the next is sent
+    for first in range(0, n_blocks, len(workers)):
+        ks = range(first, min(first + len(workers), n_blocks))
+        payloads = [payload(int(bounds[k]), int(bounds[k + 1])) for k in ks]
+        if seen_blocks[0] is None:  # the scheduler deals the round's blocks to the workers
+            blocks = client.scatter(payloads, workers=[owners[k] for k in ks], hash=False, **scatter_options)
+        else:  # each block beside its seen items, built on its worker
+            blocks = [scatter_to(client, p, owners[k], timeout) for p, k in zip(payloads, ks)]
+        for k, block in zip(ks, blocks):
+            file = None if path is None else os.path.join(path, f"part-{k:05d}.parquet")
+            # runs where its block is (the largest input); the context is on every worker
+            parts.append(client.submit(_recommend_block, context, block, seen_blocks[k], int(bounds[k]), n, mask,
+                                       candidate_list, file, pure=False))
     if path is not None:
         return gather(client, parts, timeout, "writing the recommendations")
     import dask.dataframe as dd
     empty = np.empty(0)
-    meta = _long_frame(empty.astype(np.int64) if not raw_ids else state.user_map.labels[:0],
+    meta = _long_frame(empty.astype(np.int32) if not raw_ids else state.user_map.labels[:0],
                        empty.astype(np.int32),
-                       empty.astype(np.int64) if item_labels is None else item_labels[:0],
+                       empty.astype(np.int32) if item_labels is None else item_labels[:0],
                        empty.astype(state.dtype))
     return dd.from_delayed(parts, meta=meta, verify_meta=False)

@@ -76,6 +76,29 @@ def test_recommend_all_filters_and_indices(dask_client, fitted):
                              exclude_seen=False)
 
 
+def test_recommend_all_short_lists_and_compact_columns(dask_client, fitted):
+    model, data = fitted
+    candidates = np.arange(1000, 1006)  # most users have seen some of these: shorter lists
+    table = collect(dask_client, recommend_all(model, dask_client, n=6, candidates=candidates, block_users=30))
+    users = data.user_map.labels
+    assert_matches_recommend(table, model, users, list(users), n=6, candidates=candidates, raw_ids=True)
+    assert table.groupby("user").size().min() < 6  # the padded path was taken
+    plain = collect(dask_client, recommend_all(model, dask_client, n=3, raw_ids=False))
+    assert [str(t) for t in plain.dtypes] == ["int32", "int32", "int32", "float32"]
+    np.testing.assert_array_equal(np.sort(plain["user"].unique()), np.arange(model.n_users_))
+
+
+def test_recommend_all_declines_a_model_that_ranks_otherwise(dask_client, fitted):
+    class Shifted(ALS):
+        def _queries(self, state, user_ids):
+            return super()._queries(state, user_ids) + 1
+
+    model, data = fitted
+    shifted = Shifted(factors=2, iterations=1).fit(data)
+    with pytest.raises(TypeError, match="ranks users by their factors"):
+        recommend_all(shifted, dask_client)
+
+
 def test_recommend_all_writes_parquet(dask_client, fitted, tmp_path):
     model, _ = fitted
     files = recommend_all(model, dask_client, n=3, path=tmp_path / "out", block_users=50, timeout=WAIT)
