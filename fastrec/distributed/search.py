@@ -8,11 +8,19 @@ worker until the search knows whether it is the best one.
 from __future__ import annotations
 
 import operator
-from typing import Any, Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import distributed
 
-from ._cluster import resolve_client, worker_threads, workers_of
+from ._cluster import (
+    ClusterError,
+    check_timeout,
+    resolve_client,
+    worker_threads,
+    workers_of,
+)
 
 __all__ = ["cluster_runs"]
 
@@ -32,11 +40,15 @@ def _fit_candidate(estimator: Any, params: dict[str, Any], train: Any, validatio
 
 
 def cluster_runs(client: Any, estimator: Any, candidates: Iterable[dict[str, Any]], args: tuple,
-                 out_of_time: Any, stopped: list[bool]) -> Iterator[tuple[dict[str, Any], Any, dict[str, Any]]]:
+                 out_of_time: Any, stopped: list[bool], timeout: float | None = None
+                 ) -> Iterator[tuple[dict[str, Any], Any, dict[str, Any]]]:
     """(params, model getter, row) per candidate, in the candidates' order, fitted on the workers.
 
     As many candidates run at once as the workers have threads; no new one
-    starts once ``out_of_time()`` (at least one always runs).
+    starts once ``out_of_time()`` (at least one always runs).  With
+    ``timeout`` (seconds), ``ClusterError`` when the whole search on the
+    cluster has not finished by then (``time_limit`` only stops new
+    candidates from starting; this bounds a stuck or lost cluster).
     """
     from .als import DaskALS
 
@@ -45,8 +57,10 @@ def cluster_runs(client: Any, estimator: Any, candidates: Iterable[dict[str, Any
                         "(fastrec.ALS); a DaskALS spreads every fit over the cluster itself (search it without "
                         "client=)")
     client = resolve_client(client)
+    timeout = check_timeout(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
     train, validation, k, names, evaluate_kwargs = args
-    workers = workers_of(client, None)
+    workers = workers_of(client, timeout)
     try:
         info = client.scheduler_info(n_workers=-1)
     except TypeError:
@@ -57,7 +71,6 @@ def cluster_runs(client: Any, estimator: Any, candidates: Iterable[dict[str, Any
     running: dict[Any, int] = {}
     submitted: list[tuple[dict[str, Any], Any]] = []
     finished: dict[int, dict[str, Any]] = {}
-    done = distributed.as_completed()
     exhausted = False
 
     def start_more() -> None:
@@ -71,15 +84,21 @@ def cluster_runs(client: Any, estimator: Any, candidates: Iterable[dict[str, Any
                 return
             both = client.submit(_fit_candidate, estimator, params, train_f, validation_f, k, names,
                                  evaluate_kwargs, pure=False)
-            row = client.submit(operator.getitem, both, 1, pure=False)
-            running[row] = len(submitted)
+            running[client.submit(operator.getitem, both, 1, pure=False)] = len(submitted)
             submitted.append((params, client.submit(operator.getitem, both, 0, pure=False)))
-            done.add(row)
 
     start_more()
     next_index = 0
-    for row in done:
-        finished[running.pop(row)] = row.result()
+    while running:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            done = distributed.wait(list(running), timeout=remaining, return_when="FIRST_COMPLETED").done
+        except (TimeoutError, distributed.TimeoutError) as exc:
+            raise ClusterError(f"the search on the cluster did not finish within timeout={timeout} s "
+                               f"({len(finished) + next_index} candidates scored, {len(running)} still running)"
+                               ) from exc
+        for row in sorted(done, key=running.get):
+            finished[running.pop(row)] = row.result()
         start_more()
         while next_index in finished:
             params, model = submitted[next_index]

@@ -165,3 +165,21 @@ def test_grid_and_random_search_on_the_cluster_match_local_search(dask_client, f
     assert limited.stopped_by_time_limit and 1 <= limited.n_run < 4
     with pytest.raises(TypeError, match="single-machine estimator"):
         grid_search(DaskALS(), grid, train, validation, client=dask_client, show_progress=False)
+
+
+def test_cluster_search_timeout_raises_a_clear_error(dask_client, fitted):
+    from fastrec.distributed import ClusterError
+    from fastrec.distributed.search import cluster_runs
+
+    _, data = fitted
+    train, validation = per_user_split(data.to_csr(), 0.3, random_state=0)
+    args = (train, validation, 5, ("ndcg",), None)
+    candidates = [{"regularization": r} for r in (0.01, 0.1, 0.3)]
+    never = lambda: False  # noqa: E731
+    runs = cluster_runs(dask_client, ALS(factors=4, iterations=2), candidates, args, never, [], timeout=1e-3)
+    with pytest.raises(ClusterError, match=r"did not finish within timeout=0.001 s \(0 candidates scored"):
+        next(runs)
+    done = list(cluster_runs(dask_client, ALS(factors=4, iterations=2), candidates, args, never, [], timeout=WAIT))
+    assert [params for params, _, _ in done] == candidates and all(row["ndcg"] >= 0 for _, _, row in done)
+    with pytest.raises(ValueError, match="timeout"):
+        next(cluster_runs(dask_client, ALS(), candidates, args, never, [], timeout=-1))
