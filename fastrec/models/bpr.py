@@ -107,10 +107,12 @@ class BPR(FactorModel):
         L2 penalty; every step adds its gradient (``regularization * param``)
         to the parameters it touches.  ``"auto"`` is 0.4 for WARP with
         adagrad and 0.01 otherwise (the best measured on MovieLens 1M).  In a
-        fit with side features, identity features (and a side without
-        features) keep that penalty and the side features' embeddings use
-        0.001 (``fastrec.models.hybrid.FEATURE_REGULARIZATION``); a number
-        applies to every parameter.
+        fit with side features it stays the penalty of every feature of a side
+        with identity features (warm rows keep the plain model's quality); a
+        side without identity features, tuned for cold start, uses 0.001 for
+        user and 0.01 for item features
+        (``fastrec.models.hybrid.FEATURE_REGULARIZATION``).  A number applies
+        to every parameter.
     iterations : int
         Epochs; each takes as many samples as there are positive interactions.
     loss : {"bpr", "warp"}

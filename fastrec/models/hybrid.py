@@ -28,13 +28,17 @@ from .side import SideFeatures
 
 __all__ = ["fit_feature_sum", "FEATURE_REGULARIZATION"]
 
-# regularization="auto" for side features.  Their embeddings are touched far more often
-# than a row's own vector, so the per-touch penalty of the plain model (0.4 for WARP
-# with adagrad) shrinks them to nothing: item cold start on MovieLens 1M (bench/
-# bench_features.py) gives ndcg@10 0.18 at 0.4, 0.26 at 0.05, 0.275-0.28 from 0.01 down to 0.
-# Identity features keep the plain model's penalty: at 0.001 for every feature, warm
-# users lost 0.054 ndcg@10 (0.366 vs 0.420), as the plain model does at 0.001 (0.362).
-FEATURE_REGULARIZATION = 0.001
+# regularization="auto" for the side features of a side WITHOUT identity features (tuned for
+# cold start).  Their embeddings are touched far more often than a row's own vector, so the
+# per-touch penalty of the plain model (0.4 for WARP with adagrad) shrinks them to nothing:
+# item cold start on MovieLens 1M (bench/bench_features.py) gives ndcg@10 0.18 at 0.4, 0.26 at
+# 0.05; with unnormalised item features (the best configuration there) 0.312 / AUC 0.791 at
+# 0.03, 0.314 / 0.792 at 0.02, 0.317 / 0.793 at 0.01 (3 seeds) and 0.318 / 0.792 at 0.001.
+# A side WITH identity features keeps the plain model's penalty for every feature: each
+# row with interactions is carried by its own vector and the side features only fill in, so
+# warm users keep the plain model's quality (ndcg@10 -0.004 at 0.4 on a random split; -0.033
+# with these cold-start penalties; bench/RESULTS.md, issue 13).
+FEATURE_REGULARIZATION = {"user": 0.001, "item": 0.01}
 
 
 def _identity(n: int, dtype: Any) -> sp.csr_matrix:
@@ -42,12 +46,13 @@ def _identity(n: int, dtype: Any) -> sp.csr_matrix:
                          shape=(n, n))
 
 
-def _penalties(side: SideFeatures | None, n_features: int, plain: float, given: Any, dtype: Any) -> np.ndarray:
-    """Each feature's weight decay: the plain model's for identity features (and sides without
-    features), ``FEATURE_REGULARIZATION`` for side features when ``regularization="auto"``."""
+def _penalties(side: SideFeatures | None, n_features: int, plain: float, given: Any, dtype: Any,
+               which: str) -> np.ndarray:
+    """Each feature's weight decay: the plain model's, except that with ``regularization="auto"``
+    the side features of a side without identity features get ``FEATURE_REGULARIZATION[which]``."""
     out = np.full(n_features, plain, dtype=dtype)
-    if side is not None and isinstance(given, str):  # "auto"
-        out[:side.n_side] = FEATURE_REGULARIZATION
+    if side is not None and isinstance(given, str) and side.n_side == side.n_features:  # "auto", no identity
+        out[:side.n_side] = FEATURE_REGULARIZATION[which]
     return out
 
 
@@ -64,8 +69,8 @@ def fit_feature_sum(model: Any, positives: Any, shape: tuple[int, int], params: 
     E = ((rng.random((A.shape[1], f)) - 0.5) / f).astype(dtype)
     F = ((rng.random((B.shape[1], f)) - 0.5) / f).astype(dtype)
     c = np.zeros(B.shape[1], dtype=dtype)
-    rE = _penalties(user_side, A.shape[1], params["regularization"], model.regularization, dtype)
-    rF = _penalties(item_side, B.shape[1], params["regularization"], model.regularization, dtype)
+    rE = _penalties(user_side, A.shape[1], params["regularization"], model.regularization, dtype, "user")
+    rF = _penalties(item_side, B.shape[1], params["regularization"], model.regularization, dtype, "item")
     adagrad = params["learning_schedule"] == "adagrad"
     GE, GF, Gc = (np.ones_like(a) if adagrad else a[:0] for a in (E, F, c))
     rank_weight = _rank_weights(n_items, dtype)

@@ -169,3 +169,23 @@ def test_partial_fit_users_grows_the_feature_rows():
     model = _bpr().fit(X, user_features=users)
     model.partial_fit_users([N_USERS], sp.csr_matrix(np.eye(1, N_ITEMS)), raw_ids=True)
     assert model._require_state().user_features.matrix.shape[0] == N_USERS + 1
+
+
+def test_auto_penalties_follow_the_identity_features():
+    """regularization="auto": cold-start penalties for a side without identity features, the plain
+    model's for every feature of a side with them; a number applies to all."""
+    from fastrec.models.hybrid import FEATURE_REGULARIZATION, _penalties
+    from fastrec.models.side import prepare_features
+    X, users, items, *_ = _data()
+    with_id = Features(items.side, items.side_names, items.ids, identity=True, spec=items.spec)
+    csr = X.to_csr()
+    _, _, _, user_side, item_side = prepare_features(csr, X.user_map, X.item_map, users, with_id, np.float32)
+    rE = _penalties(user_side, user_side.n_features, 0.4, "auto", np.float32, "user")
+    np.testing.assert_allclose(rE, FEATURE_REGULARIZATION["user"])
+    rF = _penalties(item_side, item_side.n_features, 0.4, "auto", np.float32, "item")
+    assert item_side.n_features > item_side.n_side and np.allclose(rF, 0.4)
+    _, _, _, _, plain_items = prepare_features(csr, X.user_map, X.item_map, None, items, np.float32)
+    rF = _penalties(plain_items, plain_items.n_features, 0.4, "auto", np.float32, "item")
+    np.testing.assert_allclose(rF, FEATURE_REGULARIZATION["item"])
+    np.testing.assert_allclose(_penalties(plain_items, plain_items.n_features, 0.3, 0.3, np.float32, "item"), 0.3)
+    np.testing.assert_allclose(_penalties(None, 7, 0.4, "auto", np.float32, "user"), 0.4)
