@@ -39,6 +39,25 @@ _FIT_COPIES = 3
 _QUERY_BYTES = 64 << 20
 
 
+def _symmetric_from_upper(filled: np.ndarray, block: int = 512) -> np.ndarray:
+    """The symmetric matrix of which LAPACK's ``potri`` filled the upper triangle (Fortran order), in place.
+
+    Returned C-contiguous (the transpose of the Fortran array, the same matrix once
+    symmetric); the other triangle is copied over block by block, so no
+    items x items temporary is made.
+    """
+    out = filled.T  # C-contiguous; the filled triangle is now its lower one
+    n = out.shape[0]
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        diagonal = out[lo:hi, lo:hi]
+        upper = np.triu_indices(hi - lo, 1)
+        diagonal[upper] = diagonal.T[upper]
+        if hi < n:
+            out[lo:hi, hi:] = out[hi:, lo:hi].T
+    return out
+
+
 def available_memory() -> int:
     """Bytes this process could still allocate: MemAvailable, capped by a cgroup v2 limit."""
     available = None
@@ -143,15 +162,17 @@ class EASE(FactorModel):
         Xd = liked_rows(X).astype(dtype)  # thumbs down speak for nothing, as in ItemKNN
         gram = (Xd.T @ Xd).toarray()
         gram[np.diag_indices(n_items)] += dtype.type(params["regularization"])
-        potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
-        factor, info = potrf(gram, lower=False, overwrite_a=True, clean=False)
+        # gram is symmetric, so its C-ordered buffer read in Fortran order (gram.T) is the same matrix:
+        # LAPACK factors and inverts it in place, with no Fortran copy
+        potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (gram.T,))
+        factor, info = potrf(gram.T, lower=False, overwrite_a=True, clean=False)
         if info != 0:
             raise ValueError(f"EASE: X^T X + regularization * I is not positive definite (LAPACK info {info}); "
                              "increase regularization")
         inverse, info = potri(factor, lower=False, overwrite_c=True)
         if info != 0:
             raise ValueError(f"EASE: the inverse failed (LAPACK info {info}); increase regularization")
-        inverse = np.triu(inverse) + np.triu(inverse, 1).T  # potri fills the upper triangle
+        inverse = _symmetric_from_upper(inverse)
         # B = I - P diag(1/diag(P)): column j of B is -P[:, j] / P[j, j], with B[j, j] = 0.
         # Stored transposed (row i = B[:, i]) so serving reads item vectors row by row.
         diagonal = np.diag(inverse).copy()

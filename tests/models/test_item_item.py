@@ -227,6 +227,19 @@ def test_ease_matches_the_closed_form(dtype, rtol):
         assert np.allclose(s[ids[u]], s[want], rtol=rtol * 10, atol=1e-6)  # ties may swap
 
 
+@pytest.mark.parametrize("n, block", [(1, 4), (10, 4), (9, 3), (7, 512)])
+def test_ease_symmetric_from_lapack_upper_triangle(n, block):
+    """potri leaves the upper triangle of a Fortran array; the whole matrix comes back C-ordered, in place."""
+    from fastrec.models.ease import _symmetric_from_upper
+    rng = np.random.default_rng(n)
+    A = rng.random((n, n))
+    want = A + A.T
+    filled = np.asfortranarray(np.triu(want) + np.tril(rng.random((n, n)), -1))  # junk below the diagonal
+    got = _symmetric_from_upper(filled, block=block)
+    assert got.flags.c_contiguous and np.shares_memory(got, filled)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_ease_serving_api_and_file(tmp_path):
     X = _random_matrix(50, 20, 0.25, seed=9)
     model = EASE(regularization=2.0, dtype=np.float64).fit(X)
