@@ -2,23 +2,29 @@
 
 Features: genres and release decade of the movies, gender, age band and
 occupation of the users (``fastrec.datasets.features``), 64 factors, WARP,
-the same epochs and threads for both libraries.
+the same epochs and threads for both libraries.  Splits use seed 0; the WARP
+rows of (a) and (c) are means over several model seeds (``--seeds``) with
+their spread, because one seed's ndcg@10 moves by about 0.002.
 
 (a) Item cold start: ``cold_item_split`` holds out 20% of the titles with all
     their interactions; every user with a held-out interaction ranks the
     held-out titles, scored from their features.  ndcg@10 and AUC (exact, over
     the held-out titles) against LightFM (with and without identity features,
     the better one judged) and "popular in the same genres" (the user's genre
-    and decade shares in training, dotted with the title's features).
+    and decade shares in training, dotted with the title's features).  ALS,
+    ItemKNN and EASE with the same item features (their ridge maps) for
+    comparison, one run each.
 (b) User cold start: ``cold_user_split`` holds out 20% of the users whole;
     each is ranked over every title from the demographics alone.  Against
     LightFM and "popular among users of the same gender and age band".
-(c) Warm users: a random 80/20 split of the interactions; WARP with and
-    without features, ndcg@10 may drop by at most 0.005.
+(c) Warm users: a random 80/20 split of the interactions; ALS and WARP with
+    and without user + item features (+ identity), ndcg@10 may drop by at most
+    0.005 (mean of the paired per-seed differences).
 (d) Speed: fitting with user and item features, fastrec / LightFM wall time at
     the same epochs and threads, alternated; at most 0.5.
 
-Run from the repository root: ``python bench/bench_features.py [--append]``.
+Run from the repository root: ``python bench/bench_features.py [--only item|user|warm|speed]
+[--seeds 0,1,2] [--item-variants normalised,identity,raw] [--append]``.
 """
 from __future__ import annotations
 
@@ -42,6 +48,9 @@ TIME_BAR = 0.5
 LIGHTFM_LR = 0.05
 # fastrec's settings for the feature-sum model (WARP, adagrad): see the notes in RESULTS.md
 FASTREC = {"loss": "warp", "learning_rate": 0.05, "iterations": EPOCHS, "max_sampled": 30}
+# (a)'s item feature variants: --item-variants key -> table label
+ITEM_VARIANTS = {"normalised": "item features", "identity": "item features + identity",
+                 "raw": "item features, not normalised"}
 
 
 # ------------------------------------------------------------------ data
@@ -97,17 +106,18 @@ def scored(label: str, scores: np.ndarray, relevant: sp.csr_matrix, fit: C.Sampl
 
 
 # ---------------------------------------------------------------- models
-def fastrec_fit(train: Any, user_features: Any, item_features: Any, threads: int, **params: Any):
+def fastrec_fit(train: Any, user_features: Any, item_features: Any, threads: int, seed: int = SEED, **params: Any):
     import fastrec
-    model = fastrec.BPR(factors=FACTORS, num_threads=threads, random_state=SEED, **{**FASTREC, **params})
+    model = fastrec.BPR(factors=FACTORS, num_threads=threads, random_state=seed, **{**FASTREC, **params})
     with C.Timer() as t:
         model.fit(train, user_features=user_features, item_features=item_features)
     return model, t.sample
 
 
-def lightfm_fit(train: sp.csr_matrix, user_matrix: Any, item_matrix: Any, threads: int, epochs: int = EPOCHS):
+def lightfm_fit(train: sp.csr_matrix, user_matrix: Any, item_matrix: Any, threads: int, epochs: int = EPOCHS,
+                seed: int = SEED):
     from lightfm import LightFM
-    model = LightFM(no_components=FACTORS, loss="warp", learning_rate=LIGHTFM_LR, random_state=SEED)
+    model = LightFM(no_components=FACTORS, loss="warp", learning_rate=LIGHTFM_LR, random_state=seed)
     with C.Timer() as t:
         model.fit(train.tocoo(), user_features=user_matrix, item_features=item_matrix, epochs=epochs,
                   num_threads=threads)
@@ -119,6 +129,17 @@ def lightfm_scores(model: Any, user_matrix: Any, item_matrix: Any, users: np.nda
     ub, ue = model.get_user_representations(user_matrix)
     ib, ie = model.get_item_representations(item_matrix)
     return ue[users] @ ie[items].T + ib[items][None, :]
+
+
+def model_scores(model: Any, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Scores of users x items for any fastrec model: factors, EASE's rows x B, ItemKNN's rows x S."""
+    state = model._require_state()
+    if state.item_similarity is not None:
+        return np.asarray((model.user_items_[users] @ state.item_similarity[:, items]).todense())
+    if state.user_factors is None:  # EASE: a user is their row
+        return np.asarray(model.user_items_[users] @ state.item_factors[items].T)
+    return fastrec_scores(model, users, items) if state.item_bias is not None else (
+        state.user_factors[users] @ state.item_factors[items].T)
 
 
 def fastrec_scores(model: Any, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -148,7 +169,21 @@ JUDGED_COLUMNS = ["model", "ndcg@10", "auc", "fit s", "ndcg@10 vs best LightFM",
                   "ndcg@10 vs baseline", "auc vs baseline", "pass"]
 
 
-def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Report) -> list[dict]:
+def seeded(label: str, runs: list[tuple[float, float, float]]) -> dict:
+    """A table row from (ndcg@10, auc, fit s) of several seeds: means, and the spread (max - min)."""
+    arr = np.array(runs)
+    row = {"model": label, "ndcg@10": arr[:, 0].mean(), "auc": arr[:, 1].mean(), "fit s": float(np.median(arr[:, 2])),
+           "seeds": len(runs)}
+    if len(runs) > 1:
+        row["ndcg@10 spread"] = np.ptp(arr[:, 0])
+        row["auc spread"] = np.ptp(arr[:, 1])
+    row["per seed"] = " ".join(f"{n:.4f}/{a:.4f}" for n, a, _ in runs)
+    return row
+
+
+def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Report, seeds: list[int],
+                    variants: list[str]) -> list[dict]:
+    import fastrec
     from fastrec.evaluation import cold_item_split
     train, test, _, cold = cold_item_split(X, 0.2, random_state=SEED)
     R_train, R_test = train.to_csr(), test.to_csr()
@@ -161,22 +196,40 @@ def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
     profile = sp.csr_matrix(sp.diags(1 / np.maximum(np.asarray(profile.sum(axis=1)).ravel(), 1e-12)) @ profile)
     scores = np.asarray((profile[testers] @ B[cold].T).todense())
     rows.append(scored("popular in the same genres", scores, relevant))
+    # the other models' item features (one run each): ALS's ridge map, ItemKNN's and EASE's
+    for label, model in (("fastrec ALS + ridge map of item features",
+                          fastrec.ALS(factors=FACTORS, num_threads=threads, random_state=SEED)),
+                         ("fastrec ItemKNN (cosine, k=100) + ridge map", fastrec.ItemKNN(num_threads=threads)),
+                         ("fastrec EASE (regularization 500) + ridge map", fastrec.EASE(num_threads=threads))):
+        with C.Timer() as t:
+            model.fit(train, item_features=raw(items))
+        rows.append(scored(label, model_scores(model, testers, cold), relevant, t.sample))
     Mu = matrix_of(users, X.shape[0], True)
-    variants = (("item features", items, matrix_of(items, X.shape[1], False)),
-                ("item features + identity", with_identity(items), matrix_of(items, X.shape[1], True)),
-                ("item features, not normalised", raw(items), sp.csr_matrix(items.side, dtype=np.float32, copy=True)))
+    catalogue = {"item features": (items, matrix_of(items, X.shape[1], False)),
+                 "item features + identity": (with_identity(items), matrix_of(items, X.shape[1], True)),
+                 "item features, not normalised": (raw(items), sp.csr_matrix(items.side, dtype=np.float32, copy=True))}
     anchors = []
-    for label, feats, M in variants:
-        model, t = fastrec_fit(train, with_identity(users), feats, threads)
-        rows.append(scored(f"fastrec WARP, {label}", fastrec_scores(model, testers, cold), relevant, t))
-        lfm, t = lightfm_fit(R_train, Mu, M, threads)
+    for label in variants:
+        feats, M = catalogue[label]
+        ours, theirs = [], []
+        for seed in seeds:
+            model, t = fastrec_fit(train, with_identity(users), feats, threads, seed=seed)
+            n, a = ndcg_auc(fastrec_scores(model, testers, cold), relevant)
+            ours.append((n, a, t.wall))
+            lfm, t = lightfm_fit(R_train, Mu, M, threads, seed=seed)
+            n, a = ndcg_auc(lightfm_scores(lfm, Mu, M, testers, cold), relevant)
+            theirs.append((n, a, t.wall))
+            print(label, seed, ours[-1], theirs[-1], flush=True)
+        rows.append(seeded(f"fastrec WARP, {label}", ours))
         anchors.append(f"LightFM WARP, {label}")
-        rows.append(scored(anchors[-1], lightfm_scores(lfm, Mu, M, testers, cold), relevant, t))
+        rows.append(seeded(anchors[-1], theirs))
     judged(rows, "fastrec WARP, item features, not normalised", anchors)
     report.table(f"(a) Item cold start: {cold.size} held-out titles (cold_item_split, seed {SEED}), {testers.size} "
-                 f"users ranking them; users: demographics + identity; {EPOCHS} epochs, {threads} threads. "
-                 "Judged: fastrec WARP with item features not normalised, against the best LightFM row and "
-                 "the baseline.", rows, JUDGED_COLUMNS)
+                 f"users ranking them; users: demographics + identity; {EPOCHS} epochs, {threads} threads; "
+                 f"WARP rows: mean over model seeds {', '.join(map(str, seeds))} (spread = max - min; per seed "
+                 "ndcg@10/auc). Judged: fastrec WARP with item features not normalised, against the best LightFM "
+                 "row and the baseline.", rows, JUDGED_COLUMNS[:4] + ["seeds", "ndcg@10 spread", "auc spread"]
+                 + JUDGED_COLUMNS[4:] + ["per seed"])
     return rows
 
 
@@ -233,46 +286,48 @@ def user_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
     return rows
 
 
-def warm_users(X: Any, users: Any, items: Any, threads: int, report: C.Report) -> list[dict]:
+def warm_users(X: Any, users: Any, items: Any, threads: int, report: C.Report, seeds: list[int]) -> list[dict]:
     import fastrec
     from fastrec.evaluation import random_split
     train, test = random_split(X, 0.2, random_state=SEED)
     R_test = test.to_csr()
     rows = []
 
-    def als(**features: Any) -> tuple[Any, C.Sample]:
-        model = fastrec.ALS(factors=FACTORS, num_threads=threads, random_state=SEED)
+    def als(seed: int, **features: Any) -> tuple[Any, C.Sample]:
+        model = fastrec.ALS(factors=FACTORS, num_threads=threads, random_state=seed)
         with C.Timer() as t:
             model.fit(train, **features)
         return model, t.sample
 
-    def warp(regularization: Any = "auto", **features: Any) -> tuple[Any, C.Sample]:
-        return fastrec_fit(train, features.get("user_features"), features.get("item_features"), threads,
-                           regularization=regularization)
+    def warp(seed: int, **features: Any) -> tuple[Any, C.Sample]:
+        return fastrec_fit(train, features.get("user_features"), features.get("item_features"), threads, seed=seed)
 
     both = {"user_features": with_identity(users), "item_features": with_identity(items)}
     both_raw = {"user_features": raw(with_identity(users)), "item_features": raw(with_identity(items))}
-    runs = (("ALS, no features", als, {}), ("ALS, user + item features + identity", als, both),
-            ("WARP, no features", warp, {}),
-            ("WARP, user + item features + identity (regularization auto)", warp, both),
-            ("WARP, the same not normalised (auto)", warp, both_raw),
-            ("WARP, the same not normalised, regularization=0.4", warp, {**both_raw, "regularization": 0.4}))
-    plain = {}
-    for label, fit, features in runs:
-        model, t = fit(**features)
-        top, _ = model.recommend(np.arange(X.shape[0]), n=10)
-        row = {"model": f"fastrec {label}", **C.ranking_metrics(top, R_test), "fit s": t.wall}
-        name = label.split(",")[0]
-        if name in plain:
-            row["change"] = row["ndcg@10"] - plain[name]
-            row["bar"] = f">= -{COLD_BAR_WARM}"
-            row["pass"] = bool(row["change"] >= -COLD_BAR_WARM)
-        else:
-            plain[name] = row["ndcg@10"]
-        rows.append(row)
+    runs = (("ALS", als, both, "user + item features + identity", [SEED]),
+            ("WARP", warp, both_raw, "user + item features + identity, not normalised (regularization auto)",
+             seeds))
+    for name, fit, features, label, model_seeds in runs:
+        plain, featured = [], []
+        for seed in model_seeds:
+            for given, out in (({}, plain), (features, featured)):
+                model, t = fit(seed, **given)
+                top, _ = model.recommend(np.arange(X.shape[0]), n=10)
+                out.append((C.ranking_metrics(top, R_test)["ndcg@10"], t.wall))
+            print(name, seed, plain[-1], featured[-1], flush=True)
+        changes = [f[0] - p[0] for p, f in zip(plain, featured)]
+        rows.append({"model": f"fastrec {name}, no features", "ndcg@10": np.mean([p[0] for p in plain]),
+                     "fit s": np.median([p[1] for p in plain]), "seeds": len(model_seeds),
+                     "per seed": " ".join(f"{p[0]:.4f}" for p in plain)})
+        rows.append({"model": f"fastrec {name}, {label}", "ndcg@10": np.mean([f[0] for f in featured]),
+                     "fit s": np.median([f[1] for f in featured]), "seeds": len(model_seeds),
+                     "per seed": " ".join(f"{f[0]:.4f}" for f in featured), "change": float(np.mean(changes)),
+                     "change per seed": " ".join(f"{c:+.4f}" for c in changes), "bar": f">= -{COLD_BAR_WARM}",
+                     "pass": bool(np.mean(changes) >= -COLD_BAR_WARM)})
     report.table(f"(c) Warm users: random 80/20 split of the interactions (seed {SEED}), every user ranked over "
-                 f"the titles they have not seen; {EPOCHS} WARP epochs.", rows,
-                 ["model", "ndcg@10", "p@10", "fit s", "change", "bar", "pass"])
+                 f"the titles they have not seen; {EPOCHS} WARP epochs, {threads} threads; WARP rows: mean over "
+                 f"model seeds {', '.join(map(str, seeds))}, change = mean of the paired (same seed) differences.",
+                 rows, ["model", "ndcg@10", "fit s", "seeds", "per seed", "change", "change per seed", "bar", "pass"])
     return rows
 
 
@@ -295,21 +350,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--append", action="store_true", help="append the section to bench/RESULTS.md")
     parser.add_argument("--only", choices=("item", "user", "warm", "speed"))
+    parser.add_argument("--seeds", default="0,1,2", help="model seeds of the WARP rows of (a) and (c), "
+                        "comma-separated (splits always use seed 0)")
+    parser.add_argument("--item-variants", default=",".join(ITEM_VARIANTS),
+                        help="(a)'s item feature variants, comma-separated keys: "
+                        + "; ".join(f"{k} ({v})" for k, v in ITEM_VARIANTS.items()))
     args = parser.parse_args()
+    seeds = [int(v) for v in args.seeds.split(",")]
+    keys = [v.strip() for v in args.item_variants.split(",") if v.strip()]
+    unknown = sorted(set(keys) - set(ITEM_VARIANTS))
+    if unknown or "raw" not in keys:
+        parser.error(f"--item-variants: unknown {unknown}; 'raw' (the judged variant) is required")
+    variants = [ITEM_VARIANTS[k] for k in keys]
     start = time.perf_counter()
     X, users, items = load()
     report = C.Report("Side features and cold start vs LightFM's WARP hybrid (issue 13)")
     if args.only in (None, "item"):
-        item_cold_start(X, users, items, args.threads, report)
+        item_cold_start(X, users, items, args.threads, report, seeds, variants)
     if args.only in (None, "user"):
         user_cold_start(X, users, items, args.threads, report)
     if args.only in (None, "warm"):
-        warm_users(X, users, items, args.threads, report)
+        warm_users(X, users, items, args.threads, report, seeds)
     if args.only in (None, "speed"):
         speed(X, users, items, args.threads, args.repeats, report)
     report.notes.append(f"Total {time.perf_counter() - start:.0f} s.")
-    C.publish(report, "features", "python bench/bench_features.py" + (" --append" if args.append else ""),
-              append=args.append)
+    command = " ".join(["python bench/bench_features.py", *sys.argv[1:]])
+    C.publish(report, "features", command, append=args.append)
 
 
 if __name__ == "__main__":
