@@ -46,11 +46,43 @@ class _Context:
     def __init__(self, item_factors: np.ndarray, item_bias: np.ndarray | None, item_labels: np.ndarray | None):
         self.item_factors, self.item_bias, self.item_labels = item_factors, item_bias, item_labels
         self._index: RankingIndex | None = None
+        self._item_dtype: Any = None
+
+    def items(self, codes: np.ndarray) -> Any:
+        """The item column: indices, or raw ids (a categorical over all items for text ids, built once)."""
+        if self.item_labels is None:
+            return codes
+        if not _is_text(self.item_labels):
+            return self.item_labels[codes]
+        if self._item_dtype is None:
+            self._item_dtype = _text_dtype(self.item_labels)
+        import pandas as pd
+        return pd.Categorical.from_codes(codes, dtype=self._item_dtype)
 
     def index(self) -> RankingIndex:
         if self._index is None:  # built once per worker (a racing second build is harmless)
             self._index = RankingIndex.build(self.item_factors, self.item_bias)
         return self._index
+
+
+def _is_text(labels: np.ndarray) -> bool:
+    return labels.dtype.kind in "OUST"
+
+
+def _text_dtype(labels: np.ndarray) -> Any:
+    import pandas as pd
+    return pd.CategoricalDtype(pd.Index(labels))
+
+
+def _users(labels: np.ndarray | None, codes: np.ndarray, lo: int) -> Any:
+    """The user column: indices, or raw ids (text ids as a categorical over the block's users)."""
+    if labels is None:
+        return codes
+    local = codes - np.int32(lo)
+    if not _is_text(labels):
+        return labels[local]
+    import pandas as pd
+    return pd.Categorical.from_codes(local, dtype=_text_dtype(labels))
 
 
 def _long_frame(users: np.ndarray, ranks: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Any:
@@ -94,8 +126,7 @@ def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None
     ids, scores = top_k(factors, context.item_factors, context.item_bias, n, pattern, mask, candidates, threads,
                         index=None if candidates is not None else context.index())
     users, ranks, items, scores = _long(ids, scores, lo)
-    frame = _long_frame(users if user_labels is None else user_labels[users - lo], ranks,
-                        items if context.item_labels is None else context.item_labels[items], scores)
+    frame = _long_frame(_users(user_labels, users, lo), ranks, context.items(items), scores)
     if path is None:
         return frame
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -156,8 +187,9 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     dask.dataframe.DataFrame with columns ``user``, ``rank`` (1-based),
     ``item`` and ``score``, already computing on the cluster (``.compute()``
     gathers it); or, with ``path``, the list of files written.  ``user`` and
-    ``item`` are int32 indices (or the raw ids), ``rank`` int32 and ``score``
-    the model's dtype.  Each block
+    ``item`` are int32 indices or the raw ids (text ids as pandas
+    categoricals: codes plus the labels once per block), ``rank`` int32 and
+    ``score`` the model's dtype.  Each block
     (partition, file) holds consecutive users, each user's rows best first;
     the blocks are dealt to the workers round robin.
     """
@@ -235,9 +267,11 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     if path is not None:
         return gather(client, parts, timeout, "writing the recommendations")
     import dask.dataframe as dd
-    empty = np.empty(0)
-    meta = _long_frame(empty.astype(np.int32) if not raw_ids else state.user_map.labels[:0],
-                       empty.astype(np.int32),
-                       empty.astype(np.int32) if item_labels is None else item_labels[:0],
-                       empty.astype(state.dtype))
+    no_ids = np.empty(0, dtype=np.int32)
+    meta = _long_frame(_users(state.user_map.labels[:0] if raw_ids else None, no_ids, 0), no_ids,
+                       _Context(state.item_factors[:0], None, item_labels).items(no_ids),
+                       np.empty(0, dtype=state.dtype))
+    if raw_ids and _is_text(state.user_map.labels):  # each block has its own users as categories
+        from dask.dataframe.utils import clear_known_categories
+        meta = clear_known_categories(meta, cols=["user"])
     return dd.from_delayed(parts, meta=meta, verify_meta=False)

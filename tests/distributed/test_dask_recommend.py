@@ -61,6 +61,20 @@ def test_recommend_all_equals_recommend_for_every_user_in_raw_ids(dask_client, f
     users = data.user_map.labels
     assert_matches_recommend(table, model, users, list(users), n=7, raw_ids=True)
     assert table.groupby("user")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
+    # text ids come back as categoricals (codes and the labels once), integer ids as they are
+    assert isinstance(table["user"].dtype, pd.CategoricalDtype) and table["item"].dtype == np.int64
+
+
+def test_recommend_all_text_item_ids_are_categorical(dask_client, events):
+    frame = events.assign(item=np.char.add("title ", events["item"].to_numpy().astype(str)))
+    data = Interactions.from_dataframe(frame, user_col="user", item_col="item", weight_col="weight")
+    model = ALS(factors=5, iterations=2, random_state=0).fit(data)
+    result = recommend_all(model, dask_client, n=4, block_users=40)
+    table = collect(dask_client, result)
+    assert isinstance(table["item"].dtype, pd.CategoricalDtype)
+    assert list(table["item"].cat.categories) == list(data.item_map.labels)  # every block: the same categories
+    users = data.user_map.labels
+    assert_matches_recommend(table, model, users, list(users), n=4, raw_ids=True)
 
 
 def test_recommend_all_filters_and_indices(dask_client, fitted):
