@@ -178,7 +178,10 @@ def recommend_throughput(model, client, repeats: int) -> tuple[dict[str, float],
     table = table.sort_values(["user", "rank"])
     same = bool(np.array_equal(table["item"].to_numpy().reshape(-1, 10), ids))
     medians = {k: float(np.median(v[1:])) for k, v in times.items()}
-    return {k: als.n_users_ / v for k, v in medians.items()}, {"seconds": times, "same_lists": same}
+    ratios = [a / b for a, b in zip(times["recommend"][1:], times["kept"][1:])]
+    return {k: als.n_users_ / v for k, v in medians.items()}, {"seconds": times, "same_lists": same,
+                                                               "round_ratios_kept": ratios,
+                                                               "dtypes": [str(t) for t in table.dtypes]}
 
 
 def main() -> None:
@@ -187,6 +190,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--recommend-repeats", type=int, default=5, help="recommend rounds (median)")
     parser.add_argument("--memory-workers", default="2,4")
     parser.add_argument("--append", action="store_true", help="append the section to bench/RESULTS.md")
     parser.add_argument("--child-fit", help=argparse.SUPPRESS)
@@ -201,7 +205,7 @@ def main() -> None:
     cluster, client = start_cluster(2)
     try:
         timing, setups, model = iteration_times(X, client, args.factors, args.threads, args.iterations, repeats)
-        throughput, recommend_raw = recommend_throughput(model, client, repeats)
+        throughput, recommend_raw = recommend_throughput(model, client, max(repeats, args.recommend_repeats))
     finally:
         stop_cluster(cluster, client)
     ours, single = timing.median("DaskALS"), timing.median("ALS")
@@ -219,7 +223,9 @@ def main() -> None:
     rec_ratio = throughput["kept"] / throughput["recommend"]
     report.table(
         "recommend_all: top-10 for every user, seen items excluded, users/s (median of "
-        f"{repeats}, after a warm-up round); single machine = `model.recommend(all users)` with 2 threads.",
+        f"{max(repeats, args.recommend_repeats)} rounds, after a warm-up round; per-round ratios (kept) "
+        f"{', '.join(f'{r:.2f}' for r in recommend_raw['round_ratios_kept'])}); single machine = "
+        "`model.recommend(all users)` with 2 threads.",
         [{"measure": "users/s", "recommend (2 threads)": throughput["recommend"],
           "recommend_all, kept on the cluster": throughput["kept"],
           "recommend_all, gathered as pandas": throughput["gathered"], "ratio (kept)": rec_ratio,
@@ -235,12 +241,16 @@ def main() -> None:
         "Both contenders share the same two cores: DaskALS's two 1-thread workers do the work ALS's two threads do, "
         "plus serialising and sending factor blocks over loopback and one client round trip per half-step.",
         "Memory: every worker keeps a user shard and an item shard (Spark's layout), so with W workers it holds "
-        "2/W of the ratings: at W = 2 as many as the whole input, which the single process holds once (plus CSC "
-        "slices within its budget). During the item half-step every worker also holds all user factors (the "
-        "all-gather). The per-worker share of the ratings only drops below the input from 3 workers on.",
+        f"2/W of the ratings ({2 * X.nnz * 8 / 1e6:.0f}/W MB: int32 index + float32 value per entry): at W = 2 as "
+        "many as the whole input, which the single process holds once (plus CSC slices within its budget). During "
+        "the item half-step every worker also holds all user factors concatenated "
+        f"({X.shape[0] * args.factors * 4 / 1e6:.0f} MB, the all-gather), the received blocks it was built from "
+        "(Dask keeps a task's inputs until it ends) and the copy of its own block being solved. A Dask worker's "
+        "baseline (imports, event loop) is counted on its side, the single process's on its own.",
         "recommend_all 'kept' leaves the lists on the workers (what a job writing Parquet sees); 'gathered' also "
         "ships every row to this process as pandas. Both include sending each block's user factors and seen "
-        "items from this process.",
+        "items (uint16 ids) from this process, one round of one block per worker at a time; output columns "
+        f"{recommend_raw['dtypes']}.",
     ]
     report.raw.update({"timing": timing.samples, "setups": setups, "recommend": recommend_raw, "memory": raw})
     command = "python bench/bench_distributed.py" + (" --quick" if args.quick else "")
