@@ -16,8 +16,8 @@ score; a row with fewer such items is padded with id -1 and score -inf.
 
 Selection is deterministic: score descending, ties broken by the lower item id.
 ``score_rows`` writes each row best-first; the neighbour kernels write each
-item's kept neighbours in no particular order (the caller sorts them by id
-for the CSR), which spares a heap sort per item.
+item's kept neighbours sorted by id (the order of the CSR) and their count,
+sparing a heap sort by score per item.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -53,6 +53,57 @@ cdef inline void lazy_push(floating *hs, int *hi, int *size, int k, floating s, 
         sift_down(hs, hi, k, 0)
 
 
+cdef void sort_by_id(int *ids, floating *vals, int n) noexcept nogil:
+    """Sort ``ids`` ascending (distinct values) and ``vals`` with them: quicksort, insertion sort below 16."""
+    cdef int lo, hi, mid, a, b, pivot, ti
+    cdef floating tv
+    for a in range(1, n):  # rows that never filled up often arrive in id order already
+        if ids[a - 1] > ids[a]:
+            break
+    else:
+        return
+    while n > 16:
+        mid = n >> 1
+        # median of three to ids[n - 1] as the pivot
+        if ids[mid] < ids[0]:
+            ids[0], ids[mid] = ids[mid], ids[0]
+            vals[0], vals[mid] = vals[mid], vals[0]
+        if ids[n - 1] < ids[0]:
+            ids[0], ids[n - 1] = ids[n - 1], ids[0]
+            vals[0], vals[n - 1] = vals[n - 1], vals[0]
+        if ids[mid] < ids[n - 1]:
+            ids[mid], ids[n - 1] = ids[n - 1], ids[mid]
+            vals[mid], vals[n - 1] = vals[n - 1], vals[mid]
+        pivot = ids[n - 1]
+        a = 0
+        for b in range(n - 1):
+            if ids[b] < pivot:
+                ids[a], ids[b] = ids[b], ids[a]
+                vals[a], vals[b] = vals[b], vals[a]
+                a = a + 1
+        ids[a], ids[n - 1] = ids[n - 1], ids[a]
+        vals[a], vals[n - 1] = vals[n - 1], vals[a]
+        # recurse on the smaller side, loop on the larger
+        if a < n - 1 - a:
+            sort_by_id(ids, vals, a)
+            ids = ids + a + 1
+            vals = vals + a + 1
+            n = n - a - 1
+        else:
+            sort_by_id(ids + a + 1, vals + a + 1, n - a - 1)
+            n = a
+    for a in range(1, n):
+        ti = ids[a]
+        tv = vals[a]
+        b = a - 1
+        while b >= 0 and ids[b] > ti:
+            ids[b + 1] = ids[b]
+            vals[b + 1] = vals[b]
+            b = b - 1
+        ids[b + 1] = ti
+        vals[b + 1] = tv
+
+
 cdef inline void pad_row(floating *out_s, int *out_i, int size, int k) noexcept nogil:
     """Pad a neighbour row after its ``size`` kept entries."""
     cdef int j
@@ -64,7 +115,7 @@ cdef inline void pad_row(floating *out_s, int *out_i, int size, int k) noexcept 
 def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, const floating[::1] col_data,
                     const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
                     const floating[::1] scale, double shrinkage, int k,
-                    int[:, ::1] out_ids, floating[:, ::1] out_sims, int num_threads):
+                    int[:, ::1] out_ids, floating[:, ::1] out_sims, int[::1] out_counts, int num_threads):
     """Top-``k`` neighbours of every item (itself excluded).
 
     ``col_*`` is the weighted matrix by item (items x users, CSR), ``row_*``
@@ -72,8 +123,8 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
     and j is ``dot_ij * scale[i] * scale[j]`` (``scale`` = 1 / norm for
     cosine), times ``c_ij / (c_ij + shrinkage)`` with ``c_ij`` their common
     users when ``shrinkage > 0``.  Only pairs with at least one common user
-    and a similarity > 0 are kept, in no particular order; rows of the outputs
-    are padded with id -1 (similarity 0).
+    and a similarity > 0 are kept; each row holds its ``out_counts[i]`` kept
+    neighbours sorted by id, then padding (id -1, similarity 0).
     """
     cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
     cdef Py_ssize_t i
@@ -143,6 +194,8 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
                     lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, <floating> s, j)
                 acc[j] = 0
                 marked[j] = 0
+            sort_by_id(&out_ids[i, 0], &out_sims[i, 0], size)
+            out_counts[i] = size
             pad_row(&out_sims[i, 0], &out_ids[i, 0], size, k)
         free(acc)
         free(common)
@@ -154,7 +207,7 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
                           const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
                           const floating[::1] scale, double shrinkage, int k,
                           floating[:, :, ::1] heap_s, int[:, :, ::1] heap_i, int[:, ::1] heap_n,
-                          int[:, ::1] out_ids, floating[:, ::1] out_sims, int num_threads):
+                          int[:, ::1] out_ids, floating[:, ::1] out_sims, int[::1] out_counts, int num_threads):
     """``item_neighbours`` computing each pair once: half the multiply-adds.
 
     Item i accumulates its dot products with the items j > i only (``col_pos[p]``
@@ -249,87 +302,24 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
         for t in range(1, n_heaps):
             for m in range(heap_n[t, i]):
                 lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, heap_s[t, i, m], heap_i[t, i, m])
+        sort_by_id(&out_ids[i, 0], &out_sims[i, 0], size)
+        out_counts[i] = size
         pad_row(&out_sims[i, 0], &out_ids[i, 0], size, k)
 
 
-cdef void sort_by_id(int *ids, floating *vals, int n) noexcept nogil:
-    """Sort ``ids`` ascending (distinct values) and ``vals`` with them: quicksort, insertion sort below 16."""
-    cdef int lo, hi, mid, a, b, pivot, ti
-    cdef floating tv
-    for a in range(1, n):  # rows that never filled up often arrive in id order already
-        if ids[a - 1] > ids[a]:
-            break
-    else:
-        return
-    while n > 16:
-        mid = n >> 1
-        # median of three to ids[n - 1] as the pivot
-        if ids[mid] < ids[0]:
-            ids[0], ids[mid] = ids[mid], ids[0]
-            vals[0], vals[mid] = vals[mid], vals[0]
-        if ids[n - 1] < ids[0]:
-            ids[0], ids[n - 1] = ids[n - 1], ids[0]
-            vals[0], vals[n - 1] = vals[n - 1], vals[0]
-        if ids[mid] < ids[n - 1]:
-            ids[mid], ids[n - 1] = ids[n - 1], ids[mid]
-            vals[mid], vals[n - 1] = vals[n - 1], vals[mid]
-        pivot = ids[n - 1]
-        a = 0
-        for b in range(n - 1):
-            if ids[b] < pivot:
-                ids[a], ids[b] = ids[b], ids[a]
-                vals[a], vals[b] = vals[b], vals[a]
-                a = a + 1
-        ids[a], ids[n - 1] = ids[n - 1], ids[a]
-        vals[a], vals[n - 1] = vals[n - 1], vals[a]
-        # recurse on the smaller side, loop on the larger
-        if a < n - 1 - a:
-            sort_by_id(ids, vals, a)
-            ids = ids + a + 1
-            vals = vals + a + 1
-            n = n - a - 1
-        else:
-            sort_by_id(ids + a + 1, vals + a + 1, n - a - 1)
-            n = a
-    for a in range(1, n):
-        ti = ids[a]
-        tv = vals[a]
-        b = a - 1
-        while b >= 0 and ids[b] > ti:
-            ids[b + 1] = ids[b]
-            vals[b + 1] = vals[b]
-            b = b - 1
-        ids[b + 1] = ti
-        vals[b + 1] = tv
-
-
-def neighbour_counts(const int[:, ::1] ids, int[::1] counts, int num_threads):
-    """The number of kept neighbours of each item: the entries before the first id -1 of its row."""
-    cdef Py_ssize_t i
-    cdef int m, width = ids.shape[1]
-    for i in prange(ids.shape[0], schedule="static", nogil=True, num_threads=num_threads):
-        m = 0
-        while m < width and ids[i, m] >= 0:
-            m = m + 1
-        counts[i] = m
-
-
-def neighbour_csr(int[:, ::1] ids, floating[:, ::1] sims, const long long[::1] indptr,
-                  int[::1] out_indices, floating[::1] out_data, int num_threads):
-    """Each item's kept neighbours, sorted by id, into a CSR's ``indices``/``data`` at ``indptr``.
-
-    ``indptr`` comes from ``neighbour_counts``; ``ids``/``sims`` are sorted in place.
-    """
+def neighbour_csr(const int[:, ::1] ids, const floating[:, ::1] sims, const long long[::1] indptr,
+                  int[::1] out_indices, floating[::1] out_data):
+    """Copy each item's kept neighbours (the first ``indptr[i + 1] - indptr[i]`` of its row, sorted
+    by id by the neighbour kernels) into a CSR's ``indices``/``data``.  Serial: a copy is cheap,
+    and on a loaded machine every parallel region costs a wait for the slowest thread."""
     cdef Py_ssize_t i
     cdef long long m, start
-    cdef int size
-    for i in prange(ids.shape[0], schedule="dynamic", chunksize=64, nogil=True, num_threads=num_threads):
-        start = indptr[i]
-        size = <int> (indptr[i + 1] - start)
-        sort_by_id(&ids[i, 0], &sims[i, 0], size)
-        for m in range(size):
-            out_indices[start + m] = ids[i, m]
-            out_data[start + m] = sims[i, m]
+    with nogil:
+        for i in range(ids.shape[0]):
+            start = indptr[i]
+            for m in range(indptr[i + 1] - start):
+                out_indices[start + m] = ids[i, m]
+                out_data[start + m] = sims[i, m]
 
 
 def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floating[::1] q_data,

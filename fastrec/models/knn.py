@@ -163,6 +163,7 @@ class ItemKNN(Recommender):
                                shape=by_user.shape).tocsc()
         ids = np.empty((n_items, k), dtype=np.int32)
         sims = np.empty((n_items, k), dtype=dtype)
+        counts = np.empty(n_items, dtype=np.int32)
         kernel = load_kernel("knn")
         row_args = (by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data)
         col_indptr, col_users = places.indptr.astype(np.int64), places.indices.astype(np.int32, copy=False)
@@ -173,11 +174,11 @@ class ItemKNN(Recommender):
                 col_indptr, col_users, places.data.astype(np.int64, copy=False), *row_args,
                 scale, float(params["shrinkage"]), k,
                 np.empty((threads, n_items, k), dtype=dtype), np.empty((threads, n_items, k), dtype=np.int32),
-                np.zeros((threads, n_items), dtype=np.int32), ids, sims, threads)
+                np.zeros((threads, n_items), dtype=np.int32), ids, sims, counts, threads)
         else:  # a catalogue too big for per-thread heaps of every item: each item's row alone
             kernel.item_neighbours(col_indptr, col_users, by_user.data[places.data], *row_args,
-                                   scale, float(params["shrinkage"]), k, ids, sims, threads)
-        S = _neighbour_matrix(kernel, ids, sims, threads)
+                                   scale, float(params["shrinkage"]), k, ids, sims, counts, threads)
+        S = _neighbour_matrix(kernel, ids, sims, counts)
         side = None if features is None else features[1]
         if side is None:
             return Fitted(None, None, item_similarity=S)
@@ -280,16 +281,14 @@ class ItemKNN(Recommender):
         return self._partial_fit("users", user_ids, X_rows, raw_ids)
 
 
-def _neighbour_matrix(kernel: Any, ids: np.ndarray, sims: np.ndarray, threads: int) -> sp.csr_matrix:
-    """The kernel's padded (items, k) neighbour lists as a canonical CSR (sorted column indices)."""
+def _neighbour_matrix(kernel: Any, ids: np.ndarray, sims: np.ndarray, counts: np.ndarray) -> sp.csr_matrix:
+    """The kernel's padded (items, k) neighbour lists (sorted by id) as a canonical CSR."""
     n_items = ids.shape[0]
-    counts = np.empty(n_items, dtype=np.int32)
-    kernel.neighbour_counts(ids, counts, threads)
     indptr = np.zeros(n_items + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int32)
     data = np.empty(indptr[-1], dtype=sims.dtype)
-    kernel.neighbour_csr(ids, sims, indptr, indices, data, threads)
+    kernel.neighbour_csr(ids, sims, indptr, indices, data)
     S = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
     S.indices, S.indptr = indices, indptr  # scipy may narrow or widen index arrays; the kernels want these
     S.has_sorted_indices = True

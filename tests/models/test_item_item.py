@@ -116,13 +116,15 @@ def test_every_knn_kernel_build_agrees(knn_kernel):
     scale = (1 / np.maximum(np.sqrt(np.asarray(X.multiply(X).sum(0)).ravel()), 1e-12)).astype(np.float32)
     ids = np.full((30, 4), -1, dtype=np.int32)
     sims = np.zeros((30, 4), dtype=np.float32)
+    counts = np.zeros(30, dtype=np.int32)
     knn_kernel.item_neighbours(by_item.indptr.astype(np.int64), by_item.indices, by_item.data,
-                               X.indptr.astype(np.int64), X.indices, X.data, scale, 0.0, 4, ids, sims, 2)
+                               X.indptr.astype(np.int64), X.indices, X.data, scale, 0.0, 4, ids, sims, counts, 2)
     want = ref_similarity(X.toarray(), "cosine", 4)
     for j in range(30):
         valid = ids[j] >= 0
         np.testing.assert_allclose(sims[j][valid], want[j, ids[j][valid]], rtol=1e-5)
-        assert valid.sum() == (want[j] > 0).sum()
+        assert valid.sum() == (want[j] > 0).sum() == counts[j] and valid[:counts[j]].all()
+        assert (np.diff(ids[j][valid]) > 0).all()  # sorted by id
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
