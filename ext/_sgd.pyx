@@ -54,6 +54,39 @@ cdef extern from *:
         if (n <= 0xFFFFFFFFULL) return ((r >> 32) * n) >> 32;
         return r % n;
     }
+    /* Membership filter of the (user, item) positives: one 64-bit word per
+       pair picked by a hash, three bits set in it (a Bloom filter blocked to
+       one word, Putze et al. 2007).  A clear bit proves the pair is not a
+       positive with one random read; a "maybe" is settled by the exact search. */
+    static inline uint64_t fr_pair_hash(int user, int item) {
+        uint64_t z = ((uint64_t)(uint32_t)user << 32 | (uint32_t)item) * 0x9E3779B97F4A7C15ULL;
+        z = (z ^ (z >> 29)) * 0xBF58476D1CE4E5B9ULL;
+        return z ^ (z >> 32);
+    }
+    static inline uint64_t fr_filter_word(uint64_t h, uint64_t n_words) {
+        return ((h >> 32) * n_words) >> 32;
+    }
+    static inline uint64_t fr_filter_bits(uint64_t h) {
+        return (1ULL << (h & 63)) | (1ULL << ((h >> 6) & 63)) | (1ULL << ((h >> 12) & 63));
+    }
+    /* Fill the filter of n pairs, hashing 16 pairs ahead of the writes so the
+       random read-modify-writes overlap. */
+    static void fr_filter_fill(uint64_t *words, uint64_t n_words, const int *users,
+                               const int *items, long long n) {
+        uint64_t ring[16];
+        long long j;
+        for (j = 0; j < n + 16; ++j) {
+            if (j >= 16) {
+                uint64_t h = ring[j & 15];
+                words[fr_filter_word(h, n_words)] |= fr_filter_bits(h);
+            }
+            if (j < n) {
+                uint64_t h = fr_pair_hash(users[j], items[j]);
+                __builtin_prefetch(&words[fr_filter_word(h, n_words)], 1, 3);
+                ring[j & 15] = h;
+            }
+        }
+    }
     #if defined(__GNUC__) || defined(__clang__)
     #define fr_prefetch_read(p) __builtin_prefetch((const void *)(p), 0, 3)
     #define fr_prefetch_write(p) __builtin_prefetch((const void *)(p), 1, 3)
@@ -117,6 +150,11 @@ cdef extern from *:
     """
     uint64_t fr_next_u64(uint64_t *state) nogil
     uint64_t fr_below(uint64_t *state, uint64_t n) nogil
+    uint64_t fr_pair_hash(int user, int item) nogil
+    uint64_t fr_filter_word(uint64_t h, uint64_t n_words) nogil
+    uint64_t fr_filter_bits(uint64_t h) nogil
+    void fr_filter_fill(uint64_t *words, uint64_t n_words, const int *users, const int *items,
+                        long long n) nogil
     void fr_prefetch_read(const void *p) nogil
     void fr_prefetch_write(const void *p) nogil
     void fr_pair_sgd_s(float *u, float *p, float *n, float g, float lr, float reg, int f) nogil
@@ -140,6 +178,7 @@ cdef enum:
     AHEAD = 4            # pipeline distance between the stages of a sample (see run_chunk)
     RING = 16            # ring slots; must exceed 3 * AHEAD
     MAX_NEGATIVE_DRAWS = 64  # BPR: give up on a user whose items are almost all positives
+    FILTER_BITS = 16     # filter bits per positive: about 1 in 70 non-positives reads "maybe"
 
 
 cdef struct Model:
@@ -156,6 +195,8 @@ cdef struct Model:
     const long long *indptr  # positives, CSR by user, sorted columns
     const int *indices
     const int *users         # user of each interaction index
+    const uint64_t *filter   # membership filter of the positives (see fr_filter_add), or NULL
+    uint64_t filter_words
     long long nnz
     int n_items
     int f
@@ -215,6 +256,22 @@ cdef inline bint is_positive(const Model *m, int user, int item) noexcept nogil:
         a += half * (a[half] <= item)
         n -= half
     return a[0] == item
+
+
+cdef inline bint is_negative_filtered(const Model *m, int user, int item) noexcept nogil:
+    """``not is_positive``, asking the filter first: only its "maybe"s search the row."""
+    cdef uint64_t h, bits
+    if m.filter != NULL:
+        h = fr_pair_hash(user, item)
+        bits = fr_filter_bits(h)
+        if m.filter[fr_filter_word(h, m.filter_words)] & bits != bits:
+            return True
+    return not is_positive(m, user, item)
+
+
+cdef inline void prefetch_filter(const Model *m, int user, int item) noexcept nogil:
+    if m.filter != NULL:
+        fr_prefetch_read(&m.filter[fr_filter_word(fr_pair_hash(user, item), m.filter_words)])
 
 
 cdef inline floating score(const Model *m, int user, int item, floating like) noexcept nogil:
@@ -317,7 +374,10 @@ cdef inline void prefetch_sample(const Model *m, int user, int pos, int neg, flo
             prefetch_row(<floating *> m.GV + op, row_bytes, True)
             prefetch_row(<floating *> m.GV + on, row_bytes, True)
     if m.verify:
-        fr_prefetch_read(&m.indptr[user])
+        if m.filter != NULL:
+            prefetch_filter(m, user, neg)
+        else:
+            fr_prefetch_read(&m.indptr[user])
 
 
 cdef inline void bpr_sample(const Model *m, uint64_t *state, int user, int pos, int neg,
@@ -325,7 +385,7 @@ cdef inline void bpr_sample(const Model *m, uint64_t *state, int user, int pos, 
     cdef int tries = 0
     cdef floating x
     # a negative must differ from the positive, and (verify) not be a positive of the user
-    while neg == pos or (m.verify and is_positive(m, user, neg)):
+    while neg == pos or (m.verify and not is_negative_filtered(m, user, neg)):
         tries += 1
         if tries >= MAX_NEGATIVE_DRAWS:
             counts.skipped += 1
@@ -349,7 +409,7 @@ cdef inline void warp_sample(const Model *m, uint64_t *state, int user, int pos,
             counts.compared += 1
             counts.correct += x > 0
         # the positives check is a binary search: only pay it for violators
-        if x < 1 and neg != pos and not (m.verify and is_positive(m, user, neg)):
+        if x < 1 and neg != pos and (not m.verify or is_negative_filtered(m, user, neg)):
             sample_step(m, user, pos, neg, x, sampled, w, lr, reg)
             return
         if sampled >= m.max_sampled:
@@ -381,7 +441,8 @@ cdef void run_chunk(const Model *m, long long n_samples, uint64_t seed,
     reads it prefetches have arrived when the next stage needs them:
     A draws sample s's interaction and prefetches its (user, item);
     B reads them, draws the first negative and prefetches the factor rows;
-    C prefetches the user's positives (for verify_negative_samples);
+    C prefetches the user's positives (for verify_negative_samples without
+    a filter; with one, B prefetches the negative's filter word instead);
     D runs the loss's step.  All draws come from the thread's one stream in a
     fixed order, so a seed still fixes the result.
     """
@@ -418,7 +479,7 @@ cdef void run_chunk(const Model *m, long long n_samples, uint64_t seed,
             neg_ring[slot] = neg
             prefetch_sample(m, user, pos, neg, lr)
         t = s - 2 * AHEAD
-        if m.verify and 0 <= t < n_samples:  # stage C
+        if m.verify and m.filter == NULL and 0 <= t < n_samples:  # stage C
             prefetch_positives(m, user_ring[t & (RING - 1)])
         t = s - 3 * AHEAD
         if t >= 0:  # stage D
@@ -431,6 +492,30 @@ cdef void run_chunk(const Model *m, long long n_samples, uint64_t seed,
                 warp_sample(m, &state, user_ring[slot], pos_ring[slot], neg_ring[slot],
                             w, lr, reg, &local)
     counts[0] = local
+
+
+cdef inline long long filter_words(long long nnz) noexcept nogil:
+    return (nnz * FILTER_BITS + 63) // 64
+
+
+def positives_filter(const long long[::1] indptr, const int[::1] indices, const int[::1] users):
+    """The membership filter of the positives for ``sgd_epoch(..., positive_filter=)``.
+
+    uint64 words, FILTER_BITS (16) bits per positive: a Bloom filter blocked
+    to one word (``fr_pair_hash``), so that verifying a negative reads one
+    random word instead of searching the user's row, and only the pairs it
+    cannot rule out (the positives and about 1 in 70 others) are searched.
+    Built once per fit: the same arrays must then be passed to every epoch.
+    """
+    cdef uint64_t[::1] words
+    if users.shape[0] != indices.shape[0] or indptr[indptr.shape[0] - 1] != indices.shape[0]:
+        raise ValueError("users, indices and indptr must describe the same interactions")
+    words = np.zeros(max(filter_words(indices.shape[0]), 1), dtype=np.uint64)
+    if indices.shape[0]:
+        with nogil:
+            fr_filter_fill(&words[0], filter_words(indices.shape[0]), &users[0], &indices[0],
+                           indices.shape[0])
+    return np.asarray(words)
 
 
 cdef inline void * data_or_null(const floating[::1] a) noexcept nogil:
@@ -495,7 +580,7 @@ def sgd_epoch(int loss, const long long[::1] indptr, const int[::1] indices,
               floating[:, ::1] GU, const floating[:, ::1] GV, const floating[::1] Gb,
               const floating[::1] rank_weight, floating learning_rate, floating regularization,
               long long n_samples, int max_sampled, bint verify, bint update_items,
-              const uint64_t[::1] seeds, int num_threads):
+              const uint64_t[::1] seeds, int num_threads, const uint64_t[::1] positive_filter=None):
     """One epoch of ``n_samples`` Hogwild steps; factors are updated in place.
 
     Parameters
@@ -515,6 +600,9 @@ def sgd_epoch(int loss, const long long[::1] indptr, const int[::1] indices,
     update_items : False to train only ``U`` (fold-in).
     seeds : (>= num_threads,) one RNG seed per thread.
     num_threads : OpenMP threads.
+    positive_filter : ``positives_filter(indptr, indices, users)`` of these
+        very arrays, or None: verify then searches the user's row for every
+        negative.  Only the filter's size is checked.
 
     Returns
     -------
@@ -530,6 +618,11 @@ def sgd_epoch(int loss, const long long[::1] indptr, const int[::1] indices,
         raise ValueError("num_threads must be >= 1 with one seed per thread")
     fill_model(&m, loss, indptr, indices, users, weights, U, V, bias, GU, GV, Gb,
                rank_weight, max_sampled, verify, update_items)
+    if positive_filter is not None and verify:
+        if positive_filter.shape[0] != max(filter_words(m.nnz), 1):
+            raise ValueError("positive_filter must be positives_filter() of these positives")
+        m.filter = &positive_filter[0]
+        m.filter_words = filter_words(m.nnz)
     if n_samples <= 0 or m.nnz == 0 or m.n_items < 2 or m.f == 0:
         return 0, 0, max(n_samples, 0)
     if n_samples < num_threads * 64:
@@ -548,6 +641,36 @@ def sgd_epoch(int loss, const long long[::1] indptr, const int[::1] indices,
     finally:
         free(counts)
     return correct, compared, skipped
+
+
+def positives_mask(const long long[::1] indptr, const int[::1] indices, const int[::1] users,
+                   const int[::1] items, bint use_filter=True):
+    """Whether each ``(users[k], items[k])`` is a positive, by the test ``sgd_epoch`` verifies with.
+
+    ``use_filter``: through the membership filter (built here as in an epoch,
+    whatever the size) and the exact search, else the exact search alone.
+    For the tests; ids are checked.
+    """
+    cdef Model m
+    cdef Py_ssize_t k, n = users.shape[0]
+    cdef const uint64_t[::1] words
+    cdef unsigned char[::1] out = np.zeros(n, dtype=np.uint8)
+    if items.shape[0] != n or indptr.shape[0] < 1 or indptr[indptr.shape[0] - 1] != indices.shape[0]:
+        raise ValueError("users and items must have the same length and indptr must end at len(indices)")
+    if n and (min(np.min(users), np.min(items)) < 0 or np.max(users) >= indptr.shape[0] - 1):
+        raise ValueError("users and items must be non-negative and users below len(indptr) - 1")
+    memset(&m, 0, sizeof(Model))
+    m.indptr = &indptr[0]
+    m.indices = &indices[0] if indices.shape[0] else NULL
+    if use_filter:
+        words = positives_filter(indptr, indices, np.repeat(
+            np.arange(indptr.shape[0] - 1, dtype=np.int32), np.diff(indptr)))
+        m.filter = &words[0]
+        m.filter_words = filter_words(indices.shape[0])
+    with nogil:
+        for k in range(n):
+            out[k] = not is_negative_filtered(&m, users[k], items[k])
+    return np.asarray(out).astype(bool)
 
 
 def apply_samples(int loss, const int[:, ::1] samples, const floating[::1] sample_weights,

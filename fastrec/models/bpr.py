@@ -200,6 +200,11 @@ class BPR(FactorModel):
         grad_bias = np.ones_like(item_bias) if adagrad and update_items else item_bias[:0]
         rank_weight = _rank_weights(item_factors.shape[0], dtype)
         kernel = load_kernel("sgd")
+        # verifying a negative reads one word of this filter (built once, ~2 bytes per
+        # positive) instead of searching the user's row: the search stays for the few
+        # pairs the filter cannot rule out, so the draws and the result are the same
+        positive_filter = (kernel.positives_filter(positives.indptr, positives.indices, positives.users)
+                           if params["verify_negative_samples"] else None)
 
         def epoch(seeds: np.ndarray) -> tuple[int, int, int]:
             return kernel.sgd_epoch(
@@ -208,7 +213,7 @@ class BPR(FactorModel):
                 grad_users, grad_items, grad_bias, rank_weight,
                 dtype.type(params["learning_rate"]), dtype.type(params["regularization"]),
                 positives.nnz, params["max_sampled"], params["verify_negative_samples"],
-                update_items, seeds, params["num_threads"])
+                update_items, seeds, params["num_threads"], positive_filter)
 
         trained = (user_factors,) + ((item_factors, item_bias) if update_items else ())
         return self._epochs(params, epoch, trained, epochs, rng, callback, progress)
