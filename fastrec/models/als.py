@@ -473,7 +473,7 @@ class ALS(FactorModel):
             row = check_interactions(X, "X", dtype=state.item_factors.dtype,
                                      shape=(1, state.n_items))
         else:
-            row = state.user_items[user_id[:1]]
+            row = state.seen_rows(user_id[:1])
         if X is not None:
             _check_confidence(row, {**params, "dtype": state.dtype})  # errors name X
         lam = float(self._regularization(np.array([row.nnz]), {**params, "dtype": np.float64}, state.n_items)[0])

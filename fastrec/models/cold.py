@@ -214,7 +214,7 @@ class ColdStartMixin:
             raise ValueError("pass exactly one of user (a stored user) and user_features (a new one)")
         if user is not None:
             user_id = check_scalar_id(user, state.n_users, "user")
-            query = state.user_factors[user_id].astype(np.float64)
+            query = state.factor_rows("users", np.array([user_id]))[0].astype(np.float64)
             user_row = None if state.user_features is None else state.user_features.matrix[user_id]
         else:
             user_row = rows_for_model(state.user_features, user_features, "user_features", n_rows=1)

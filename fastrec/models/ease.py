@@ -194,7 +194,7 @@ class EASE(FactorModel):
 
     # ------------------------------------------------------------- serving
     def _queries(self, state: FittedState, user_ids: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(liked_rows(state.user_items[user_ids]).toarray(), dtype=state.dtype)
+        return np.ascontiguousarray(liked_rows(state.seen_rows(user_ids)).toarray(), dtype=state.dtype)
 
     def _fold_in(self, state: FittedState, X_rows: sp.csr_matrix) -> np.ndarray:
         return np.ascontiguousarray(liked_rows(X_rows).toarray(), dtype=state.dtype)
@@ -229,7 +229,7 @@ class EASE(FactorModel):
         step = self._chunk_size(state)
         for start in range(0, users.size, step):
             u, i = users[start:start + step], items[start:start + step]
-            rows = liked_rows(state.user_items[u])
+            rows = liked_rows(state.seen_rows(u))
             out[start:start + u.size] = np.asarray(rows.multiply(state.item_factors[i]).sum(axis=1)).ravel()
         return out
 

@@ -46,7 +46,7 @@ def explain_item_item(model: Any, state: FittedState, weights_to: Any, user: Any
     if X is not None:
         row = check_interactions(X, "X", dtype=state.dtype, shape=(1, state.n_items))
     else:
-        row = state.user_items[[user_id]]
+        row = state.seen_rows(np.array([user_id]))
     items, parts = contributions(row, weights_to(item_id))
     keep = parts != 0
     items, parts = items[keep], parts[keep]

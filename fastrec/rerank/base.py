@@ -162,7 +162,7 @@ class Reranker:
         if X is not None:
             rows = check_interactions(X, "X", dtype=np.float64, shape=(n_rows, state.n_items), allow_empty=True)
         else:
-            rows = state.user_items[user_ids].astype(np.float64)
+            rows = state.seen_rows(user_ids).astype(np.float64)
         rows = sp.csr_matrix(((rows.data > 0).astype(np.float64), rows.indices, rows.indptr), shape=rows.shape)
         rows.eliminate_zeros()
         return rows

@@ -175,6 +175,7 @@ MODELS = {
     "als": lambda: fastrec.ALS(factors=8, iterations=3, random_state=0, num_threads=1),
     "bpr": lambda: fastrec.BPR(factors=8, iterations=3, random_state=0, num_threads=1),
     "knn": lambda: fastrec.ItemKNN(k=10),
+    "ease": lambda: fastrec.EASE(regularization=10.0, num_threads=1),
 }
 
 
