@@ -19,6 +19,7 @@ by an item partial fit, and by the next ``fit``.
 """
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
@@ -96,15 +97,25 @@ class RowLog:
     Entry ``k`` holds one user's vector (or None) and its seen items (sorted
     int32 indices and values).  A state sees the entries below its overlay's
     ``length``; entries are never changed once written, so a state never sees
-    a later update.  Only the model's writer (under its lock) appends.
+    a later update.  Writers extend it only from its tip (``extend``, under
+    the log's own lock: shallow copies of a model share it but not the model's
+    lock); a state that is not the tip gets a new log (``prefix``).
     """
 
-    __slots__ = ("positions", "entries", "ids")
+    __slots__ = ("positions", "entries", "ids", "_lock")
 
     def __init__(self) -> None:
         self.positions: dict[int, list[int]] = {}  # row -> its entries, ascending
         self.entries: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
         self.ids = np.empty(64, dtype=np.int64)  # entry -> row (grown by doubling; a prefix never changes)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> tuple:
+        return self.positions, self.entries, self.ids
+
+    def __setstate__(self, state: tuple) -> None:
+        self.positions, self.entries, self.ids = state
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -115,6 +126,19 @@ class RowLog:
         for k in range(length):
             vector, indices, data = self.entries[k]
             log.append(int(self.ids[k]), vector, indices, data)
+        return log
+
+    def extend(self, length: int, rows: list) -> "RowLog":
+        """This log with ``rows`` (row, vector, indices, data) appended when it has ``length`` entries,
+        else a new log of its first ``length`` entries and ``rows``."""
+        with self._lock:
+            if len(self.entries) == length:
+                for row in rows:
+                    self.append(*row)
+                return self
+        log = self.prefix(length)
+        for row in rows:
+            log.append(*row)
         return log
 
     def append(self, row: int, vector: np.ndarray | None, indices: np.ndarray, data: np.ndarray) -> None:
@@ -448,13 +472,11 @@ class FittedState:
         (only their seen items change), so the users' caches stay.
         """
         pending = self.pending or UserOverlay(RowLog(), 0, self.n_users, False)
-        # a state that is not the log's tip (say, a copied model updated twice) starts its own log
-        log = pending.log if len(pending.log) == pending.length else pending.log.prefix(pending.length)
         rows = ids.tolist()
-        for k, row in enumerate(rows):
-            lo, hi = indptr[k], indptr[k + 1]
-            log.append(row, None if vectors is None else vectors[k].copy(), indices[lo:hi].copy(),
-                       data[lo:hi].copy())
+        # a state that is not the log's tip (say, a copied model updated twice) starts its own log
+        log = pending.log.extend(pending.length, [
+            (row, None if vectors is None else vectors[k].copy(), indices[indptr[k]:indptr[k + 1]].copy(),
+             data[indptr[k]:indptr[k + 1]].copy()) for k, row in enumerate(rows)])
         n_rows = max(pending.n_rows, max(rows) + 1) if rows else pending.n_rows
         features = self.user_features
         if features is not None and n_rows > self.n_users:

@@ -7,8 +7,10 @@ assignment; old states must keep answering as before.
 """
 from __future__ import annotations
 
+import copy
 import io
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -323,3 +325,30 @@ def test_the_overlay_merges_past_the_threshold(monkeypatch):
         pending = model._state.pending
         lengths.append(0 if pending is None else pending.length)
     assert lengths == [1, 2, 0, 1, 2]
+
+
+def test_shallow_copies_updating_at_once_keep_their_own_updates():
+    """Two models sharing one state (copy.copy) but not a lock: each sees only its own updates."""
+    X = _data(8)
+    a = MODELS["als"]().fit(X)
+    a.partial_fit_users([0], X[[0]])  # a pending overlay, whose log both copies start from
+    b = copy.copy(a)
+    assert b._state is a._state and b._fit_lock is not a._fit_lock
+    rng = np.random.default_rng(11)
+    rows = {user: _random_csr(rng, 1, X.shape[1], 0.3) for user in range(1, 41)}
+
+    def update(model, users):
+        for user in users:
+            model.partial_fit_users([user], rows[user])
+
+    threads = [threading.Thread(target=update, args=(a, range(1, 21))),
+               threading.Thread(target=update, args=(b, range(21, 41)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seen_a, seen_b = a.user_items_.toarray(), b.user_items_.toarray()
+    for user in range(1, 41):
+        mine, other = (seen_a, seen_b) if user <= 20 else (seen_b, seen_a)
+        np.testing.assert_array_equal(mine[user], rows[user].toarray()[0])
+        np.testing.assert_array_equal(other[user], X[[user]].toarray()[0])
