@@ -194,7 +194,7 @@ class ItemKNN(Recommender):
     def _rank(self, state: FittedState, user_ids: np.ndarray | None, fresh: sp.csr_matrix | None,
               recalculate: bool, n: int, exclude_seen: bool, mask: np.ndarray, cands: np.ndarray | None,
               show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        stored = None if user_ids is None else state.user_items[user_ids]
+        stored = None if user_ids is None else state.seen_rows(user_ids)
         profile = fresh if (stored is None or recalculate) else stored
         if exclude_seen:
             seen = profile if stored is None or fresh is None else (abs(stored) + abs(fresh)).tocsr()
@@ -234,7 +234,7 @@ class ItemKNN(Recommender):
         return out_ids, out
 
     def _pair_scores(self, state: FittedState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        rows = liked_rows(state.user_items[users]).astype(np.float64)
+        rows = liked_rows(state.seen_rows(users)).astype(np.float64)
         columns = state.item_similarity.T.tocsr()[items].astype(np.float64)  # S[:, i] as rows
         return np.asarray(rows.multiply(columns).sum(axis=1)).ravel().astype(state.dtype)
 
