@@ -104,6 +104,34 @@ cdef void sort_by_id(int *ids, floating *vals, int n) noexcept nogil:
         vals[b + 1] = tv
 
 
+cdef inline void scatter_dense(const int *items, const floating *data, long long lo, long long hi, floating w,
+                               floating *acc, int *common, bint use_common) noexcept nogil:
+    """acc[items[q]] += w * data[q] (and common[items[q]] += 1) for q in [lo, hi): a dense scan follows."""
+    cdef long long q
+    for q in range(lo, hi):
+        acc[items[q]] += w * data[q]
+        if use_common:
+            common[items[q]] += 1
+
+
+cdef inline int scatter_sparse(const int *items, const floating *data, long long lo, long long hi, floating w,
+                               floating *acc, int *common, bint use_common, int *touched, char *marked,
+                               int n_touched) noexcept nogil:
+    """``scatter_dense`` that also lists each item touched for the first time; returns the list's new length."""
+    cdef long long q
+    cdef int j
+    for q in range(lo, hi):
+        j = items[q]
+        if not marked[j]:
+            marked[j] = 1
+            touched[n_touched] = j
+            n_touched = n_touched + 1
+        acc[j] += w * data[q]
+        if use_common:
+            common[j] += 1
+    return n_touched
+
+
 cdef inline void pad_row(floating *out_s, int *out_i, int size, int k) noexcept nogil:
     """Pad a neighbour row after its ``size`` kept entries."""
     cdef int j
@@ -158,20 +186,11 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
                 u = col_users[p]
                 w = col_data[p]
                 if dense:
-                    for q in range(row_indptr[u], row_indptr[u + 1]):
-                        acc[row_items[q]] += w * row_data[q]
-                        if use_common:
-                            common[row_items[q]] += 1
+                    scatter_dense(&row_items[0], &row_data[0], row_indptr[u], row_indptr[u + 1], w, acc, common,
+                                  use_common)
                 else:
-                    for q in range(row_indptr[u], row_indptr[u + 1]):
-                        j = row_items[q]
-                        if not marked[j]:
-                            marked[j] = 1
-                            touched[n_touched] = j
-                            n_touched = n_touched + 1
-                        acc[j] += w * row_data[q]
-                        if use_common:
-                            common[j] += 1
+                    n_touched = scatter_sparse(&row_items[0], &row_data[0], row_indptr[u], row_indptr[u + 1], w,
+                                               acc, common, use_common, touched, marked, n_touched)
             size = 0
             if dense:
                 for j in range(n_items):
@@ -251,20 +270,11 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
                 u = col_users[p]
                 w = row_data[col_pos[p]]
                 if dense:
-                    for q in range(col_pos[p] + 1, row_indptr[u + 1]):
-                        acc[row_items[q]] += w * row_data[q]
-                        if use_common:
-                            common[row_items[q]] += 1
+                    scatter_dense(&row_items[0], &row_data[0], col_pos[p] + 1, row_indptr[u + 1], w, acc, common,
+                                  use_common)
                 else:
-                    for q in range(col_pos[p] + 1, row_indptr[u + 1]):
-                        j = row_items[q]
-                        if not marked[j]:
-                            marked[j] = 1
-                            touched[n_touched] = j
-                            n_touched = n_touched + 1
-                        acc[j] += w * row_data[q]
-                        if use_common:
-                            common[j] += 1
+                    n_touched = scatter_sparse(&row_items[0], &row_data[0], col_pos[p] + 1, row_indptr[u + 1], w,
+                                               acc, common, use_common, touched, marked, n_touched)
             if dense:  # select straight from the scan: an exact zero sum has similarity 0, never kept
                 for j in range(i + 1, n_items):
                     if acc[j] != 0:
