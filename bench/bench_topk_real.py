@@ -34,7 +34,7 @@ Every configuration runs once per kernel build, each build in its own
 process (``FASTREC_KERNELS=avx2`` caps the choice on an AVX-512 machine).
 
 Run: ``python bench/bench_topk_real.py [--factors 64 128] [--catalogues ml-1m ml-1m-x35k]
-[--iterations 15 1] [--builds avx512 avx2] [--append]``
+[--iterations 15 1] [--builds avx512 avx2] [--no-batch] [--append]``
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def serving_pair(catalogue: str, factors: int, iterations: int, threads: int):
 
 
 def measure(catalogue: str, factors: int, iterations: int, threads: int, repeats: int,
-            single_users: int, rates: C.MachineRates) -> dict:
+            single_users: int, rates: C.MachineRates, with_batch: bool = True) -> dict:
     model, twin, seen, users = serving_pair(catalogue, factors, iterations, threads)
     seen_batch = seen[users]
 
@@ -126,8 +126,10 @@ def measure(catalogue: str, factors: int, iterations: int, threads: int, repeats
     with C.blas_limit(1):
         their_ids, _ = twin.recommend(users[:500], seen_batch[:500], N=N, filter_already_liked_items=True)
     agree = float(np.mean([np.intersect1d(a, b).size / N for a, b in zip(ids, their_ids)]))
-    batch = C.alternate({"fastrec": ours, "implicit": theirs}, repeats)
-    f_s, i_s = batch.median("fastrec").wall, batch.median("implicit").wall
+    f_s = i_s = float("nan")
+    if with_batch:
+        batch = C.alternate({"fastrec": ours, "implicit": theirs}, repeats)
+        f_s, i_s = batch.median("fastrec").wall, batch.median("implicit").wall
     n_items = seen.shape[1]
     floor = 2.0 * users.size * n_items * factors / (rates.sgemm_gflops * 1e9)
     rng = np.random.default_rng(1)
@@ -159,7 +161,8 @@ def child(args: argparse.Namespace) -> None:
             for f in args.factors:
                 print(f"{kernel_variant()}: {catalogue}, {f} factors, {iterations} iterations ...",
                       file=sys.stderr, flush=True)
-                row = measure(catalogue, f, iterations, args.threads, args.repeats, args.single_users, rates)
+                row = measure(catalogue, f, iterations, args.threads, args.repeats, args.single_users, rates,
+                              with_batch=not args.no_batch)
                 rows.append({"build": kernel_variant(), **row})
     print(json.dumps({"rates": vars(rates), "rows": rows}))
 
@@ -178,20 +181,22 @@ def run(builds: Sequence[str], argv: Sequence[str]) -> tuple[C.Report, dict]:
     for r in rows:
         label = {k: r[k] for k in ("catalogue", "factors", "iterations", "build")}
         judged = r["iterations"] >= 15
-        batch.append({**label, "users": r["users"], "items": r["items"], "fastrec s": r["fastrec s"],
-                      "implicit s": r["implicit s"], "speed-up wall": r["speed-up"],
-                      "GEMM floor s": r["GEMM floor s"], "fastrec / floor": r["fastrec / floor"],
-                      "top-10 agreement": r["top-10 agreement"],
-                      "bar": f">= {BATCH_BAR:g}x" if judged else f"(info: >= {BATCH_BAR:g}x)",
-                      "pass": bool(r["speed-up"] >= BATCH_BAR) if judged else None})
+        if r["speed-up"] == r["speed-up"]:  # not NaN: a batch was measured
+            batch.append({**label, "users": r["users"], "items": r["items"], "fastrec s": r["fastrec s"],
+                          "implicit s": r["implicit s"], "speed-up wall": r["speed-up"],
+                          "GEMM floor s": r["GEMM floor s"], "fastrec / floor": r["fastrec / floor"],
+                          "top-10 agreement": r["top-10 agreement"],
+                          "bar": f">= {BATCH_BAR:g}x" if judged else f"(info: >= {BATCH_BAR:g}x)",
+                          "pass": bool(r["speed-up"] >= BATCH_BAR) if judged else None})
         single.append({**label, "fastrec p50 us": r["fastrec p50 us"], "implicit p50 us": r["implicit p50 us"],
                        "vs": r["vs"], "ratio p50": r["ratio p50"], "stream floor us": r["stream floor us"],
                        "bar": f"<= {SINGLE_BAR:g}" if judged else f"(info: <= {SINGLE_BAR:g})",
                        "pass": bool(r["ratio p50"] <= SINGLE_BAR) if judged else None})
     rates = results[builds[0]]["rates"]
-    report.table(f"Batch: recommend N={N} for every user (x300k: the first {BIG_BATCH_USERS:,}), seen items "
-                 f"excluded, 2 threads each, alternated runs, medians. GEMM floor at the sgemm rate measured "
-                 f"in the run ({rates['sgemm_gflops']:.0f} GFLOP/s at 2 threads).", batch, list(batch[0]))
+    if batch:
+        report.table(f"Batch: recommend N={N} for every user (x300k: the first {BIG_BATCH_USERS:,}), seen items "
+                     f"excluded, 2 threads each, alternated runs, medians. GEMM floor at the sgemm rate measured "
+                     f"in the run ({rates['sgemm_gflops']:.0f} GFLOP/s at 2 threads).", batch, list(batch[0]))
     report.table("Single user: p50 of `recommend(u, n=10)` vs implicit's one-user call (faster of 1 and 2 "
                  f"threads), 100-user alternated blocks. Stream floor: the item factors read once at the "
                  f"measured copy rate ({rates['copy_gbs']:.1f} GB/s).", single, list(single[0]))
@@ -207,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--builds", nargs="+", choices=["avx512", "avx2", "baseline"], default=["avx512", "avx2"])
     parser.add_argument("--repeats", type=int, default=2, help="alternated pairs of batch runs")
     parser.add_argument("--single-users", type=int, default=1000)
+    parser.add_argument("--no-batch", action="store_true", help="single-user latency only")
     parser.add_argument("--append", action="store_true", help="append the section to bench/RESULTS.md")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ Rows with fewer than k eligible items are padded with id -1 and score -inf.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, sqrt, fabs
+from libc.math cimport INFINITY, sqrt, fabs, lrintf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -71,8 +71,53 @@ cdef extern from *:
         }
         return n;
     }
+
+    /* out[r] = c_r . q for the four int8 rows c, c + f, c + 2f, c + 3f and an int16
+       query: exact integer dots (f <= 512 keeps every sum below 2^31). */
+    static inline void fr_i8_dot4(const signed char *c, int f, const short *q, int *out) {
+        int j = 0;
+        int t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    #if defined(__AVX512BW__)
+        __m512i z0 = _mm512_setzero_si512(), z1 = z0, z2 = z0, z3 = z0;
+        for (; j + 32 <= f; j += 32) {
+            __m512i x = _mm512_loadu_si512((const void *)(q + j));
+            z0 = _mm512_add_epi32(z0, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + j))), x));
+            z1 = _mm512_add_epi32(z1, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + f + j))), x));
+            z2 = _mm512_add_epi32(z2, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + 2 * f + j))), x));
+            z3 = _mm512_add_epi32(z3, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + 3 * f + j))), x));
+        }
+        t0 = _mm512_reduce_add_epi32(z0); t1 = _mm512_reduce_add_epi32(z1);
+        t2 = _mm512_reduce_add_epi32(z2); t3 = _mm512_reduce_add_epi32(z3);
+    #endif
+    #if defined(__AVX2__)
+        __m256i y0 = _mm256_setzero_si256(), y1 = y0, y2 = y0, y3 = y0;
+        for (; j + 16 <= f; j += 16) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(q + j));
+            y0 = _mm256_add_epi32(y0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + j))), x));
+            y1 = _mm256_add_epi32(y1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + f + j))), x));
+            y2 = _mm256_add_epi32(y2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 2 * f + j))), x));
+            y3 = _mm256_add_epi32(y3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 3 * f + j))), x));
+        }
+        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(y0, y1), _mm256_hadd_epi32(y2, y3));
+        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        t0 += _mm_extract_epi32(r, 0); t1 += _mm_extract_epi32(r, 1);
+        t2 += _mm_extract_epi32(r, 2); t3 += _mm_extract_epi32(r, 3);
+    #endif
+        for (; j < f; j++) {
+            t0 += c[j] * q[j]; t1 += c[f + j] * q[j]; t2 += c[2 * f + j] * q[j]; t3 += c[3 * f + j] * q[j];
+        }
+        out[0] = t0; out[1] = t1; out[2] = t2; out[3] = t3;
+    }
+
+    static inline int fr_i8_dot(const signed char *c, const short *q, int f) {
+        int t = 0;
+        for (int j = 0; j < f; j++) t += c[j] * q[j];
+        return t;
+    }
     """
     int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) nogil
+    void fr_i8_dot4(const signed char *c, int f, const short *q, int *out) nogil
+    int fr_i8_dot(const signed char *c, const short *q, int f) nogil
 
 
 cdef inline int next_candidate(const floating *row, const floating *bias, int j, int n,
@@ -312,3 +357,125 @@ def pair_scores(const floating[:, ::1] U, const floating[:, ::1] Y, const floati
             out[t] = dot(&U[users[t], 0], &Y[items[t], 0], f)
             if use_bias:
                 out[t] = out[t] + bias[items[t]]
+
+
+def topk_one(const float[::1] q, const float[:, ::1] Y, const float[::1] bias,
+             const signed char[:, ::1] codes, const float[::1] code_scale, const float[::1] code_err,
+             const int[::1] seen, const unsigned char[::1] exclude_mask, const int[::1] item_ids,
+             int[::1] out_ids, float[::1] out_scores, const float[::1] direction,
+             const float[:, ::1] suffix_bounds, int block_items=256):
+    """One query's best items from an int8 copy of the rows, rescored exactly.
+
+    Row i of ``codes`` holds y_i / code_scale[i] rounded to int8; the query is
+    rounded to int16 (step max|q| / 32767) and the integer dots are exact.
+    ``code_err[i]`` (see ``fastrec.kernels.topk.compact_rows``) bounds, per
+    unit of the query's norm, how far the exact float32 score computed here can
+    lie above ``step * code_scale[i] * (codes[i] . q16) + b_i``: the rows'
+    rounding residual, the query's (at most sqrt(f) 2^-16 |q| |y_i|) and the
+    float rounding of both scores.  The scan reads the int8 rows (a quarter of
+    the float32 bytes) and computes the exact score only of rows whose bound
+    reaches the k-th best exact score so far; a row whose bound is below it
+    cannot enter, not even on a tie.  Blocks stop on the same norm-sorted
+    pruning bound as ``topk``.  ``seen`` holds the query's skipped item ids,
+    sorted; the other arguments are as in ``topk``.  f must be at most 512.
+    """
+    cdef int n = Y.shape[0]
+    cdef int f = Y.shape[1]
+    cdef int k = out_ids.shape[0]
+    cdef bint use_bias = bias.shape[0] > 0
+    cdef bint use_mask = exclude_mask.shape[0] > 0
+    cdef bint use_map = item_ids.shape[0] > 0
+    cdef long long n_seen = seen.shape[0]
+    cdef const int *seen_ptr = &seen[0] if n_seen > 0 else NULL
+    cdef int ib, n_iblocks, i0, i1, bi, i, j, item, hsize = 0
+    cdef float qq, qn, a, p, s, qmax, step
+    cdef short *q16
+    cdef int *idot
+    cdef float *ub
+    cdef float *hs
+    cdef int *hi
+    if (q.shape[0] != f or codes.shape[0] != n or codes.shape[1] != f or code_scale.shape[0] != n
+            or code_err.shape[0] != n or direction.shape[0] != f or suffix_bounds.shape[0] != n
+            or suffix_bounds.shape[1] != 3 or out_scores.shape[0] != k):
+        raise ValueError("topk_one: inconsistent array shapes")
+    if f > 512:
+        raise ValueError("topk_one takes at most 512 factors")
+    if use_bias and bias.shape[0] != n:
+        raise ValueError("bias must have one value per item row")
+    if use_map and item_ids.shape[0] != n:
+        raise ValueError("item_ids must have one id per item row")
+    if k == 0:
+        return
+    block_items = max(4, min(block_items, n)) if n > 0 else 4
+    n_iblocks = (n + block_items - 1) // block_items
+    ub = <float *> malloc(<size_t> block_items * sizeof(float))
+    idot = <int *> malloc(<size_t> block_items * sizeof(int))
+    q16 = <short *> malloc(<size_t> (f + 1) * sizeof(short))
+    hs = <float *> malloc(<size_t> k * sizeof(float))
+    hi = <int *> malloc(<size_t> k * sizeof(int))
+    if ub == NULL or idot == NULL or q16 == NULL or hs == NULL or hi == NULL:
+        free(ub)
+        free(idot)
+        free(q16)
+        free(hs)
+        free(hi)
+        raise MemoryError("top-K scratch buffers could not be allocated")
+    with nogil:
+        qmax = 0
+        for j in range(f):
+            if fabs(q[j]) > qmax:
+                qmax = fabs(q[j])
+        step = qmax / 32767
+        for j in range(f):
+            s = q[j] / step if step > 0 else 0
+            s = min(max(s, -32767), 32767)
+            q16[j] = <short> lrintf(s)
+        qq = dot(&q[0], &q[0], f) + (1 if use_bias else 0)
+        # |(q, 1)| and the int16 query's own norm at most sqrt(f) 2^-16 |q| beyond |q|
+        qn = sqrt(qq) * (1 + <float> 1e-5 + sqrt(<float> f) * <float> 3.0517578125e-05)
+        a = dot(&q[0], &direction[0], f)
+        qq = qq - a * a
+        p = sqrt(qq) if qq > 0 else 0
+        for ib in range(n_iblocks):
+            i0 = ib * block_items
+            i1 = min(i0 + block_items, n)
+            bi = i1 - i0
+            if ib > 0 and user_done(hs, hsize, k, a, p, &suffix_bounds[i0, 0]):
+                break
+            j = 0
+            while j + 4 <= bi:
+                fr_i8_dot4(&codes[i0 + j, 0], f, q16, &idot[j])
+                j = j + 4
+            while j < bi:
+                idot[j] = fr_i8_dot(&codes[i0 + j, 0], q16, f)
+                j = j + 1
+            for j in range(bi):
+                ub[j] = <float> idot[j] * (step * code_scale[i0 + j]) + qn * code_err[i0 + j]
+            if use_bias:
+                for j in range(bi):
+                    ub[j] = ub[j] + bias[i0 + j]
+            j = 0
+            while j < bi:
+                if hsize == k:
+                    j = fr_topk_next(ub, NULL, j, bi, hs[0])
+                    if j >= bi:
+                        break
+                i = i0 + j
+                j = j + 1
+                item = item_ids[i] if use_map else i
+                if use_mask and exclude_mask[item]:
+                    continue
+                if n_seen > 0 and in_sorted(seen_ptr, 0, n_seen, item):
+                    continue
+                s = dot(&Y[i, 0], &q[0], f)
+                if use_bias:
+                    s = s + bias[i]
+                if hsize == k and s < hs[0]:
+                    continue
+                heap_push(hs, hi, &hsize, k, s, item)
+        heap_drain_sorted(hs, hi, hsize, k, &out_scores[0], &out_ids[0])
+    free(ub)
+    free(idot)
+    free(q16)
+    free(hs)
+    free(hi)

@@ -16,7 +16,7 @@ from . import load_kernel
 from ..utils.threads import blas_single_thread
 from ..utils.validation import check_ids
 
-__all__ = ["top_k", "exclusion_mask", "candidate_ids", "csr_rows", "RankingIndex"]
+__all__ = ["top_k", "exclusion_mask", "candidate_ids", "csr_rows", "RankingIndex", "compact_rows"]
 
 _EMPTY_I32 = np.empty(0, dtype=np.int32)
 _EMPTY_U8 = np.empty(0, dtype=np.uint8)
@@ -69,6 +69,10 @@ class RankingIndex:
     bias: np.ndarray | None    # biases in that order
     direction: np.ndarray      # (f,) unit vector
     suffix_bounds: np.ndarray  # (n_items, 3)
+    # float32 rows also as int8 codes (see compact_rows), scanned for single queries
+    codes: np.ndarray | None = None       # (n_items, f) int8
+    code_scale: np.ndarray | None = None  # (n_items,) float32
+    code_err: np.ndarray | None = None    # (n_items,) float32
 
     @classmethod
     def build(cls, item_factors: np.ndarray, item_bias: np.ndarray | None) -> "RankingIndex":
@@ -109,8 +113,43 @@ class RankingIndex:
         suffix[:, 2] = np.maximum.accumulate(perp[::-1])[::-1]
         dtype = item_factors.dtype
         bias = None if item_bias is None else np.ascontiguousarray(item_bias[order])
-        return cls(order, np.ascontiguousarray(item_factors[order]), bias,
-                   direction.astype(dtype), suffix.astype(dtype))
+        factors = np.ascontiguousarray(item_factors[order])
+        compact = (compact_rows(factors, np.sqrt(sq)) if dtype == np.float32 and 0 < factors.shape[1] <= 512
+                   else (None,) * 3)
+        return cls(order, factors, bias, direction.astype(dtype), suffix.astype(dtype), *compact)
+
+
+def compact_rows(factors: np.ndarray, norms: np.ndarray, chunk: int = 65536
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int8 codes of float32 rows, their scales and a bound on each row's score error.
+
+    Row i is ``code_scale[i] * codes[i]`` up to a residual r_i (each entry off by
+    at most half a step, the step being max|y_i| / 127).  ``code_err[i]`` is
+    |r_i| plus ``norms[i]`` (= |(y_i, b_i)|) times (4f + 16) 2^-23 (the float32
+    rounding of the approximate and of the exact score, each within (f + 2)
+    2^-24 |(q, 1)| |(y_i, b_i)|, with a fourfold margin) and sqrt(f) 2^-15
+    (twice the int16 query's residual, at most sqrt(f) 0.51 max|q| / 32767),
+    rounded up.  The kernel multiplies it by |(q, 1)| (1 + 1e-5 + sqrt(f) 2^-15),
+    which bounds how far the exact score it computes can lie above the
+    approximate one.
+    """
+    n, f = factors.shape
+    codes = np.empty((n, f), dtype=np.int8)
+    scale = np.empty(n, dtype=np.float32)
+    err = np.empty(n, dtype=np.float64)
+    for start in range(0, n, chunk):
+        Y = factors[start:start + chunk].astype(np.float64)
+        step = (np.abs(Y).max(axis=1) / 127).astype(np.float32)
+        safe = np.where(step > 0, step, 1).astype(np.float64)
+        c = np.clip(np.rint(Y / safe[:, None]), -127, 127)
+        codes[start:start + chunk] = c
+        scale[start:start + chunk] = step
+        resid = np.linalg.norm(Y - step.astype(np.float64)[:, None] * c, axis=1)
+        err[start:start + chunk] = resid * (1 + 1e-6)
+    err += ((4 * f + 16) * 2.0 ** -23 + np.sqrt(f) * 2.0 ** -15) * norms
+    err32 = err.astype(np.float32)
+    err32 = np.where(err32 < err, np.nextafter(err32, np.float32(np.inf)), err32).astype(np.float32)
+    return codes, scale, err32
 
 
 def csr_rows(csr: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +162,14 @@ def csr_rows(csr: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return indptr, csr.indices[starts[0]:starts[0] + lengths[0]]
     positions = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
     return indptr, csr.indices[positions]
+
+
+def _seen_row(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The one query's seen ids (int32, sorted) from its CSR arrays, or an empty array."""
+    if indptr.size == 0:
+        return _EMPTY_I32
+    row = indices[int(indptr[0]):int(indptr[1])]
+    return np.ascontiguousarray(row, dtype=np.int32)
 
 
 def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None,
@@ -171,7 +218,12 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
     kernel = load_kernel("topk")
     args = (queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map,
             ids, scores, num_threads)
-    if m == 1:  # one query is scored with our own dots: no BLAS, no limit to set
+    if m == 1 and bounds and index.codes is not None:
+        # one query: scan the int8 rows, rescore in float32 only what can enter
+        kernel.topk_one(queries[0], item_rows, bias_arr, index.codes, index.code_scale, index.code_err,
+                        _seen_row(seen_indptr, seen_indices), exclude_mask, item_map, ids[0], scores[0],
+                        index.direction, index.suffix_bounds, block_items=_BLOCK_ITEMS_ONE)
+    elif m == 1:  # one query is scored with our own dots: no BLAS, no limit to set
         kernel.topk(*args, block_users=1, block_items=_BLOCK_ITEMS_ONE, **bounds)
     else:
         with blas_single_thread():
