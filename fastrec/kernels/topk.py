@@ -6,7 +6,7 @@ arrays the kernel reads.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,10 +69,8 @@ class RankingIndex:
     bias: np.ndarray | None    # biases in that order
     direction: np.ndarray      # (f,) unit vector
     suffix_bounds: np.ndarray  # (n_items, 3)
-    # float32 rows also as int8 codes (see compact_rows), scanned for single queries
-    codes: np.ndarray | None = None       # (n_items, f) int8
-    code_scale: np.ndarray | None = None  # (n_items,) float32
-    code_err: np.ndarray | None = None    # (n_items,) float32
+    # compact(): the rows as int8 codes for single queries, built on first use
+    _compact: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, item_factors: np.ndarray, item_bias: np.ndarray | None) -> "RankingIndex":
@@ -113,10 +111,26 @@ class RankingIndex:
         suffix[:, 2] = np.maximum.accumulate(perp[::-1])[::-1]
         dtype = item_factors.dtype
         bias = None if item_bias is None else np.ascontiguousarray(item_bias[order])
-        factors = np.ascontiguousarray(item_factors[order])
-        compact = (compact_rows(factors, np.sqrt(sq)) if dtype == np.float32 and 0 < factors.shape[1] <= 512
-                   else (None,) * 3)
-        return cls(order, factors, bias, direction.astype(dtype), suffix.astype(dtype), *compact)
+        return cls(order, np.ascontiguousarray(item_factors[order]), bias,
+                   direction.astype(dtype), suffix.astype(dtype))
+
+    def compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, code_scale, code_err)`` of the sorted rows (see ``compact_rows``), or None.
+
+        Built on the first single query and kept (a batch never needs them, and
+        an index rebuilt after item updates should not pay for them); None for
+        float64 rows or more than 512 factors, which keep the float scan.
+        """
+        if "rows" not in self._compact:
+            rows = None
+            if self.factors.dtype == np.float32 and 0 < self.factors.shape[1] <= 512:
+                Y = self.factors.astype(np.float64)
+                sq = np.einsum("ij,ij->i", Y, Y)
+                if self.bias is not None:
+                    sq += np.square(self.bias.astype(np.float64))
+                rows = compact_rows(self.factors, np.sqrt(sq))
+            self._compact["rows"] = rows
+        return self._compact["rows"]
 
 
 def compact_rows(factors: np.ndarray, norms: np.ndarray, chunk: int = 65536
@@ -218,9 +232,10 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
     kernel = load_kernel("topk")
     args = (queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map,
             ids, scores, num_threads)
-    if m == 1 and bounds and index.codes is not None:
+    compact = index.compact() if m == 1 and bounds else None
+    if compact is not None:
         # one query: scan the int8 rows, rescore in float32 only what can enter
-        kernel.topk_one(queries[0], item_rows, bias_arr, index.codes, index.code_scale, index.code_err,
+        kernel.topk_one(queries[0], item_rows, bias_arr, *compact,
                         _seen_row(seen_indptr, seen_indices), exclude_mask, item_map, ids[0], scores[0],
                         index.direction, index.suffix_bounds, block_items=_BLOCK_ITEMS_ONE)
     elif m == 1:  # one query is scored with our own dots: no BLAS, no limit to set

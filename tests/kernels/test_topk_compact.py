@@ -46,8 +46,8 @@ def run_compact(kernel, q, Y, bias, seen, mask, k, block):
     index = RankingIndex.build(Y, bias)
     ids = np.empty(k, np.int32)
     scores = np.empty(k, np.float32)
-    kernel.topk_one(q, index.factors, E32 if bias is None else index.bias, index.codes, index.code_scale,
-                    index.code_err, np.sort(seen).astype(np.int32), mask, index.order, ids, scores,
+    kernel.topk_one(q, index.factors, E32 if bias is None else index.bias, *index.compact(),
+                    np.sort(seen).astype(np.int32), mask, index.order, ids, scores,
                     index.direction, index.suffix_bounds, block_items=block)
     return ids, scores
 
@@ -133,9 +133,12 @@ def test_top_k_takes_the_compact_path_for_one_query_only_in_float32():
     rng = np.random.default_rng(1)
     Y = rng.standard_normal((50, 8))
     index64 = RankingIndex.build(Y, None)
-    assert index64.codes is None  # float64 models keep the float scan
+    assert index64.compact() is None  # float64 models keep the float scan
     index32 = RankingIndex.build(Y.astype(np.float32), None)
-    assert index32.codes is not None and index32.codes.shape == (50, 8)
+    assert not index32._compact  # built on the first single query, not with the index
+    codes = index32.compact()[0]
+    assert codes.dtype == np.int8 and codes.shape == (50, 8)
+    assert index32.compact()[0] is codes  # kept
     q = rng.standard_normal((1, 8)).astype(np.float32)
     ids, scores = top_k(q, Y.astype(np.float32), None, 5, index=index32)
     plain_ids, plain_scores = top_k(q, Y.astype(np.float32), None, 5)
