@@ -20,8 +20,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..utils.threads import resolve_num_threads
 from ..utils.validation import check_float
 
-__all__ = ["ClusterError", "WORKER_LOST", "WorkerLost", "resolve_client", "check_timeout", "workers_of", "gather",
-           "scatter_to", "submit_to", "worker_threads"]
+__all__ = ["ClusterError", "WORKER_LOST", "WorkerLost", "resolve_client", "check_timeout", "workers_of", "worker_info",
+           "gather", "scatter_to", "submit_to", "worker_threads"]
 
 
 class ClusterError(RuntimeError):
@@ -70,14 +70,23 @@ def workers_of(client: Any, timeout: float | None) -> list[str]:
         client.wait_for_workers(1, timeout=timeout)
     except (TimeoutError, distributed.TimeoutError) as exc:
         raise ClusterError(f"the Dask cluster has no worker (waited timeout={timeout} s)") from exc
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # older distributed lists every worker without the argument
-        info = client.scheduler_info()
-    workers = sorted(info["workers"])
+    workers = sorted(worker_info(client))
     if not workers:
         raise ClusterError("the Dask cluster has no worker")
     return workers
+
+
+def worker_info(client: Any) -> dict[str, dict[str, Any]]:
+    """The scheduler's record of every worker, asked afresh.
+
+    Not ``client.scheduler_info()``: that returns the client's cached copy,
+    which its periodic refresh (that asks for no per-worker records) can
+    overwrite between the fetch and the return, giving an empty worker list.
+    """
+    try:
+        return dict(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+    except TypeError:  # older distributed lists every worker without the argument
+        return dict(client.sync(client.scheduler.identity)["workers"])
 
 
 def gather(client: Any, futures: Sequence[Any], timeout: float | None, what: str) -> list[Any]:

@@ -19,6 +19,7 @@ from ._cluster import (
     check_timeout,
     resolve_client,
     worker_threads,
+    worker_info,
     workers_of,
 )
 
@@ -61,11 +62,7 @@ def cluster_runs(client: Any, estimator: Any, candidates: Iterable[dict[str, Any
     deadline = None if timeout is None else time.monotonic() + timeout
     train, validation, k, names, evaluate_kwargs = args
     workers = workers_of(client, timeout)
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:
-        info = client.scheduler_info()
-    slots = max(len(workers), sum(int(w.get("nthreads", 1)) for w in info["workers"].values()))
+    slots = max(len(workers), sum(int(w.get("nthreads", 1)) for w in worker_info(client).values()))
     train_f, validation_f = client.scatter([train, validation], broadcast=True, hash=False)
     pending = iter(candidates)
     running: dict[Any, int] = {}

@@ -42,6 +42,14 @@ def dask_client():
     stop_cluster(cluster, client)
 
 
+@pytest.fixture
+def own_cluster_client():
+    """A two-worker cluster of the test's own, for tests that kill workers: the shared one stays whole."""
+    cluster, client = start_cluster(2, 1)
+    yield client
+    stop_cluster(cluster, client)
+
+
 @pytest.fixture(scope="session")
 def one_worker_client():
     cluster, client = start_cluster(1, 2)

@@ -18,7 +18,7 @@ dd = pytest.importorskip("dask.dataframe")
 pd = pytest.importorskip("pandas")
 
 from fastrec.distributed import ClusterError, DaskALS  # noqa: E402
-from fastrec.distributed._cluster import worker_threads  # noqa: E402
+from fastrec.distributed._cluster import worker_info, worker_threads  # noqa: E402
 
 from conftest import WAIT  # noqa: E402
 
@@ -94,7 +94,7 @@ def test_ials_parameters_follow_als(dask_client, counts_matrix):
 
 def test_worker_threads_despite_dask_omp_setting(one_worker_client):
     assert one_worker_client.run(lambda: os.environ.get("OMP_NUM_THREADS")) == {
-        w: "1" for w in one_worker_client.scheduler_info()["workers"]}
+        w: "1" for w in worker_info(one_worker_client)}
     assert one_worker_client.submit(worker_threads, 0, pure=False).result(timeout=WAIT) == 2
     assert one_worker_client.submit(worker_threads, 3, pure=False).result(timeout=WAIT) == 3
 
@@ -144,32 +144,32 @@ def test_dask_dataframe_errors_name_the_column(dask_client):
 def _killer(client, iteration):
     """A callback that kills one worker process (SIGKILL) after ``iteration``, once."""
     pids = client.run(os.getpid)
-    victim = pids[sorted(pids)[-1]]
+    address = sorted(pids)[-1]
     killed = []
 
     def callback(it, elapsed, loss):
         if it == iteration and not killed:
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
+            os.kill(pids[address], signal.SIGKILL)
+            killed.append(address)
     return callback, killed
 
 
-def test_a_killed_worker_is_survived_with_the_same_result(dask_client, counts_matrix):
+def test_a_killed_worker_is_survived_with_the_same_result(own_cluster_client, counts_matrix):
     params = dict(factors=4, iterations=4, random_state=8)
     ref = ALS(**params).fit(counts_matrix)
-    callback, killed = _killer(dask_client, 1)
-    model = DaskALS(**params, client=dask_client).fit(counts_matrix, callback=callback, retries=1, timeout=WAIT)
+    callback, killed = _killer(own_cluster_client, 1)
+    model = DaskALS(**params, client=own_cluster_client).fit(counts_matrix, callback=callback, retries=1,
+                                                             timeout=WAIT)
     assert killed
     assert_same_model(model, ref)
     assert len(model.loss_history_) == 4
 
 
-def test_a_killed_worker_without_retries_keeps_the_previous_state(dask_client, counts_matrix):
-    dask_client.wait_for_workers(2, timeout=WAIT)  # the nanny restarted the one killed above
-    model = DaskALS(factors=3, iterations=2, random_state=0, client=dask_client).fit(counts_matrix[:50],
-                                                                                    timeout=WAIT)
+def test_a_killed_worker_without_retries_keeps_the_previous_state(own_cluster_client, counts_matrix):
+    model = DaskALS(factors=3, iterations=2, random_state=0, client=own_cluster_client).fit(
+        counts_matrix[:50], timeout=WAIT)
     before = model.user_factors_.copy()
-    callback, killed = _killer(dask_client, 0)
+    callback, killed = _killer(own_cluster_client, 0)
     with pytest.raises(ClusterError, match="lost a worker 1 time.*keeps its previous fitted state"):
         model.fit(counts_matrix, callback=callback, retries=0, timeout=WAIT)
     assert killed

@@ -115,6 +115,7 @@ def test_recommend_all_declines_a_model_that_ranks_otherwise(dask_client, fitted
 
 def test_recommend_all_writes_parquet(dask_client, fitted, tmp_path):
     model, _ = fitted
+    dask_client.wait_for_workers(2, timeout=WAIT)  # the blocks per worker depend on how many there are
     files = recommend_all(model, dask_client, n=3, path=tmp_path / "out", block_users=50, timeout=WAIT)
     assert len(files) == 4 and all(f.endswith(".parquet") for f in files)  # 2 blocks of <= 50 users per worker
     table = pd.concat([pd.read_parquet(f) for f in files])
