@@ -185,7 +185,8 @@ def _local_runs(estimator: Any, candidates: Iterable[dict[str, Any]], args: tupl
 def _run_search(estimator: Any, candidates: Iterable[dict[str, Any]],
                 n_candidates: int, train: Any, validation: Any, metric: str, k: int,
                 metrics: Sequence[str] | None, time_limit: float | None, show_progress: bool,
-                desc: str, evaluate_kwargs: Mapping[str, Any] | None, client: Any = None) -> SearchResult:
+                desc: str, evaluate_kwargs: Mapping[str, Any] | None, client: Any = None,
+                client_timeout: float | None = None) -> SearchResult:
     _check_estimator(estimator)
     if metric not in ALL_METRICS:
         raise ValueError(f"metric must be one of {ALL_METRICS}; got {metric!r}")
@@ -205,10 +206,13 @@ def _run_search(estimator: Any, candidates: Iterable[dict[str, Any]],
 
     args = (train, validation, k, names, evaluate_kwargs)
     if client is None:
+        if client_timeout is not None:
+            raise ValueError("client_timeout bounds a search on a Dask cluster: pass client= too, "
+                             "or use time_limit for a local search")
         runs = _local_runs(estimator, candidates, args, out_of_time, stopped)
     else:
         from .distributed.search import cluster_runs  # Dask: imported only when asked for
-        runs = cluster_runs(client, estimator, candidates, args, out_of_time, stopped)
+        runs = cluster_runs(client, estimator, candidates, args, out_of_time, stopped, timeout=client_timeout)
     for params, model, row in runs:
         rows.append(row)
         tried.append(dict(params))
@@ -230,7 +234,8 @@ def grid_search(estimator: Any, param_grid: Mapping[str, Sequence] | Sequence[Ma
                 train: Any, validation: Any, metric: str = "ndcg", k: int = 10,
                 time_limit: float | None = None, show_progress: bool = True,
                 metrics: Sequence[str] | None = None,
-                evaluate_kwargs: Mapping[str, Any] | None = None, client: Any = None) -> SearchResult:
+                evaluate_kwargs: Mapping[str, Any] | None = None, client: Any = None,
+                client_timeout: float | None = None) -> SearchResult:
     """Fit and score every combination of ``param_grid``; keep the best fitted model.
 
     Parameters
@@ -261,6 +266,10 @@ def grid_search(estimator: Any, param_grid: Mapping[str, Sequence] | Sequence[Ma
         'fastrec[distributed]'``).  ``train`` and ``validation`` go to each
         worker once; only the best model comes back.  ``results`` keeps the
         candidates' order; ``time_limit`` stops starting new candidates.
+    client_timeout : float, optional
+        With ``client``: seconds after which a search that has not finished
+        on the cluster (a stuck or lost cluster) raises
+        ``fastrec.distributed.ClusterError`` instead of waiting for ever.
 
     Returns
     -------
@@ -268,14 +277,16 @@ def grid_search(estimator: Any, param_grid: Mapping[str, Sequence] | Sequence[Ma
     """
     candidates = _grid_candidates(_check_grid(param_grid))
     return _run_search(estimator, candidates, len(candidates), train, validation, metric, k,
-                       metrics, time_limit, show_progress, "grid search", evaluate_kwargs, client)
+                       metrics, time_limit, show_progress, "grid search", evaluate_kwargs, client,
+                       client_timeout)
 
 
 def random_search(estimator: Any, param_distributions: Mapping[str, Any], n_iter: int,
                   train: Any, validation: Any, metric: str = "ndcg", k: int = 10,
                   time_limit: float | None = None, show_progress: bool = True,
                   random_state: Any = None, metrics: Sequence[str] | None = None,
-                  evaluate_kwargs: Mapping[str, Any] | None = None, client: Any = None) -> SearchResult:
+                  evaluate_kwargs: Mapping[str, Any] | None = None, client: Any = None,
+                  client_timeout: float | None = None) -> SearchResult:
     """Fit and score ``n_iter`` random candidates; keep the best fitted model.
 
     Parameters
@@ -290,7 +301,7 @@ def random_search(estimator: Any, param_distributions: Mapping[str, Any], n_iter
         Seeds the sampling; the same seed gives the same candidates.  Fits
         are reproducible when the estimator's own ``random_state`` is fixed.
 
-    Other parameters (``client`` too) are as in ``grid_search``.
+    Other parameters (``client`` and ``client_timeout`` too) are as in ``grid_search``.
 
     Returns
     -------
@@ -301,4 +312,4 @@ def random_search(estimator: Any, param_distributions: Mapping[str, Any], n_iter
     rng = np.random.default_rng(random_state)
     return _run_search(estimator, _random_candidates(param_distributions, n_iter, rng), n_iter,
                        train, validation, metric, k, metrics, time_limit, show_progress,
-                       "random search", evaluate_kwargs, client)
+                       "random search", evaluate_kwargs, client, client_timeout)

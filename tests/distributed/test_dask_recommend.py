@@ -198,3 +198,17 @@ def test_cluster_search_timeout_raises_a_clear_error(dask_client, fitted):
     assert [params for params, _, _ in done] == candidates and all(row["ndcg"] >= 0 for _, _, row in done)
     with pytest.raises(ValueError, match="timeout"):
         next(cluster_runs(dask_client, ALS(), candidates, args, never, [], timeout=-1))
+
+
+def test_grid_search_passes_client_timeout_to_the_cluster(dask_client, fitted):
+    from fastrec.distributed import ClusterError
+
+    _, data = fitted
+    train, validation = per_user_split(data.to_csr(), 0.3, random_state=0)
+    grid = {"regularization": [0.01, 0.1, 0.3]}
+    with pytest.raises(ClusterError, match=r"timeout=0.001 s"):
+        grid_search(ALS(factors=4, iterations=2), grid, train, validation, k=5, show_progress=False,
+                    client=dask_client, client_timeout=1e-3)
+    with pytest.raises(ValueError, match="client_timeout .*client="):
+        random_search(ALS(factors=4, iterations=2), grid, 2, train, validation, show_progress=False,
+                      client_timeout=5)
