@@ -445,21 +445,32 @@ def als_loss(const index_t[::1] indptr, const int[::1] indices, const floating[:
     cdef int f = X.shape[1]
     cdef int row, col
     cdef index_t j
-    cdef double total = 0, c_d
+    cdef double total = 0
     cdef floating c, pref, s
     cdef floating *tmp
+    cdef int failed = 0
     if n_rows == 0 or f == 0:
         return 0.0
     with nogil, parallel(num_threads=num_threads):
         tmp = <floating *> malloc(f * sizeof(floating))
         for row in prange(n_rows, schedule="dynamic", chunksize=64):
+            if tmp == NULL:
+                failed += 1
+                continue
             symv(&YtY[0, 0], &X[row, 0], tmp, f)
             total += dot(tmp, &X[row, 0], f) + reg_rows[row] * dot(&X[row, 0], &X[row, 0], f)
             for j in range(indptr[row], indptr[row + 1]):
                 s = dot(&X[row, 0], &Y[indices[j], 0], f)
+                # c and pref are assigned here so that Cython makes them thread-private;
+                # written only through confidence()'s pointers they were shared, and
+                # two threads raced on them (a wrong loss about one fit in six).
+                c = 0
+                pref = 0
                 confidence(data[j], alpha, implicit_convention, &c, &pref)
                 total += c * (pref - s) * (pref - s) - s * s
         free(tmp)
+    if failed:
+        raise MemoryError("als_loss: out of memory for a per-thread buffer")
     for col in range(n_cols):
         total += reg_cols[col] * dot(&Y[col, 0], &Y[col, 0], f)
     return total

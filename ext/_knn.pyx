@@ -167,6 +167,7 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
     cdef int *touched
     cdef char *marked
     cdef bint use_common = shrinkage > 0
+    cdef int failed = 0
     if k <= 0 or n_items == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -175,6 +176,9 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
         touched = <int *> malloc(n_items * sizeof(int))
         marked = <char *> calloc(n_items, sizeof(char))
         for i in prange(n_items, schedule="dynamic", chunksize=8):
+            if acc == NULL or common == NULL or touched == NULL or marked == NULL:
+                failed += 1
+                continue
             # an item whose users reach a good share of the catalogue is scanned densely afterwards
             # (no touched list, no branch in the inner loop), as in item_neighbours_pairs
             work = 0
@@ -220,6 +224,8 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
         free(common)
         free(touched)
         free(marked)
+    if failed:
+        raise MemoryError("item_neighbours: out of memory for a per-thread buffer")
 
 
 def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_users, const index_t[::1] col_pos,
@@ -250,8 +256,12 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
     cdef int *touched
     cdef char *marked
     cdef bint use_common = shrinkage > 0
+    cdef int failed = 0
     if k <= 0 or n_items == 0:
         return
+    if num_threads < 1:
+        # each thread needs its own heaps: 0 would mean OpenMP's default team, possibly more threads than heaps
+        raise ValueError(f"num_threads must be >= 1 (one set of heaps per thread); got {num_threads}")
     with nogil, parallel(num_threads=min(num_threads, n_heaps)):
         tid = threadid()
         acc = <floating *> calloc(n_items, sizeof(floating))
@@ -259,6 +269,9 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
         touched = <int *> malloc(n_items * sizeof(int))
         marked = <char *> calloc(n_items, sizeof(char))
         for i in prange(n_items, schedule="dynamic", chunksize=8):
+            if acc == NULL or common == NULL or touched == NULL or marked == NULL or tid >= n_heaps:
+                failed += 1
+                continue
             # an item whose users reach a good share of the items after it is scanned densely
             # afterwards (no touched list, no branch in the inner loop); a rare one keeps the list
             work = 0
@@ -303,6 +316,8 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
         free(common)
         free(touched)
         free(marked)
+    if failed:
+        raise MemoryError("item_neighbours_pairs: out of memory for a per-thread buffer")
     # merge: the first thread's row is copied as is (a list, or a heap when full), the others pushed onto it
     for i in prange(n_items, schedule="static", nogil=True, num_threads=num_threads):
         size = heap_n[0, i]
@@ -355,6 +370,7 @@ def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floati
     cdef char *marked
     cdef floating *hs
     cdef int *hi
+    cdef int failed = 0
     if n_rows == 0:
         return
     if n <= 0 or n_items == 0:
@@ -366,6 +382,9 @@ def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floati
         hs = <floating *> malloc(n * sizeof(floating))
         hi = <int *> malloc(n * sizeof(int))
         for r in prange(n_rows, schedule="dynamic", chunksize=16):
+            if acc == NULL or touched == NULL or marked == NULL or hs == NULL or hi == NULL:
+                failed += 1
+                continue
             n_touched = 0
             for p in range(q_indptr[r], q_indptr[r + 1]):
                 j = q_items[p]
@@ -395,3 +414,5 @@ def score_rows(const index_t[::1] q_indptr, const int[::1] q_items, const floati
         free(marked)
         free(hs)
         free(hi)
+    if failed:
+        raise MemoryError("score_rows: out of memory for a per-thread buffer")

@@ -184,10 +184,9 @@ def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: di
     loss = 0.0
     if with_loss:  # the objective's terms of these rows, their own penalty included (ALS._loss, by rows)
         rows, kernel, no_columns = shard.rows, load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
-        # One thread: the compiled als_loss shares its per-entry confidence and preference
-        # (c, pref, set through pointers) between its OpenMP threads, so with several threads
-        # an entry is now and then scored with another thread's confidence (loss off by ~1e-4
-        # relative, factors unaffected).  Serial, a block's loss is exact and reproducible.
+        # One thread: a block's loss is then summed in the same order on every run (it is a
+        # small share of the half-step).  This once also hid a race in als_loss (per-entry
+        # c/pref shared between OpenMP threads), fixed in ext/_als.pyx since.
         if is_ials(params):
             loss = ials_loss(kernel, rows, X, Y, shard.reg, no_columns, params, 1, gram=gram)
         else:

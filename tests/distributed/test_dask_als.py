@@ -31,14 +31,11 @@ def assert_same_model(got, ref, dtype=np.float32):
     np.testing.assert_allclose(got.item_factors_, ref.item_factors_, **TOL[dtype])
 
 
-# The reference loss is computed with one thread: the compiled ``als_loss`` (ext/_als.pyx) keeps
-# each entry's confidence and preference (``c``, ``pref``, written through pointers by
-# ``confidence()``) in variables Cython leaves shared between the OpenMP threads of its prange,
-# so with 2 threads an entry is now and then scored with the other thread's values.  That was
-# the "last iteration drift" (1e-4 to 4e-4 relative, in any iteration, about one fit in six,
-# factors unaffected): single-machine ALS at 2 threads, not DaskALS.  DaskALS computes each
-# block's loss with one thread; in one thread both sides agree to float summation order
-# (~1e-7 measured).
+# The reference loss is computed with one thread, as DaskALS scores each block's loss: both
+# sides then agree to float summation order (~1e-7 measured).  The old "last iteration drift"
+# (1e-4 to 4e-4 relative, about one fit in six) was a race in the compiled ``als_loss``
+# (per-entry c/pref shared between OpenMP threads), fixed in ext/_als.pyx and tested in
+# tests/models/test_als.py::test_als_loss_kernel_is_the_same_with_two_threads.
 LOSS_RTOL = 2e-6
 
 

@@ -637,3 +637,26 @@ def test_recommendations_beat_popularity_on_planted_low_rank():
     recall_pop = np.take_along_axis(held, pop_ids, axis=1).sum() / held.sum()
 
     assert recall_als > 2 * recall_pop and recall_als > recall_pop + 0.15, (recall_als, recall_pop)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-11)])
+def test_als_loss_kernel_is_the_same_with_two_threads(als_kernel, dtype, rtol):
+    # Each stored entry has its own confidence and preference; when they were shared
+    # between OpenMP threads (set only through pointers), a 2-thread loss was
+    # sometimes computed with another entry's c/pref.
+    R = random_ratings(3000, 400, 0.05, seed=21)
+    R.data = np.random.default_rng(22).uniform(-3, 5, R.nnz)
+    R.data[R.data == 0] = 1.0
+    rng = np.random.default_rng(23)
+    X = rng.standard_normal((3000, 8)).astype(dtype)
+    Y = rng.standard_normal((400, 8)).astype(dtype)
+    reg_rows = rng.random(3000).astype(dtype)
+    reg_cols = rng.random(400).astype(dtype)
+    args = (R.indptr.astype(np.int32), R.indices.astype(np.int32), R.data.astype(dtype), X, Y,
+            np.ascontiguousarray(Y.T @ Y), reg_rows, reg_cols, dtype(1.5), False)
+    want = als_objective_dense(R.toarray(), X, Y, reg_rows.astype(np.float64), reg_cols.astype(np.float64),
+                               1.5, "hu")
+    one = als_kernel.als_loss(*args, 1)
+    assert one == pytest.approx(want, rel=rtol)
+    for _ in range(30):
+        assert als_kernel.als_loss(*args, 2) == pytest.approx(want, rel=rtol)
