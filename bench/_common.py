@@ -85,10 +85,15 @@ def _canonical_csr(X: Any) -> sp.csr_matrix:
 
 
 def synthetic(shape: tuple[int, int, int] = ML20M_SHAPE, seed: int = DATA_SEED,
-              verbose: bool = True) -> sp.csr_matrix:
-    """MovieLens-20M-shaped implicit data (binary, float32 CSR), cached under ``bench/.cache``."""
+              verbose: bool = True, name: str = "synthetic", **generator: Any) -> sp.csr_matrix:
+    """MovieLens-20M-shaped implicit data (binary, float32 CSR), cached under ``bench/.cache``.
+
+    ``generator`` goes to ``make_synthetic`` (say, popularity exponents for
+    heavy-tailed data) and into the cache file's name, as ``name`` does.
+    """
     n_users, n_items, nnz = shape
-    path = CACHE / f"synthetic_{n_users}x{n_items}x{nnz}_seed{seed}.npz"
+    options = "".join(f"_{k}{v}" for k, v in generator.items())
+    path = CACHE / f"{name}_{n_users}x{n_items}x{nnz}{options}_seed{seed}.npz"
     if path.exists():
         with np.load(path) as z:
             X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(n_users, n_items))
@@ -96,9 +101,9 @@ def synthetic(shape: tuple[int, int, int] = ML20M_SHAPE, seed: int = DATA_SEED,
         return X
     from fastrec.datasets import make_synthetic
     if verbose:
-        print(f"generating synthetic data {n_users} x {n_items} x {nnz} (cached at {path}) ...",
+        print(f"generating {name} data {n_users} x {n_items} x {nnz} (cached at {path}) ...",
               file=sys.stderr, flush=True)
-    X = _canonical_csr(make_synthetic(n_users, n_items, nnz, random_state=seed, as_csr=True))
+    X = _canonical_csr(make_synthetic(n_users, n_items, nnz, random_state=seed, as_csr=True, **generator))
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, data=X.data, indices=X.indices, indptr=X.indptr)

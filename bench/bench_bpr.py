@@ -129,26 +129,7 @@ def quality(threads: int, seed: int) -> tuple[list[dict], dict]:
 # ---------------------------------------------------------------- speed
 def heavy_tailed(quick: bool = False, seed: int = C.DATA_SEED):
     """The heavy-tailed data of (d), generated once and cached under ``bench/.cache``."""
-    import numpy as np
-    import scipy.sparse as sp
-    n_users, n_items, nnz = HEAVY_QUICK_SHAPE if quick else HEAVY_SHAPE
-    alphas = "_".join(f"{k}{v}" for k, v in HEAVY_ALPHAS.items())
-    path = C.CACHE / f"heavy_{n_users}x{n_items}x{nnz}_{alphas}_seed{seed}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(n_users, n_items))
-        X.has_sorted_indices = True
-        return X
-    from fastrec.datasets import make_synthetic
-    print(f"generating heavy-tailed data {n_users} x {n_items} x {nnz} (cached at {path}) ...",
-          file=sys.stderr, flush=True)
-    X = C._canonical_csr(make_synthetic(n_users, n_items, nnz, random_state=seed, as_csr=True,
-                                        **HEAVY_ALPHAS))
-    C.CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, data=X.data, indices=X.indices, indptr=X.indptr)
-    tmp.replace(path)
-    return X
+    return C.synthetic(HEAVY_QUICK_SHAPE if quick else HEAVY_SHAPE, seed, name="heavy", **HEAVY_ALPHAS)
 
 
 def tails(X) -> str:
