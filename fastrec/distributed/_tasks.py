@@ -25,6 +25,7 @@ from ..models.als import ALS, _check_confidence
 from ..models.ials import ials_loss, is_ials, kernel_form, kernel_values
 from ..utils.validation import CSRArrays
 from ._cluster import worker_threads
+from ._compact import CHUNK_ENTRIES, CompactRows
 
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
            "selection", "take_rows", "solve_block", "block_stats", "factors_of"]
@@ -37,15 +38,16 @@ SKIP, WHOLE, ROWS = 0, 1, 2
 class Shard:
     """A block of rows ``lo:hi`` of one side, as the half-step kernel reads it.
 
-    ``rows`` holds the raw values with column indices into the concatenation
-    of the received pieces (see ``kinds``); ``selections[j]`` are the rows of
+    ``rows`` holds the values the kernel reads with column indices into the
+    concatenation of the received pieces (see ``kinds``), compactly
+    (``CompactRows``, decoded in chunks by ``solve_block``); ``selections[j]`` are the rows of
     the other side's block j it needs when ``kinds[j] == ROWS``.
     """
 
     side: str
     lo: int
     hi: int
-    rows: CSRArrays
+    rows: CompactRows
     reg: np.ndarray
     max_row_length: int
     kinds: np.ndarray
@@ -64,19 +66,25 @@ class Solved:
     penalty: float
 
 
-def _plan(indices: np.ndarray, other_bounds: np.ndarray, min_fraction: float
-          ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
-    """Local column indices, and how each block of the other side is received.
+def _plan(indices: np.ndarray, n_other: int, other_bounds: np.ndarray, min_fraction: float
+          ) -> tuple[np.ndarray | None, np.ndarray, dict[int, np.ndarray]]:
+    """The local column of each global one, and how each block of the other side is received.
 
     A block is sent whole when the shard needs at least ``min_fraction`` of
-    its rows (0 always broadcasts), else only the needed rows, in order.
+    its rows (0 always broadcasts), else only the needed rows, in order.  The
+    map is None when every block is sent whole (local columns are global).
+    Memory: a flag and a map per column of the other side, and chunks of
+    ``indices`` (no sorted copy of them).
     """
     n_blocks = other_bounds.size - 1
-    needed = np.unique(indices)
+    used = np.zeros(n_other, dtype=bool)
+    for a in range(0, indices.size, CHUNK_ENTRIES):
+        used[indices[a:a + CHUNK_ENTRIES]] = True
+    needed = np.flatnonzero(used)
     edges = np.searchsorted(needed, other_bounds)
     kinds = np.full(n_blocks, SKIP, dtype=np.int8)
     selections: dict[int, np.ndarray] = {}
-    local = np.empty(needed.size, dtype=np.int64)
+    local = np.empty(needed.size, dtype=np.int32)
     offset = 0
     for j in range(n_blocks):
         lo, hi = int(other_bounds[j]), int(other_bounds[j + 1])
@@ -92,25 +100,32 @@ def _plan(indices: np.ndarray, other_bounds: np.ndarray, min_fraction: float
             selections[j] = (cols - lo).astype(np.int64)
             local[edges[j]:edges[j + 1]] = offset + np.arange(cols.size)
             offset += cols.size
-    identity = bool((kinds == WHOLE).all())  # the concatenation is the whole other side
-    mapped = indices if identity else local[np.searchsorted(needed, indices)].astype(np.int32)
-    return mapped, kinds, selections
+    if (kinds == WHOLE).all():  # the concatenation is the whole other side
+        return None, kinds, selections
+    column_map = np.full(n_other, -1, dtype=np.int32)
+    column_map[needed] = local
+    return column_map, kinds, selections
 
 
 def build_shard(side: str, lo: int, hi: int, n_other: int, other_bounds: np.ndarray, min_fraction: float,
                 als: ALS, params: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Shard:
-    """A shard from the canonical CSR arrays (indptr, indices, data) of rows ``lo:hi`` (global column indices)."""
+    """A shard from the canonical CSR arrays (indptr, indices, data) of rows ``lo:hi`` (global column indices).
+
+    The shard keeps its rows as ``CompactRows`` (local columns, values as the
+    kernel reads them); the arrays received are not kept.
+    """
     indptr, indices, data = arrays
     n_rows = hi - lo
     indptr = np.asarray(indptr, dtype=np.int64)
+    indices = np.asarray(indices)
     block = SimpleNamespace(nnz=int(data.size), data=data, shape=(n_rows, n_other))
     _check_confidence(block, params)
     counts = np.diff(indptr)
     reg = als._regularization(counts, params, n_other)
-    mapped, kinds, selections = _plan(np.asarray(indices), np.asarray(other_bounds), min_fraction)
-    rows = CSRArrays(indptr, np.ascontiguousarray(mapped, dtype=np.int32),
-                     np.ascontiguousarray(data), (n_rows, n_other))
-    rows = kernel_values(rows, kernel_form(params))  # as ALS._fit: iALS reads signs
+    column_map, kinds, selections = _plan(indices, n_other, np.asarray(other_bounds), min_fraction)
+    # as ALS._fit: iALS reads signs
+    values = kernel_values(CSRArrays(indptr, indices, np.asarray(data), (n_rows, n_other)), kernel_form(params)).data
+    rows = CompactRows.from_csr(indptr, indices, values, (n_rows, n_other), column_map)
     return Shard(side, lo, hi, rows, reg, int(counts.max(initial=0)), kinds, selections,
                  ALS._loss_weight(block, params))
 
@@ -139,7 +154,7 @@ def shard_from_pieces(side: str, lo: int, hi: int, n_other: int, other_bounds: n
 
 def shard_summary(shard: Shard) -> tuple[np.ndarray, int, float]:
     """(kinds, stored entries, loss weight): what the driver needs to know of a shard."""
-    return shard.kinds, int(shard.rows.data.size), shard.loss_weight
+    return shard.kinds, shard.rows.nnz, shard.loss_weight
 
 
 def selection(shard: Shard, block: int) -> np.ndarray:
@@ -177,21 +192,28 @@ def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: di
     threads = worker_threads(threads)
     X = np.array(factors_of(start), dtype=params["dtype"], order="C", copy=True)
     Y = _gathered(pieces, X.shape[1], X.dtype)
+    rows, reg, solver = shard.rows, shard.reg, params["solver"]
+    failures = 0
     with warnings.catch_warnings():  # the driver warns once, on the client
         warnings.simplefilter("ignore", RuntimeWarning)
-        failures = als._half_step(shard.rows, X, Y, shard.reg, params, params["solver"], threads,
-                                  YtY=gram, max_row_length=shard.max_row_length)
+        for r0, r1 in rows.chunks(CHUNK_ENTRIES):  # decoded a chunk at a time: rows solve independently
+            failures += als._half_step(rows.rows(r0, r1), X[r0:r1], Y, reg[r0:r1], params, solver, threads,
+                                       YtY=gram, max_row_length=shard.max_row_length)
     loss = 0.0
     if with_loss:  # the objective's terms of these rows, their own penalty included (ALS._loss, by rows)
-        rows, kernel, no_columns = shard.rows, load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
+        kernel, no_columns = load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
         # One thread: a block's loss is then summed in the same order on every run (it is a
         # small share of the half-step).  This once also hid a race in als_loss (per-entry
-        # c/pref shared between OpenMP threads), fixed in ext/_als.pyx since.
-        if is_ials(params):
-            loss = ials_loss(kernel, rows, X, Y, shard.reg, no_columns, params, 1, gram=gram)
-        else:
-            loss = float(kernel.als_loss(rows.indptr, rows.indices, rows.data, X, Y, gram, shard.reg, no_columns,
-                                         X.dtype.type(params["alpha"]), params["confidence"] == "implicit", 1))
+        # c/pref shared between OpenMP threads), fixed in ext/_als.pyx since.  Every term is
+        # a sum over rows, so the chunks' losses add up.
+        for r0, r1 in rows.chunks(CHUNK_ENTRIES):
+            part, Xr = rows.rows(r0, r1), X[r0:r1]
+            if is_ials(params):
+                loss += ials_loss(kernel, part, Xr, Y, reg[r0:r1], no_columns, params, 1, gram=gram)
+            else:
+                loss += float(kernel.als_loss(part.indptr, part.indices, part.data, Xr, Y, gram, reg[r0:r1],
+                                              no_columns, X.dtype.type(params["alpha"]),
+                                              params["confidence"] == "implicit", 1))
     # these rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)
     scale = params["unobserved_weight"] if is_ials(params) else 1.0
     norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)

@@ -1,0 +1,165 @@
+"""Compact shard rows: exact round trips against the CSR they came from, the exchange plan, chunked solves.
+
+These run in the test process (no cluster): ``build_shard`` and
+``solve_block`` are plain functions the workers call.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("distributed")
+
+from fastrec import ALS  # noqa: E402
+from fastrec.distributed import _tasks  # noqa: E402
+from fastrec.distributed._compact import CompactRows  # noqa: E402
+from fastrec.models.ials import kernel_form, kernel_values  # noqa: E402
+
+
+def random_csr(seed: int, n_rows: int, n_cols: int, density: float, values: str, dtype=np.float32) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_rows, n_cols, density=density, format="csr", random_state=rng, dtype=np.float64)
+    if values == "ones":
+        X.data[:] = 1.0
+    elif values == "ratings":
+        X.data = rng.integers(1, 11, X.nnz) / 2.0
+    elif values == "signs":
+        X.data = rng.choice([-1.0, 1.0], X.nnz)
+    else:  # many distinct values
+        X.data = rng.uniform(0.1, 5.0, X.nnz)
+    X = X.astype(dtype)
+    X.indices = X.indices.astype(np.int32)
+    X.sort_indices()
+    return X
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 31), n_rows=st.integers(0, 40), n_cols=st.sampled_from([1, 7, 65536, 65537, 300000]),
+       per_row=st.integers(0, 30), values=st.sampled_from(["ones", "ratings", "signs", "many"]),
+       chunk=st.integers(1, 50), dtype=st.sampled_from([np.float32, np.float64]))
+def test_compact_rows_round_trip(seed, n_rows, n_cols, per_row, values, chunk, dtype):
+    X = random_csr(seed, n_rows, n_cols, min(1.0, per_row / n_cols), values, dtype)
+    if values == "ratings" and X.nnz:
+        X.data[0] = -0.0  # a value compared by its bits: -0.0 stays -0.0
+    rows = CompactRows.from_csr(X.indptr, X.indices, X.data, X.shape, chunk=chunk)
+    assert rows.nnz == X.nnz and rows.shape == X.shape
+    whole = rows.rows(0, n_rows)
+    np.testing.assert_array_equal(whole.indptr, X.indptr)
+    assert whole.indices.dtype == np.int32 and whole.data.dtype == dtype
+    np.testing.assert_array_equal(whole.indices, X.indices)
+    np.testing.assert_array_equal(whole.data.view(np.uint8), X.data.view(np.uint8))  # bit for bit
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        lo, hi = np.sort(rng.integers(0, n_rows + 1, 2))
+        part, ref = rows.rows(int(lo), int(hi)), X[lo:hi]
+        np.testing.assert_array_equal(part.indptr, ref.indptr)
+        np.testing.assert_array_equal(part.indices, ref.indices)
+        np.testing.assert_array_equal(part.data.view(np.uint8), ref.data.view(np.uint8))
+        assert part.shape == ref.shape
+    # the chunks cover the rows in order, each within the bound unless it is one longer row
+    bounds = list(rows.chunks(chunk))
+    assert [lo for lo, _ in bounds] == ([0] + [hi for _, hi in bounds[:-1]] if n_rows else [])
+    assert (bounds[-1][1] if bounds else 0) == n_rows
+    for lo, hi in bounds:
+        size = int(X.indptr[hi] - X.indptr[lo])
+        assert size <= chunk or hi == lo + 1
+
+
+def test_compact_rows_storage():
+    """Binary data over at most 65,536 columns: 2 bytes per entry, no value array, no high runs."""
+    X = random_csr(0, 2000, 30000, 0.01, "ones")
+    rows = CompactRows.from_csr(X.indptr, X.indices, X.data, X.shape)
+    assert rows.values is None and rows.codes is None and rows.table.tolist() == [1.0]
+    assert rows.run_highs.tolist() == [0]
+    assert rows.nbytes == 2 * X.nnz + X.indptr.size * 8 + 8 + 4 + 4
+    ratings = random_csr(0, 2000, 30000, 0.01, "ratings")
+    coded = CompactRows.from_csr(ratings.indptr, ratings.indices, ratings.data, ratings.shape)
+    assert coded.codes.dtype == np.uint8 and coded.values is None and coded.table.size == 10
+    many = random_csr(0, 200, 100000, 0.01, "many")
+    plain = CompactRows.from_csr(many.indptr, many.indices, many.data, many.shape)
+    assert plain.values is not None and plain.codes is None
+    assert 1 < plain.run_highs.size <= 200 * 2  # at most one change per row past column 65,535 (two ranges)
+
+
+def test_compact_rows_column_map():
+    X = random_csr(1, 50, 1000, 0.05, "ratings")
+    column_map = np.random.default_rng(1).permutation(200000).astype(np.int32)[:1000]
+    rows = CompactRows.from_csr(X.indptr, X.indices, X.data, X.shape, column_map=column_map, chunk=17)
+    np.testing.assert_array_equal(rows.rows(0, 50).indices, column_map[X.indices])
+
+
+def reference_plan(indices, other_bounds, min_fraction):
+    """The plan as first written: sorted unique columns, mapped by binary search."""
+    needed = np.unique(indices)
+    kinds, selections, local, offset = [], {}, np.empty(needed.size, np.int64), 0
+    for j in range(other_bounds.size - 1):
+        lo, hi = other_bounds[j], other_bounds[j + 1]
+        inside = (needed >= lo) & (needed < hi)
+        cols = needed[inside]
+        if not cols.size:
+            kinds.append(_tasks.SKIP)
+        elif cols.size >= min_fraction * (hi - lo):
+            kinds.append(_tasks.WHOLE)
+            local[inside] = offset + cols - lo
+            offset += hi - lo
+        else:
+            kinds.append(_tasks.ROWS)
+            selections[j] = cols - lo
+            local[inside] = offset + np.arange(cols.size)
+            offset += cols.size
+    return local[np.searchsorted(needed, indices)], np.array(kinds), selections
+
+
+@pytest.mark.parametrize("min_fraction", [0.0, 0.5, np.inf])
+def test_plan_matches_the_reference(min_fraction):
+    rng = np.random.default_rng(3)
+    n_other = 5000
+    indices = np.concatenate([rng.integers(0, 1000, 300), rng.integers(1500, 1600, 900), rng.integers(4000, 5000, 50)])
+    bounds = np.array([0, 1000, 1500, 2500, 4000, 5000])
+    mapped, kinds, selections = reference_plan(indices, bounds, min_fraction)
+    column_map, got_kinds, got_selections = _tasks._plan(indices.astype(np.int32), n_other, bounds, min_fraction)
+    np.testing.assert_array_equal(got_kinds, kinds)
+    assert got_kinds[3] == _tasks.SKIP  # no column there
+    assert sorted(got_selections) == sorted(selections)
+    for j in selections:
+        np.testing.assert_array_equal(got_selections[j], selections[j])
+    assert column_map is not None
+    np.testing.assert_array_equal(column_map[indices], mapped)
+    every = _tasks._plan(np.arange(n_other, dtype=np.int32), n_other, bounds, 0.5)
+    assert every[0] is None and (every[1] == _tasks.WHOLE).all()  # identity: no map kept
+
+
+@pytest.mark.parametrize("params", [dict(solver="cg"), dict(solver="cholesky", dtype=np.float64),
+                                    dict(solver="cg", unobserved_weight=0.1), dict(confidence="implicit")])
+def test_chunked_solve_equals_one_half_step(monkeypatch, params):
+    """solve_block decodes and solves in chunks: the factors equal ALS's half-step on the whole rows, bit for bit."""
+    dtype = params.get("dtype", np.float32)
+    X = random_csr(5, 300, 80, 0.1, "signs" if "unobserved_weight" in params else "ratings", dtype)
+    X.data = np.abs(X.data) if "unobserved_weight" not in params else X.data
+    X = X.tocsr()
+    X.eliminate_zeros()
+    als = ALS(factors=8, regularization=0.05, random_state=0, **params)
+    p = als._check_params()
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((300, 8)).astype(dtype)
+    Y = rng.standard_normal((80, 8)).astype(dtype)
+    gram = als._gram(Y, 1)
+    shard = _tasks.build_shard("users", 0, 300, 80, np.array([0, 80]), 0.0, als, p,
+                               (X.indptr, X.indices, X.data))
+    assert shard.rows.nnz == X.nnz
+    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 37)  # many chunks, rows of ~8 entries
+    assert len(list(shard.rows.chunks(37))) > 10
+    solved = _tasks.solve_block(shard, start, gram, als, p, 1, True, Y)
+    ref = start.copy()
+    rows = kernel_values(X, kernel_form(p))
+    als._half_step(rows, ref, Y, shard.reg, p, p["solver"], 1, YtY=gram)
+    np.testing.assert_array_equal(solved.factors, ref)
+    np.testing.assert_array_equal(start, np.random.default_rng(0).standard_normal((300, 8)).astype(dtype))
+    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 1 << 20)  # one chunk: the loss summed whole
+    whole = _tasks.solve_block(shard, start, gram, als, p, 1, True, Y)
+    np.testing.assert_array_equal(whole.factors, ref)
+    assert solved.loss == pytest.approx(whole.loss, rel=1e-6)
+    assert solved.loss != 0.0
