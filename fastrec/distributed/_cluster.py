@@ -21,7 +21,7 @@ from ..utils.threads import resolve_num_threads
 from ..utils.validation import check_float
 
 __all__ = ["ClusterError", "WORKER_LOST", "WorkerLost", "resolve_client", "check_timeout", "workers_of", "worker_info",
-           "gather", "scatter_to", "submit_to", "worker_threads"]
+           "gather", "direct", "scatter_to", "submit_to", "worker_threads"]
 
 
 class ClusterError(RuntimeError):
@@ -98,10 +98,17 @@ def gather(client: Any, futures: Sequence[Any], timeout: float | None, what: str
     return client.gather(list(futures))
 
 
+def direct(client: Any) -> bool:
+    """Whether data the client scatters goes straight to the workers: yes, unless the client was made
+    with ``direct_to_workers=False`` (workers it cannot reach).  Through the scheduler every byte
+    travels twice, and a ``LocalCluster``'s scheduler shares the client's process and cores."""
+    return client.direct_to_workers is not False
+
+
 def scatter_to(client: Any, value: Any, worker: str, timeout: float | None = None) -> Any:
     """Send ``value`` to ``worker``; ``WorkerLost`` if that worker has left the cluster meanwhile."""
     try:
-        return client.scatter([value], workers=[worker], hash=False,
+        return client.scatter([value], workers=[worker], hash=False, direct=direct(client),
                               **({} if timeout is None else {"timeout": timeout}))[0]
     except (KeyError, TimeoutError, distributed.TimeoutError) as exc:
         # the scheduler raises KeyError for a removed worker, "No valid workers found" for a closing one

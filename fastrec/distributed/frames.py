@@ -18,7 +18,7 @@ from ..data.idmap import IdMap
 from ..models.als import ALS
 from ..utils.validation import check_columns, check_raw_ids, check_values
 from . import _tasks
-from ._cluster import gather, submit_to
+from ._cluster import direct, gather, submit_to
 from ._engine import Layout, balanced_bounds
 
 __all__ = ["FrameInput", "is_dask_frame"]
@@ -157,7 +157,7 @@ class FrameInput:
 
     def _triplets(self, client: Any, maps: tuple[IdMap, IdMap], drop_unknown: bool) -> tuple[list[Any], list[Any]]:
         parts = self._partitions(client)
-        user_map, item_map = client.scatter(list(maps), broadcast=True, hash=False)
+        user_map, item_map = client.scatter(list(maps), broadcast=True, hash=False, direct=direct(client))
         trips = [client.submit(_partition_triplets, p, self.cols, user_map, item_map, drop_unknown, pure=False)
                  for p in parts]
         return trips, parts + [user_map, item_map]

@@ -1,12 +1,14 @@
 """Top-n lists for every user, computed on a Dask cluster.
 
-The item factors go to each worker once;
-the users are cut into blocks, each block's user factors and seen items go
-to one worker, which ranks them with the serving top-k kernel (the
-blocked, exactly pruned top-k kernel, one norm-sorted item index per worker).
+The items go to each worker once per call, as the model's norm-sorted
+ranking index (built once on the client and cached, as ``recommend`` uses
+it); the users are cut into blocks, each block's user factors and seen items
+go to one worker, which ranks them with the serving top-k kernel (blocked,
+exactly pruned) and keeps the (user, rank, item, score) table.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -26,6 +28,7 @@ from ..utils.validation import (
 )
 from ._cluster import (
     check_timeout,
+    direct,
     gather,
     resolve_client,
     scatter_to,
@@ -41,11 +44,19 @@ _BLOCK_USERS = 16384
 
 
 class _Context:
-    """What every block on a worker shares: the items, their norm-sorted index and raw ids."""
+    """What every block on a worker shares: the items (their norm-sorted index) and raw ids.
 
-    def __init__(self, item_factors: np.ndarray, item_bias: np.ndarray | None, item_labels: np.ndarray | None):
+    Ranking every item needs only the norm-sorted index, built once on the
+    client (the model's cached ``ranking_index``, as ``recommend`` uses it)
+    and sent as is: the workers do not rebuild it.  With candidates the
+    kernel reads the item factors instead, and those are sent.
+    """
+
+    def __init__(self, item_factors: np.ndarray | None, item_bias: np.ndarray | None, item_labels: np.ndarray | None,
+                 index: RankingIndex | None = None):
         self.item_factors, self.item_bias, self.item_labels = item_factors, item_bias, item_labels
-        self._index: RankingIndex | None = None
+        # without the int8 codes of single queries: blocks rank many users at once
+        self.index = None if index is None else dataclasses.replace(index, _compact={})
         self._item_dtype: Any = None
 
     def items(self, codes: np.ndarray) -> Any:
@@ -59,10 +70,13 @@ class _Context:
         import pandas as pd
         return pd.Categorical.from_codes(codes, dtype=self._item_dtype)
 
-    def index(self) -> RankingIndex:
-        if self._index is None:  # built once per worker (a racing second build is harmless)
-            self._index = RankingIndex.build(self.item_factors, self.item_bias)
-        return self._index
+    def rank(self, factors: np.ndarray, n: int, pattern: tuple | None, mask: np.ndarray,
+             candidates: np.ndarray | None, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """``top_k`` of these users: over the index, or over the candidates' factors."""
+        if candidates is not None:
+            return top_k(factors, self.item_factors, self.item_bias, n, pattern, mask, candidates, threads)
+        # with an index the kernel reads only its rows (item_factors gives the dtype and item count)
+        return top_k(factors, self.index.factors, None, n, pattern, mask, None, threads, index=self.index)
 
 
 def _is_text(labels: np.ndarray) -> bool:
@@ -123,8 +137,7 @@ def _recommend_block(context: _Context, block: tuple, seen: sp.csr_matrix | None
         pattern = (seen.indptr, seen.indices)
     if pattern is not None and pattern[1].dtype != np.int32:  # sent compact (see recommend_all)
         pattern = (pattern[0], pattern[1].astype(np.int32))
-    ids, scores = top_k(factors, context.item_factors, context.item_bias, n, pattern, mask, candidates, threads,
-                        index=None if candidates is not None else context.index())
+    ids, scores = context.rank(factors, n, pattern, mask, candidates, threads)
     users, ranks, items, scores = _long(ids, scores, lo)
     frame = _long_frame(_users(user_labels, users, lo), ranks, context.items(items), scores)
     if path is None:
@@ -228,7 +241,11 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     bounds = np.linspace(0, state.n_users, n_blocks + 1).astype(np.int64)
     owners = [workers[k % len(workers)] for k in range(n_blocks)]
     item_labels = state.item_map.labels if raw_ids else None
-    context = client.scatter(_Context(state.item_factors, state.item_bias, item_labels), broadcast=True, hash=False)
+    if candidate_list is None:  # the index the model serves with (built once, cached in the model)
+        shared = _Context(None, None, item_labels, state.ranking_index())
+    else:
+        shared = _Context(state.item_factors, state.item_bias, item_labels)
+    context = client.scatter(shared, broadcast=True, hash=False, direct=direct(client))
     seen_blocks: list[Any] = [None] * len(owners)
     seen = None
     if exclude_seen and is_dask_frame(X):
@@ -249,7 +266,7 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
             pattern = (seen.indptr[lo:hi + 1] - a, indices if compact is None else indices.astype(compact))
         return state.user_factors[lo:hi], pattern, state.user_map.labels[lo:hi] if raw_ids else None
 
-    scatter_options = {} if timeout is None else {"timeout": timeout}
+    scatter_options = {"direct": direct(client), **({} if timeout is None else {"timeout": timeout})}
     parts = []
     # one message per round of one block per worker: the workers rank a round while the next is sent
     for first in range(0, n_blocks, len(workers)):

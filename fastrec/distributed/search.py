@@ -17,6 +17,7 @@ import distributed
 from ._cluster import (
     ClusterError,
     check_timeout,
+    direct,
     resolve_client,
     worker_threads,
     worker_info,
@@ -63,7 +64,8 @@ def cluster_runs(client: Any, estimator: Any, candidates: Iterable[dict[str, Any
     train, validation, k, names, evaluate_kwargs = args
     workers = workers_of(client, timeout)
     slots = max(len(workers), sum(int(w.get("nthreads", 1)) for w in worker_info(client).values()))
-    train_f, validation_f = client.scatter([train, validation], broadcast=True, hash=False)
+    train_f, validation_f = client.scatter([train, validation], broadcast=True, hash=False,
+                                              direct=direct(client))
     pending = iter(candidates)
     running: dict[Any, int] = {}
     submitted: list[tuple[dict[str, Any], Any]] = []
