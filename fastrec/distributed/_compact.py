@@ -27,8 +27,9 @@ from ..utils.validation import CSRArrays
 
 __all__ = ["CompactRows", "CHUNK_ENTRIES"]
 
-# entries decoded at a time: 1M entries of int32 indices and float32 values = 8 MB
-CHUNK_ENTRIES = 1 << 20
+# entries decoded at a time: 256k entries of int32 indices and float32 values = 2 MB (and as much in
+# temporaries), small next to a worker's factors; each chunk is one kernel call (~1 ms of work or more)
+CHUNK_ENTRIES = 1 << 18
 _LOW = 16
 _MAX_CODES = 256
 
@@ -87,7 +88,11 @@ class CompactRows:
                    (int(shape[0]), int(shape[1])), data.dtype)
 
     def rows(self, lo: int, hi: int) -> CSRArrays:
-        """Rows ``lo:hi`` as CSR arrays: int64 indptr from 0, int32 indices, values of ``dtype``."""
+        """Rows ``lo:hi`` as CSR arrays: int64 indptr from 0, int32 indices, values of ``dtype``.
+
+        The values of a constant block are a read-only view of one shared
+        array (grown as needed), not a new array per call.
+        """
         a, b = int(self.indptr[lo]), int(self.indptr[hi])
         indptr = self.indptr[lo:hi + 1] - a
         indices = self.low[a:b].astype(np.int32)
@@ -97,14 +102,25 @@ class CompactRows:
         if highs.any():
             edges = np.clip(self.run_starts[first:last], a, b)
             lengths = np.diff(np.append(edges, b))
-            indices |= np.repeat(highs, lengths) << np.int32(_LOW)
+            indices |= np.repeat(highs << np.int32(_LOW), lengths)
         if self.values is not None:
             data = self.values[a:b]
         elif self.codes is not None:
             data = self.table[self.codes[a:b]]
         else:
-            data = np.full(b - a, self.table[0] if self.table.size else 0, dtype=self.dtype)
+            data = self._constant(b - a)
         return CSRArrays(indptr, indices, data, (hi - lo, self.shape[1]))
+
+    def _constant(self, size: int) -> np.ndarray:
+        filled = self.__dict__.get("_filled")
+        if filled is None or filled.size < size:
+            filled = np.full(size, self.table[0] if self.table.size else 0, dtype=self.dtype)
+            filled.flags.writeable = False
+            self.__dict__["_filled"] = filled
+        return filled[:size]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_filled"}  # a cache, not data
 
     def chunks(self, max_entries: int = CHUNK_ENTRIES) -> Iterator[tuple[int, int]]:
         """Consecutive row ranges holding at most ``max_entries`` entries (a longer row alone)."""

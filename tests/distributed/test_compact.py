@@ -132,15 +132,14 @@ def test_plan_matches_the_reference(min_fraction):
     assert every[0] is None and (every[1] == _tasks.WHOLE).all()  # identity: no map kept
 
 
-@pytest.mark.parametrize("params", [dict(solver="cg"), dict(solver="cholesky", dtype=np.float64),
-                                    dict(solver="cg", unobserved_weight=0.1), dict(confidence="implicit")])
-def test_chunked_solve_equals_one_half_step(monkeypatch, params):
+@pytest.mark.parametrize("params, values", [(dict(solver="cg"), "ratings"), (dict(solver="cg"), "ones"),
+                                            (dict(solver="cholesky", dtype=np.float64), "ratings"),
+                                            (dict(solver="cg", unobserved_weight=0.1), "signs"),
+                                            (dict(confidence="implicit"), "many")])
+def test_chunked_solve_equals_one_half_step(monkeypatch, params, values):
     """solve_block decodes and solves in chunks: the factors equal ALS's half-step on the whole rows, bit for bit."""
     dtype = params.get("dtype", np.float32)
-    X = random_csr(5, 300, 80, 0.1, "signs" if "unobserved_weight" in params else "ratings", dtype)
-    X.data = np.abs(X.data) if "unobserved_weight" not in params else X.data
-    X = X.tocsr()
-    X.eliminate_zeros()
+    X = random_csr(5, 300, 80, 0.1, values, dtype)
     als = ALS(factors=8, regularization=0.05, random_state=0, **params)
     p = als._check_params()
     rng = np.random.default_rng(0)
