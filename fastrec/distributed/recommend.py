@@ -41,6 +41,8 @@ __all__ = ["recommend_all"]
 
 # users per block at most: bounds one task's memory, and many blocks keep every worker busy
 _BLOCK_USERS = 16384
+# bytes of user blocks per message at most (see recommend_all)
+_MESSAGE_BYTES = 64 * 2 ** 20
 
 
 class _Context:
@@ -268,9 +270,15 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
 
     scatter_options = {"direct": direct(client), **({} if timeout is None else {"timeout": timeout})}
     parts = []
-    # one message per round of one block per worker: the workers rank a round while the next is sent
-    for first in range(0, n_blocks, len(workers)):
-        ks = range(first, min(first + len(workers), n_blocks))
+    # The first round (one block per worker) goes alone, so the workers start early; then as many rounds per
+    # message as fit in _MESSAGE_BYTES: each message costs a round trip or two to the workers and the scheduler
+    # (~20-30 ms measured on a loaded 2-core box), while the workers rank what they have.
+    seen_bytes = 0 if seen is None else seen.indices.size * (2 if compact is not None else 4)
+    round_bytes = (state.user_factors.nbytes + seen_bytes) * len(workers) / max(1, n_blocks)
+    rounds = max(1, int(_MESSAGE_BYTES // max(1.0, round_bytes)))
+    starts = [0] + list(range(len(workers), n_blocks, len(workers) * rounds))
+    for first, stop in zip(starts, starts[1:] + [n_blocks]):
+        ks = range(first, min(stop, n_blocks))
         payloads = [payload(int(bounds[k]), int(bounds[k + 1])) for k in ks]
         if seen_blocks[0] is None:  # the scheduler deals the round's blocks to the workers
             blocks = client.scatter(payloads, workers=[owners[k] for k in ks], hash=False, **scatter_options)
