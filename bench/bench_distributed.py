@@ -283,7 +283,7 @@ def main() -> None:
         "(fastrec/distributed/_compact.py: on binary data 2 bytes per entry, the uint16 low half of the column index, "
         f"the high halves run-length coded and no values), so with W workers "
         f"about {2 * X.nnz * 2 / 1e6:.0f}/W MB against the single process's {X.nnz * 8 / 1e6:.0f} MB input "
-        "(int32 index + float32 value per entry); they are decoded 1M entries (8 MB) at a time for the kernel. "
+        "(int32 index + float32 value per entry); they are decoded 256k entries (2 MB) at a time for the kernel. "
         "During the item half-step every worker also holds all user factors concatenated "
         f"({X.shape[0] * args.factors * 4 / 1e6:.0f} MB, the all-gather), the received blocks it was built from "
         "(Dask keeps a task's inputs until it ends) and its own user block. A Dask worker's baseline (imports, "
