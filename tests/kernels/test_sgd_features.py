@@ -38,7 +38,7 @@ def _reference(loss, samples, weights, A, B, E, F, c, GE, GF, Gc, rE, rF, rank_w
     def move(emb, acc, bias, bias_acc, regs, row, direction, g):
         for j, value in zip(row.indices, row.data):
             coef = value * g
-            reg = regs[j]
+            reg = regs[j] * value  # the decay is weighted like the gradient
             step = coef * direction - reg * emb[j]
             if acc is None:
                 emb[j] += lr * step
@@ -155,6 +155,42 @@ def test_step_is_the_gradient_of_ln_sigmoid(sgd_kernel):
                                      np.zeros(F.shape[0]), _rank_weights(B.shape[0], np.float64), lr)
     for before, after, grad in zip(params, (E, F, c), grads):
         np.testing.assert_allclose((after - before) / lr, grad, rtol=1e-6, atol=1e-8)
+
+
+def test_penalty_is_the_gradient_of_a_weighted_l2(sgd_kernel):
+    """BPR with penalties: the step is the gradient of ln sigmoid(x) - sum_j r_j a_j ||E_j||^2 / 2 over the
+    features the triple touches, each weighted by its value a_j in the row (twice for a feature of both items)."""
+    rng = np.random.default_rng(6)
+    A, B, E, F, c = _problem(rng, np.float64, f=3)
+    u, p, n = 2, 0, 1  # p and n share feature 0
+    A = _csr(np.where(np.arange(A.shape[0])[:, None] == u, rng.random(A.shape) + 0.1, A.toarray()), np.float64)
+    rE, rF = rng.uniform(0.1, 2.0, E.shape[0]), rng.uniform(0.1, 2.0, F.shape[0])
+    a, bp, bn = A[u].toarray()[0], B[p].toarray()[0], B[n].toarray()[0]
+
+    def objective(E, F, c):
+        pu = a @ E
+        x = pu @ (bp @ F) + bp @ c - pu @ (bn @ F) - bn @ c
+        return (-np.log1p(np.exp(-x)) - 0.5 * (rE * a) @ (E * E).sum(axis=1)
+                - 0.5 * (rF * (bp + bn)) @ ((F * F).sum(axis=1) + c * c))
+
+    lr, eps = 1e-6, 1e-6
+    params = [E.copy(), F.copy(), c.copy()]
+    grads = []
+    for which in range(3):
+        grad = np.zeros_like(params[which])
+        for index in np.ndindex(grad.shape):
+            up = [q.copy() for q in params]
+            down = [q.copy() for q in params]
+            up[which][index] += eps
+            down[which][index] -= eps
+            grad[index] = (objective(*up) - objective(*down)) / (2 * eps)
+        grads.append(grad)
+    samples = np.array([[u, p, n, 1]], dtype=np.int32)
+    sgd_kernel.apply_feature_samples(BPR, samples, np.ones(1), A.indptr, A.indices, A.data, B.indptr,
+                                     B.indices, B.data, E, F, c, E[:0], F[:0], c[:0], rE, rF,
+                                     _rank_weights(B.shape[0], np.float64), lr)
+    for before, after, grad in zip(params, (E, F, c), grads):
+        np.testing.assert_allclose((after - before) / lr, grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("loss", [BPR, WARP])
