@@ -21,7 +21,7 @@ from ..utils.threads import resolve_num_threads
 from ..utils.validation import check_float
 
 __all__ = ["ClusterError", "WORKER_LOST", "WorkerLost", "resolve_client", "check_timeout", "workers_of", "worker_info",
-           "gather", "direct", "scatter_to", "submit_to", "worker_threads"]
+           "gather", "direct", "scatter_to", "submit_to", "wait_for", "worker_threads"]
 
 
 class ClusterError(RuntimeError):
@@ -89,12 +89,19 @@ def worker_info(client: Any) -> dict[str, dict[str, Any]]:
         return dict(client.sync(client.scheduler.identity)["workers"])
 
 
-def gather(client: Any, futures: Sequence[Any], timeout: float | None, what: str) -> list[Any]:
-    """The results of ``futures``, waiting at most ``timeout`` seconds (ClusterError after that)."""
+def wait_for(client: Any, futures: Sequence[Any], timeout: float | None, what: str) -> None:
+    """Wait until ``futures`` are done (finished, failed or lost), at most ``timeout`` seconds (ClusterError after)."""
+    if not futures:
+        return
     try:
         distributed.wait(list(futures), timeout=timeout)
     except (TimeoutError, distributed.TimeoutError) as exc:
         raise ClusterError(f"{what} did not finish within timeout={timeout} s") from exc
+
+
+def gather(client: Any, futures: Sequence[Any], timeout: float | None, what: str) -> list[Any]:
+    """The results of ``futures``, waiting at most ``timeout`` seconds (ClusterError after that)."""
+    wait_for(client, futures, timeout, what)
     return client.gather(list(futures))
 
 

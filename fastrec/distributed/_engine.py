@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..kernels.als_columns import ColumnSlices
 from ..models.als import ALS
 from . import _tasks
-from ._cluster import gather, scatter_to, submit_to
+from ._cluster import gather, scatter_to, submit_to, wait_for
 
 __all__ = ["Layout", "balanced_bounds", "min_fraction", "csr_layout", "finish_layout", "run_iterations"]
 
@@ -76,6 +76,10 @@ def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: in
 
     def send(side: str, k: int, arrays: tuple[np.ndarray, ...]) -> None:
         worker = layout.place(side)[k]
+        # one block's arrays on a worker at a time: the shards built there before are waited for
+        # (a worker would otherwise hold its user and item blocks as received, 16 nnz / W bytes, at once)
+        wait_for(client, [s for sd in SIDES for s, w in zip(layout.shards[sd], layout.place(sd)) if w == worker],
+                 timeout, "building the shards")
         payload = scatter_to(client, arrays, worker, timeout)
         lo, hi = int(bounds[side][k]), int(bounds[side][k + 1])
         other = _OTHER[side]
@@ -140,7 +144,7 @@ class _Driver:
                     pieces.append(submit_to(client, other_owners[j], _tasks.take_rows, other[j],
                                             layout.selections[side][(k, j)]))
             block = submit_to(client, worker, _tasks.solve_block, shard, own[k], gram, self.als, self.params,
-                              self.threads, with_loss, *pieces)
+                              self.threads, with_loss, *pieces, side_rows=int(layout.bounds[side][-1]))
             new.append(block)
             stats.append(submit_to(client, worker, _tasks.block_stats, block))
         results = gather(client, stats, self.timeout, f"the {side} half-step")

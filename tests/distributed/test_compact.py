@@ -162,3 +162,74 @@ def test_chunked_solve_equals_one_half_step(monkeypatch, params, values):
     np.testing.assert_array_equal(whole.factors, ref)
     assert solved.loss == pytest.approx(whole.loss, rel=1e-6)
     assert solved.loss != 0.0
+
+
+def test_solved_travels_as_its_arrays_without_the_canvas():
+    from distributed.protocol import deserialize, serialize
+    canvas = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    solved = _tasks.Solved(canvas[10:25], np.eye(3), 2, 1.5, 0.25, 10, canvas)
+    header, frames = serialize(solved)
+    assert header["serializer"] == "dask"  # buffers, not an in-band pickle
+    assert sum(memoryview(f).nbytes for f in frames) == 15 * 3 * 4 + 9 * 8  # the block's rows, not the canvas
+    back = deserialize(header, frames)
+    np.testing.assert_array_equal(back.factors, canvas[10:25])
+    np.testing.assert_array_equal(back.gram, np.eye(3))
+    assert (back.failures, back.loss, back.penalty, back.lo, back.canvas) == (2, 1.5, 0.25, 10, None)
+    import pickle
+    assert pickle.loads(pickle.dumps(solved)).canvas is None
+
+
+def test_half_steps_in_canvases_equal_the_copying_ones(monkeypatch):
+    """Two blocks per side solved as on two workers: in place in canvases (blocks received copied into them,
+    no concatenation) gives the factors of the copying path, bit for bit, over several sweeps."""
+    X = random_csr(7, 120, 90, 0.08, "ones")
+    X.indices = X.indices.astype(np.int32)
+    Xt = X.T.tocsr()
+    Xt.indices = Xt.indices.astype(np.int32)
+    als = ALS(factors=6, regularization=0.05, random_state=0)
+    p = als._check_params()
+    bounds = {"users": np.array([0, 50, 120]), "items": np.array([0, 40, 90])}
+    n = {"users": 120, "items": 90}
+    other = {"users": "items", "items": "users"}
+    shards = {side: [_tasks.build_shard(side, int(b[k]), int(b[k + 1]), n[other[side]], bounds[other[side]], 0.0,
+                                        als, p, _block(X if side == "users" else Xt, int(b[k]), int(b[k + 1])))
+                     for k in range(2)] for side, b in bounds.items()}
+    rng = np.random.default_rng(1)
+    start = {side: [rng.standard_normal((int(b[k + 1] - b[k]), 6)).astype(np.float32) for k in range(2)]
+             for side, b in bounds.items()}
+    results, concatenated = {}, []
+    gathered = _tasks._gathered
+    monkeypatch.setattr(_tasks, "_gathered", lambda *args: concatenated.append(1) or gathered(*args))
+    for in_place in (False, True):
+        concatenated.clear()
+        blocks = {side: list(v) for side, v in start.items()}
+        for _ in range(3):
+            for side in ("users", "items"):
+                pieces = blocks[other[side]]
+                gram = sum(als._gram(_tasks.factors_of(q), 1).astype(np.float64) for q in pieces).astype(np.float32)
+                new = []
+                for k in range(2):  # block k of each side "lives on worker k": it sees its own blocks' canvases
+                    local = [q if j == k else _tasks.Solved(_tasks.factors_of(q).copy(), q.gram, 0, 0.0, 0.0, q.lo)
+                             if isinstance(q, _tasks.Solved) else q for j, q in enumerate(pieces)]
+                    solved = _tasks.solve_block(shards[side][k], blocks[side][k], gram, als, p, 1, False, *local,
+                                                side_rows=n[side] if in_place else None)
+                    if in_place and isinstance(blocks[side][k], _tasks.Solved):
+                        assert solved.canvas is blocks[side][k].canvas  # solved where the last one was
+                        assert np.shares_memory(solved.factors, blocks[side][k].factors)
+                    new.append(solved)
+                blocks[side] = new
+        results[in_place] = {side: [b.factors.copy() for b in v] for side, v in blocks.items()}
+        # copying: every block concatenates its pieces; in place: only the first half-step (plain initial arrays)
+        assert len(concatenated) == (2 if in_place else 12)
+        if in_place:  # worker 0's user canvas holds every user's current factors (what its items read last)
+            canvas = blocks["users"][0].canvas
+            np.testing.assert_array_equal(canvas[50:120], blocks["users"][1].factors)
+            assert not np.shares_memory(canvas, blocks["users"][1].factors)
+    for side in ("users", "items"):
+        for k in range(2):
+            np.testing.assert_array_equal(results[True][side][k], results[False][side][k])
+
+
+def _block(csr, lo, hi):
+    part = csr[lo:hi]
+    return part.indptr.astype(np.int64), part.indices.astype(np.int32), part.data
