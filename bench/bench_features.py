@@ -208,10 +208,11 @@ def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
     catalogue = {"item features": (items, matrix_of(items, X.shape[1], False)),
                  "item features + identity": (with_identity(items), matrix_of(items, X.shape[1], True)),
                  "item features, not normalised": (raw(items), sp.csr_matrix(items.side, dtype=np.float32, copy=True))}
-    anchors = []
+    anchors, per_seed = [], {}
     for label in variants:
         feats, M = catalogue[label]
         ours, theirs = [], []
+        per_seed[label] = (ours, theirs)
         for seed in seeds:
             model, t = fastrec_fit(train, with_identity(users), feats, threads, seed=seed)
             n, a = ndcg_auc(fastrec_scores(model, testers, cold), relevant)
@@ -224,6 +225,7 @@ def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
         anchors.append(f"LightFM WARP, {label}")
         rows.append(seeded(anchors[-1], theirs))
     judged(rows, "fastrec WARP, item features, not normalised", anchors)
+    report.notes.append(item_verdict(rows, per_seed))
     report.table(f"(a) Item cold start: {cold.size} held-out titles (cold_item_split, seed {SEED}), {testers.size} "
                  f"users ranking them; users: demographics + identity; {EPOCHS} epochs, {threads} threads; "
                  f"WARP rows: mean over model seeds {', '.join(map(str, seeds))} (spread = max - min; per seed "
@@ -231,6 +233,25 @@ def item_cold_start(X: Any, users: Any, items: Any, threads: int, report: C.Repo
                  "row and the baseline.", rows, JUDGED_COLUMNS[:4] + ["seeds", "ndcg@10 spread", "auc spread"]
                  + JUDGED_COLUMNS[4:] + ["per seed"])
     return rows
+
+
+def item_verdict(rows: list[dict], per_seed: dict[str, tuple[list, list]]) -> str:
+    """(a)'s verdict line: the judged row against the best LightFM row and the baseline, with the
+    margins set against the seed spreads and the paired (same seed) comparisons."""
+    mine = next(r for r in rows if r["model"] == "fastrec WARP, item features, not normalised")
+    best_label = max((label for label in per_seed), key=lambda lb: np.mean([t[0] for t in per_seed[lb][1]]))
+    ours, _ = per_seed["item features, not normalised"]
+    theirs = per_seed[best_label][1]
+    parts = []
+    for k, metric in enumerate(("ndcg@10", "auc")):
+        margin = mine[f"{metric} vs best LightFM"]
+        spread = max(np.ptp([o[k] for o in ours]), np.ptp([t[k] for t in theirs]))
+        above = sum(o[k] > t[k] for o, t in zip(ours, theirs))
+        parts.append(f"{metric} {mine[metric]:.4f} vs LightFM {mine[metric] - margin:.4f} ({margin:+.4f}; "
+                     f"larger seed spread {spread:.4f}; above in {above}/{len(ours)} paired seeds), "
+                     f"vs baseline {mine[f'{metric} vs baseline']:+.4f}")
+    return (f"VERDICT (a) item cold start, fastrec WARP with item features not normalised vs LightFM "
+            f"({best_label}) and the genre baseline: {'PASS' if mine['pass'] else 'FAIL'}: " + "; ".join(parts))
 
 
 def cold_user_scores(model: Any, cold: np.ndarray) -> np.ndarray:
@@ -324,6 +345,9 @@ def warm_users(X: Any, users: Any, items: Any, threads: int, report: C.Report, s
                      "per seed": " ".join(f"{f[0]:.4f}" for f in featured), "change": float(np.mean(changes)),
                      "change per seed": " ".join(f"{c:+.4f}" for c in changes), "bar": f">= -{COLD_BAR_WARM}",
                      "pass": bool(np.mean(changes) >= -COLD_BAR_WARM)})
+        report.notes.append(f"VERDICT (c) warm users, {name} with {label}: "
+                            f"{'PASS' if rows[-1]['pass'] else 'FAIL'}: ndcg@10 change {np.mean(changes):+.4f} "
+                            f"(per seed {rows[-1]['change per seed']}), bar >= -{COLD_BAR_WARM}")
     report.table(f"(c) Warm users: random 80/20 split of the interactions (seed {SEED}), every user ranked over "
                  f"the titles they have not seen; {EPOCHS} WARP epochs, {threads} threads; WARP rows: mean over "
                  f"model seeds {', '.join(map(str, seeds))}, change = mean of the paired (same seed) differences.",
@@ -363,6 +387,7 @@ def main() -> None:
         parser.error(f"--item-variants: unknown {unknown}; 'raw' (the judged variant) is required")
     variants = [ITEM_VARIANTS[k] for k in keys]
     start = time.perf_counter()
+    env = C.environment()  # with the load average at the start
     X, users, items = load()
     report = C.Report("Side features and cold start vs LightFM's WARP hybrid (issue 13)")
     if args.only in (None, "item"):
@@ -375,7 +400,7 @@ def main() -> None:
         speed(X, users, items, args.threads, args.repeats, report)
     report.notes.append(f"Total {time.perf_counter() - start:.0f} s.")
     command = " ".join(["python bench/bench_features.py", *sys.argv[1:]])
-    C.publish(report, "features", command, append=args.append)
+    C.publish(report, "features", command, append=args.append, env=env)
 
 
 if __name__ == "__main__":

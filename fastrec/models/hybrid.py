@@ -37,7 +37,9 @@ __all__ = ["fit_feature_sum", "FEATURE_REGULARIZATION"]
 # A side WITH identity features keeps the plain model's penalty for every feature: each
 # row with interactions is carried by its own vector and the side features only fill in, so
 # warm users keep the plain model's quality (ndcg@10 -0.004 at 0.4 on a random split; -0.033
-# with these cold-start penalties; bench/RESULTS.md, issue 13).
+# with these cold-start penalties; bench/RESULTS.md, issue 13).  The kernel multiplies each
+# penalty by the feature's value in the row (the decay is weighted like the gradient), so these
+# are the penalties of a feature of weight 1.
 FEATURE_REGULARIZATION = {"user": 0.001, "item": 0.01}
 
 
