@@ -16,41 +16,146 @@ score; a row with fewer such items is padded with id -1 and score -inf.
 
 Selection is deterministic: score descending, ties broken by the lower item id.
 ``score_rows`` writes each row best-first; the neighbour kernels write each
-item's kept neighbours sorted by id (the order of the CSR) and their count,
-sparing a heap sort by score per item.
+item's kept neighbours sorted by id (the order of the CSR) and their count.
+They keep an item's candidates in a buffer of ``2k`` behind a bar (the k-th
+best at the last compaction) and compact it by quickselect when full: O(1) per
+candidate on average, where a heap costs O(log k) for each one it admits.
+
+``weigh_entries`` (cosine, TF-IDF, BM25 weights and item scales) and ``by_item``
+(the by-item layout with each entry's place in the rows) prepare the inputs in
+two serial passes each.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport INFINITY, sqrt
+from libc.math cimport INFINITY, log, log1p, sqrt
 from libc.stdlib cimport calloc, malloc, free
 
 include "_heap.pxi"
+
+cdef extern from *:
+    """
+    #include <immintrin.h>
+    /* acc[idx[q]] += w * d[q] for q < n, the idx distinct (one sorted CSR row), so a
+       16-wide gather / fused multiply-add / scatter is exact: the same single rounding
+       per element as the scalar loop. */
+    static inline void fr_scatter_fma_f32(const int *idx, const float *d, long long n, float w, float *acc) {
+        long long q = 0;
+    #if defined(__AVX512F__)
+        __m512 W = _mm512_set1_ps(w);
+        for (; q + 16 <= n; q += 16) {
+            __m512i I = _mm512_loadu_si512((const void *)(idx + q));
+            __m512 a = _mm512_i32gather_ps(I, acc, 4);
+            a = _mm512_fmadd_ps(W, _mm512_loadu_ps(d + q), a);
+            _mm512_i32scatter_ps(acc, I, a, 4);
+        }
+    #endif
+        for (; q < n; q++) acc[idx[q]] += w * d[q];
+    }
+    static inline void fr_knn_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+    """
+    void fr_scatter_fma_f32(const int *idx, const float *d, long long n, float w, float *acc) noexcept nogil
+    void fr_knn_prefetch(const void *p) noexcept nogil
 
 ctypedef fused index_t:
     int
     long long
 
+ctypedef fused source_t:
+    float
+    double
 
-cdef inline void lazy_push(floating *hs, int *hi, int *size, int k, floating s, int item) noexcept nogil:
-    """``heap_push`` that appends while the row has room and builds the heap once it is full.
 
-    A row is a plain list while ``size < k`` and a min-heap (worst at the root)
-    when ``size == k``: a rare item's row never pays for sifting, and a write to
-    a cold row does not wait on reading its parent.  The kept set is the same as
-    ``heap_push``'s (best scores, ties by the lower id); the order is not.
+cdef inline bint ranks_above(floating s1, int i1, floating s2, int i2) noexcept nogil:
+    """True when (s1, i1) ranks above (s2, i2): higher score, or the same score and a lower id."""
+    return s1 > s2 or (s1 == s2 and i1 < i2)
+
+
+cdef inline void swap_entries(floating *s, int *ids, int a, int b) noexcept nogil:
+    s[a], s[b] = s[b], s[a]
+    ids[a], ids[b] = ids[b], ids[a]
+
+
+cdef void select_best(floating *s, int *ids, int n, int k) noexcept nogil:
+    """Reorder ``n`` entries (distinct ids) so the ``k`` best come first, the k-th best at ``k - 1``.
+
+    Quickselect with a median-of-three pivot: O(n) on average, against O(n log k) for
+    a heap fed one entry at a time.
     """
-    cdef int pos
-    if size[0] < k:
-        hs[size[0]] = s
-        hi[size[0]] = item
-        size[0] += 1
-        if size[0] == k:
-            for pos in range((k - 2) // 2, -1, -1):
-                sift_down(hs, hi, k, pos)
-    elif worse(hs[0], hi[0], s, item):
-        hs[0] = s
-        hi[0] = item
-        sift_down(hs, hi, k, 0)
+    cdef int lo = 0, hi = n, mid, a, t, pi
+    cdef floating ps
+    if k <= 0 or k >= n:
+        return
+    while hi - lo > 1:
+        mid = lo + (hi - lo) // 2
+        if ranks_above(s[mid], ids[mid], s[lo], ids[lo]):
+            swap_entries(s, ids, lo, mid)
+        if ranks_above(s[hi - 1], ids[hi - 1], s[lo], ids[lo]):
+            swap_entries(s, ids, lo, hi - 1)
+        if ranks_above(s[hi - 1], ids[hi - 1], s[mid], ids[mid]):
+            swap_entries(s, ids, mid, hi - 1)
+        swap_entries(s, ids, mid, hi - 1)  # the median of the three is the pivot, at hi - 1
+        ps = s[hi - 1]
+        pi = ids[hi - 1]
+        a = lo
+        for t in range(lo, hi - 1):
+            if ranks_above(s[t], ids[t], ps, pi):
+                swap_entries(s, ids, t, a)
+                a = a + 1
+        swap_entries(s, ids, a, hi - 1)
+        if a == k - 1:
+            return
+        if a > k - 1:
+            hi = a
+        else:
+            lo = a + 1
+
+
+cdef inline void offer(floating *bs, int *bi, int *bn, floating *bar_s, int *bar_i, int k, floating s,
+                       int item) noexcept nogil:
+    """Add a candidate (similarity ``s`` > 0, ``s >= bar_s[0]``) to a buffer of ``2k`` entries.
+
+    The bar is the k-th best entry at the last compaction (similarity 0 before
+    the first): a candidate ranking below it can never be among the final ``k``.
+    A full buffer is compacted to its ``k`` best (``select_best``), so each
+    candidate costs O(1) on average instead of a heap's O(log k) sift.
+    """
+    cdef int n
+    if s == bar_s[0] and item > bar_i[0]:
+        return
+    n = bn[0]
+    bs[n] = s
+    bi[n] = item
+    n = n + 1
+    if n == 2 * k:
+        select_best(bs, bi, n, k)
+        n = k
+        bar_s[0] = bs[k - 1]
+        bar_i[0] = bi[k - 1]
+    bn[0] = n
+
+
+cdef inline void offer_pair(floating *bs, int *bi, int *bn, floating *bar_s, int *bar_i, int k, floating s,
+                            int a, int b) noexcept nogil:
+    """Offer the pair (a, b) of similarity ``s`` > 0 to both items' buffers (rows of ``2k`` in
+    ``bs``/``bi``, sizes ``bn``, bars ``bar_s``/``bar_i``): the contiguous bars turn most pairs
+    away without touching the buffers (2k entries apart, a cache miss each)."""
+    if s >= bar_s[a]:
+        offer(bs + <long long> a * 2 * k, bi + <long long> a * 2 * k, bn + a, bar_s + a, bar_i + a, k, s, b)
+    if s >= bar_s[b]:
+        offer(bs + <long long> b * 2 * k, bi + <long long> b * 2 * k, bn + b, bar_s + b, bar_i + b, k, s, a)
+
+
+cdef inline int finish_row(floating *bs, int *bi, int n, int k, floating *out_s, int *out_i) noexcept nogil:
+    """Write the ``k`` best of a buffer's ``n`` entries to ``out_*`` sorted by id; return how many."""
+    cdef int m
+    select_best(bs, bi, n, k)
+    if n > k:
+        n = k
+    sort_by_id(bi, bs, n)
+    for m in range(n):
+        out_s[m] = bs[m]
+        out_i[m] = bi[m]
+    return n
 
 
 cdef void sort_by_id(int *ids, floating *vals, int n) noexcept nogil:
@@ -108,6 +213,10 @@ cdef inline void scatter_dense(const int *items, const floating *data, long long
                                floating *acc, int *common, bint use_common) noexcept nogil:
     """acc[items[q]] += w * data[q] (and common[items[q]] += 1) for q in [lo, hi): a dense scan follows."""
     cdef long long q
+    if floating is float:
+        if not use_common:
+            fr_scatter_fma_f32(items + lo, data + lo, hi - lo, w, acc)
+            return
     for q in range(lo, hi):
         acc[items[q]] += w * data[q]
         if use_common:
@@ -132,14 +241,6 @@ cdef inline int scatter_sparse(const int *items, const floating *data, long long
     return n_touched
 
 
-cdef inline void pad_row(floating *out_s, int *out_i, int size, int k) noexcept nogil:
-    """Pad a neighbour row after its ``size`` kept entries."""
-    cdef int j
-    for j in range(size, k):
-        out_s[j] = 0
-        out_i[j] = -1
-
-
 def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, const floating[::1] col_data,
                     const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
                     const floating[::1] scale, double shrinkage, int k,
@@ -152,12 +253,12 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
     cosine), times ``c_ij / (c_ij + shrinkage)`` with ``c_ij`` their common
     users when ``shrinkage > 0``.  Only pairs with at least one common user
     and a similarity > 0 are kept; each row holds its ``out_counts[i]`` kept
-    neighbours sorted by id, then padding (id -1, similarity 0).
+    neighbours sorted by id (the rest of the row is left as it was).
     """
     cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
     cdef Py_ssize_t i
     cdef index_t p, q
-    cdef int u, j, t, n_touched, size
+    cdef int u, j, t, n_touched, size, bar_i
     cdef long long work
     cdef bint dense
     cdef double s
@@ -166,6 +267,9 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
     cdef int *common
     cdef int *touched
     cdef char *marked
+    cdef floating *bs
+    cdef int *bi
+    cdef floating sv, bar_s
     cdef bint use_common = shrinkage > 0
     cdef int failed = 0
     if k <= 0 or n_items == 0:
@@ -175,8 +279,10 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
         common = <int *> calloc(n_items, sizeof(int))
         touched = <int *> malloc(n_items * sizeof(int))
         marked = <char *> calloc(n_items, sizeof(char))
+        bs = <floating *> malloc(2 * k * sizeof(floating))
+        bi = <int *> malloc(2 * k * sizeof(int))
         for i in prange(n_items, schedule="dynamic", chunksize=8):
-            if acc == NULL or common == NULL or touched == NULL or marked == NULL:
+            if acc == NULL or common == NULL or touched == NULL or marked == NULL or bs == NULL or bi == NULL:
                 failed += 1
                 continue
             # an item whose users reach a good share of the catalogue is scanned densely afterwards
@@ -196,14 +302,17 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
                     n_touched = scatter_sparse(&row_items[0], &row_data[0], row_indptr[u], row_indptr[u + 1], w,
                                                acc, common, use_common, touched, marked, n_touched)
             size = 0
+            bar_s = 0
+            bar_i = 0
             if dense:
                 for j in range(n_items):
                     if acc[j] != 0 and j != i:
                         s = acc[j] * (<double> scale[i] * scale[j])
                         if use_common:
                             s = s * common[j] / (common[j] + shrinkage)
-                        if s > 0:
-                            lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, <floating> s, j)
+                        sv = <floating> s
+                        if sv > 0 and sv >= bar_s:
+                            offer(bs, bi, &size, &bar_s, &bar_i, k, sv, j)
                     acc[j] = 0
                     if use_common:
                         common[j] = 0
@@ -213,13 +322,14 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
                 if use_common:
                     s = s * common[j] / (common[j] + shrinkage)
                     common[j] = 0
-                if s > 0 and j != i:
-                    lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, <floating> s, j)
+                sv = <floating> s
+                if sv > 0 and sv >= bar_s and j != i:
+                    offer(bs, bi, &size, &bar_s, &bar_i, k, sv, j)
                 acc[j] = 0
                 marked[j] = 0
-            sort_by_id(&out_ids[i, 0], &out_sims[i, 0], size)
-            out_counts[i] = size
-            pad_row(&out_sims[i, 0], &out_ids[i, 0], size, k)
+            out_counts[i] = finish_row(bs, bi, size, k, &out_sims[i, 0], &out_ids[i, 0])
+        free(bs)
+        free(bi)
         free(acc)
         free(common)
         free(touched)
@@ -231,19 +341,20 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
 def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_users, const index_t[::1] col_pos,
                           const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
                           const floating[::1] scale, double shrinkage, int k,
-                          floating[:, :, ::1] heap_s, int[:, :, ::1] heap_i, int[:, ::1] heap_n,
+                          floating[:, :, ::1] buf_s, int[:, :, ::1] buf_i, int[:, ::1] buf_n,
                           int[:, ::1] out_ids, floating[:, ::1] out_sims, int[::1] out_counts, int num_threads):
     """``item_neighbours`` computing each pair once: half the multiply-adds.
 
     Item i accumulates its dot products with the items j > i only (``col_pos[p]``
     is where i sits in the row of its p-th user, and rows are sorted), and each
-    pair's similarity goes into both items' heaps.  Heaps are per thread
-    (``heap_*`` is threads x items x k, ``heap_n`` the sizes, zeroed), so no
-    locks; the threads' heaps of each item are merged at the end.  Each pair is
-    seen by one thread, so the merged top-k is the same as ``item_neighbours``.
+    pair's similarity goes into both items' candidate buffers (see ``offer``).
+    Buffers are per thread (``buf_*`` is threads x items x 2k, ``buf_n`` the
+    sizes, zeroed), so no locks; the threads' buffers of each item are merged at
+    the end.  Each pair is seen by one thread, so the merged top-k is the same
+    as ``item_neighbours``.
     """
     cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
-    cdef int n_heaps = heap_n.shape[0]
+    cdef int n_heaps = buf_n.shape[0]
     cdef Py_ssize_t i
     cdef index_t p, q
     cdef int u, j, t, m, n_touched, size, tid
@@ -255,21 +366,28 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
     cdef int *common
     cdef int *touched
     cdef char *marked
+    cdef floating *bar_s
+    cdef int *bar_i
+    cdef floating sv
     cdef bint use_common = shrinkage > 0
     cdef int failed = 0
     if k <= 0 or n_items == 0:
         return
     if num_threads < 1:
-        # each thread needs its own heaps: 0 would mean OpenMP's default team, possibly more threads than heaps
-        raise ValueError(f"num_threads must be >= 1 (one set of heaps per thread); got {num_threads}")
+        # each thread needs its own buffers: 0 would mean OpenMP's default team, possibly more threads than buffers
+        raise ValueError(f"num_threads must be >= 1 (one set of buffers per thread); got {num_threads}")
     with nogil, parallel(num_threads=min(num_threads, n_heaps)):
         tid = threadid()
         acc = <floating *> calloc(n_items, sizeof(floating))
         common = <int *> calloc(n_items, sizeof(int))
         touched = <int *> malloc(n_items * sizeof(int))
         marked = <char *> calloc(n_items, sizeof(char))
+        # this thread's bar for each item's buffer (see offer), contiguous: a cheap filter
+        bar_s = <floating *> calloc(n_items, sizeof(floating))
+        bar_i = <int *> calloc(n_items, sizeof(int))
         for i in prange(n_items, schedule="dynamic", chunksize=8):
-            if acc == NULL or common == NULL or touched == NULL or marked == NULL or tid >= n_heaps:
+            if (acc == NULL or common == NULL or touched == NULL or marked == NULL or bar_s == NULL
+                    or bar_i == NULL or tid >= n_heaps):
                 failed += 1
                 continue
             # an item whose users reach a good share of the items after it is scanned densely
@@ -282,6 +400,9 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
             for p in range(col_indptr[i], col_indptr[i + 1]):
                 u = col_users[p]
                 w = row_data[col_pos[p]]
+                if p + 1 < col_indptr[i + 1]:  # the next user's row tail starts at a random place
+                    fr_knn_prefetch(&row_items[col_pos[p + 1]])
+                    fr_knn_prefetch(&row_data[col_pos[p + 1]])
                 if dense:
                     scatter_dense(&row_items[0], &row_data[0], col_pos[p] + 1, row_indptr[u + 1], w, acc, common,
                                   use_common)
@@ -295,10 +416,10 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
                         if use_common:
                             s = s * common[j] / (common[j] + shrinkage)
                         acc[j] = 0
-                        if s > 0:
-                            lazy_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
-                            lazy_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s,
-                                      <int> i)
+                        sv = <floating> s
+                        if sv > 0:
+                            offer_pair(&buf_s[tid, 0, 0], &buf_i[tid, 0, 0], &buf_n[tid, 0], bar_s, bar_i, k, sv,
+                                       <int> i, j)
                     if use_common:
                         common[j] = 0
             for t in range(n_touched):
@@ -309,27 +430,114 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
                     common[j] = 0
                 acc[j] = 0
                 marked[j] = 0
-                if s > 0:
-                    lazy_push(&heap_s[tid, i, 0], &heap_i[tid, i, 0], &heap_n[tid, i], k, <floating> s, j)
-                    lazy_push(&heap_s[tid, j, 0], &heap_i[tid, j, 0], &heap_n[tid, j], k, <floating> s, <int> i)
+                sv = <floating> s
+                if sv > 0:
+                    offer_pair(&buf_s[tid, 0, 0], &buf_i[tid, 0, 0], &buf_n[tid, 0], bar_s, bar_i, k, sv, <int> i, j)
         free(acc)
         free(common)
         free(touched)
         free(marked)
+        free(bar_s)
+        free(bar_i)
     if failed:
         raise MemoryError("item_neighbours_pairs: out of memory for a per-thread buffer")
-    # merge: the first thread's row is copied as is (a list, or a heap when full), the others pushed onto it
+    # merge: each thread's best k of an item appended to the first thread's buffer (2k entries), kept to k
     for i in prange(n_items, schedule="static", nogil=True, num_threads=num_threads):
-        size = heap_n[0, i]
-        for m in range(size):
-            out_sims[i, m] = heap_s[0, i, m]
-            out_ids[i, m] = heap_i[0, i, m]
+        size = buf_n[0, i]
         for t in range(1, n_heaps):
-            for m in range(heap_n[t, i]):
-                lazy_push(&out_sims[i, 0], &out_ids[i, 0], &size, k, heap_s[t, i, m], heap_i[t, i, m])
-        sort_by_id(&out_ids[i, 0], &out_sims[i, 0], size)
-        out_counts[i] = size
-        pad_row(&out_sims[i, 0], &out_ids[i, 0], size, k)
+            select_best(&buf_s[0, i, 0], &buf_i[0, i, 0], size, k)
+            size = min(size, k)
+            m = buf_n[t, i]
+            select_best(&buf_s[t, i, 0], &buf_i[t, i, 0], m, k)
+            m = min(m, k)
+            for j in range(m):
+                buf_s[0, i, size + j] = buf_s[t, i, j]
+                buf_i[0, i, size + j] = buf_i[t, i, j]
+            size = size + m
+        out_counts[i] = finish_row(&buf_s[0, i, 0], &buf_i[0, i, 0], size, k, &out_sims[i, 0], &out_ids[i, 0])
+
+
+def weigh_entries(const index_t[::1] indptr, const int[::1] indices, const source_t[::1] data, int mode,
+                  double k1, double b, floating[::1] out, floating[::1] scale, double[::1] work):
+    """Each entry's weight and each item's scale for the item-item similarities of a users x items
+    CSR with positive values (``mode`` 0 cosine, 1 TF-IDF, 2 BM25; the formulas of ``fastrec.models.knn``).
+
+    Users are the terms: ``idf(u) = log(n_items) - log1p(n_u)``.  Per-item sums (squared norms,
+    BM25 lengths) are taken in float64 in ``work`` (n_items, overwritten), in entry order; ``scale``
+    is 1 / norm (0 for an empty item) for cosine and TF-IDF, 1 for BM25.  Serial: two passes over
+    the entries, memory bound.
+    """
+    cdef Py_ssize_t n_users = indptr.shape[0] - 1
+    cdef Py_ssize_t n_items = scale.shape[0]
+    cdef Py_ssize_t u, i
+    cdef index_t p
+    cdef double v, idf, total = 0.0, mean, log_items = log(<double> max(n_items, 1))
+    with nogil:
+        for i in range(n_items):
+            work[i] = 0.0
+        if mode == 2:
+            for p in range(indptr[n_users]):
+                work[indices[p]] += <double> data[p]
+            for i in range(n_items):
+                total += work[i]
+            mean = total / n_items if n_items > 0 else 1.0
+            if mean <= 0:
+                mean = 1.0
+            for i in range(n_items):  # the length normalisation, then BM25's term weight
+                work[i] = k1 * ((1.0 - b) + b * work[i] / mean)
+                scale[i] = 1
+            for u in range(n_users):
+                idf = log_items - log1p(<double> (indptr[u + 1] - indptr[u]))
+                for p in range(indptr[u], indptr[u + 1]):
+                    v = data[p]
+                    out[p] = <floating> (v * (k1 + 1.0) / (work[indices[p]] + v) * idf)
+        else:
+            for u in range(n_users):
+                idf = log_items - log1p(<double> (indptr[u + 1] - indptr[u]))
+                for p in range(indptr[u], indptr[u + 1]):
+                    v = data[p]
+                    if mode == 1:
+                        v = sqrt(v) * idf
+                    out[p] = <floating> v
+                    work[indices[p]] += v * v
+            for i in range(n_items):
+                scale[i] = <floating> (1.0 / sqrt(work[i])) if work[i] > 0 else 0
+
+
+def by_item(const index_t[::1] row_indptr, const int[::1] row_items, long long[::1] col_indptr,
+            int[::1] col_users, long long[::1] col_pos):
+    """The by-item layout of a users x items CSR whose rows are sorted: for each item, its users
+    in increasing order (``col_users``) and where each entry sits in the CSR (``col_pos``).
+
+    A counting sort, serial (memory bound, and one parallel region fewer); ``col_indptr`` has
+    n_items + 1 entries.
+    """
+    cdef Py_ssize_t n_users = row_indptr.shape[0] - 1
+    cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
+    cdef Py_ssize_t u, i
+    cdef index_t p
+    cdef long long dest, total = 0, count
+    with nogil:
+        for i in range(n_items + 1):
+            col_indptr[i] = 0
+        for p in range(row_indptr[n_users]):
+            col_indptr[row_items[p] + 1] += 1
+        for i in range(n_items):
+            count = col_indptr[i + 1]
+            col_indptr[i + 1] = total + count
+            total = total + count
+        # col_indptr[i] is now item i's start; walking users in order fills each item's users sorted
+        for u in range(n_users):
+            for p in range(row_indptr[u], row_indptr[u + 1]):
+                i = row_items[p]
+                dest = col_indptr[i]
+                col_users[dest] = <int> u
+                col_pos[dest] = p
+                col_indptr[i] = dest + 1
+        # shift back: the end of item i - 1 is the start of item i
+        for i in range(n_items, 0, -1):
+            col_indptr[i] = col_indptr[i - 1]
+        col_indptr[0] = 0
 
 
 def neighbour_csr(const int[:, ::1] ids, const floating[:, ::1] sims, const long long[::1] indptr,

@@ -36,36 +36,28 @@ from .state import FittedState
 __all__ = ["ItemKNN"]
 
 SIMILARITIES = ("cosine", "tfidf", "bm25")
-# per-thread neighbour heaps of every item (threads x items x k) are used up to this size
-_PAIR_HEAP_BUDGET = 256 << 20
+# per-thread candidate buffers of every item (threads x items x 2k) are used up to this size
+_PAIR_BUFFER_BUDGET = 256 << 20
 
 
 def weighted_by_item(X: sp.csr_matrix, similarity: str, k1: float, b: float, dtype: Any = np.float64
                      ) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The weighted users x items matrix (values in ``dtype``, the structure of ``X`` shared when it
-    holds no thumbs down) and each item's scale (1 / norm for cosine-based similarities).
+    """The weighted users x items matrix (values in ``dtype``, the index arrays of ``X`` shared when
+    it holds no thumbs down) and each item's scale (1 / norm for cosine-based similarities).
 
-    Per-user and per-item quantities (idf, lengths, norms) are summed in float64.
+    The weighting is the kernel's ``weigh_entries``; per-user and per-item quantities (idf,
+    lengths, norms) are summed in float64.
     """
     W = X if X.nnz == 0 or X.data.min() > 0 else liked_rows(X)
-    n_items = W.shape[1]
-    per_user = np.diff(W.indptr)
-    values = W.data.astype(np.float64)
-    if similarity != "cosine":
-        idf = np.log(max(n_items, 1)) - np.log1p(per_user.astype(np.float64))  # users are the terms
-        per_entry_idf = np.repeat(idf, per_user)
-    if similarity == "tfidf":
-        values = np.sqrt(values) * per_entry_idf
-    elif similarity == "bm25":
-        totals = np.bincount(W.indices, weights=values, minlength=n_items)
-        mean = totals.mean() if totals.size else 1.0
-        length_norm = (1.0 - b) + b * totals / (mean if mean > 0 else 1.0)
-        values = values * (k1 + 1.0) / (k1 * length_norm[W.indices] + values) * per_entry_idf
-    weighted = sp.csr_matrix((values.astype(dtype), W.indices, W.indptr), shape=W.shape)
-    if similarity == "bm25":
-        return weighted, np.ones(n_items, dtype=dtype)
-    norms = np.sqrt(np.bincount(W.indices, weights=values * values, minlength=n_items))
-    return weighted, np.divide(1.0, norms, out=np.zeros(n_items), where=norms > 0).astype(dtype)
+    data = W.data if W.data.dtype in (np.float32, np.float64) else W.data.astype(np.float64)
+    values = np.empty(W.nnz, dtype=dtype)
+    scale = np.empty(W.shape[1], dtype=dtype)
+    load_kernel("knn").weigh_entries(W.indptr, W.indices, data, SIMILARITIES.index(similarity), k1, b,
+                                     values, scale, np.empty(W.shape[1]))
+    weighted = sp.csr_matrix(W.shape, dtype=dtype)
+    weighted.data, weighted.indices, weighted.indptr = values, W.indices, W.indptr
+    weighted.has_sorted_indices = W.has_sorted_indices
+    return weighted, scale
 
 
 class ItemKNN(Recommender):
@@ -158,25 +150,25 @@ class ItemKNN(Recommender):
         n_items = by_user.shape[1]
         k = min(params["k"], max(n_items - 1, 1))
         threads = params["num_threads"]
-        # each entry of the by-item layout points at its place in the by-user rows (tocsc keeps users sorted)
-        places = sp.csr_matrix((np.arange(by_user.nnz, dtype=np.int64), by_user.indices, by_user.indptr),
-                               shape=by_user.shape).tocsc()
+        kernel = load_kernel("knn")
+        row_args = (by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data)
+        # the by-item layout: each item's users (sorted) and where each entry sits in the by-user rows
+        col_indptr = np.empty(n_items + 1, dtype=np.int64)
+        col_users = np.empty(by_user.nnz, dtype=np.int32)
+        col_pos = np.empty(by_user.nnz, dtype=np.int64)
+        kernel.by_item(row_args[0], row_args[1], col_indptr, col_users, col_pos)
         ids = np.empty((n_items, k), dtype=np.int32)
         sims = np.empty((n_items, k), dtype=dtype)
         counts = np.empty(n_items, dtype=np.int32)
-        kernel = load_kernel("knn")
-        row_args = (by_user.indptr.astype(np.int64), by_user.indices.astype(np.int32, copy=False), by_user.data)
-        col_indptr, col_users = places.indptr.astype(np.int64), places.indices.astype(np.int32, copy=False)
-        heap_bytes = threads * n_items * k * (dtype.itemsize + 4)
-        if heap_bytes <= _PAIR_HEAP_BUDGET:
-            # each pair once, into both items' per-thread heaps: half the multiply-adds
+        buffer_bytes = threads * n_items * 2 * k * (dtype.itemsize + 4)
+        if buffer_bytes <= _PAIR_BUFFER_BUDGET:
+            # each pair once, into both items' per-thread candidate buffers: half the multiply-adds
             kernel.item_neighbours_pairs(
-                col_indptr, col_users, places.data.astype(np.int64, copy=False), *row_args,
-                scale, float(params["shrinkage"]), k,
-                np.empty((threads, n_items, k), dtype=dtype), np.empty((threads, n_items, k), dtype=np.int32),
+                col_indptr, col_users, col_pos, *row_args, scale, float(params["shrinkage"]), k,
+                np.empty((threads, n_items, 2 * k), dtype=dtype), np.empty((threads, n_items, 2 * k), dtype=np.int32),
                 np.zeros((threads, n_items), dtype=np.int32), ids, sims, counts, threads)
-        else:  # a catalogue too big for per-thread heaps of every item: each item's row alone
-            kernel.item_neighbours(col_indptr, col_users, by_user.data[places.data], *row_args,
+        else:  # a catalogue too big for per-thread buffers of every item: each item's row alone
+            kernel.item_neighbours(col_indptr, col_users, by_user.data[col_pos], *row_args,
                                    scale, float(params["shrinkage"]), k, ids, sims, counts, threads)
         S = _neighbour_matrix(kernel, ids, sims, counts)
         side = None if features is None else features[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastrec
@@ -76,7 +76,7 @@ def test_knn_similarity_matches_reference(similarity, dtype, threads):
 def test_both_neighbour_paths_match_reference(monkeypatch, path, shape, density):
     import fastrec.models.knn as knn
     if path == "rows":  # per-thread heaps of every item would not fit: each item's row alone
-        monkeypatch.setattr(knn, "_PAIR_HEAP_BUDGET", 0)
+        monkeypatch.setattr(knn, "_PAIR_BUFFER_BUDGET", 0)
     X = _random_matrix(*shape, density, seed=11, weights=True)
     for similarity, shrinkage in (("cosine", 0.0), ("bm25", 2.0)):
         model = ItemKNN(k=7, similarity=similarity, shrinkage=shrinkage, dtype=np.float64, num_threads=2).fit(X)
@@ -95,12 +95,67 @@ def test_neighbour_csr_is_canonical_and_exact(monkeypatch, path, k):
     """Rows come out of the kernels unordered (lists, heaps, merged threads) and are sorted by id in C."""
     import fastrec.models.knn as knn
     if path == "rows":
-        monkeypatch.setattr(knn, "_PAIR_HEAP_BUDGET", 0)
+        monkeypatch.setattr(knn, "_PAIR_BUFFER_BUDGET", 0)
     X = _random_matrix(90, 150, 0.25, seed=5)  # binary: many equal similarities, ties by the lower id
     S = ItemKNN(k=k, dtype=np.float64, num_threads=2).fit(X).item_similarity_
     assert S.indices.dtype == np.int32 and S.indptr.dtype == np.int64
     assert all((np.diff(S.indices[S.indptr[j]:S.indptr[j + 1]]) > 0).all() for j in range(S.shape[0]))
     np.testing.assert_allclose(S.toarray(), ref_similarity(X.toarray(), "cosine", k), rtol=1e-10, atol=0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_users=st.integers(1, 30), n_items=st.integers(1, 40), density=st.floats(0.05, 0.9),
+       k=st.integers(1, 6), threads=st.sampled_from([1, 2]), path=st.sampled_from(["pairs", "rows"]),
+       seed=st.integers(0, 10_000))
+def test_neighbours_with_ties_are_exact_on_both_paths(n_users, n_items, density, k, threads, path, seed):
+    """Binary data tie most similarities; small k makes the candidate buffers compact many times."""
+    import fastrec.models.knn as knn
+    budget = 0 if path == "rows" else knn._PAIR_BUFFER_BUDGET
+    X = _random_matrix(n_users, n_items, density, seed)
+    assume(X.nnz > 0)  # empty data is refused (tested elsewhere)
+    old, knn._PAIR_BUFFER_BUDGET = knn._PAIR_BUFFER_BUDGET, budget
+    try:
+        S = ItemKNN(k=k, dtype=np.float64, num_threads=threads).fit(X).item_similarity_
+    finally:
+        knn._PAIR_BUFFER_BUDGET = old
+    np.testing.assert_array_equal(S.toarray() != 0, ref_similarity(X.toarray(), "cosine", k) != 0)
+    np.testing.assert_allclose(S.toarray(), ref_similarity(X.toarray(), "cosine", k), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "tfidf", "bm25"])
+@pytest.mark.parametrize("source, dtype", [(np.float32, np.float32), (np.float64, np.float32), (np.float64, np.float64)])
+def test_weigh_entries_matches_the_formulas(similarity, source, dtype):
+    from fastrec.kernels import load_kernel
+    from fastrec.models.knn import SIMILARITIES
+    X = _random_matrix(30, 20, 0.3, seed=4, weights=True)
+    keep = np.ones(20)
+    keep[3] = 0  # an item without users: scale 0
+    X = sp.csr_matrix(X @ sp.diags(keep))
+    X.eliminate_zeros()
+    values, scale = np.empty(X.nnz, dtype=dtype), np.empty(X.shape[1], dtype=dtype)
+    load_kernel("knn").weigh_entries(X.indptr, X.indices, X.data.astype(source), SIMILARITIES.index(similarity),
+                                     1.2, 0.75, values, scale, np.empty(X.shape[1]))
+    W, want_scale = ref_weighted(X.toarray(), similarity)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    got = sp.csr_matrix((values, X.indices, X.indptr), shape=X.shape).toarray().T
+    np.testing.assert_allclose(got, W, rtol=rtol, atol=0)
+    np.testing.assert_allclose(scale, want_scale, rtol=rtol, atol=0)
+    assert scale[3] == (1 if similarity == "bm25" else 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_users=st.integers(0, 20), n_items=st.integers(1, 15), density=st.floats(0, 1), seed=st.integers(0, 999))
+def test_by_item_layout_is_the_transpose(n_users, n_items, density, seed):
+    from fastrec.kernels import load_kernel
+    X = _random_matrix(n_users, n_items, density, seed) if n_users else sp.csr_matrix((0, n_items))
+    col_indptr, col_users, col_pos = (np.empty(n_items + 1, np.int64), np.empty(X.nnz, np.int32),
+                                      np.empty(X.nnz, np.int64))
+    load_kernel("knn").by_item(X.indptr.astype(np.int64), X.indices.astype(np.int32), col_indptr, col_users, col_pos)
+    want = sp.csr_matrix((np.arange(X.nnz), X.indices, X.indptr), shape=X.shape).tocsc()
+    want.sort_indices()
+    np.testing.assert_array_equal(col_indptr, want.indptr)
+    np.testing.assert_array_equal(col_users, want.indices)
+    np.testing.assert_array_equal(col_pos, want.data)
 
 
 def test_knn_shrinkage_matches_reference():
