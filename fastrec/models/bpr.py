@@ -35,6 +35,7 @@ _SCHEDULES = ("auto", "sgd", "adagrad")
 _AUTO_SCHEDULE = {"bpr": "sgd", "warp": "adagrad"}
 _AUTO_REGULARIZATION = {("warp", "adagrad"): 0.4}
 _DEFAULT_REGULARIZATION = 0.01
+_DEFAULT_LEARNING_RATE = 0.05
 
 Callback = Callable[[int, float, float], Any]
 
@@ -101,8 +102,15 @@ class BPR(FactorModel):
     ----------
     factors : int
         Latent dimensions.
-    learning_rate : float
+    learning_rate : float or "auto"
         SGD step size (with adagrad, the step before per-parameter scaling).
+        ``"auto"`` is 0.05, except for WARP with adagrad in a fit with side
+        features, which takes 0.08
+        (``fastrec.models.hybrid.FEATURE_LEARNING_RATE``): the feature-sum
+        model is under-trained after 30 epochs at 0.05 (warm users on
+        MovieLens 1M lose 0.006 ndcg@10 to the plain model at 0.05 and gain
+        0.003 at 0.08; the plain model is the same at both; bench/RESULTS.md,
+        issue 13).
     regularization : float or "auto"
         L2 penalty; every step adds its gradient (``regularization * param``)
         to the parameters it touches.  ``"auto"`` is 0.4 for WARP with
@@ -150,7 +158,7 @@ class BPR(FactorModel):
 
     _takes_features = True
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float | str = "auto",
+    def __init__(self, factors: int = 64, learning_rate: float | str = "auto", regularization: float | str = "auto",
                  iterations: int = 30, loss: str = "bpr", max_sampled: int = 10,
                  learning_schedule: str = "auto", num_threads: int = 0, random_state: Any = None,
                  verify_negative_samples: bool = True, dtype: Any = np.float32,
@@ -172,8 +180,9 @@ class BPR(FactorModel):
     def _check_params(self) -> dict[str, Any]:
         params = {
             **self._check_common_params(),
-            "learning_rate": check_float(self.learning_rate, "learning_rate", minimum=0.0,
-                                         strict_minimum=True),
+            "learning_rate": (_DEFAULT_LEARNING_RATE if isinstance(self.learning_rate, str)
+                              and self.learning_rate == "auto" else
+                              check_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)),
             "loss": check_choice(self.loss, "loss", _LOSSES),
             "max_sampled": check_int(self.max_sampled, "max_sampled", minimum=1),
             "learning_schedule": check_choice(self.learning_schedule, "learning_schedule", _SCHEDULES),

@@ -368,6 +368,7 @@ def test_partial_fit_users_updates_and_grows(planted):
 @pytest.mark.parametrize("param, value, error", [
     ("factors", 0, ValueError), ("factors", 2.5, TypeError),
     ("learning_rate", 0.0, ValueError), ("learning_rate", float("nan"), ValueError),
+    ("learning_rate", "fast", TypeError),
     ("regularization", -1.0, ValueError), ("regularization", "high", TypeError),
     ("iterations", -1, ValueError),
     ("loss", "logistic", ValueError), ("max_sampled", 0, ValueError),

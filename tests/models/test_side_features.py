@@ -28,7 +28,7 @@ def _data(seed: int = 0, cold: tuple[int, ...] = (5, 6)):
 
 def _bpr(**params):
     return BPR(**{"factors": 8, "loss": "warp", "iterations": 15, "random_state": 0, "num_threads": 1,
-                  "regularization": 0.0, **params})
+                  "regularization": 0.0, "learning_rate": 0.05, **params})
 
 
 def test_identity_features_reproduce_the_plain_model():
@@ -169,6 +169,24 @@ def test_partial_fit_users_grows_the_feature_rows():
     model = _bpr().fit(X, user_features=users)
     model.partial_fit_users([N_USERS], sp.csr_matrix(np.eye(1, N_ITEMS)), raw_ids=True)
     assert model._require_state().user_features.matrix.shape[0] == N_USERS + 1
+
+
+def test_auto_learning_rate_is_larger_for_warp_with_features():
+    """learning_rate="auto": FEATURE_LEARNING_RATE for WARP (adagrad) with side features, the plain
+    0.05 otherwise (same seed, one thread: the same factors as the number given)."""
+    from fastrec.models.hybrid import FEATURE_LEARNING_RATE
+    X, users, items, *_ = _data()
+    csr = X.to_csr()
+    assert FEATURE_LEARNING_RATE != 0.05
+
+    def factors(loss, rate, **features):
+        return _bpr(loss=loss, learning_rate=rate, iterations=3).fit(csr, **features).item_factors_
+
+    for loss, with_features in (("warp", FEATURE_LEARNING_RATE), ("bpr", 0.05)):
+        auto = factors(loss, "auto", user_features=users, item_features=items)
+        np.testing.assert_array_equal(auto, factors(loss, with_features, user_features=users, item_features=items))
+        assert not np.array_equal(auto, factors(loss, 0.13, user_features=users, item_features=items))
+        np.testing.assert_array_equal(factors(loss, "auto"), factors(loss, 0.05))
 
 
 def test_auto_penalties_follow_the_identity_features():
