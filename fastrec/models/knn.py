@@ -274,14 +274,18 @@ class ItemKNN(Recommender):
 
 
 def _neighbour_matrix(kernel: Any, ids: np.ndarray, sims: np.ndarray, counts: np.ndarray) -> sp.csr_matrix:
-    """The kernel's padded (items, k) neighbour lists (sorted by id) as a canonical CSR."""
+    """The kernel's (items, k) neighbour lists (the first ``counts[i]`` of row i, sorted by id) as a
+    canonical CSR."""
     n_items = ids.shape[0]
     indptr = np.zeros(n_items + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int32)
     data = np.empty(indptr[-1], dtype=sims.dtype)
     kernel.neighbour_csr(ids, sims, indptr, indices, data)
-    S = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
-    S.indices, S.indptr = indices, indptr  # scipy may narrow or widen index arrays; the kernels want these
+    # assigned, not passed to the constructor: scipy would scan the indices to pick an index dtype
+    # (narrowing or widening them; the kernels want these) and check them (the kernel wrote them)
+    S = sp.csr_matrix((n_items, n_items), dtype=sims.dtype)
+    S.data, S.indices, S.indptr = data, indices, indptr
     S.has_sorted_indices = True
+    S.has_canonical_format = True
     return S
