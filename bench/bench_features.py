@@ -328,7 +328,8 @@ def warm_users(X: Any, users: Any, items: Any, threads: int, report: C.Report, s
     both = {"user_features": with_identity(users), "item_features": with_identity(items)}
     both_raw = {"user_features": raw(with_identity(users)), "item_features": raw(with_identity(items))}
     runs = (("ALS", als, both, "user + item features + identity", [SEED]),
-            ("WARP", warp, both_raw, "user + item features + identity, not normalised (regularization auto)",
+            ("WARP", warp, both_raw,
+             "user + item features + identity, not normalised (learning_rate and regularization auto)",
              seeds))
     for name, fit, features, label, model_seeds in runs:
         plain, featured = [], []
