@@ -120,8 +120,10 @@ def knn_rows(name: str, X: sp.csr_matrix, threads: int, repeats: int, seeds: int
             f"ndcg@10 difference over {seeds} splits (mean, min, max; wins)": "" if diffs is None else
                 f"{diffs.mean():+.5f} ({diffs.min():+.5f}, {diffs.max():+.5f}; {int((diffs > 0).sum())} up, "
                 f"{int((diffs == 0).sum())} equal)",
-            "pass": bool(q_ours["ndcg@10"] >= q_theirs["ndcg@10"] - 1e-4 and fit_ratio.wall <= 0.5
-                         and serve_ratio.wall <= 0.5)})
+            # quality: at least implicit's up to 1e-4, on the mean over the splits when several are run
+            # (which of several equally similar neighbours each library keeps moves one split's figure)
+            "pass": bool((diffs.mean() if diffs is not None else q_ours["ndcg@10"] - q_theirs["ndcg@10"]) >= -1e-4
+                         and fit_ratio.wall <= 0.5 and serve_ratio.wall <= 0.5)})
     return rows
 
 

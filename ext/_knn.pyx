@@ -14,7 +14,9 @@ top ``n`` eligible items (seen items of the row, a global mask and an optional
 candidate mask filter them).  Only items some neighbour list reaches get a
 score; a row with fewer such items is padded with id -1 and score -inf.
 
-Selection is deterministic: score descending, ties broken by the lower item id.
+Selection is deterministic: score descending, ties broken by the lower item id
+(``score_rows``); a neighbour list breaks equal similarities by the more popular
+neighbour first (more users behind the same value), then the lower id.
 ``score_rows`` writes each row best-first; the neighbour kernels write each
 item's kept neighbours sorted by id (the order of the CSR) and their count.
 They keep an item's candidates in a buffer of ``2k`` behind a bar (the k-th
@@ -65,9 +67,11 @@ ctypedef fused source_t:
     double
 
 
-cdef inline bint ranks_above(floating s1, int i1, floating s2, int i2) noexcept nogil:
-    """True when (s1, i1) ranks above (s2, i2): higher score, or the same score and a lower id."""
-    return s1 > s2 or (s1 == s2 and i1 < i2)
+cdef inline bint ranks_above(floating s1, int i1, floating s2, int i2, const int *pop) noexcept nogil:
+    """True when neighbour (s1, i1) ranks above (s2, i2): a higher similarity; at equal similarity
+    the more popular item (``pop``: users per item; more common users behind the same cosine,
+    more evidence), then the lower id."""
+    return s1 > s2 or (s1 == s2 and (pop[i1] > pop[i2] or (pop[i1] == pop[i2] and i1 < i2)))
 
 
 cdef inline void swap_entries(floating *s, int *ids, int a, int b) noexcept nogil:
@@ -75,7 +79,7 @@ cdef inline void swap_entries(floating *s, int *ids, int a, int b) noexcept nogi
     ids[a], ids[b] = ids[b], ids[a]
 
 
-cdef void select_best(floating *s, int *ids, int n, int k) noexcept nogil:
+cdef void select_best(floating *s, int *ids, int n, int k, const int *pop) noexcept nogil:
     """Reorder ``n`` entries (distinct ids) so the ``k`` best come first, the k-th best at ``k - 1``.
 
     Quickselect with a median-of-three pivot: O(n) on average, against O(n log k) for
@@ -87,18 +91,18 @@ cdef void select_best(floating *s, int *ids, int n, int k) noexcept nogil:
         return
     while hi - lo > 1:
         mid = lo + (hi - lo) // 2
-        if ranks_above(s[mid], ids[mid], s[lo], ids[lo]):
+        if ranks_above(s[mid], ids[mid], s[lo], ids[lo], pop):
             swap_entries(s, ids, lo, mid)
-        if ranks_above(s[hi - 1], ids[hi - 1], s[lo], ids[lo]):
+        if ranks_above(s[hi - 1], ids[hi - 1], s[lo], ids[lo], pop):
             swap_entries(s, ids, lo, hi - 1)
-        if ranks_above(s[hi - 1], ids[hi - 1], s[mid], ids[mid]):
+        if ranks_above(s[hi - 1], ids[hi - 1], s[mid], ids[mid], pop):
             swap_entries(s, ids, mid, hi - 1)
         swap_entries(s, ids, mid, hi - 1)  # the median of the three is the pivot, at hi - 1
         ps = s[hi - 1]
         pi = ids[hi - 1]
         a = lo
         for t in range(lo, hi - 1):
-            if ranks_above(s[t], ids[t], ps, pi):
+            if ranks_above(s[t], ids[t], ps, pi, pop):
                 swap_entries(s, ids, t, a)
                 a = a + 1
         swap_entries(s, ids, a, hi - 1)
@@ -111,7 +115,7 @@ cdef void select_best(floating *s, int *ids, int n, int k) noexcept nogil:
 
 
 cdef inline void offer(floating *bs, int *bi, int *bn, floating *bar_s, int *bar_i, int k, floating s,
-                       int item) noexcept nogil:
+                       int item, const int *pop) noexcept nogil:
     """Add a candidate (similarity ``s`` > 0, ``s >= bar_s[0]``) to a buffer of ``2k`` entries.
 
     The bar is the k-th best entry at the last compaction (similarity 0 before
@@ -120,14 +124,14 @@ cdef inline void offer(floating *bs, int *bi, int *bn, floating *bar_s, int *bar
     candidate costs O(1) on average instead of a heap's O(log k) sift.
     """
     cdef int n
-    if s == bar_s[0] and item > bar_i[0]:
+    if s == bar_s[0] and ranks_above(s, bar_i[0], s, item, pop):
         return
     n = bn[0]
     bs[n] = s
     bi[n] = item
     n = n + 1
     if n == 2 * k:
-        select_best(bs, bi, n, k)
+        select_best(bs, bi, n, k, pop)
         n = k
         bar_s[0] = bs[k - 1]
         bar_i[0] = bi[k - 1]
@@ -135,20 +139,21 @@ cdef inline void offer(floating *bs, int *bi, int *bn, floating *bar_s, int *bar
 
 
 cdef inline void offer_pair(floating *bs, int *bi, int *bn, floating *bar_s, int *bar_i, int k, floating s,
-                            int a, int b) noexcept nogil:
+                            int a, int b, const int *pop) noexcept nogil:
     """Offer the pair (a, b) of similarity ``s`` > 0 to both items' buffers (rows of ``2k`` in
     ``bs``/``bi``, sizes ``bn``, bars ``bar_s``/``bar_i``): the contiguous bars turn most pairs
     away without touching the buffers (2k entries apart, a cache miss each)."""
     if s >= bar_s[a]:
-        offer(bs + <long long> a * 2 * k, bi + <long long> a * 2 * k, bn + a, bar_s + a, bar_i + a, k, s, b)
+        offer(bs + <long long> a * 2 * k, bi + <long long> a * 2 * k, bn + a, bar_s + a, bar_i + a, k, s, b, pop)
     if s >= bar_s[b]:
-        offer(bs + <long long> b * 2 * k, bi + <long long> b * 2 * k, bn + b, bar_s + b, bar_i + b, k, s, a)
+        offer(bs + <long long> b * 2 * k, bi + <long long> b * 2 * k, bn + b, bar_s + b, bar_i + b, k, s, a, pop)
 
 
-cdef inline int finish_row(floating *bs, int *bi, int n, int k, floating *out_s, int *out_i) noexcept nogil:
+cdef inline int finish_row(floating *bs, int *bi, int n, int k, floating *out_s, int *out_i, const int *pop
+                           ) noexcept nogil:
     """Write the ``k`` best of a buffer's ``n`` entries to ``out_*`` sorted by id; return how many."""
     cdef int m
-    select_best(bs, bi, n, k)
+    select_best(bs, bi, n, k, pop)
     if n > k:
         n = k
     sort_by_id(bi, bs, n)
@@ -243,7 +248,7 @@ cdef inline int scatter_sparse(const int *items, const floating *data, long long
 
 def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, const floating[::1] col_data,
                     const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
-                    const floating[::1] scale, double shrinkage, int k,
+                    const floating[::1] scale, const int[::1] popularity, double shrinkage, int k,
                     int[:, ::1] out_ids, floating[:, ::1] out_sims, int[::1] out_counts, int num_threads):
     """Top-``k`` neighbours of every item (itself excluded).
 
@@ -252,8 +257,10 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
     and j is ``dot_ij * scale[i] * scale[j]`` (``scale`` = 1 / norm for
     cosine), times ``c_ij / (c_ij + shrinkage)`` with ``c_ij`` their common
     users when ``shrinkage > 0``.  Only pairs with at least one common user
-    and a similarity > 0 are kept; each row holds its ``out_counts[i]`` kept
-    neighbours sorted by id (the rest of the row is left as it was).
+    and a similarity > 0 are kept; equal similarities rank by ``popularity``
+    (users per item, more first), then by the lower id.  Each row holds its
+    ``out_counts[i]`` kept neighbours sorted by id (the rest of the row is left
+    as it was).
     """
     cdef Py_ssize_t n_items = col_indptr.shape[0] - 1
     cdef Py_ssize_t i
@@ -312,7 +319,7 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
                             s = s * common[j] / (common[j] + shrinkage)
                         sv = <floating> s
                         if sv > 0 and sv >= bar_s:
-                            offer(bs, bi, &size, &bar_s, &bar_i, k, sv, j)
+                            offer(bs, bi, &size, &bar_s, &bar_i, k, sv, j, &popularity[0])
                     acc[j] = 0
                     if use_common:
                         common[j] = 0
@@ -324,10 +331,10 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
                     common[j] = 0
                 sv = <floating> s
                 if sv > 0 and sv >= bar_s and j != i:
-                    offer(bs, bi, &size, &bar_s, &bar_i, k, sv, j)
+                    offer(bs, bi, &size, &bar_s, &bar_i, k, sv, j, &popularity[0])
                 acc[j] = 0
                 marked[j] = 0
-            out_counts[i] = finish_row(bs, bi, size, k, &out_sims[i, 0], &out_ids[i, 0])
+            out_counts[i] = finish_row(bs, bi, size, k, &out_sims[i, 0], &out_ids[i, 0], &popularity[0])
         free(bs)
         free(bi)
         free(acc)
@@ -340,7 +347,7 @@ def item_neighbours(const index_t[::1] col_indptr, const int[::1] col_users, con
 
 def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_users, const index_t[::1] col_pos,
                           const index_t[::1] row_indptr, const int[::1] row_items, const floating[::1] row_data,
-                          const floating[::1] scale, double shrinkage, int k,
+                          const floating[::1] scale, const int[::1] popularity, double shrinkage, int k,
                           floating[:, :, ::1] buf_s, int[:, :, ::1] buf_i, int[:, ::1] buf_n,
                           int[:, ::1] out_ids, floating[:, ::1] out_sims, int[::1] out_counts, int num_threads):
     """``item_neighbours`` computing each pair once: half the multiply-adds.
@@ -419,7 +426,7 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
                         sv = <floating> s
                         if sv > 0:
                             offer_pair(&buf_s[tid, 0, 0], &buf_i[tid, 0, 0], &buf_n[tid, 0], bar_s, bar_i, k, sv,
-                                       <int> i, j)
+                                       <int> i, j, &popularity[0])
                     if use_common:
                         common[j] = 0
             for t in range(n_touched):
@@ -432,7 +439,8 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
                 marked[j] = 0
                 sv = <floating> s
                 if sv > 0:
-                    offer_pair(&buf_s[tid, 0, 0], &buf_i[tid, 0, 0], &buf_n[tid, 0], bar_s, bar_i, k, sv, <int> i, j)
+                    offer_pair(&buf_s[tid, 0, 0], &buf_i[tid, 0, 0], &buf_n[tid, 0], bar_s, bar_i, k, sv, <int> i, j,
+                               &popularity[0])
         free(acc)
         free(common)
         free(touched)
@@ -445,16 +453,17 @@ def item_neighbours_pairs(const index_t[::1] col_indptr, const int[::1] col_user
     for i in prange(n_items, schedule="static", nogil=True, num_threads=num_threads):
         size = buf_n[0, i]
         for t in range(1, n_heaps):
-            select_best(&buf_s[0, i, 0], &buf_i[0, i, 0], size, k)
+            select_best(&buf_s[0, i, 0], &buf_i[0, i, 0], size, k, &popularity[0])
             size = min(size, k)
             m = buf_n[t, i]
-            select_best(&buf_s[t, i, 0], &buf_i[t, i, 0], m, k)
+            select_best(&buf_s[t, i, 0], &buf_i[t, i, 0], m, k, &popularity[0])
             m = min(m, k)
             for j in range(m):
                 buf_s[0, i, size + j] = buf_s[t, i, j]
                 buf_i[0, i, size + j] = buf_i[t, i, j]
             size = size + m
-        out_counts[i] = finish_row(&buf_s[0, i, 0], &buf_i[0, i, 0], size, k, &out_sims[i, 0], &out_ids[i, 0])
+        out_counts[i] = finish_row(&buf_s[0, i, 0], &buf_i[0, i, 0], size, k, &out_sims[i, 0], &out_ids[i, 0],
+                                   &popularity[0])
 
 
 def weigh_entries(const index_t[::1] indptr, const int[::1] indices, const source_t[::1] data, int mode,

@@ -89,7 +89,9 @@ class ItemKNN(Recommender):
     Only items that some neighbour list of the user's items reaches get a
     score; a user whose items reach fewer than ``n`` eligible items gets a
     shorter list (padded with -1 in a batch).  Negative values ("thumbs
-    down") count as seen but speak for nothing.
+    down") count as seen but speak for nothing.  Equal similarities at the
+    k-th place keep the more popular neighbour (more users behind the same
+    value), then the lower id, whatever the thread count.
     """
 
     _state_members = ("item_similarity",)
@@ -160,16 +162,18 @@ class ItemKNN(Recommender):
         ids = np.empty((n_items, k), dtype=np.int32)
         sims = np.empty((n_items, k), dtype=dtype)
         counts = np.empty(n_items, dtype=np.int32)
+        # equal similarities: the neighbour more users have (more evidence), then the lower id
+        popularity = np.diff(col_indptr).astype(np.int32)
         buffer_bytes = threads * n_items * 2 * k * (dtype.itemsize + 4)
         if buffer_bytes <= _PAIR_BUFFER_BUDGET:
             # each pair once, into both items' per-thread candidate buffers: half the multiply-adds
             kernel.item_neighbours_pairs(
-                col_indptr, col_users, col_pos, *row_args, scale, float(params["shrinkage"]), k,
+                col_indptr, col_users, col_pos, *row_args, scale, popularity, float(params["shrinkage"]), k,
                 np.empty((threads, n_items, 2 * k), dtype=dtype), np.empty((threads, n_items, 2 * k), dtype=np.int32),
                 np.zeros((threads, n_items), dtype=np.int32), ids, sims, counts, threads)
         else:  # a catalogue too big for per-thread buffers of every item: each item's row alone
             kernel.item_neighbours(col_indptr, col_users, by_user.data[col_pos], *row_args,
-                                   scale, float(params["shrinkage"]), k, ids, sims, counts, threads)
+                                   scale, popularity, float(params["shrinkage"]), k, ids, sims, counts, threads)
         S = _neighbour_matrix(kernel, ids, sims, counts)
         side = None if features is None else features[1]
         if side is None:

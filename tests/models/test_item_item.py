@@ -39,8 +39,10 @@ def ref_weighted(X: np.ndarray, similarity: str, k1: float = 1.2, b: float = 0.7
 
 
 def ref_similarity(X: np.ndarray, similarity: str, k: int, shrinkage: float = 0.0) -> np.ndarray:
-    """Dense S with each row's top-k positive entries (ties by lower id), the diagonal excluded."""
+    """Dense S with each row's top-k positive entries (equal values: the item more users have, then
+    the lower id), the diagonal excluded."""
     W, scale = ref_weighted(X, similarity)
+    popularity = (W > 0).sum(axis=1)
     full = (W @ W.T) * (scale[:, None] * scale[None, :])  # the product of scales first, as the kernel: symmetric
     if shrinkage:
         common = (W > 0).astype(float) @ (W > 0).T.astype(float)
@@ -49,7 +51,7 @@ def ref_similarity(X: np.ndarray, similarity: str, k: int, shrinkage: float = 0.
     S = np.zeros_like(full)
     for j in range(full.shape[0]):
         candidates = np.flatnonzero(full[j] > 0)
-        order = np.lexsort((candidates, -full[j, candidates]))[:k]
+        order = np.lexsort((candidates, -popularity[candidates], -full[j, candidates]))[:k]
         S[j, candidates[order]] = full[j, candidates[order]]
     return S
 
@@ -122,6 +124,23 @@ def test_neighbours_with_ties_are_exact_on_both_paths(n_users, n_items, density,
     np.testing.assert_allclose(S.toarray(), ref_similarity(X.toarray(), "cosine", k), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("path", ["pairs", "rows"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_equal_similarities_keep_the_more_popular_neighbour(monkeypatch, path, threads, dtype):
+    """Item 0 (4 users) has cosine 0.5 (exact in binary) with item 1 (1 user, 1 in common) and item 2
+    (4 users, 2 in common): with k=1 it keeps item 2, more users behind the same value, not the lower id."""
+    import fastrec.models.knn as knn
+    if path == "rows":
+        monkeypatch.setattr(knn, "_PAIR_BUFFER_BUDGET", 0)
+    rows = [[0, 1, 2], [0, 2], [0], [0], [2], [2]]
+    X = sp.csr_matrix((np.ones(sum(map(len, rows))), np.concatenate(rows), np.cumsum([0] + [len(r) for r in rows])),
+                      shape=(6, 3))
+    S = ItemKNN(k=1, dtype=dtype, num_threads=threads).fit(X).item_similarity_.toarray()
+    np.testing.assert_array_equal(S, [[0, 0, 0.5], [0.5, 0, 0], [0.5, 0, 0]])  # 1 and 2: tie with equal users
+    np.testing.assert_array_equal(S, ref_similarity(X.toarray(), "cosine", 1))
+
+
 @pytest.mark.parametrize("similarity", ["cosine", "tfidf", "bm25"])
 @pytest.mark.parametrize("source, dtype", [(np.float32, np.float32), (np.float64, np.float32), (np.float64, np.float64)])
 def test_weigh_entries_matches_the_formulas(similarity, source, dtype):
@@ -172,8 +191,10 @@ def test_every_knn_kernel_build_agrees(knn_kernel):
     ids = np.full((30, 4), -1, dtype=np.int32)
     sims = np.zeros((30, 4), dtype=np.float32)
     counts = np.zeros(30, dtype=np.int32)
+    popularity = np.diff(by_item.indptr).astype(np.int32)
     knn_kernel.item_neighbours(by_item.indptr.astype(np.int64), by_item.indices, by_item.data,
-                               X.indptr.astype(np.int64), X.indices, X.data, scale, 0.0, 4, ids, sims, counts, 2)
+                               X.indptr.astype(np.int64), X.indices, X.data, scale, popularity, 0.0, 4,
+                               ids, sims, counts, 2)
     want = ref_similarity(X.toarray(), "cosine", 4)
     for j in range(30):
         valid = ids[j] >= 0
