@@ -77,7 +77,7 @@ def test_knn_similarity_matches_reference(similarity, dtype, threads):
 @pytest.mark.parametrize("shape, density", [((40, 25), 0.2), ((60, 400), 0.01)])  # dense and sparse scans
 def test_both_neighbour_paths_match_reference(monkeypatch, path, shape, density):
     import fastrec.models.knn as knn
-    if path == "rows":  # per-thread heaps of every item would not fit: each item's row alone
+    if path == "rows":  # per-thread buffers of every item would not fit: each item's row alone
         monkeypatch.setattr(knn, "_PAIR_BUFFER_BUDGET", 0)
     X = _random_matrix(*shape, density, seed=11, weights=True)
     for similarity, shrinkage in (("cosine", 0.0), ("bm25", 2.0)):
@@ -92,9 +92,10 @@ def test_both_neighbour_paths_match_reference(monkeypatch, path, shape, density)
 
 
 @pytest.mark.parametrize("path", ["pairs", "rows"])
-@pytest.mark.parametrize("k", [3, 40, 200])  # full heaps, rows longer than the sort's insertion cut-off, never full
+@pytest.mark.parametrize("k", [3, 40, 200])  # compacted buffers, rows longer than the sort's insertion cut-off, never full
 def test_neighbour_csr_is_canonical_and_exact(monkeypatch, path, k):
-    """Rows come out of the kernels unordered (lists, heaps, merged threads) and are sorted by id in C."""
+    """Rows come out of the kernels unordered (buffers compacted by quickselect, merged threads) and are sorted
+    by id in C."""
     import fastrec.models.knn as knn
     if path == "rows":
         monkeypatch.setattr(knn, "_PAIR_BUFFER_BUDGET", 0)
