@@ -16,7 +16,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt, fabs
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport ssyrk, dsyrk
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 cimport numpy as cnp
 
 cnp.import_array()
@@ -229,6 +229,32 @@ cdef int cg_group(const index_t *indptr, const int *indices, const floating *dat
     return failures
 
 
+# BLAS SYRK, bound on first need (``bind_blas``) from SciPy's cython_blas: importing SciPy costs a
+# process ~25 MB, which a CG fit (a DaskALS worker) never needs
+ctypedef void (*ssyrk_t)(char *uplo, char *trans, int *n, int *k, float *alpha, float *a, int *lda,
+                         float *beta, float *c, int *ldc) noexcept nogil
+ctypedef void (*dsyrk_t)(char *uplo, char *trans, int *n, int *k, double *alpha, double *a, int *lda,
+                         double *beta, double *c, int *ldc) noexcept nogil
+cdef ssyrk_t ssyrk = NULL
+cdef dsyrk_t dsyrk = NULL
+
+
+cdef void *_blas_pointer(dict capi, str name) except NULL:
+    capsule = capi[name]
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+
+
+def bind_blas():
+    """Take SYRK from ``scipy.linalg.cython_blas`` (once): the Cholesky solve of rows over SMALL_ROW_LIMIT."""
+    global ssyrk, dsyrk
+    if ssyrk != NULL:
+        return
+    from scipy.linalg import cython_blas
+    capi = cython_blas.__pyx_capi__
+    dsyrk = <dsyrk_t> _blas_pointer(capi, "dsyrk")
+    ssyrk = <ssyrk_t> _blas_pointer(capi, "ssyrk")
+
+
 cdef inline void syrk_upper(int n, int k, floating scale, floating *G, floating *A) noexcept nogil:
     """A += scale * G^T G on the row-major upper triangle; G is row-major k x n.
 
@@ -411,6 +437,8 @@ def als_half_step(const index_t[::1] indptr, const int[::1] indices,
     if solver == 0:
         return cg_half_step(indptr, indices, data, X, Y, YtY, reg, alpha, implicit_convention,
                             cg_steps, num_threads, max_len, short_cap)
+    if max_len > SMALL_ROW:
+        bind_blas()
     with nogil, parallel(num_threads=num_threads):
         # per-thread scratch: A, b, weights and the gathered rows
         rows = <const floating **> malloc((max_len + 1) * sizeof(floating *))

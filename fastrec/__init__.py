@@ -14,23 +14,25 @@ import logging
 from typing import Any
 
 from ._version import __version__
-from .data.features import Features
-from .data.interactions import Interactions
 from .exceptions import ModelFormatError, NotFittedError
 from .kernels import kernel_variant
-from .models.als import ALS
-from .models.base import Recommender
-from .models.factors import FactorModel
-from .models.bpr import BPR
-from .models.ease import EASE
-from .models.knn import ItemKNN
-from .persistence import load
-from .utils.threads import available_cpus
 
 logging.getLogger("fastrec").addHandler(logging.NullHandler())  # messages are the application's to show
 
-# name -> module that defines it, imported on first access
+# name -> module that defines it, imported on first access.  The models too: a process that imports
+# one submodule (a Dask worker unpickling a DaskALS task) then loads only what that module needs
+# (no SciPy for a CG fit; see fastrec/distributed/_tasks.py)
 _LAZY = {
+    "ALS": "fastrec.models.als",
+    "BPR": "fastrec.models.bpr",
+    "EASE": "fastrec.models.ease",
+    "ItemKNN": "fastrec.models.knn",
+    "FactorModel": "fastrec.models.factors",
+    "Recommender": "fastrec.models.base",
+    "Interactions": "fastrec.data.interactions",
+    "Features": "fastrec.data.features",
+    "load": "fastrec.persistence",
+    "available_cpus": "fastrec.utils.threads",
     "datasets": "fastrec.datasets",
     "evaluation": "fastrec.evaluation",
     "model_selection": "fastrec.model_selection",

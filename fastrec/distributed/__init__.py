@@ -12,8 +12,22 @@ Needs the ``distributed`` extra (``pip install 'fastrec[distributed]'``);
 """
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._cluster import ClusterError
-from .als import DaskALS
-from .recommend import recommend_all
 
 __all__ = ["ClusterError", "DaskALS", "recommend_all"]
+
+# imported on first access: a worker unpickling a fit's task imports fastrec.distributed._tasks, and
+# with it only what a half-step needs (no SciPy, no estimators)
+_WHERE = {"DaskALS": ".als", "recommend_all": ".recommend"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastrec.distributed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -18,7 +18,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "(or pip install 'dask[distributed]')") from exc
 
 from ..utils.threads import resolve_num_threads
-from ..utils.validation import check_float
 
 __all__ = ["ClusterError", "WORKER_LOST", "WorkerLost", "resolve_client", "check_timeout", "workers_of", "worker_info",
            "gather", "direct", "scatter_to", "submit_to", "wait_for", "worker_threads"]
@@ -59,6 +58,8 @@ def resolve_client(client: Any, name: str = "client") -> Any:
 
 def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
     """None (wait as long as it takes) or a positive number of seconds."""
+    from ..utils.validation import check_float  # on the client: workers import this module without SciPy
+
     if timeout is None:
         return None
     return check_float(timeout, name, minimum=0.0, strict_minimum=True)

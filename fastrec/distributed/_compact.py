@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..utils.validation import CSRArrays
+from ..utils.csr_arrays import CSRArrays
 
 __all__ = ["CompactRows", "CHUNK_ENTRIES"]
 

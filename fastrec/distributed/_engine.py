@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels.als_columns import ColumnSlices
-from ..models.als import ALS
+from ..models.als_start import gram
 from . import _tasks
 from ._cluster import gather, scatter_to, submit_to, wait_for
 
@@ -66,7 +66,7 @@ class Layout:
 
 
 def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: int, fractions: dict[str, float],
-               als: ALS, params: dict[str, Any], threads: int, timeout: float | None) -> Layout:
+               params: dict[str, Any], threads: int, timeout: float | None) -> Layout:
     """Shards of a client-side CSR: users by rows, items by columns (CSC slices built in bounded memory)."""
     entry_bytes = csr.indices.itemsize + csr.data.itemsize
     columns = ColumnSlices(csr, max(1, math.ceil(csr.nnz * entry_bytes / n_blocks)), threads)
@@ -84,7 +84,7 @@ def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: in
         lo, hi = int(bounds[side][k]), int(bounds[side][k + 1])
         other = _OTHER[side]
         layout.shards[side].append(submit_to(client, worker, _tasks.build_shard, side, lo, hi, n[other],
-                                             bounds[other], fractions[side], als, params, payload))
+                                             bounds[other], fractions[side], params, payload))
 
     for k, (lo, hi) in enumerate(zip(bounds["users"][:-1].tolist(), bounds["users"][1:].tolist())):
         a, b = int(csr.indptr[lo]), int(csr.indptr[hi])
@@ -124,12 +124,11 @@ def _sum_grams(grams: list[np.ndarray], dtype: Any) -> np.ndarray:
 
 
 class _Driver:
-    def __init__(self, client: Any, layout: Layout, als: ALS, params: dict[str, Any], threads: int,
-                 timeout: float | None):
-        self.client, self.layout, self.als, self.params = client, layout, als, params
+    def __init__(self, client: Any, layout: Layout, params: dict[str, Any], threads: int, timeout: float | None):
+        self.client, self.layout, self.params = client, layout, params
         self.threads, self.timeout = threads, timeout
 
-    def half_step(self, side: str, own: list[Any], other: list[Any], gram: np.ndarray, with_loss: bool
+    def half_step(self, side: str, own: list[Any], other: list[Any], other_gram: np.ndarray, with_loss: bool
                   ) -> tuple[list[Any], list[tuple]]:
         """Solve every block of ``side``; return the new blocks and their (gram, failures, loss, penalty)."""
         layout, client = self.layout, self.client
@@ -143,7 +142,7 @@ class _Driver:
                 elif kind == _tasks.ROWS:
                     pieces.append(submit_to(client, other_owners[j], _tasks.take_rows, other[j],
                                             layout.selections[side][(k, j)]))
-            block = submit_to(client, worker, _tasks.solve_block, shard, own[k], gram, self.als, self.params,
+            block = submit_to(client, worker, _tasks.solve_block, shard, own[k], other_gram, self.params,
                               self.threads, with_loss, *pieces, side_rows=int(layout.bounds[side][-1]))
             new.append(block)
             stats.append(submit_to(client, worker, _tasks.block_stats, block))
@@ -156,7 +155,7 @@ class _Driver:
         return new, results
 
 
-def run_iterations(client: Any, layout: Layout, als: ALS, params: dict[str, Any], threads: int,
+def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads: int,
                    timeout: float | None, user_factors: np.ndarray, item_factors: np.ndarray,
                    compute_loss: bool, on_iteration: Callable[[int, float], None]
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -166,11 +165,11 @@ def run_iterations(client: Any, layout: Layout, als: ALS, params: dict[str, Any]
     unless ``compute_loss``).  Lost workers surface as ``_cluster.WORKER_LOST``
     errors; the caller decides whether to start again.
     """
-    driver = _Driver(client, layout, als, params, threads, timeout)
+    driver = _Driver(client, layout, params, threads, timeout)
     dtype = params["dtype"]
     X = _blocks(client, layout, "users", user_factors, timeout)
     Y = _blocks(client, layout, "items", item_factors, timeout)
-    item_gram = als._gram(item_factors, threads)  # what ALS's first half-step computes
+    item_gram = gram(item_factors)  # what ALS's first half-step computes
     for iteration in range(params["iterations"]):
         X, user_stats = driver.half_step("users", X, Y, item_gram, False)
         user_gram = _sum_grams([s[0] for s in user_stats], dtype)

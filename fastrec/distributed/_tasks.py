@@ -7,8 +7,13 @@ each block of the other side's factors, whether the shard needs none of it,
 all of it (sent whole: a broadcast) or some rows (sent as those rows only,
 Spark's "out-blocks"); its column indices point into the concatenation of
 what it receives.  Each half-step solves a shard's rows with ALS's own
-``_half_step`` (the compiled kernel) and returns a ``Solved`` block: the new
-factors, their Gram matrix and the counts the driver sums.
+half-step (``models.als_start.half_step``, the compiled kernel) and returns a
+``Solved`` block: the new factors, their Gram matrix and the counts the driver
+sums.
+
+A worker imports this module, not the estimators: no SciPy (about 25 MB of a
+worker's memory) for a CG fit; building a shard from Dask DataFrame pieces and
+the Cholesky solver of long rows import it when they run.
 """
 from __future__ import annotations
 
@@ -18,15 +23,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from dask.sizeof import sizeof
 from distributed.protocol import dask_deserialize, dask_serialize
 from distributed.protocol.numpy import deserialize_numpy_ndarray, serialize_numpy_ndarray
 
 from ..kernels import load_kernel
-from ..models.als import ALS, _check_confidence
-from ..models.ials import ials_loss, is_ials, kernel_form, kernel_values
-from ..utils.validation import CSRArrays
+from ..models.als_start import _check_confidence, gram, half_step, loss_weight
+from ..models.ials import ials_loss, is_ials, kernel_form, kernel_values, row_penalty
+from ..utils.csr_arrays import CSRArrays
 from ._cluster import worker_threads
 from ._compact import CHUNK_ENTRIES, CompactRows
 
@@ -148,7 +152,7 @@ def _plan(indices: np.ndarray, n_other: int, other_bounds: np.ndarray, min_fract
 
 
 def build_shard(side: str, lo: int, hi: int, n_other: int, other_bounds: np.ndarray, min_fraction: float,
-                als: ALS, params: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Shard:
+                params: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Shard:
     """A shard from the canonical CSR arrays (indptr, indices, data) of rows ``lo:hi`` (global column indices).
 
     The shard keeps its rows as ``CompactRows`` (local columns, values as the
@@ -161,23 +165,25 @@ def build_shard(side: str, lo: int, hi: int, n_other: int, other_bounds: np.ndar
     block = SimpleNamespace(nnz=int(data.size), data=data, shape=(n_rows, n_other))
     _check_confidence(block, params)
     counts = np.diff(indptr)
-    reg = als._regularization(counts, params, n_other)
+    reg = row_penalty(counts, n_other, params)
     column_map, kinds, selections = _plan(indices, n_other, np.asarray(other_bounds), min_fraction)
     # as ALS._fit: iALS reads signs
     values = kernel_values(CSRArrays(indptr, indices, np.asarray(data), (n_rows, n_other)), kernel_form(params)).data
     rows = CompactRows.from_csr(indptr, indices, values, (n_rows, n_other), column_map)
     return Shard(side, lo, hi, rows, reg, int(counts.max(initial=0)), kinds, selections,
-                 ALS._loss_weight(block, params))
+                 loss_weight(block.nnz, block.data, block.shape, params))
 
 
 def shard_from_pieces(side: str, lo: int, hi: int, n_other: int, other_bounds: np.ndarray,
-                      min_fraction: float, als: ALS, params: dict[str, Any], *pieces: Any) -> Shard:
+                      min_fraction: float, params: dict[str, Any], *pieces: Any) -> Shard:
     """A shard from (rows, columns, weights) triplets in global ids, as ``Interactions`` would merge them.
 
     Repeated pairs are summed in float64, stored as float32 weights (as
     ``Interactions`` does), then converted to the model's dtype; zeros are
     dropped (as ``check_interactions`` does).
     """
+    import scipy.sparse as sp  # here only: a fit from a scipy matrix never imports SciPy on a worker
+
     from ..data.interactions import _float32_weights  # the same check and message as Interactions
 
     rows = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
@@ -188,7 +194,7 @@ def shard_from_pieces(side: str, lo: int, hi: int, n_other: int, other_bounds: n
     _float32_weights(matrix.data, "weights", merged=True)
     matrix.data = matrix.data.astype(np.float32).astype(params["dtype"])
     matrix.eliminate_zeros()
-    return build_shard(side, lo, hi, n_other, other_bounds, min_fraction, als, params,
+    return build_shard(side, lo, hi, n_other, other_bounds, min_fraction, params,
                        (matrix.indptr, matrix.indices.astype(np.int32), matrix.data))
 
 
@@ -255,9 +261,9 @@ def _other_rows(shard: Shard, pieces: tuple[Any, ...], f: int, dtype: Any) -> np
     return _gathered(pieces, f, dtype)
 
 
-def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: dict[str, Any],
+def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[str, Any],
                 threads: int, with_loss: bool, *pieces: Any, side_rows: int | None = None) -> Solved:
-    """New factors for the shard's rows, the other side's ``pieces`` fixed (``gram`` is their full Gram).
+    """New factors for the shard's rows, the other side's ``pieces`` fixed (``other_gram``: their full Gram).
 
     ``start`` (the current factors) is the CG warm start.  Without
     ``side_rows`` it is copied, never modified.  With ``side_rows`` (the
@@ -277,8 +283,8 @@ def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: di
     with warnings.catch_warnings():  # the driver warns once, on the client
         warnings.simplefilter("ignore", RuntimeWarning)
         for r0, r1 in rows.chunks(CHUNK_ENTRIES):  # decoded a chunk at a time: rows solve independently
-            failures += als._half_step(rows.rows(r0, r1), X[r0:r1], Y, reg[r0:r1], params, solver, threads,
-                                       YtY=gram, max_row_length=shard.max_row_length)
+            failures += half_step(rows.rows(r0, r1), X[r0:r1], Y, reg[r0:r1], params, solver, threads,
+                                  other_gram, shard.max_row_length)
     loss = 0.0
     if with_loss:  # the objective's terms of these rows, their own penalty included (ALS._loss, by rows)
         kernel, no_columns = load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
@@ -289,16 +295,16 @@ def solve_block(shard: Shard, start: Any, gram: np.ndarray, als: ALS, params: di
         for r0, r1 in rows.chunks(CHUNK_ENTRIES):
             part, Xr = rows.rows(r0, r1), X[r0:r1]
             if is_ials(params):
-                loss += ials_loss(kernel, part, Xr, Y, reg[r0:r1], no_columns, params, 1, gram=gram)
+                loss += ials_loss(kernel, part, Xr, Y, reg[r0:r1], no_columns, params, 1, gram=other_gram)
             else:
-                loss += float(kernel.als_loss(part.indptr, part.indices, part.data, Xr, Y, gram, reg[r0:r1],
+                loss += float(kernel.als_loss(part.indptr, part.indices, part.data, Xr, Y, other_gram, reg[r0:r1],
                                               no_columns, X.dtype.type(params["alpha"]),
                                               params["confidence"] == "implicit", 1))
     # these rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)
     scale = params["unobserved_weight"] if is_ials(params) else 1.0
     norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
     penalty = scale * float(np.dot(shard.reg.astype(np.float64), norms))
-    return Solved(X, als._gram(X, threads), int(failures), loss, penalty, shard.lo, canvas)
+    return Solved(X, gram(X), int(failures), loss, penalty, shard.lo, canvas)
 
 
 def block_stats(solved: Solved) -> tuple[np.ndarray, int, float, float]:

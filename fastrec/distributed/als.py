@@ -156,7 +156,6 @@ class DaskALS(ALS):
         dtype, f = params["dtype"], params["factors"]
         n_users, n_items = Cui.shape
         user_factors, item_factors = initial_factors(n_users, n_items, f, dtype, params["random_state"])
-        twin = ALS(**{k: v for k, v in self.get_params().items() if k != "client"})  # runs the half-steps
         worker_params = {k: v for k, v in params.items() if k != "random_state"}
         threads = check_num_threads(self.num_threads)
         itemsize = np.dtype(dtype).itemsize
@@ -186,14 +185,14 @@ class DaskALS(ALS):
                 workers = workers_of(client, timeout)
                 n_blocks = options["blocks"] or len(workers)
                 if source is None:
-                    layout = csr_layout(client, workers, Cui, n_blocks, fractions, twin, worker_params,
+                    layout = csr_layout(client, workers, Cui, n_blocks, fractions, worker_params,
                                         params["num_threads"], timeout)
                 else:
-                    layout = source.layout(client, workers, n_blocks, fractions, twin, worker_params, timeout)
+                    layout = source.layout(client, workers, n_blocks, fractions, worker_params, timeout)
                 finish_layout(client, layout, timeout)
                 if layout.nnz == 0:
                     raise ValueError("X holds no interactions (every weight is zero); there is nothing to learn from")
-                user_factors, item_factors = run_iterations(client, layout, twin, worker_params, threads, timeout,
+                user_factors, item_factors = run_iterations(client, layout, worker_params, threads, timeout,
                                                             user_factors, item_factors, compute_loss, on_iteration)
                 break
             except WORKER_LOST as exc:

@@ -15,7 +15,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.idmap import IdMap
-from ..models.als import ALS
 from ..utils.validation import check_columns, check_raw_ids, check_values
 from . import _tasks
 from ._cluster import direct, gather, submit_to
@@ -162,7 +161,7 @@ class FrameInput:
                  for p in parts]
         return trips, parts + [user_map, item_map]
 
-    def layout(self, client: Any, workers: list[str], n_blocks: int, fractions: dict[str, float], als: ALS,
+    def layout(self, client: Any, workers: list[str], n_blocks: int, fractions: dict[str, float],
                params: dict[str, Any], timeout: float | None) -> Layout:
         """Shards of both sides built on the workers (the caller waits with ``finish_layout``)."""
         n_users, n_items = self.shape
@@ -180,7 +179,7 @@ class FrameInput:
                 lo, hi = int(bounds[side][k]), int(bounds[side][k + 1])
                 layout.shards[side].append(submit_to(
                     client, worker, _tasks.shard_from_pieces, side, lo, hi, n_other[side], bounds[other],
-                    fractions[side], als, params, *pieces))
+                    fractions[side], params, *pieces))
         return layout
 
     def seen_blocks(self, client: Any, maps: tuple[IdMap, IdMap], bounds: np.ndarray, owners: list[str],

@@ -1,14 +1,24 @@
-"""Where an ALS fit starts: the checked input's confidences and the initial factors."""
+"""Where an ALS fit starts (the checked input's confidences, the initial factors) and its half-step
+without the estimator: what a Dask worker runs (``fastrec.distributed``), importing neither SciPy nor
+the models."""
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from .ials import kernel_form
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
-__all__ = ["initial_factors"]
+from ..kernels import load_kernel
+from ..utils.threads import blas_single_thread
+from .ials import is_ials, kernel_form
+
+__all__ = ["initial_factors", "gram", "half_step", "loss_weight"]
+
+SOLVERS = {"cg": 0, "cholesky": 1}
 
 
 def _check_confidence(Cui: sp.csr_matrix, params: dict[str, Any]) -> None:
@@ -46,3 +56,46 @@ def initial_factors(n_users: int, n_items: int, factors: int, dtype: Any, random
     item_factors = rng.standard_normal((n_items, factors), dtype=np.float32).astype(dtype, copy=False)
     item_factors *= 0.01
     return user_factors, item_factors
+
+
+def gram(factors: np.ndarray) -> np.ndarray:
+    """``factors.T @ factors`` (as ``ALS._gram``).
+
+    One BLAS thread: a multithreaded OpenBLAS keeps its workers spinning
+    after the call, stealing the cores the OpenMP half-step needs next.
+    """
+    with blas_single_thread(scipy_blas=False):  # NumPy's BLAS: no SciPy on a worker
+        return np.ascontiguousarray(factors.T @ factors)
+
+
+def half_step(csr: Any, X: np.ndarray, Y: np.ndarray, reg: np.ndarray, params: dict[str, Any], solver: str,
+              threads: int, YtY: np.ndarray, max_row_length: int) -> int:
+    """Solve every row of ``csr`` (CSR arrays) into ``X``, ``Y`` fixed: ``ALS._half_step``'s kernel call.
+
+    Returns the number of singular rows (warned about as ALS does).
+    """
+    kernel = load_kernel("als")
+    form = kernel_form(params)
+    if form.scale != 1.0:  # iALS: the kernel solves for (1 + alpha0) times the factors
+        X *= X.dtype.type(1.0 / form.scale)
+    uses_blas = solver == "cholesky" and max_row_length > kernel.SMALL_ROW_LIMIT
+    with blas_single_thread() if uses_blas else nullcontext():  # loads SciPy's BLAS, the kernel's SYRK
+        failures = kernel.als_half_step(
+            csr.indptr, csr.indices, csr.data, X, Y, YtY, reg, X.dtype.type(form.alpha), form.implicit,
+            SOLVERS[solver], params["cg_steps"], threads)
+    if form.scale != 1.0:
+        X *= X.dtype.type(form.scale)
+    if failures:
+        warnings.warn(f"ALS: {failures} of {X.shape[0]} row systems were singular and left "
+                      "unsolved; use regularization > 0", RuntimeWarning, stacklevel=3)
+    return failures
+
+
+def loss_weight(nnz: int, data: np.ndarray, shape: tuple[int, int], params: dict[str, Any]) -> float:
+    """The sum of every pair's confidence (unobserved pairs count 1): the loss's denominator."""
+    if is_ials(params):
+        return nnz + params["unobserved_weight"] * shape[0] * shape[1]
+    chunk = 1 << 20  # summed in chunks: no temporary as big as the data
+    absolute = sum(float(np.abs(data[i:i + chunk], dtype=np.float64).sum()) for i in range(0, nnz, chunk))
+    observed = params["alpha"] * absolute + (nnz if params["confidence"] == "hu" else 0)
+    return observed + shape[0] * shape[1] - nnz

@@ -43,12 +43,15 @@ predictions) and applies the factor ``t`` per solve instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from ..utils.validation import check_float
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+# SciPy and the input checks are imported where used: a Dask worker's half-step imports this module
+# without them (fastrec/distributed/_tasks.py)
 
 __all__ = ["KernelForm", "check_ials_params", "fold_in_row_ials", "ials_loss", "is_ials", "kernel_form",
            "kernel_values", "row_penalty"]
@@ -82,6 +85,8 @@ def check_ials_params(unobserved_weight: Any, regularization_exp: Any, params: d
     ``confidence`` and ``regularization_scaling`` must keep their defaults,
     which iALS replaces.
     """
+    from ..utils.validation import check_float
+
     if unobserved_weight is None:
         if regularization_exp is not None:
             raise ValueError("regularization_exp applies only with unobserved_weight (Rendle's iALS); "
@@ -143,8 +148,10 @@ def kernel_values(rows: Any, form: KernelForm) -> Any:
     if not form.binary or np.all(np.abs(rows.data) == 1):
         return rows
     signs = np.sign(rows.data)
-    if not sp.issparse(rows):
+    if isinstance(rows, tuple):  # CSRArrays
         return rows._replace(data=signs)
+    import scipy.sparse as sp
+
     out = sp.csr_matrix((signs, rows.indices, rows.indptr), shape=rows.shape, copy=False)
     out.has_sorted_indices = rows.has_sorted_indices
     return out

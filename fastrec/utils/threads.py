@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
@@ -54,18 +55,26 @@ def resolve_num_threads(num_threads: int) -> int:
     return int(num_threads)
 
 
-@lru_cache(maxsize=1)
-def _controller() -> ThreadpoolController:
-    # Scanning the loaded libraries is slow; do it once per process.  The
-    # kernels call scipy's own OpenBLAS (scipy.linalg.cython_blas), so make
-    # sure it is loaded first, or the limits would never reach it.
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the library; nothing used)
+@lru_cache(maxsize=2)
+def _controller(scipy_blas: bool = True) -> ThreadpoolController:
+    # Scanning the loaded libraries is slow; do it once per process (twice with
+    # scipy_blas=False first).  The ALS kernel's Cholesky path calls scipy's own
+    # OpenBLAS (scipy.linalg.cython_blas), so make sure it is loaded first, or
+    # the limits would never reach it.
+    if scipy_blas:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library; nothing used)
     return ThreadpoolController()
 
 
 @contextmanager
-def blas_single_thread() -> Iterator[None]:
-    """Limit BLAS to one thread while our own OpenMP threads call into it."""
-    with _controller().limit(limits=1, user_api="blas"):
+def blas_single_thread(scipy_blas: bool = True) -> Iterator[None]:
+    """Limit BLAS to one thread while our own OpenMP threads call into it.
+
+    ``scipy_blas=False`` limits the BLAS libraries loaded so far (NumPy's, for
+    a matrix product) without loading SciPy's (a Dask worker's CG fit never
+    imports SciPy); SciPy's is limited too once it is loaded.
+    """
+    scipy_blas = scipy_blas or "scipy.linalg.cython_blas" in sys.modules
+    with _controller(scipy_blas).limit(limits=1, user_api="blas"):
         yield
 

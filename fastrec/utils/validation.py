@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 import numpy as np
 import scipy.sparse as sp
+
+from .csr_arrays import CSRArrays
 
 __all__ = [
     "check_dtype",
@@ -387,19 +389,6 @@ def check_scalar_id(value: Any, n: int, name: str) -> int:
         raise ValueError(f"{name} must be a single {name} id, got an array of shape {np.shape(value)}")
     ids, _ = check_ids(value, n, name)
     return int(ids[0])
-
-
-class CSRArrays(NamedTuple):
-    """The arrays of a validated CSR matrix, for kernels that only read them."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    shape: tuple[int, int]
-
-    @property
-    def nnz(self) -> int:
-        return int(self.data.size)
 
 
 def check_rows(X: Any, name: str, dtype: np.dtype, n_cols: int) -> CSRArrays:

@@ -146,19 +146,19 @@ def test_chunked_solve_equals_one_half_step(monkeypatch, params, values):
     start = rng.standard_normal((300, 8)).astype(dtype)
     Y = rng.standard_normal((80, 8)).astype(dtype)
     gram = als._gram(Y, 1)
-    shard = _tasks.build_shard("users", 0, 300, 80, np.array([0, 80]), 0.0, als, p,
+    shard = _tasks.build_shard("users", 0, 300, 80, np.array([0, 80]), 0.0, p,
                                (X.indptr, X.indices, X.data))
     assert shard.rows.nnz == X.nnz
     monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 37)  # many chunks, rows of ~8 entries
     assert len(list(shard.rows.chunks(37))) > 10
-    solved = _tasks.solve_block(shard, start, gram, als, p, 1, True, Y)
+    solved = _tasks.solve_block(shard, start, gram, p, 1, True, Y)
     ref = start.copy()
     rows = kernel_values(X, kernel_form(p))
     als._half_step(rows, ref, Y, shard.reg, p, p["solver"], 1, YtY=gram)
     np.testing.assert_array_equal(solved.factors, ref)
     np.testing.assert_array_equal(start, np.random.default_rng(0).standard_normal((300, 8)).astype(dtype))
     monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 1 << 20)  # one chunk: the loss summed whole
-    whole = _tasks.solve_block(shard, start, gram, als, p, 1, True, Y)
+    whole = _tasks.solve_block(shard, start, gram, p, 1, True, Y)
     np.testing.assert_array_equal(whole.factors, ref)
     assert solved.loss == pytest.approx(whole.loss, rel=1e-6)
     assert solved.loss != 0.0
@@ -192,7 +192,7 @@ def test_half_steps_in_canvases_equal_the_copying_ones(monkeypatch):
     n = {"users": 120, "items": 90}
     other = {"users": "items", "items": "users"}
     shards = {side: [_tasks.build_shard(side, int(b[k]), int(b[k + 1]), n[other[side]], bounds[other[side]], 0.0,
-                                        als, p, _block(X if side == "users" else Xt, int(b[k]), int(b[k + 1])))
+                                        p, _block(X if side == "users" else Xt, int(b[k]), int(b[k + 1])))
                      for k in range(2)] for side, b in bounds.items()}
     rng = np.random.default_rng(1)
     start = {side: [rng.standard_normal((int(b[k + 1] - b[k]), 6)).astype(np.float32) for k in range(2)]
@@ -211,7 +211,7 @@ def test_half_steps_in_canvases_equal_the_copying_ones(monkeypatch):
                 for k in range(2):  # block k of each side "lives on worker k": it sees its own blocks' canvases
                     local = [q if j == k else _tasks.Solved(_tasks.factors_of(q).copy(), q.gram, 0, 0.0, 0.0, q.lo)
                              if isinstance(q, _tasks.Solved) else q for j, q in enumerate(pieces)]
-                    solved = _tasks.solve_block(shards[side][k], blocks[side][k], gram, als, p, 1, False, *local,
+                    solved = _tasks.solve_block(shards[side][k], blocks[side][k], gram, p, 1, False, *local,
                                                 side_rows=n[side] if in_place else None)
                     if in_place and isinstance(blocks[side][k], _tasks.Solved):
                         assert solved.canvas is blocks[side][k].canvas  # solved where the last one was
