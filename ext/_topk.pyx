@@ -24,13 +24,18 @@ A block of queries stops as soon as every query's k-th best score beats that
 bound; on trained factors the scan typically ends after a few percent of the
 catalogue.
 
+``topk_codes`` replaces the float32 GEMM by exact integer dots of 8-bit query
+codes with 7-bit item codes (VNNI ``vpdpbusd`` or ``vpmaddubsw``), which bound
+every score from above; only items whose bound reaches a query's k-th best so
+far are scored in float32, so its answers are the float scan's.
+
 Ordering is deterministic: score descending, ties broken by the lower item id.
 Rows with fewer than k eligible items are padded with id -1 and score -inf.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, sqrt, fabs, lrintf
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -72,52 +77,215 @@ cdef extern from *:
         return n;
     }
 
-    /* out[r] = c_r . q for the four int8 rows c, c + f, c + 2f, c + 3f and an int16
-       query: exact integer dots (f <= 512 keeps every sum below 2^31). */
-    static inline void fr_i8_dot4(const signed char *c, int f, const short *q, int *out) {
-        int j = 0;
-        int t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    /* ---- int8 codes for a batch of queries (topk_codes) ----
+       Items: 7-bit signed codes (|c| <= 63) packed in groups of 16 items, each group
+       F4 quads of 64 bytes (16 items x 4 codes). Queries: 8-bit codes + 128 (unsigned),
+       one int32 per quad.  acc = sum (qc + 128) * c = qc . c + 128 sum c: exact in int32,
+       and vpmaddubsw never saturates (2 * 255 * 63 < 32767). */
+    static inline void fr_ub_store16(const int *acc, int col, const float *isc, const int *icorr,
+                                     const float *ierr, const float *inorm, const float *ibias,
+                                     float qs, float qa, float qb, float *out) {
+        for (int t = 0; t < 16; t++) {
+            float v = (float)(acc[t] - icorr[col + t]) * (qs * isc[col + t]);
+            v = v + qa * ierr[col + t];
+            v = v + qb * inorm[col + t];
+            if (ibias) v = v + ibias[col + t];
+            out[col + t] = v;
+        }
+    }
     #if defined(__AVX512BW__)
-        __m512i z0 = _mm512_setzero_si512(), z1 = z0, z2 = z0, z3 = z0;
-        for (; j + 32 <= f; j += 32) {
-            __m512i x = _mm512_loadu_si512((const void *)(q + j));
-            z0 = _mm512_add_epi32(z0, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + j))), x));
-            z1 = _mm512_add_epi32(z1, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + f + j))), x));
-            z2 = _mm512_add_epi32(z2, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + 2 * f + j))), x));
-            z3 = _mm512_add_epi32(z3, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(c + 3 * f + j))), x));
+    static inline void fr_ub_epi512(__m512i a, int col, const float *isc, const int *icorr,
+                                    const float *ierr, const float *inorm, const float *ibias,
+                                    float qs, float qa, float qb, float *out) {
+        __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_loadu_si512((const void *)(icorr + col))));
+        v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(qs), _mm512_loadu_ps(isc + col)));
+        v = _mm512_fmadd_ps(_mm512_set1_ps(qa), _mm512_loadu_ps(ierr + col), v);
+        v = _mm512_fmadd_ps(_mm512_set1_ps(qb), _mm512_loadu_ps(inorm + col), v);
+        if (ibias) v = _mm512_add_ps(v, _mm512_loadu_ps(ibias + col));
+        _mm512_storeu_ps(out + col, v);
+    }
+    #define FR_R 8
+    /* FR_R queries against a pair of 16-row groups: acc[2r], acc[2r + 1] */
+    #define FR_STEP(DP, r) u = _mm512_set1_epi32(U[(r) * F4 + k]); a##r = DP(a##r, u, y0); b##r = DP(b##r, u, y1);
+    #define FR_ROWS_BODY(DP)                                                                     \
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;  \
+        __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;           \
+        for (int k = 0; k < F4; k++) {                                                           \
+            __m512i y0 = _mm512_loadu_si512((const void *)(p0 + (size_t)k * 64));                 \
+            __m512i y1 = _mm512_loadu_si512((const void *)(p1 + (size_t)k * 64));                 \
+            __m512i u;                                                                           \
+            FR_STEP(DP, 0) FR_STEP(DP, 1) FR_STEP(DP, 2) FR_STEP(DP, 3)                          \
+            FR_STEP(DP, 4) FR_STEP(DP, 5) FR_STEP(DP, 6) FR_STEP(DP, 7)                          \
+        }                                                                                        \
+        acc[0] = a0; acc[1] = b0; acc[2] = a1; acc[3] = b1; acc[4] = a2; acc[5] = b2; acc[6] = a3; acc[7] = b3;  \
+        acc[8] = a4; acc[9] = b4; acc[10] = a5; acc[11] = b5; acc[12] = a6; acc[13] = b6; acc[14] = a7; acc[15] = b7;
+    /* One query against every group of the tile (ng2 pairs), bounds written straight to out:
+       four groups in flight, so the chains of dependent dot steps overlap. */
+    #define FR_ROW_BODY(DP)                                                                      \
+        int g = 0;                                                                               \
+        for (; g + 4 <= 2 * ng2; g += 4) {                                                       \
+            const signed char *p0 = P + (size_t)g * F4 * 64;                                     \
+            const signed char *p1 = p0 + (size_t)F4 * 64, *p2 = p1 + (size_t)F4 * 64;            \
+            const signed char *p3 = p2 + (size_t)F4 * 64;                                        \
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;                      \
+            for (int k = 0; k < F4; k++) {                                                       \
+                __m512i u = _mm512_set1_epi32(U[k]);                                             \
+                a0 = DP(a0, u, _mm512_loadu_si512((const void *)(p0 + (size_t)k * 64)));          \
+                a1 = DP(a1, u, _mm512_loadu_si512((const void *)(p1 + (size_t)k * 64)));          \
+                a2 = DP(a2, u, _mm512_loadu_si512((const void *)(p2 + (size_t)k * 64)));          \
+                a3 = DP(a3, u, _mm512_loadu_si512((const void *)(p3 + (size_t)k * 64)));          \
+            }                                                                                    \
+            fr_ub_epi512(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);           \
+            fr_ub_epi512(a1, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);      \
+            fr_ub_epi512(a2, 16 * g + 32, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);      \
+            fr_ub_epi512(a3, 16 * g + 48, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);      \
+        }                                                                                        \
+        for (; g < 2 * ng2; g++) {                                                               \
+            const signed char *p0 = P + (size_t)g * F4 * 64;                                     \
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0;                                        \
+            int k = 0;                                                                           \
+            for (; k + 2 <= F4; k += 2) {                                                        \
+                a0 = DP(a0, _mm512_set1_epi32(U[k]), _mm512_loadu_si512((const void *)(p0 + (size_t)k * 64)));  \
+                a1 = DP(a1, _mm512_set1_epi32(U[k + 1]), _mm512_loadu_si512((const void *)(p0 + (size_t)(k + 1) * 64)));  \
+            }                                                                                    \
+            if (k < F4) a0 = DP(a0, _mm512_set1_epi32(U[k]), _mm512_loadu_si512((const void *)(p0 + (size_t)k * 64)));  \
+            fr_ub_epi512(_mm512_add_epi32(a0, a1), 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);  \
         }
-        t0 = _mm512_reduce_add_epi32(z0); t1 = _mm512_reduce_add_epi32(z1);
-        t2 = _mm512_reduce_add_epi32(z2); t3 = _mm512_reduce_add_epi32(z3);
+    #define FR_DP_VNNI(a, u, y) _mm512_dpbusd_epi32(a, u, y)
+    #define FR_DP_BW(a, u, y) _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_maddubs_epi16(u, y), ones))
+    __attribute__((target("avx512vnni")))
+    static void fr_rows_vnni(const int *U, int F4, const signed char *p0, const signed char *p1, __m512i *acc) {
+        FR_ROWS_BODY(FR_DP_VNNI)
+    }
+    static void fr_rows_bw(const int *U, int F4, const signed char *p0, const signed char *p1, __m512i *acc) {
+        const __m512i ones = _mm512_set1_epi16(1);
+        FR_ROWS_BODY(FR_DP_BW)
+    }
+    __attribute__((target("avx512vnni")))
+    static void fr_row_vnni(const int *U, int F4, const signed char *P, int ng2, float qs, float qa, float qb,
+                            const float *isc, const int *icorr, const float *ierr, const float *inorm,
+                            const float *ibias, float *out) {
+        FR_ROW_BODY(FR_DP_VNNI)
+    }
+    static void fr_row_bw(const int *U, int F4, const signed char *P, int ng2, float qs, float qa, float qb,
+                          const float *isc, const int *icorr, const float *ierr, const float *inorm,
+                          const float *ibias, float *out) {
+        const __m512i ones = _mm512_set1_epi16(1);
+        FR_ROW_BODY(FR_DP_BW)
+    }
+    #elif defined(__AVX2__)
+    #define FR_R 4
+    static inline __m256i fr_dp_avx2(__m256i a, __m256i u, __m256i y, __m256i ones) {
+        return _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones));
+    }
+    /* acc[2r + v], v = 0, 1: the group pair's items 0-15 of p0 then p1, as 4 ymm per row */
+    static void fr_rows_avx2(const int *U, int nr, int F4, const signed char *p0, const signed char *p1,
+                             __m256i *acc) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i a[16];
+        for (int t = 0; t < 16; t++) a[t] = _mm256_setzero_si256();
+        if (nr == FR_R) {
+            __m256i a0 = a[0], a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            __m256i c0 = a0, c1 = a0, c2 = a0, c3 = a0, d0 = a0, d1 = a0, d2 = a0, d3 = a0;
+            for (int k = 0; k < F4; k++) {
+                __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64));
+                __m256i y1 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32));
+                __m256i y2 = _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64));
+                __m256i y3 = _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64 + 32));
+                __m256i u;
+                u = _mm256_set1_epi32(U[k]);
+                a0 = fr_dp_avx2(a0, u, y0, ones); b0 = fr_dp_avx2(b0, u, y1, ones); c0 = fr_dp_avx2(c0, u, y2, ones); d0 = fr_dp_avx2(d0, u, y3, ones);
+                u = _mm256_set1_epi32(U[F4 + k]);
+                a1 = fr_dp_avx2(a1, u, y0, ones); b1 = fr_dp_avx2(b1, u, y1, ones); c1 = fr_dp_avx2(c1, u, y2, ones); d1 = fr_dp_avx2(d1, u, y3, ones);
+                u = _mm256_set1_epi32(U[2 * F4 + k]);
+                a2 = fr_dp_avx2(a2, u, y0, ones); b2 = fr_dp_avx2(b2, u, y1, ones); c2 = fr_dp_avx2(c2, u, y2, ones); d2 = fr_dp_avx2(d2, u, y3, ones);
+                u = _mm256_set1_epi32(U[3 * F4 + k]);
+                a3 = fr_dp_avx2(a3, u, y0, ones); b3 = fr_dp_avx2(b3, u, y1, ones); c3 = fr_dp_avx2(c3, u, y2, ones); d3 = fr_dp_avx2(d3, u, y3, ones);
+            }
+            a[0] = a0; a[1] = b0; a[2] = c0; a[3] = d0; a[4] = a1; a[5] = b1; a[6] = c1; a[7] = d1;
+            a[8] = a2; a[9] = b2; a[10] = c2; a[11] = d2; a[12] = a3; a[13] = b3; a[14] = c3; a[15] = d3;
+        } else {
+            __m256i a0 = a[0], b0 = a0, c0 = a0, d0 = a0;
+            for (int k = 0; k < F4; k++) {
+                __m256i u = _mm256_set1_epi32(U[k]);
+                a0 = fr_dp_avx2(a0, u, _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64)), ones);
+                b0 = fr_dp_avx2(b0, u, _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32)), ones);
+                c0 = fr_dp_avx2(c0, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64)), ones);
+                d0 = fr_dp_avx2(d0, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64 + 32)), ones);
+            }
+            a[0] = a0; a[1] = b0; a[2] = c0; a[3] = d0;
+        }
+        for (int t = 0; t < 16; t++) acc[t] = a[t];
+    }
+    #else
+    #define FR_R 1
     #endif
-    #if defined(__AVX2__)
-        __m256i y0 = _mm256_setzero_si256(), y1 = y0, y2 = y0, y3 = y0;
-        for (; j + 16 <= f; j += 16) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(q + j));
-            y0 = _mm256_add_epi32(y0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + j))), x));
-            y1 = _mm256_add_epi32(y1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + f + j))), x));
-            y2 = _mm256_add_epi32(y2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 2 * f + j))), x));
-            y3 = _mm256_add_epi32(y3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 3 * f + j))), x));
+
+    /* Upper bounds of the scores of nu queries (U: nu x F4 quads) against ng2 pairs of
+       16-item groups starting at P, written to out[r * ldo + j], j < 32 * ng2. */
+    static void fr_i8_tile(const int *U, int nu, int F4, const signed char *P, int ng2,
+                           const float *qs, const float *qa, const float *qb,
+                           const float *isc, const int *icorr, const float *ierr, const float *inorm,
+                           const float *ibias, float *out, int ldo, int vnni) {
+    #if defined(__AVX512BW__)
+        int full = nu - nu % FR_R;
+        for (int r = full; r < nu; r++) {
+            if (vnni) fr_row_vnni(U + (size_t)r * F4, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm,
+                                  ibias, out + (size_t)r * ldo);
+            else fr_row_bw(U + (size_t)r * F4, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm,
+                           ibias, out + (size_t)r * ldo);
         }
-        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(y0, y1), _mm256_hadd_epi32(y2, y3));
-        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        t0 += _mm_extract_epi32(r, 0); t1 += _mm_extract_epi32(r, 1);
-        t2 += _mm_extract_epi32(r, 2); t3 += _mm_extract_epi32(r, 3);
+        nu = full;
     #endif
-        for (; j < f; j++) {
-            t0 += c[j] * q[j]; t1 += c[f + j] * q[j]; t2 += c[2 * f + j] * q[j]; t3 += c[3 * f + j] * q[j];
+        for (int g = 0; g < ng2; g++) {
+            const signed char *p0 = P + (size_t)(2 * g) * F4 * 64;
+            const signed char *p1 = p0 + (size_t)F4 * 64;
+            int col = 32 * g;
+            for (int r0 = 0; r0 < nu; ) {
+                int nr = nu - r0 >= FR_R ? FR_R : 1;
+    #if defined(__AVX512BW__)
+                __m512i acc[16];
+                if (vnni) fr_rows_vnni(U + (size_t)r0 * F4, F4, p0, p1, acc);
+                else fr_rows_bw(U + (size_t)r0 * F4, F4, p0, p1, acc);
+                for (int r = 0; r < nr; r++) {
+                    float *o = out + (size_t)(r0 + r) * ldo;
+                    fr_ub_epi512(acc[2 * r], col, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_epi512(acc[2 * r + 1], col + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                }
+    #elif defined(__AVX2__)
+                __m256i acc[16];
+                int tmp[32];
+                fr_rows_avx2(U + (size_t)r0 * F4, nr, F4, p0, p1, acc);
+                for (int r = 0; r < nr; r++) {
+                    float *o = out + (size_t)(r0 + r) * ldo;
+                    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(tmp + 8 * v), acc[4 * r + v]);
+                    fr_ub_store16(tmp, col, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_store16(tmp + 16, col + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                }
+    #else
+                int tmp[32];
+                const unsigned char *u = (const unsigned char *)(U + (size_t)r0 * F4);
+                for (int t = 0; t < 32; t++) tmp[t] = 0;
+                for (int k = 0; k < F4; k++)
+                    for (int t = 0; t < 16; t++)
+                        for (int e = 0; e < 4; e++) {
+                            tmp[t] += u[4 * k + e] * p0[(size_t)k * 64 + 4 * t + e];
+                            tmp[16 + t] += u[4 * k + e] * p1[(size_t)k * 64 + 4 * t + e];
+                        }
+                fr_ub_store16(tmp, col, isc, icorr, ierr, inorm, ibias, qs[r0], qa[r0], qb[r0], out + (size_t)r0 * ldo);
+                fr_ub_store16(tmp + 16, col + 16, isc, icorr, ierr, inorm, ibias, qs[r0], qa[r0], qb[r0], out + (size_t)r0 * ldo);
+    #endif
+                r0 += nr;
+            }
         }
-        out[0] = t0; out[1] = t1; out[2] = t2; out[3] = t3;
     }
 
-    static inline int fr_i8_dot(const signed char *c, const short *q, int f) {
-        int t = 0;
-        for (int j = 0; j < f; j++) t += c[j] * q[j];
-        return t;
-    }
     """
     int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) nogil
-    void fr_i8_dot4(const signed char *c, int f, const short *q, int *out) nogil
-    int fr_i8_dot(const signed char *c, const short *q, int f) nogil
+    void fr_i8_tile(const int *U, int nu, int F4, const signed char *P, int ng2,
+                    const float *qs, const float *qa, const float *qb,
+                    const float *isc, const int *icorr, const float *ierr, const float *inorm,
+                    const float *ibias, float *out, int ldo, int vnni) nogil
 
 
 cdef inline int next_candidate(const floating *row, const floating *bias, int j, int n,
@@ -186,6 +354,29 @@ cdef inline bint user_done(const floating *heap_scores, int size, int k, floatin
     return heap_scores[0] > bound + scale * <floating> 1e-4
 
 
+cdef inline int prune_active(const floating *hs, const int *hsize, int k, const floating *qproj,
+                             const floating *suffix, int *slot, int *src, int n_active) noexcept nogil:
+    """Drop the block's queries that no remaining item can enter (``user_done``).
+
+    ``slot[:n_active]`` holds the active queries; a dropped one takes the last
+    active one's place.  Returns the new count; ``src[a]`` is the old position
+    of the query now at ``a``: always at or past the new count, so the caller
+    moves each one's packed data from ``src[a]`` to ``a`` without overlap.
+    """
+    cdef int a = 0, u
+    for u in range(n_active):
+        src[u] = u
+    while a < n_active:
+        u = slot[a]
+        if user_done(hs + <size_t> u * k, hsize[u], k, qproj[2 * u], qproj[2 * u + 1], suffix):
+            n_active = n_active - 1
+            slot[a] = slot[n_active]
+            src[a] = src[n_active]
+        else:
+            a = a + 1
+    return n_active
+
+
 def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1] bias,
          const index_t[::1] seen_indptr, const int[::1] seen_indices,
          const unsigned char[::1] exclude_mask, const int[::1] item_ids,
@@ -221,6 +412,7 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
     cdef floating *qproj
     cdef floating *Qb
     cdef int *slot
+    cdef int *src
     cdef int a, n_active
     cdef floating qq
     cdef int n_blocks, n_iblocks, ib, blk, u0, u1, bu, i0, i1, bi, u, j, item
@@ -266,7 +458,8 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
         qproj = <floating *> malloc(<size_t> 2 * block_users * sizeof(floating))
         # the block's still-active queries, packed so GEMM skips finished ones
         Qb = <floating *> malloc(<size_t> block_users * f * sizeof(floating))
-        slot = <int *> malloc(<size_t> block_users * sizeof(int))
+        slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
+        src = slot + block_users
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
             if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
                     or Qb == NULL or slot == NULL):
@@ -290,16 +483,10 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
                 i1 = min(i0 + block_items, n)
                 bi = i1 - i0
                 if use_prune and ib > 0:
-                    a = 0
-                    while a < n_active:
-                        u = slot[a]
-                        if user_done(hs + <size_t> u * k, hsize[u], k, qproj[2 * u],
-                                     qproj[2 * u + 1], &suffix_bounds[i0, 0]):
-                            n_active = n_active - 1
-                            slot[a] = slot[n_active]
-                            memcpy(&Qb[<size_t> a * f], &Qb[<size_t> n_active * f], f * sizeof(floating))
-                        else:
-                            a = a + 1
+                    n_active = prune_active(hs, hsize, k, qproj, &suffix_bounds[i0, 0], slot, src, n_active)
+                    for a in range(n_active):
+                        if src[a] != a:
+                            memcpy(&Qb[<size_t> a * f], &Qb[<size_t> src[a] * f], f * sizeof(floating))
                     if n_active == 0:
                         break
                 score_tile(Qb, &Y[i0, 0], S, n_active, bi, f)
@@ -359,123 +546,253 @@ def pair_scores(const floating[:, ::1] U, const floating[:, ::1] Y, const floati
                 out[t] = out[t] + bias[items[t]]
 
 
-def topk_one(const float[::1] q, const float[:, ::1] Y, const float[::1] bias,
-             const signed char[:, ::1] codes, const float[::1] code_scale, const float[::1] code_err,
-             const int[::1] seen, const unsigned char[::1] exclude_mask, const int[::1] item_ids,
-             int[::1] out_ids, float[::1] out_scores, const float[::1] direction,
-             const float[:, ::1] suffix_bounds, int block_items=256):
-    """One query's best items from an int8 copy of the rows, rescored exactly.
+def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bias,
+               const signed char[::1] packed, const float[::1] code_scale, const int[::1] code_corr,
+               const float[::1] code_err, const float[::1] code_norm,
+               const index_t[::1] seen_indptr, const int[::1] seen_indices, const int[::1] positions,
+               const unsigned char[::1] exclude_mask, const int[::1] item_ids,
+               int[:, ::1] out_ids, float[:, ::1] out_scores, int num_threads,
+               const float[::1] direction, const float[:, ::1] suffix_bounds,
+               int block_users=256, int block_items=512, bint vnni=False):
+    """A batch of queries' best items from 7-bit codes of the rows, rescored exactly.
 
-    Row i of ``codes`` holds y_i / code_scale[i] rounded to int8; the query is
-    rounded to int16 (step max|q| / 32767) and the integer dots are exact.
-    ``code_err[i]`` (see ``fastrec.kernels.topk.compact_rows``) bounds, per
-    unit of the query's norm, how far the exact float32 score computed here can
-    lie above ``step * code_scale[i] * (codes[i] . q16) + b_i``: the rows'
-    rounding residual, the query's (at most sqrt(f) 2^-16 |q| |y_i|) and the
-    float rounding of both scores.  The scan reads the int8 rows (a quarter of
-    the float32 bytes) and computes the exact score only of rows whose bound
-    reaches the k-th best exact score so far; a row whose bound is below it
-    cannot enter, not even on a tie.  Blocks stop on the same norm-sorted
-    pruning bound as ``topk``.  ``seen`` holds the query's skipped item ids,
-    sorted; the other arguments are as in ``topk``.  f must be at most 512.
+    The items are the norm-sorted rows of a ``RankingIndex`` (``Y``), and
+    ``packed`` their codes from ``fastrec.kernels.topk.packed_codes``: row i is
+    ``code_scale[i] * c_i`` up to a residual, |c_i| <= 63, in groups of 16
+    rows, one 64-byte quad of four codes per row and factor quad.  Each query
+    is rounded to 8-bit codes per tile of users; the integer dots are exact
+    (VNNI ``vpdpbusd`` with ``vnni``, else ``vpmaddubsw``), and with the
+    residual norms of both sides they give an upper bound of every score
+    (``code_err[i]`` per unit of |(q, 1)| + |e_q|, ``code_norm[i]`` per unit of
+    |e_q|; float rounding included).  Only items whose bound reaches the
+    query's k-th best exact score so far are scored in float32, with the same
+    dot as ``pair_scores``; a bound below it cannot enter, not even on a tie.  The
+    per-item arrays (and ``bias``, if not empty) are padded to a multiple of 32
+    rows; ``block_items`` must be a power of two, at least 32.  Blocks of queries stop on
+    the norm-sorted pruning bound as in ``topk``.  ``positions[item]`` is the
+    row of each item id (the inverse of ``item_ids``, or empty with it): each
+    query's seen items are bucketed by block of rows once, and a block's are
+    marked in a byte map while it is scanned, so the filter costs O(1) per
+    candidate and runs before the exact dot.  Other arguments as in ``topk``.
     """
+    cdef int m = Q.shape[0]
+    cdef int f = Q.shape[1]
     cdef int n = Y.shape[0]
-    cdef int f = Y.shape[1]
-    cdef int k = out_ids.shape[0]
+    cdef int k = out_ids.shape[1]
+    cdef int F4 = (f + 3) // 4
+    cdef int n_pad = (n + 31) // 32 * 32
     cdef bint use_bias = bias.shape[0] > 0
+    cdef bint use_seen = seen_indptr.shape[0] > 0
     cdef bint use_mask = exclude_mask.shape[0] > 0
     cdef bint use_map = item_ids.shape[0] > 0
-    cdef long long n_seen = seen.shape[0]
-    cdef const int *seen_ptr = &seen[0] if n_seen > 0 else NULL
-    cdef int ib, n_iblocks, i0, i1, bi, i, j, item, hsize = 0
-    cdef float qq, qn, a, p, s, qmax, step
-    cdef short *q16
-    cdef int *idot
-    cdef float *ub
+    cdef int n_blocks, n_iblocks, blk, u0, u1, bu, ib, i0, i1, bi, a, u, j, i, item, t, n_active
+    cdef int failed = 0
+    cdef float s, qmax, step, code
+    cdef double qq, eq, diff, qn
+    cdef float *S
     cdef float *hs
     cdef int *hi
-    if (q.shape[0] != f or codes.shape[0] != n or codes.shape[1] != f or code_scale.shape[0] != n
-            or code_err.shape[0] != n or direction.shape[0] != f or suffix_bounds.shape[0] != n
-            or suffix_bounds.shape[1] != 3 or out_scores.shape[0] != k):
-        raise ValueError("topk_one: inconsistent array shapes")
-    if f > 512:
-        raise ValueError("topk_one takes at most 512 factors")
-    if use_bias and bias.shape[0] != n:
-        raise ValueError("bias must have one value per item row")
-    if use_map and item_ids.shape[0] != n:
-        raise ValueError("item_ids must have one id per item row")
-    if k == 0:
+    cdef int *hsize
+    cdef float *qproj
+    cdef int *Ub
+    cdef float *qsb
+    cdef float *qab
+    cdef float *qbb
+    cdef int *slot
+    cdef int *src
+    cdef unsigned char *ubytes
+    cdef float *hsu
+    cdef int *hiu
+    cdef const float *row
+    cdef const float *ibias
+    cdef long long seen_lo, seen_hi, c, c1, n_seen_block
+    cdef int *counts
+    cdef int *spos
+    cdef long long *sstart
+    cdef long long *scur
+    cdef unsigned char *marks
+    cdef int p, b
+    cdef int block_shift = 0
+
+    if Y.shape[1] != f or direction.shape[0] != f or suffix_bounds.shape[0] != n or suffix_bounds.shape[1] != 3:
+        raise ValueError("topk_codes: inconsistent factor shapes")
+    if (packed.shape[0] != <long long> n_pad * F4 * 4 or code_scale.shape[0] != n_pad
+            or code_corr.shape[0] != n_pad or code_err.shape[0] != n_pad or code_norm.shape[0] != n_pad):
+        raise ValueError("topk_codes: the codes must cover the rows padded to a multiple of 32")
+    if use_bias and bias.shape[0] != n_pad:
+        raise ValueError("topk_codes: bias must be padded like the codes")
+    if out_scores.shape[0] != m or out_ids.shape[0] != m or out_scores.shape[1] != k:
+        raise ValueError("output arrays must be (n_queries, k)")
+    if use_seen and seen_indptr.shape[0] != m + 1:
+        raise ValueError("seen_indptr must have n_queries + 1 entries")
+    if use_seen and (seen_indptr[0] < 0 or seen_indptr[m] > seen_indices.shape[0] or seen_indptr[0] > seen_indptr[m]):
+        raise ValueError("seen_indptr must point into seen_indices")
+    if use_map and (item_ids.shape[0] != n or positions.shape[0] != n):
+        raise ValueError("item_ids and positions must have one entry per item row")
+    if block_items < 32 or block_items & (block_items - 1):
+        raise ValueError("block_items must be a power of two, at least 32")
+    while (1 << block_shift) < block_items:
+        block_shift += 1
+    if m == 0 or k == 0:
         return
-    block_items = max(4, min(block_items, n)) if n > 0 else 4
+    if n == 0:
+        out_ids[:, :] = -1
+        out_scores[:, :] = -INFINITY
+        return
+    block_users = max(1, min(block_users, m))
+    n_blocks = (m + block_users - 1) // block_users
     n_iblocks = (n + block_items - 1) // block_items
-    ub = <float *> malloc(<size_t> block_items * sizeof(float))
-    idot = <int *> malloc(<size_t> block_items * sizeof(int))
-    q16 = <short *> malloc(<size_t> (f + 1) * sizeof(short))
-    hs = <float *> malloc(<size_t> k * sizeof(float))
-    hi = <int *> malloc(<size_t> k * sizeof(int))
-    if ub == NULL or idot == NULL or q16 == NULL or hs == NULL or hi == NULL:
-        free(ub)
-        free(idot)
-        free(q16)
+    ibias = &bias[0] if use_bias else NULL
+
+    with nogil, parallel(num_threads=num_threads):
+        S = <float *> malloc(<size_t> block_users * block_items * sizeof(float))
+        hs = <float *> malloc(<size_t> block_users * k * sizeof(float))
+        hi = <int *> malloc(<size_t> block_users * k * sizeof(int))
+        hsize = <int *> malloc(<size_t> block_users * sizeof(int))
+        qproj = <float *> malloc(<size_t> 2 * block_users * sizeof(float))
+        Ub = <int *> malloc(<size_t> block_users * F4 * sizeof(int))
+        qsb = <float *> malloc(<size_t> 3 * block_users * sizeof(float))
+        slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
+        src = slot + block_users
+        counts = <int *> malloc(<size_t> (n_iblocks + 1) * sizeof(int))
+        sstart = <long long *> malloc(<size_t> (block_users + 1) * sizeof(long long))
+        scur = <long long *> malloc(<size_t> block_users * sizeof(long long))
+        marks = <unsigned char *> calloc(<size_t> block_items, 1)
+        for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
+            if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
+                    or Ub == NULL or qsb == NULL or slot == NULL or counts == NULL or sstart == NULL
+                    or scur == NULL or marks == NULL):
+                failed += 1
+                continue
+            spos = NULL
+            u0 = blk * block_users
+            u1 = min(u0 + block_users, m)
+            if use_seen:
+                # every query's seen rows, bucketed by block of rows (a counting sort)
+                n_seen_block = seen_indptr[u1] - seen_indptr[u0]
+                spos = <int *> malloc(<size_t> max(n_seen_block, 1) * sizeof(int))
+                if spos == NULL:
+                    failed += 1
+                    continue
+                for u in range(u1 - u0):
+                    seen_lo = seen_indptr[u0 + u]
+                    seen_hi = seen_indptr[u0 + u + 1]
+                    sstart[u] = seen_lo - seen_indptr[u0]
+                    scur[u] = sstart[u]
+                    for b in range(n_iblocks + 1):
+                        counts[b] = 0
+                    for c in range(seen_lo, seen_hi):
+                        p = positions[seen_indices[c]] if use_map else seen_indices[c]
+                        counts[(p >> block_shift) + 1] += 1
+                    for b in range(n_iblocks):
+                        counts[b + 1] += counts[b]
+                    for c in range(seen_lo, seen_hi):
+                        p = positions[seen_indices[c]] if use_map else seen_indices[c]
+                        b = p >> block_shift
+                        spos[sstart[u] + counts[b]] = p
+                        counts[b] += 1
+                sstart[u1 - u0] = n_seen_block
+            qab = qsb + block_users
+            qbb = qsb + 2 * block_users
+            bu = u1 - u0
+            n_active = bu
+            for u in range(bu):
+                hsize[u] = 0
+                slot[u] = u
+                # 8-bit codes of the query (+ 128), its step and residual norm
+                qmax = 0
+                for j in range(f):
+                    if fabs(Q[u0 + u, j]) > qmax:
+                        qmax = fabs(Q[u0 + u, j])
+                step = qmax / 127
+                ubytes = <unsigned char *> &Ub[<size_t> u * F4]
+                eq = 0
+                for j in range(4 * F4):
+                    code = 0
+                    if j < f and step > 0:
+                        code = min(max(<float> lrintf(Q[u0 + u, j] / step), <float> -127), <float> 127)
+                    ubytes[j] = <unsigned char> (<int> code + 128)
+                    if j < f:
+                        diff = <double> Q[u0 + u, j] - <double> step * <double> code
+                        eq = eq + diff * diff
+                eq = sqrt(eq) * (1 + 1e-6)
+                qq = 0
+                for j in range(f):
+                    qq = qq + <double> Q[u0 + u, j] * <double> Q[u0 + u, j]
+                qn = sqrt(qq + (1 if use_bias else 0))
+                qsb[u] = step
+                qab[u] = <float> ((qn + eq) * (1 + 1e-5))
+                qbb[u] = <float> (eq * (1 + 1e-5))
+                s = dot(&Q[u0 + u, 0], &direction[0], f)
+                qproj[2 * u] = s
+                qq = <double> dot(&Q[u0 + u, 0], &Q[u0 + u, 0], f) + (1 if use_bias else 0) - <double> s * s
+                qproj[2 * u + 1] = <float> sqrt(qq) if qq > 0 else 0
+            for ib in range(n_iblocks):
+                i0 = ib * block_items
+                i1 = min(i0 + block_items, n)
+                bi = i1 - i0
+                if ib > 0:
+                    n_active = prune_active(hs, hsize, k, qproj, &suffix_bounds[i0, 0], slot, src, n_active)
+                    for a in range(n_active):
+                        if src[a] != a:
+                            memcpy(&Ub[<size_t> a * F4], &Ub[<size_t> src[a] * F4], F4 * sizeof(int))
+                            qsb[a] = qsb[src[a]]
+                            qab[a] = qab[src[a]]
+                            qbb[a] = qbb[src[a]]
+                    if n_active == 0:
+                        break
+                fr_i8_tile(Ub, n_active, F4, &packed[<size_t> i0 * F4 * 4], (bi + 31) // 32,
+                           qsb, qab, qbb, &code_scale[i0], &code_corr[i0], &code_err[i0], &code_norm[i0],
+                           ibias + i0 if use_bias else NULL, S, block_items, vnni)
+                for a in range(n_active):
+                    u = slot[a]
+                    row = S + <size_t> a * block_items
+                    hsu = hs + <size_t> u * k
+                    hiu = hi + <size_t> u * k
+                    c1 = 0
+                    if use_seen:  # mark this block's seen rows
+                        c1 = scur[u]
+                        while c1 < sstart[u + 1] and spos[c1] < i1:
+                            marks[spos[c1] - i0] = 1
+                            c1 = c1 + 1
+                    j = 0
+                    while j < bi:
+                        if hsize[u] == k:
+                            j = fr_topk_next(row, NULL, j, bi, hsu[0])
+                            if j >= bi:
+                                break
+                        i = i0 + j
+                        j = j + 1
+                        if use_seen and marks[i - i0]:
+                            continue
+                        item = item_ids[i] if use_map else i
+                        if use_mask and exclude_mask[item]:
+                            continue
+                        s = dot(&Y[i, 0], &Q[u0 + u, 0], f)
+                        if use_bias:
+                            s = s + ibias[i]
+                        if hsize[u] == k and s < hsu[0]:
+                            continue
+                        heap_push(hsu, hiu, &hsize[u], k, s, item)
+                    if use_seen:
+                        for c in range(scur[u], c1):
+                            marks[spos[c] - i0] = 0
+                        scur[u] = c1
+            for u in range(bu):
+                heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
+                                  &out_scores[u0 + u, 0], &out_ids[u0 + u, 0])
+            free(spos)
+        free(S)
         free(hs)
         free(hi)
+        free(hsize)
+        free(qproj)
+        free(Ub)
+        free(qsb)
+        free(slot)
+        free(counts)
+        free(sstart)
+        free(scur)
+        free(marks)
+    if failed:
         raise MemoryError("top-K scratch buffers could not be allocated")
-    with nogil:
-        qmax = 0
-        for j in range(f):
-            if fabs(q[j]) > qmax:
-                qmax = fabs(q[j])
-        step = qmax / 32767
-        for j in range(f):
-            s = q[j] / step if step > 0 else 0
-            s = min(max(s, -32767), 32767)
-            q16[j] = <short> lrintf(s)
-        qq = dot(&q[0], &q[0], f) + (1 if use_bias else 0)
-        # |(q, 1)| and the int16 query's own norm at most sqrt(f) 2^-16 |q| beyond |q|
-        qn = sqrt(qq) * (1 + <float> 1e-5 + sqrt(<float> f) * <float> 3.0517578125e-05)
-        a = dot(&q[0], &direction[0], f)
-        qq = qq - a * a
-        p = sqrt(qq) if qq > 0 else 0
-        for ib in range(n_iblocks):
-            i0 = ib * block_items
-            i1 = min(i0 + block_items, n)
-            bi = i1 - i0
-            if ib > 0 and user_done(hs, hsize, k, a, p, &suffix_bounds[i0, 0]):
-                break
-            j = 0
-            while j + 4 <= bi:
-                fr_i8_dot4(&codes[i0 + j, 0], f, q16, &idot[j])
-                j = j + 4
-            while j < bi:
-                idot[j] = fr_i8_dot(&codes[i0 + j, 0], q16, f)
-                j = j + 1
-            for j in range(bi):
-                ub[j] = <float> idot[j] * (step * code_scale[i0 + j]) + qn * code_err[i0 + j]
-            if use_bias:
-                for j in range(bi):
-                    ub[j] = ub[j] + bias[i0 + j]
-            j = 0
-            while j < bi:
-                if hsize == k:
-                    j = fr_topk_next(ub, NULL, j, bi, hs[0])
-                    if j >= bi:
-                        break
-                i = i0 + j
-                j = j + 1
-                item = item_ids[i] if use_map else i
-                if use_mask and exclude_mask[item]:
-                    continue
-                if n_seen > 0 and in_sorted(seen_ptr, 0, n_seen, item):
-                    continue
-                s = dot(&Y[i, 0], &q[0], f)
-                if use_bias:
-                    s = s + bias[i]
-                if hsize == k and s < hs[0]:
-                    continue
-                heap_push(hs, hi, &hsize, k, s, item)
-        heap_drain_sorted(hs, hi, hsize, k, &out_scores[0], &out_ids[0])
-    free(ub)
-    free(idot)
-    free(q16)
-    free(hs)
-    free(hi)

@@ -6,17 +6,18 @@ arrays the kernel reads.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import load_kernel
+from . import _cpu_features, kernel_variant, load_kernel
 from ..utils.threads import blas_single_thread
 from ..utils.validation import check_ids
 
-__all__ = ["top_k", "exclusion_mask", "candidate_ids", "csr_rows", "RankingIndex", "compact_rows"]
+__all__ = ["top_k", "exclusion_mask", "candidate_ids", "csr_rows", "RankingIndex", "PackedCodes", "packed_codes"]
 
 _EMPTY_I32 = np.empty(0, dtype=np.int32)
 _EMPTY_U8 = np.empty(0, dtype=np.uint8)
@@ -27,6 +28,26 @@ _BLOCK_USERS = 256
 _MIN_BLOCK_USERS = 16
 _BLOCK_ITEMS = 512
 _BLOCK_ITEMS_ONE = 256
+# codes' integer dots stay exact in float32 after the offset is removed (127 * 63 * f < 2^24)
+_MAX_CODE_FACTORS = 2048
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_build() -> tuple[bool, bool]:
+    """(the kernels in use are an AVX2/AVX-512 build, AVX-512 VNNI is usable): fixed for the process."""
+    variant = kernel_variant()
+    return variant in ("avx2", "avx512"), variant == "avx512" and bool(_cpu_features().get("AVX512VNNI"))
+
+
+def _codes_pay(item_rows: np.ndarray) -> bool:
+    """Whether a query takes the integer-code path: float32 rows on a vector build."""
+    return (item_rows.dtype == np.float32 and 0 < item_rows.shape[1] <= _MAX_CODE_FACTORS
+            and _vector_build()[0])
+
+
+def _has_vnni() -> bool:
+    """AVX-512 VNNI (``vpdpbusd``) usable by the AVX-512 build."""
+    return _vector_build()[1]
 
 
 def _block_users(m: int, num_threads: int) -> int:
@@ -69,7 +90,7 @@ class RankingIndex:
     bias: np.ndarray | None    # biases in that order
     direction: np.ndarray      # (f,) unit vector
     suffix_bounds: np.ndarray  # (n_items, 3)
-    # compact(): the rows as int8 codes for single queries, built on first use
+    # derived arrays built on first use and kept: packed(), positions()
     _compact: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -114,56 +135,91 @@ class RankingIndex:
         return cls(order, np.ascontiguousarray(item_factors[order]), bias,
                    direction.astype(dtype), suffix.astype(dtype))
 
-    def compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(codes, code_scale, code_err)`` of the sorted rows (see ``compact_rows``), or None.
+    def positions(self) -> np.ndarray:
+        """The row of each item id in the sorted rows (the inverse of ``order``), built on first use."""
+        if "positions" not in self._compact:
+            positions = np.empty(self.order.size, dtype=np.int32)
+            positions[self.order] = np.arange(self.order.size, dtype=np.int32)
+            self._compact["positions"] = positions
+        return self._compact["positions"]
 
-        Built on the first single query and kept (a batch never needs them, and
-        an index rebuilt after item updates should not pay for them); None for
-        float64 rows or more than 512 factors, which keep the float scan.
+    def packed(self) -> "PackedCodes | None":
+        """7-bit codes of the sorted rows (see ``packed_codes``), or None for float64 rows.
+
+        Built on the first query that takes the code path and kept (float64
+        rows keep the float scan).
         """
-        if "rows" not in self._compact:
-            rows = None
-            if self.factors.dtype == np.float32 and 0 < self.factors.shape[1] <= 512:
-                Y = self.factors.astype(np.float64)
-                sq = np.einsum("ij,ij->i", Y, Y)
-                if self.bias is not None:
-                    sq += np.square(self.bias.astype(np.float64))
-                rows = compact_rows(self.factors, np.sqrt(sq))
-            self._compact["rows"] = rows
-        return self._compact["rows"]
+        if "packed" not in self._compact:
+            packed = None
+            if self.factors.dtype == np.float32 and self.factors.shape[1] > 0:
+                packed = packed_codes(self.factors, self.bias)
+            self._compact["packed"] = packed
+        return self._compact["packed"]
 
 
-def compact_rows(factors: np.ndarray, norms: np.ndarray, chunk: int = 65536
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int8 codes of float32 rows, their scales and a bound on each row's score error.
+@dataclass(frozen=True)
+class PackedCodes:
+    """Rows as 7-bit codes packed for ``topk_codes``, with their per-row arrays (padded to 32 rows)."""
 
-    Row i is ``code_scale[i] * codes[i]`` up to a residual r_i (each entry off by
-    at most half a step, the step being max|y_i| / 127).  ``code_err[i]`` is
-    |r_i| plus ``norms[i]`` (= |(y_i, b_i)|) times (4f + 16) 2^-23 (the float32
-    rounding of the approximate and of the exact score, each within (f + 2)
-    2^-24 |(q, 1)| |(y_i, b_i)|, with a fourfold margin) and sqrt(f) 2^-15
-    (twice the int16 query's residual, at most sqrt(f) 0.51 max|q| / 32767),
-    rounded up.  The kernel multiplies it by |(q, 1)| (1 + 1e-5 + sqrt(f) 2^-15),
-    which bounds how far the exact score it computes can lie above the
-    approximate one.
+    codes: np.ndarray  # int8, (n_pad / 16) x ceil(f / 4) x 16 x 4, flattened
+    scale: np.ndarray  # float32 step of each row
+    corr: np.ndarray   # int32, 128 * sum of the row's codes (the queries' +128 offset)
+    err: np.ndarray    # float32, per unit of |(q, 1)| + |e_q|
+    norm: np.ndarray   # float32, |(y, b)| rounded up, per unit of |e_q|
+    bias: np.ndarray   # float32 padded biases, or empty
+
+
+def _round_up32(values: np.ndarray) -> np.ndarray:
+    """float64 values as float32 no smaller than them."""
+    out = values.astype(np.float32)
+    return np.where(out < values, np.nextafter(out, np.float32(np.inf)), out).astype(np.float32)
+
+
+def packed_codes(factors: np.ndarray, bias: np.ndarray | None, chunk: int = 65536) -> PackedCodes:
+    """7-bit codes of float32 rows packed for ``topk_codes``, and the bound terms of each row.
+
+    Row i is ``scale[i] * c_i`` plus a residual r_i, with |c_i| <= 63 (step
+    max|y_i| / 63): small enough that ``vpmaddubsw`` never saturates on
+    (8-bit query code + 128) x c pairs.  A query q = s_q q~ + e_q, so
+    q.y_i - s_q scale[i] q~.c_i = s_q q~.r_i + e_q.y_i, at most
+    (|q| + |e_q|) |r_i| + |e_q| |y_i|.  ``err[i]`` is |r_i| plus
+    (4f + 16) 2^-23 |(y_i, b_i)| (the float32 rounding of the bound and of the
+    exact score, each within (f + 2) 2^-24 |(q, 1)| |(y_i, b_i)|, with a
+    fourfold margin) and ``norm[i]`` is |(y_i, b_i)|,
+    both rounded up; the kernel multiplies them by (|(q, 1)| + |e_q|) and
+    |e_q| (each times 1 + 1e-5).  Rows are padded with zero rows to a multiple
+    of 32 and grouped by 16, each group holding ceil(f / 4) quads of 64 bytes
+    (16 rows x 4 codes).
     """
     n, f = factors.shape
-    codes = np.empty((n, f), dtype=np.int8)
-    scale = np.empty(n, dtype=np.float32)
-    err = np.empty(n, dtype=np.float64)
+    f4 = -(-f // 4)
+    n_pad = -(-n // 32) * 32
+    codes = np.zeros((n_pad, 4 * f4), dtype=np.int8)
+    scale = np.zeros(n_pad, dtype=np.float32)
+    err = np.zeros(n_pad, dtype=np.float64)
+    norms = np.zeros(n_pad, dtype=np.float64)
     for start in range(0, n, chunk):
-        Y = factors[start:start + chunk].astype(np.float64)
-        step = (np.abs(Y).max(axis=1) / 127).astype(np.float32)
+        stop = min(start + chunk, n)
+        Y = factors[start:stop].astype(np.float64)
+        step = (np.abs(Y).max(axis=1) / 63).astype(np.float32)
         safe = np.where(step > 0, step, 1).astype(np.float64)
-        c = np.clip(np.rint(Y / safe[:, None]), -127, 127)
-        codes[start:start + chunk] = c
-        scale[start:start + chunk] = step
-        resid = np.linalg.norm(Y - step.astype(np.float64)[:, None] * c, axis=1)
-        err[start:start + chunk] = resid * (1 + 1e-6)
-    err += ((4 * f + 16) * 2.0 ** -23 + np.sqrt(f) * 2.0 ** -15) * norms
-    err32 = err.astype(np.float32)
-    err32 = np.where(err32 < err, np.nextafter(err32, np.float32(np.inf)), err32).astype(np.float32)
-    return codes, scale, err32
+        c = np.clip(np.rint(Y / safe[:, None]), -63, 63)
+        codes[start:stop, :f] = c
+        scale[start:stop] = step
+        err[start:stop] = np.linalg.norm(Y - step.astype(np.float64)[:, None] * c, axis=1) * (1 + 1e-6)
+        sq = np.einsum("ij,ij->i", Y, Y)
+        if bias is not None:
+            sq += np.square(bias[start:stop].astype(np.float64))
+        norms[start:stop] = np.sqrt(sq)
+    err += (4 * f + 16) * 2.0 ** -23 * norms
+    corr = (128 * codes.sum(axis=1, dtype=np.int64)).astype(np.int32)
+    grouped = codes.reshape(n_pad // 16, 16, f4, 4).transpose(0, 2, 1, 3)
+    padded_bias = np.empty(0, np.float32)
+    if bias is not None:
+        padded_bias = np.zeros(n_pad, dtype=np.float32)
+        padded_bias[:n] = bias
+    return PackedCodes(np.ascontiguousarray(grouped).reshape(-1), scale, corr, _round_up32(err),
+                       _round_up32(norms * (1 + 1e-6)), padded_bias)
 
 
 def csr_rows(csr: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,14 +232,6 @@ def csr_rows(csr: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return indptr, csr.indices[starts[0]:starts[0] + lengths[0]]
     positions = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
     return indptr, csr.indices[positions]
-
-
-def _seen_row(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """The one query's seen ids (int32, sorted) from its CSR arrays, or an empty array."""
-    if indptr.size == 0:
-        return _EMPTY_I32
-    row = indices[int(indptr[0]):int(indptr[1])]
-    return np.ascontiguousarray(row, dtype=np.int32)
 
 
 def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None,
@@ -232,12 +280,14 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
     kernel = load_kernel("topk")
     args = (queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map,
             ids, scores, num_threads)
-    compact = index.compact() if m == 1 and bounds else None
-    if compact is not None:
-        # one query: scan the int8 rows, rescore in float32 only what can enter
-        kernel.topk_one(queries[0], item_rows, bias_arr, *compact,
-                        _seen_row(seen_indptr, seen_indices), exclude_mask, item_map, ids[0], scores[0],
-                        index.direction, index.suffix_bounds, block_items=_BLOCK_ITEMS_ONE)
+    if bounds and _codes_pay(item_rows):
+        # integer dots of 7-bit item codes and 8-bit query codes (2-4x the float32
+        # rate, a quarter of the bytes), exact float32 rescoring of what can enter
+        packed = index.packed()
+        kernel.topk_codes(queries, item_rows, packed.bias, packed.codes, packed.scale, packed.corr,
+                          packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), exclude_mask,
+                          item_map, ids, scores, num_threads, index.direction, index.suffix_bounds,
+                          block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS, vnni=_has_vnni())
     elif m == 1:  # one query is scored with our own dots: no BLAS, no limit to set
         kernel.topk(*args, block_users=1, block_items=_BLOCK_ITEMS_ONE, **bounds)
     else:

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import load_kernel
-from ..kernels.topk import top_k
+from ..kernels.topk import _BLOCK_ITEMS, _codes_pay, _has_vnni, top_k
 from ..utils.progress import Progress
 from .base import Recommender
 from .cold import ColdStartMixin
@@ -23,6 +23,9 @@ __all__ = ["FactorModel"]
 
 # users per chunk of a large recommend batch (bounds its working memory)
 _RECOMMEND_CHUNK = 16384
+_NO_SEEN = np.empty(0, dtype=np.int32)
+_NO_MASK = np.empty(0, dtype=np.uint8)
+_MAX_ONE_N = 2 ** 31 - 1
 
 
 def _self_exclusion(ids: np.ndarray, n_total: int) -> sp.csr_matrix:
@@ -58,6 +61,43 @@ class FactorModel(ColdStartMixin, Recommender):
     def _queries(self, state: FittedState, user_ids: np.ndarray) -> np.ndarray:
         """The query vectors of stored users."""
         return state.factor_rows("users", user_ids)
+
+    def _recommend_one(self, state: FittedState, user: int, n: int, exclude_seen: bool
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A stored user of a plain factor model, straight to the top-K kernel.
+
+        The same kernel call as ``top_k`` makes for one query, without the batch
+        machinery: no id array, no gathered copy of the user's vector or seen
+        row (the kernel reads them in place).  Models that compute their
+        queries, pending partial-fit updates and out-of-range arguments take
+        the general path.
+        """
+        if (type(self)._queries is not FactorModel._queries or state.pending is not None
+                or not 0 <= user < state.n_users or not 0 <= n <= _MAX_ONE_N):
+            return None
+        index = state.ranking_index()
+        if not _codes_pay(index.factors):
+            return None
+        packed = index.packed()
+        seen_items = state._user_items
+        if exclude_seen and seen_items.indices.dtype == np.int32:
+            seen_indptr, seen_indices = seen_items.indptr[user:user + 2], seen_items.indices
+        elif exclude_seen:
+            return None
+        else:
+            seen_indptr, seen_indices = _NO_SEEN, _NO_SEEN
+        k = min(n, index.order.size)
+        ids = np.empty((1, k), dtype=np.int32)
+        scores = np.empty((1, k), dtype=np.float32)
+        load_kernel("topk").topk_codes(
+            state._user_factors[user:user + 1], index.factors, packed.bias, packed.codes, packed.scale,
+            packed.corr, packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), _NO_MASK,
+            index.order, ids, scores, 1, index.direction, index.suffix_bounds, block_users=1,
+            block_items=_BLOCK_ITEMS, vnni=_has_vnni())
+        if k and ids[0, -1] < 0:  # fewer eligible items than n: only the eligible ones
+            valid = ids[0] >= 0
+            return ids[0][valid], scores[0][valid]
+        return ids[0], scores[0]
 
     def _chunk_size(self, state: FittedState) -> int:
         return _RECOMMEND_CHUNK

@@ -130,6 +130,14 @@ class ServingMixin:
             user, no padding: raw ids have no padding value).
         """
         state = self._require_state()
+        if (raw_ids is False and exclude is None and candidates is None and X is None and recalculate is False
+                and rerank is None and user_features is None and type(n) is int
+                and (exclude_seen is True or exclude_seen is False)
+                and (type(users) is int or isinstance(users, np.integer))):
+            # one stored user with plain arguments, the common request of a service
+            one = self._recommend_one(state, int(users), n, exclude_seen)
+            if one is not None:
+                return one
         raw_ids = check_bool(raw_ids, "raw_ids")
         if raw_ids and users is not None:
             users = raw_to_index(state, "users", users, "users")
@@ -150,6 +158,12 @@ class ServingMixin:
             ids, scores = _single_row(ids, scores)
             return (state.item_map.to_ids(ids), scores) if raw_ids else (ids, scores)
         return _raw_item_lists(state, ids, scores) if raw_ids else (ids, scores)
+
+    def _recommend_one(self, state: FittedState, user: int, n: int, exclude_seen: bool
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """One stored user's answer by a short path, or None where the general path must run
+        (and give its answer or its error)."""
+        return None
 
     def _recommend_indices(self, state: FittedState, users: Any, n: Any, exclude_seen: Any, exclude: Any,
                            candidates: Any, X: Any, recalculate: Any) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -1,0 +1,190 @@
+"""The batch top-K from 7-bit item codes (``topk_codes``) returns exactly what a full scan does.
+
+The kernel computes integer dots of 8-bit query codes with 7-bit item codes
+(VNNI ``vpdpbusd``, or ``vpmaddubsw``, or scalar C on the baseline build),
+turns them into upper bounds, and scores in float32 only the items whose
+bound reaches a query's k-th best so far.  The reference scores every item
+with the same float32 dot (``pair_scores``), applies the filters and sorts by
+(score desc, id asc), so ids and scores must match bit for bit, on every
+build, with and without VNNI, at 1 and 2 threads.  The data is adversarial:
+integer factors (exact ties, equal norms), duplicated and zero rows, scores
+closer together than the codes' rounding, negative and zero queries, biases,
+seen and excluded items, k beyond the eligible count, and sizes that are not
+multiples of the 16-row groups, the 4-factor quads or the 8-query tiles.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastrec.kernels import _cpu_features
+from fastrec.kernels import topk as topk_module
+from fastrec.kernels.topk import RankingIndex, packed_codes, top_k
+
+E32 = np.empty(0, np.float32)
+EU = np.empty(0, np.uint8)
+HAS_VNNI = bool(_cpu_features().get("AVX512VNNI"))
+
+
+def full_scan(kernel, Q, Y, bias, seen_rows, mask, k):
+    """Every (query, item) scored with the kernel's own dot, filtered, sorted by (score desc, id asc)."""
+    m, n = Q.shape[0], Y.shape[0]
+    out_ids = np.full((m, k), -1, np.int32)
+    out_scores = np.full((m, k), -np.inf, np.float32)
+    for u in range(m):
+        scores = np.empty(n, np.float32)
+        kernel.pair_scores(Q[u:u + 1], Y, E32 if bias is None else bias, np.zeros(n, np.int32),
+                           np.arange(n, dtype=np.int32), scores, 1)
+        ok = np.ones(n, bool)
+        ok[seen_rows[u]] = False
+        if mask.size:
+            ok &= mask == 0
+        ids = np.flatnonzero(ok)
+        ids = ids[np.lexsort((ids, -scores[ids]))][:k]
+        out_ids[u, :ids.size], out_scores[u, :ids.size] = ids, scores[ids]
+    return out_ids, out_scores
+
+
+def run_codes(kernel, Q, Y, bias, seen_rows, mask, k, block_users, block_items, threads, vnni):
+    index = RankingIndex.build(Y, bias)
+    packed = packed_codes(index.factors, index.bias)
+    indptr = np.zeros(len(seen_rows) + 1, np.int64)
+    np.cumsum([len(r) for r in seen_rows], out=indptr[1:])
+    indices = np.concatenate([np.sort(r) for r in seen_rows]).astype(np.int32) if seen_rows else np.empty(0, np.int32)
+    ids = np.empty((Q.shape[0], k), np.int32)
+    scores = np.empty((Q.shape[0], k), np.float32)
+    kernel.topk_codes(Q, index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
+                      packed.norm, indptr, indices, index.positions(), mask, index.order, ids, scores, threads,
+                      index.direction, index.suffix_bounds, block_users=block_users, block_items=block_items,
+                      vnni=vnni)
+    return ids, scores
+
+
+VNNI_CHOICES = [False, True] if HAS_VNNI else [False]
+
+
+@st.composite
+def cases(draw):
+    n = draw(st.integers(1, 150))
+    m = draw(st.integers(1, 20))
+    f = draw(st.sampled_from([1, 3, 4, 8, 13, 16, 21, 40, 64]))
+    seed = draw(st.integers(0, 2 ** 31 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["integer", "normal", "duplicates", "popular", "close"]))
+    if kind == "close":  # scores closer together than the codes' rounding: the bound must carry it
+        Y = (rng.standard_normal(f) + 1e-3 * rng.standard_normal((n, f))).astype(np.float32)
+        Q = rng.standard_normal((m, f)).astype(np.float32)
+    elif kind == "integer":  # exact products: many exact ties and equal norms
+        Y = rng.integers(-3, 4, (n, f)).astype(np.float32)
+        Q = rng.integers(-2, 3, (m, f)).astype(np.float32)
+    elif kind == "duplicates":  # a few distinct rows repeated, some zero rows
+        base = rng.standard_normal((max(1, n // 8), f)).astype(np.float32)
+        Y = base[rng.integers(0, base.shape[0], n)]
+        Y[rng.random(n) < 0.1] = 0
+        Q = rng.standard_normal((m, f)).astype(np.float32)
+    elif kind == "popular":  # a shared direction, so the norm bound prunes
+        e = rng.standard_normal(f)
+        Y = (rng.pareto(1.5, (n, 1)) * (3 * e + rng.standard_normal((n, f)))).astype(np.float32)
+        Q = (e + 0.3 * rng.standard_normal((m, f))).astype(np.float32)
+    else:
+        Y = (rng.standard_normal((n, f)) * rng.uniform(0.01, 100)).astype(np.float32)
+        Q = rng.standard_normal((m, f)).astype(np.float32)
+    Q *= np.array(draw(st.lists(st.sampled_from([1.0, -1.0, 0.0, 1e-3, 1e3]), min_size=m, max_size=m)),
+                  np.float32)[:, None]
+    bias = None
+    if draw(st.booleans()):
+        bias = rng.integers(-3, 4, n).astype(np.float32) if kind == "integer" else \
+            rng.standard_normal(n).astype(np.float32)
+    seen_rows = [rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False).astype(np.int32)
+                 for _ in range(m)]
+    mask = (rng.random(n) < 0.2).astype(np.uint8) if draw(st.booleans()) else EU
+    k = draw(st.integers(1, n + 3))
+    block_users = draw(st.sampled_from([1, 3, 8, 9, 64]))
+    block_items = draw(st.sampled_from([32, 64, 512]))
+    return Q, Y, bias, seen_rows, mask, k, block_users, block_items
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases(), threads=st.sampled_from([1, 2]), vnni=st.sampled_from(VNNI_CHOICES))
+def test_codes_scan_equals_full_scan(topk_kernel, case, threads, vnni):
+    Q, Y, bias, seen_rows, mask, k, block_users, block_items = case
+    got_ids, got_scores = run_codes(topk_kernel, Q, Y, bias, seen_rows, mask, k, block_users, block_items,
+                                    threads, vnni)
+    want_ids, want_scores = full_scan(topk_kernel, Q, Y, bias, seen_rows, mask, k)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_array_equal(got_scores, want_scores)
+
+
+@pytest.mark.parametrize("vnni", VNNI_CHOICES)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_codes_on_trained_like_factors_stay_exact(topk_kernel, with_bias, vnni):
+    """Many items and queries, a strong shared direction, 128 factors: answers equal the full scan."""
+    rng = np.random.default_rng(3)
+    n, f, m = 3000, 128, 40
+    e = rng.standard_normal(f)
+    Y = ((1 / np.arange(1, n + 1) ** 0.8)[:, None] * (4 * e + rng.standard_normal((n, f)))).astype(np.float32)
+    Y = Y[rng.permutation(n)]
+    bias = rng.standard_normal(n).astype(np.float32) * 0.1 if with_bias else None
+    Q = (e + 0.3 * rng.standard_normal((m, f))).astype(np.float32)
+    seen_rows = [rng.choice(n, 30, replace=False).astype(np.int32) for _ in range(m)]
+    got = run_codes(topk_kernel, Q, Y, bias, seen_rows, EU, 10, 16, 512, 2, vnni)
+    want = full_scan(topk_kernel, Q, Y, bias, seen_rows, EU, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_packed_codes_bound_the_residual_and_never_saturate():
+    rng = np.random.default_rng(0)
+    n, f = 70, 13
+    Y = (rng.standard_normal((n, f)) * rng.uniform(1e-3, 1e3, (n, 1))).astype(np.float32)
+    Y[5] = 0
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = packed_codes(Y, bias)
+    f4, n_pad = 4, 96
+    groups = packed.codes.reshape(n_pad // 16, f4, 16, 4).transpose(0, 2, 1, 3).reshape(n_pad, 4 * f4)
+    codes = groups[:n, :f].astype(np.int64)
+    assert np.abs(groups).max() <= 63  # 2 * 255 * 63 < 32767: vpmaddubsw cannot saturate
+    assert not groups[n:].any() and not groups[:, f:].any()  # zero padding
+    resid = np.linalg.norm(Y.astype(np.float64) - packed.scale[:n, None].astype(np.float64) * codes, axis=1)
+    assert np.all(resid <= packed.err[:n])
+    assert np.all(packed.err[:n] <= 0.03 * packed.norm[:n] + 1e-30)  # tight enough to prune on
+    norms = np.sqrt(np.square(Y.astype(np.float64)).sum(axis=1) + np.square(bias.astype(np.float64)))
+    assert np.all(packed.norm[:n] >= norms)
+    np.testing.assert_array_equal(packed.corr[:n], 128 * codes.sum(axis=1))
+    np.testing.assert_array_equal(packed.bias[:n], bias)
+    assert packed.scale[5] == 0 and not codes[5].any()  # a zero row: only its bias and the rounding term
+    assert packed.err[5] <= 1e-5 * packed.norm[5]
+
+
+def test_top_k_batches_take_the_codes_path_on_vector_builds(monkeypatch):
+    """A float32 batch with a ranking index goes through topk_codes (on AVX2/AVX-512 builds), and agrees
+    with the float path it replaced."""
+    rng = np.random.default_rng(1)
+    Y = rng.standard_normal((300, 24)).astype(np.float32)
+    Q = rng.standard_normal((50, 24)).astype(np.float32)
+    index = RankingIndex.build(Y, None)
+    ids, scores = top_k(Q, Y, None, 7, index=index)
+    if topk_module.kernel_variant() in ("avx2", "avx512"):
+        assert "packed" in index._compact and index._compact["packed"] is not None
+    else:
+        assert "packed" not in index._compact
+    monkeypatch.setattr(topk_module, "_codes_pay", lambda rows: False)
+    float_ids, float_scores = top_k(Q, Y, None, 7, index=index)
+    np.testing.assert_array_equal(ids, float_ids)
+    np.testing.assert_allclose(scores, float_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("vnni", VNNI_CHOICES)
+def test_scores_closer_than_the_codes_rounding_stay_exact(topk_kernel, vnni):
+    """Items whose scores differ by less than the codes' error: the ranking comes from the exact rescoring."""
+    rng = np.random.default_rng(4)
+    n, f, m = 400, 64, 20
+    Y = (rng.standard_normal(f) + 1e-3 * rng.standard_normal((n, f))).astype(np.float32)
+    Q = rng.standard_normal((m, f)).astype(np.float32)
+    no_seen = [np.empty(0, np.int32)] * m
+    got = run_codes(topk_kernel, Q, Y, None, no_seen, EU, 10, 8, 64, 1, vnni)
+    want = full_scan(topk_kernel, Q, Y, None, no_seen, EU, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -1,0 +1,97 @@
+"""One stored user with plain arguments takes a short path (``_recommend_one``): same answers as the general path.
+
+The short path skips the batch machinery and calls the top-K kernel on the
+model's arrays in place.  Everything it does not handle (raw ids, filters,
+pending partial fits, models that compute their queries, bad arguments)
+must still reach the general path, with the same answers and errors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import fastrec
+from fastrec.kernels.topk import _vector_build
+from fastrec.models.factors import FactorModel
+
+
+def _data(seed: int = 0, n_users: int = 60, n_items: int = 45) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_users, n_items, density=0.15, random_state=rng, format="lil", dtype=np.float32)
+    X[3, :] = 0  # a user with nothing seen
+    X = X.tocsr()
+    X.eliminate_zeros()
+    X.data[:] = 1
+    return X
+
+
+MODELS = [
+    lambda: fastrec.ALS(factors=8, iterations=3, random_state=0),
+    lambda: fastrec.ALS(factors=8, iterations=3, random_state=0, dtype=np.float64),
+    lambda: fastrec.BPR(factors=8, iterations=3, random_state=0),
+    lambda: fastrec.EASE(),
+]
+
+
+@pytest.fixture(params=range(len(MODELS)), ids=["als32", "als64", "bpr", "ease"])
+def model(request):
+    return MODELS[request.param]().fit(_data())
+
+
+def test_one_user_equals_its_row_of_a_batch(model):
+    users = np.arange(60)
+    for exclude_seen in (True, False):
+        for n in (0, 1, 10, 45, 100):
+            batch_ids, batch_scores = model.recommend(users, n=n, exclude_seen=exclude_seen)
+            for u in (0, 3, 17, 59):
+                for user in (u, np.int64(u), np.int32(u)):
+                    ids, scores = model.recommend(user, n=n, exclude_seen=exclude_seen)
+                    valid = batch_ids[u] >= 0
+                    np.testing.assert_array_equal(ids, batch_ids[u][valid])
+                    np.testing.assert_allclose(scores, batch_scores[u][valid], rtol=1e-5, atol=1e-6)
+                    assert ids.dtype == np.int32 and ids.ndim == 1 and scores.ndim == 1
+
+
+def test_short_path_is_taken_for_plain_float32_factor_models(monkeypatch):
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data())
+    calls = []
+    original = FactorModel._recommend_one
+
+    def spy(self, state, user, n, exclude_seen):
+        out = original(self, state, user, n, exclude_seen)
+        calls.append(out is not None)
+        return out
+    monkeypatch.setattr(FactorModel, "_recommend_one", spy)
+    model.recommend(5, n=3)
+    model.recommend(np.int64(5), n=3, exclude_seen=False)
+    taken = _vector_build()[0]  # the baseline build keeps the float scan: the general path
+    assert calls == [taken, taken]
+    model.recommend(5, n=3, exclude=[1, 2])  # a filter: the general path, no short path attempted
+    model.recommend([5], n=3)
+    with pytest.raises(TypeError, match="exclude_seen"):  # not a bool: the general path rejects it
+        model.recommend(5, n=3, exclude_seen=1)
+    assert calls == [taken, taken]
+
+
+def test_short_path_leaves_errors_to_the_general_path():
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data())
+    with pytest.raises(IndexError, match="users"):
+        model.recommend(60, n=3)
+    with pytest.raises(IndexError, match="users"):
+        model.recommend(-1, n=3)
+    with pytest.raises(ValueError, match="n"):
+        model.recommend(1, n=-1)
+    with pytest.raises(TypeError):
+        model.recommend(1, n=3, exclude_seen="yes")
+
+
+def test_pending_partial_fit_reads_through_the_overlay():
+    X = _data()
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(X)
+    row = sp.csr_matrix(np.eye(1, 45, 7, dtype=np.float32))
+    model.partial_fit_users([4], row)
+    ids, _ = model.recommend(4, n=45)
+    assert 7 not in ids and ids.size == 44  # the new seen item is filtered
+    batch_ids, _ = model.recommend([4], n=45)
+    np.testing.assert_array_equal(ids, batch_ids[0][batch_ids[0] >= 0])
