@@ -8,6 +8,8 @@ through ``_partial_fit`` the same way.  Serving lives in ``serving.py``.
 """
 from __future__ import annotations
 
+import math
+
 import inspect
 import threading
 import time
@@ -267,10 +269,10 @@ class Recommender(ServingMixin):
             return None  # a new user, or a bad id: the general path grows the model or raises
         indptr, indices, data = X.indptr, X.indices, X.data
         vector = self._solve_one_user(state, indptr, indices, data)
-        if vector is None or not np.isfinite(vector.sum(dtype=np.float64)):
+        if vector is None or not math.isfinite(vector.sum(dtype=np.float64)):
             return None  # the general path checks the row (and raises for a non-finite update)
-        return state.with_user_rows(np.array([user], dtype=np.int32), vector, indptr, indices, data,
-                                    state.user_map)
+        # the kernel checked the row: canonical, so its arrays are the stored row's
+        return state.with_one_user_row(user, vector[0], indices, data)
 
     def _grow_raw_ids(self, state: FittedState, side: str, raw: Any, name: str) -> tuple[np.ndarray, IdMap]:
         """Indices of raw ids, with ids the model does not know appended (in the order given)."""

@@ -68,29 +68,37 @@ class FactorModel(ColdStartMixin, Recommender):
 
         The same kernel call as ``top_k`` makes for one query, without the batch
         machinery: no id array, no gathered copy of the user's vector or seen
-        row (the kernel reads them in place).  Models that compute their
-        queries, pending partial-fit updates and out-of-range arguments take
-        the general path.
+        row (the kernel reads them in place, from the partial-fit overlay for
+        an updated user).  Models that compute their queries, users grown
+        without a row and out-of-range arguments take the general path.
         """
-        if (type(self)._queries is not FactorModel._queries or state.pending is not None
-                or not 0 <= user < state.n_users or not 0 <= n <= _MAX_ONE_N):
+        if (type(self)._queries is not FactorModel._queries or not 0 <= user < state.n_users
+                or not 0 <= n <= _MAX_ONE_N):
             return None
         index = state.ranking_index()
         if not _codes_pay(index.factors):
             return None
         packed = index.packed()
-        seen_items = state._user_items
-        if exclude_seen and seen_items.indices.dtype == np.int32:
+        base_factors, seen_items = state._user_factors, state._user_items
+        entry = -1 if state.pending is None else state.pending.entry(user)
+        if entry >= 0:  # updated by a partial fit: its row in the overlay
+            vector, seen_row, _ = state.pending.log.entries[entry]
+            if vector is None:
+                return None
+            query = vector.reshape(1, -1)
+            seen_indptr, seen_indices = np.array([0, seen_row.size], dtype=np.int64), seen_row
+        elif user < base_factors.shape[0] and seen_items.indices.dtype == np.int32:
+            query = base_factors[user:user + 1]
             seen_indptr, seen_indices = seen_items.indptr[user:user + 2], seen_items.indices
-        elif exclude_seen:
+        else:  # a user the model grew to without a row of its own: the general path
             return None
-        else:
+        if not exclude_seen:
             seen_indptr, seen_indices = _NO_SEEN, _NO_SEEN
         k = min(n, index.order.size)
         ids = np.empty((1, k), dtype=np.int32)
         scores = np.empty((1, k), dtype=np.float32)
         load_kernel("topk").topk_codes(
-            state._user_factors[user:user + 1], index.factors, packed.bias, packed.codes, packed.scale,
+            query, index.factors, packed.bias, packed.codes, packed.scale,
             packed.corr, packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), _NO_MASK,
             index.order, ids, scores, 1, index.direction, index.suffix_bounds, block_users=1,
             block_items=_BLOCK_ITEMS, vnni=_has_vnni())

@@ -490,6 +490,21 @@ class FittedState:
         new = self._derive(pending=overlay, user_map=id_map, user_features=features, cache=kept)
         return new.merged() if len(log) >= merge_threshold(n_rows) else new
 
+    def with_one_user_row(self, user: int, vector: np.ndarray, indices: np.ndarray,
+                          data: np.ndarray) -> "FittedState":
+        """``with_user_rows`` for one stored user: the latency path of a one-user partial fit.
+
+        ``vector`` (f,) is the caller's to give away (not copied); ``indices``
+        and ``data`` are the row's canonical arrays, copied.
+        """
+        pending = self.pending or UserOverlay(RowLog(), 0, self.n_users, False)
+        log = pending.log.extend(pending.length, ((user, vector, indices.copy(), data.copy()),))
+        cache = self.cache
+        kept = {key: cache[key] for key in _KEPT_BY_USER_UPDATES if key in cache}
+        overlay = UserOverlay(log, len(log), pending.n_rows, True)
+        new = self._derive(pending=overlay, cache=kept)
+        return new.merged() if len(log) >= merge_threshold(pending.n_rows) else new
+
     def _users_of_items(self, items: np.ndarray) -> np.ndarray:
         """Users whose stored row may hold one of ``items`` (a superset: base columns and pending rows)."""
         columns = self.cache.get("base_item_users")

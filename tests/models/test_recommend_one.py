@@ -86,12 +86,39 @@ def test_short_path_leaves_errors_to_the_general_path():
         model.recommend(1, n=3, exclude_seen="yes")
 
 
-def test_pending_partial_fit_reads_through_the_overlay():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pending_partial_fit_reads_through_the_overlay(dtype):
     X = _data()
-    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(X)
-    row = sp.csr_matrix(np.eye(1, 45, 7, dtype=np.float32))
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0, dtype=dtype).fit(X)
+    row = sp.csr_matrix(np.eye(1, 45, 7, dtype=dtype))
     model.partial_fit_users([4], row)
+    model.partial_fit_users([9], X[9])  # unchanged row, new vector
+    model.partial_fit_users([61], row)  # grows the model by two users (60 without a row)
+    assert model._state.pending is not None
+    everyone = np.arange(62)
+    batch_ids, batch_scores = model.recommend(everyone, n=45)
+    for user in (4, 9, 11, 60, 61):
+        for exclude_seen in (True, False):
+            ids, scores = model.recommend(user, n=45, exclude_seen=exclude_seen)
+            want_ids, want_scores = model.recommend([user], n=45, exclude_seen=exclude_seen)
+            valid = want_ids[0] >= 0
+            np.testing.assert_array_equal(ids, want_ids[0][valid])
+            np.testing.assert_allclose(scores, want_scores[0][valid], rtol=1e-5, atol=1e-6)
+            if exclude_seen:
+                np.testing.assert_array_equal(ids, batch_ids[user][batch_ids[user] >= 0])
     ids, _ = model.recommend(4, n=45)
     assert 7 not in ids and ids.size == 44  # the new seen item is filtered
-    batch_ids, _ = model.recommend([4], n=45)
-    np.testing.assert_array_equal(ids, batch_ids[0][batch_ids[0] >= 0])
+    np.testing.assert_array_equal(model.user_factors_[4], model._state.factor_rows("users", np.array([4]))[0])
+
+
+def test_updated_user_takes_the_short_path_through_the_overlay():
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data())
+    model.partial_fit_users([4], sp.csr_matrix(np.eye(1, 45, 7, dtype=np.float32)))
+    state = model._state
+    assert state.pending is not None and state.pending.entry(4) >= 0
+    answer = model._recommend_one(state, 4, 10, True)
+    if _vector_build()[0]:
+        assert answer is not None and 7 not in answer[0]
+        assert model._recommend_one(state, 60, 10, True) is None  # out of range: the general path raises
+    else:
+        assert answer is None
