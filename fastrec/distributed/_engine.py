@@ -19,10 +19,12 @@ import scipy.sparse as sp
 
 from ..kernels.als_columns import ColumnSlices
 from ..models.als_start import gram
+from ..models.ials import row_penalty
 from . import _tasks
-from ._cluster import gather, scatter_to, submit_to, wait_for
+from ._cluster import gather, scatter_to, submit_to
 
-__all__ = ["Layout", "balanced_bounds", "min_fraction", "csr_layout", "finish_layout", "run_iterations"]
+__all__ = ["Layout", "balanced_bounds", "min_fraction", "summed_items", "csr_layout", "finish_layout",
+           "run_iterations"]
 
 SIDES = ("users", "items")
 _OTHER = {"users": "items", "items": "users"}
@@ -45,6 +47,13 @@ def min_fraction(exchange: str, n_other: int, factors: int, itemsize: int) -> fl
     return math.inf if exchange == "rows" else 0.5
 
 
+def summed_items(params: dict[str, Any], fractions: dict[str, float]) -> bool:
+    """Whether the item half-step sums over the user blocks (``_tasks.item_sums``) instead of gathering
+    every user's factors on each item block's worker: for CG, when every user block receives the item
+    factors whole (its columns are item ids).  Cholesky and the "rows" exchange gather."""
+    return params["solver"] == "cg" and fractions["users"] == 0.0
+
+
 @dataclass
 class Layout:
     """Where a fit's shards live and how each receives the other side's factors."""
@@ -59,6 +68,9 @@ class Layout:
     loss_weight: float = 0.0
     # intermediate results the shards are built from, dropped (not cancelled) once they exist
     scratch: list[Any] = field(default_factory=list)
+    # the item half-step by sums over user blocks: no item shards, an ItemBlock on each block's owner
+    summed: bool = False
+    item_blocks: list[Any] = field(default_factory=list)
 
     def place(self, side: str) -> list[str]:
         """The worker of each block of ``side`` (round robin)."""
@@ -67,56 +79,84 @@ class Layout:
 
 def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: int, fractions: dict[str, float],
                params: dict[str, Any], threads: int, timeout: float | None) -> Layout:
-    """Shards of a client-side CSR: users by rows, items by columns (CSC slices built in bounded memory)."""
-    entry_bytes = csr.indices.itemsize + csr.data.itemsize
-    columns = ColumnSlices(csr, max(1, math.ceil(csr.nnz * entry_bytes / n_blocks)), threads)
-    bounds = {"users": balanced_bounds(np.diff(csr.indptr), n_blocks), "items": columns.bounds}
-    layout = Layout(workers, bounds, {"users": [], "items": []})
+    """Shards of a client-side CSR, built here and sent: users by rows, items by columns (CSC slices built in
+    bounded memory) unless the item half-step sums over user blocks."""
+    summed = summed_items(params, fractions)
+    if summed:
+        columns, item_counts = None, np.bincount(csr.indices, minlength=csr.shape[1])
+        item_bounds = balanced_bounds(item_counts, n_blocks)
+    else:
+        entry_bytes = csr.indices.itemsize + csr.data.itemsize
+        columns = ColumnSlices(csr, max(1, math.ceil(csr.nnz * entry_bytes / n_blocks)), threads)
+        item_bounds = columns.bounds
+    bounds = {"users": balanced_bounds(np.diff(csr.indptr), n_blocks), "items": item_bounds}
+    layout = Layout(workers, bounds, {"users": [], "items": []}, summed=summed)
     n = {"users": csr.shape[0], "items": csr.shape[1]}
 
     def send(side: str, k: int, arrays: tuple[np.ndarray, ...]) -> None:
-        worker = layout.place(side)[k]
-        # one block's arrays on a worker at a time: the shards built there before are waited for
-        # (a worker would otherwise hold its user and item blocks as received, 16 nnz / W bytes, at once)
-        wait_for(client, [s for sd in SIDES for s, w in zip(layout.shards[sd], layout.place(sd)) if w == worker],
-                 timeout, "building the shards")
-        payload = scatter_to(client, arrays, worker, timeout)
+        # built here and sent compact (2 bytes an entry on binary data): a worker never holds a block's
+        # CSR arrays (8 bytes an entry), which made its peak while the shards were built on it
         lo, hi = int(bounds[side][k]), int(bounds[side][k + 1])
         other = _OTHER[side]
-        layout.shards[side].append(submit_to(client, worker, _tasks.build_shard, side, lo, hi, n[other],
-                                             bounds[other], fractions[side], params, payload))
+        shard = _tasks.build_shard(side, lo, hi, n[other], bounds[other], fractions[side], params, arrays)
+        layout.shards[side].append(scatter_to(client, shard, layout.place(side)[k], timeout))
 
     for k, (lo, hi) in enumerate(zip(bounds["users"][:-1].tolist(), bounds["users"][1:].tolist())):
         a, b = int(csr.indptr[lo]), int(csr.indptr[hi])
         send("users", k, (csr.indptr[lo:hi + 1] - a, csr.indices[a:b], csr.data[a:b]))
+    if summed:  # the item blocks' penalties come from the built shards (finish_layout)
+        return layout
     for k, (_, _, part) in enumerate(columns):  # each slice's buffers are reused: send copies
         send("items", k, (part.indptr.copy(), part.indices.copy(), part.data.copy()))
     return layout
 
 
-def finish_layout(client: Any, layout: Layout, timeout: float | None) -> Layout:
+def _item_blocks(client: Any, layout: Layout, params: dict[str, Any], timeout: float | None) -> None:
+    """Each block of items' penalties (as an item shard's) and empty items, sent to its owner (summed layout).
+
+    The entries per item are counted in the user shards, as stored (repeated
+    pairs merged, zeros dropped).
+    """
+    item_counts = np.sum(gather(client, [submit_to(client, w, _tasks.column_counts, s) for w, s in
+                                         zip(layout.owners["users"], layout.shards["users"])],
+                                timeout, "counting the entries of each item"), axis=0)
+    bounds = layout.bounds["items"]
+    reg = row_penalty(item_counts, int(layout.bounds["users"][-1]), params)
+    layout.item_blocks = [
+        scatter_to(client, _tasks.ItemBlock(lo, hi, reg[lo:hi], item_counts[lo:hi] == 0), worker, timeout)
+        for worker, lo, hi in zip(layout.place("items"), bounds[:-1].tolist(), bounds[1:].tolist())]
+
+
+def finish_layout(client: Any, layout: Layout, params: dict[str, Any], timeout: float | None) -> Layout:
     """Wait for the shards, learn their exchange plans, and place each selection with its block."""
     for side in SIDES:
         layout.owners[side] = layout.place(side)
+    sides = ("users",) if layout.summed else SIDES
     summaries = {side: gather(client, [submit_to(client, w, _tasks.shard_summary, s) for w, s in
                                        zip(layout.owners[side], layout.shards[side])],
-                              timeout, f"building the {side} shards") for side in SIDES}
+                              timeout, f"building the {side} shards") for side in sides}
     layout.scratch = []  # dropped, so the scheduler frees them
     layout.nnz = sum(s[1] for s in summaries["users"])
     layout.loss_weight = sum(s[2] for s in summaries["users"])
-    for side in SIDES:
+    for side in sides:
         other = _OTHER[side]
         layout.kinds[side] = [s[0] for s in summaries[side]]
         layout.selections[side] = {
             (k, j): submit_to(client, layout.owners[other][j], _tasks.selection, layout.shards[side][k], j)
             for k, kinds in enumerate(layout.kinds[side]) for j in np.flatnonzero(kinds == _tasks.ROWS).tolist()}
+    if layout.summed:
+        _item_blocks(client, layout, params, timeout)
     return layout
 
 
 def _blocks(client: Any, layout: Layout, side: str, factors: np.ndarray, timeout: float | None) -> list[Any]:
     bounds = layout.bounds[side]
-    return [scatter_to(client, factors[lo:hi], w, timeout)
-            for w, lo, hi in zip(layout.owners[side], bounds[:-1].tolist(), bounds[1:].tolist())]
+    blocks = [scatter_to(client, factors[lo:hi], w, timeout)
+              for w, lo, hi in zip(layout.owners[side], bounds[:-1].tolist(), bounds[1:].tolist())]
+    if not layout.summed:  # copied into canvases
+        return blocks
+    # solved in place: aligned on arrival (the message's copy goes once its aligned copy exists)
+    return [submit_to(client, w, _tasks.aligned, block) for w, block in zip(layout.owners[side], blocks)]
 
 
 def _sum_grams(grams: list[np.ndarray], dtype: Any) -> np.ndarray:
@@ -142,17 +182,56 @@ class _Driver:
                 elif kind == _tasks.ROWS:
                     pieces.append(submit_to(client, other_owners[j], _tasks.take_rows, other[j],
                                             layout.selections[side][(k, j)]))
+            # summed item half-steps need no canvas of users: a user block is solved where it is
+            in_place = layout.summed and side == "users"
             block = submit_to(client, worker, _tasks.solve_block, shard, own[k], other_gram, self.params,
-                              self.threads, with_loss, *pieces, side_rows=int(layout.bounds[side][-1]))
+                              self.threads, with_loss, *pieces, in_place=in_place,
+                              side_rows=None if in_place else int(layout.bounds[side][-1]))
             new.append(block)
             stats.append(submit_to(client, worker, _tasks.block_stats, block))
-        results = gather(client, stats, self.timeout, f"the {side} half-step")
+        return new, self._stats(side, stats)
+
+    def _stats(self, side: str, stats: list[Any]) -> list[tuple]:
+        results = gather(self.client, stats, self.timeout, f"the {side} half-step")
         failures = sum(r[1] for r in results)
         if failures:
-            n_rows = int(layout.bounds[side][-1])
+            n_rows = int(self.layout.bounds[side][-1])
             warnings.warn(f"DaskALS: {failures} of {n_rows} row systems were singular and left unsolved; "
-                          "use regularization > 0", RuntimeWarning, stacklevel=5)
-        return new, results
+                          "use regularization > 0", RuntimeWarning, stacklevel=6)
+        return results
+
+    def summed_item_step(self, own: list[Any], users: list[Any], user_gram: np.ndarray
+                         ) -> tuple[list[Any], list[tuple]]:
+        """The item half-step by sums over user blocks: CG's rounds as one task graph (``own`` is emptied).
+
+        Per round (the residual, then ``cg_steps`` steps) the owner of each
+        block of items publishes its vectors (``cg_vector``), every user
+        block adds its part of the sums for that block (``item_sums``, on
+        the user block's worker) and the owner takes the dense step.  Only
+        item-block-sized arrays travel; no worker holds other workers' users.
+        """
+        layout, client, params = self.layout, self.client, self.params
+        bounds, owners = layout.bounds["items"], layout.owners["items"]
+        states = [submit_to(client, worker, _tasks.cg_begin, own[j], block, params)
+                  for j, (worker, block) in enumerate(zip(owners, layout.item_blocks))]
+        own.clear()  # the caller's list: the old blocks (and their copies on other workers) go once CG starts
+        for round_ in range(1 + params["cg_steps"]):
+            update = _tasks.cg_residual if round_ == 0 else _tasks.cg_step
+            vectors = [submit_to(client, worker, _tasks.cg_vector, state) for worker, state in zip(owners, states)]
+            states = [submit_to(client, worker, update, state, user_gram, *[
+                submit_to(client, user_worker, _tasks.item_sums, shard, users[k], vector, int(bounds[j]), params,
+                          round_ == 0, self.threads)
+                for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], layout.owners["users"]))])
+                for j, (worker, state, vector) in enumerate(zip(owners, states, vectors))]
+        new = [submit_to(client, worker, _tasks.cg_finish, state, params) for worker, state in zip(owners, states)]
+        return new, self._stats("items", [submit_to(client, w, _tasks.block_stats, b) for w, b in zip(owners, new)])
+
+    def user_losses(self, users: list[Any], items: list[Any], item_gram: np.ndarray) -> float:
+        """The objective's terms of every user block (penalties included) against the new item factors."""
+        return sum(gather(self.client, [
+            submit_to(self.client, worker, _tasks.user_loss, shard, users[k], item_gram, self.params, *items)
+            for k, (shard, worker) in enumerate(zip(self.layout.shards["users"], self.layout.owners["users"]))],
+            self.timeout, "the loss"))
 
 
 def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads: int,
@@ -173,10 +252,16 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
     for iteration in range(params["iterations"]):
         X, user_stats = driver.half_step("users", X, Y, item_gram, False)
         user_gram = _sum_grams([s[0] for s in user_stats], dtype)
-        Y, item_stats = driver.half_step("items", Y, X, user_gram, compute_loss)
+        if layout.summed:
+            Y, item_stats = driver.summed_item_step(Y, X, user_gram)
+        else:
+            Y, item_stats = driver.half_step("items", Y, X, user_gram, compute_loss)
         item_gram = _sum_grams([s[0] for s in item_stats], dtype)
         loss = math.nan
-        if compute_loss:
+        if compute_loss and layout.summed:  # by users (their penalties included), plus the items' penalties
+            total = driver.user_losses(X, Y, item_gram) + sum(s[3] for s in item_stats)
+            loss = float(total / layout.loss_weight)
+        elif compute_loss:
             total = sum(s[2] for s in item_stats) + sum(s[3] for s in user_stats)
             loss = float(total / layout.loss_weight)
         on_iteration(iteration, loss)

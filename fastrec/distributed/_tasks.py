@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from dask.sizeof import sizeof
@@ -28,6 +28,7 @@ from distributed.protocol import dask_deserialize, dask_serialize
 from distributed.protocol.numpy import deserialize_numpy_ndarray, serialize_numpy_ndarray
 
 from ..kernels import load_kernel
+from ..utils.threads import blas_single_thread
 from ..models.als_start import _check_confidence, gram, half_step, loss_weight
 from ..models.ials import ials_loss, is_ials, kernel_form, kernel_values, row_penalty
 from ..utils.csr_arrays import CSRArrays
@@ -35,7 +36,8 @@ from ._cluster import worker_threads
 from ._compact import CHUNK_ENTRIES, CompactRows
 
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
-           "selection", "take_rows", "solve_block", "block_stats", "factors_of"]
+           "selection", "column_counts", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
+           "cg_vector", "item_sums", "cg_residual", "cg_step", "cg_finish", "user_loss"]
 
 # how a shard receives each block of the other side's factors
 SKIP, WHOLE, ROWS = 0, 1, 2
@@ -203,9 +205,28 @@ def shard_summary(shard: Shard) -> tuple[np.ndarray, int, float]:
     return shard.kinds, shard.rows.nnz, shard.loss_weight
 
 
+def column_counts(shard: Shard) -> np.ndarray:
+    """Entries per column of the shard (its columns are the other side's rows: every block received whole)."""
+    counts = np.zeros(shard.rows.shape[1], dtype=np.int64)
+    for r0, r1 in shard.rows.chunks(CHUNK_ENTRIES):
+        counts += np.bincount(shard.rows.rows(r0, r1).indices, minlength=counts.size)
+    return counts
+
+
 def selection(shard: Shard, block: int) -> np.ndarray:
     """The rows of the other side's ``block`` this shard needs (run on that block's worker, kept there)."""
     return shard.selections[block]
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """``array``, or its copy when it is not aligned to its item size.
+
+    An array received from the client can start anywhere in the message's
+    buffer: NumPy then copies it whole for every matrix product (two copies
+    for ``X.T @ X``), so a block solved in place is aligned once, as it
+    arrives.
+    """
+    return array if array.flags.aligned else array.copy()
 
 
 def factors_of(block: Any) -> np.ndarray:
@@ -226,8 +247,18 @@ def _gathered(pieces: tuple[Any, ...], f: int, dtype: Any) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def _own_rows(shard: Shard, start: Any, dtype: Any, side_rows: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(X, canvas): where the shard's rows are solved, starting from ``start``'s factors."""
+def _own_rows(shard: Shard | ItemBlock, start: Any, dtype: Any, side_rows: int | None, in_place: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(X, canvas): where the block's rows are solved, starting from ``start``'s factors.
+
+    ``in_place``: in ``start``'s own array (no canvas), copied only when it
+    cannot be written or has another dtype or layout.
+    """
+    if in_place:
+        factors = factors_of(start)
+        if factors.dtype == dtype and factors.flags.c_contiguous and factors.flags.writeable:
+            return factors, None
+        return np.array(factors, dtype=dtype, order="C", copy=True), None
     if side_rows is None:  # a copy: ``start`` stays as it was
         return np.array(factors_of(start), dtype=dtype, order="C", copy=True), None
     if (isinstance(start, Solved) and start.canvas is not None and start.canvas.dtype == dtype
@@ -262,11 +293,14 @@ def _other_rows(shard: Shard, pieces: tuple[Any, ...], f: int, dtype: Any) -> np
 
 
 def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[str, Any],
-                threads: int, with_loss: bool, *pieces: Any, side_rows: int | None = None) -> Solved:
+                threads: int, with_loss: bool, *pieces: Any, side_rows: int | None = None,
+                in_place: bool = False) -> Solved:
     """New factors for the shard's rows, the other side's ``pieces`` fixed (``other_gram``: their full Gram).
 
     ``start`` (the current factors) is the CG warm start.  Without
-    ``side_rows`` it is copied, never modified.  With ``side_rows`` (the
+    ``side_rows`` it is copied, never modified; with ``in_place`` it is
+    solved where it is (the item half-step by sums over user blocks needs
+    no canvas of users).  With ``side_rows`` (the
     number of rows of the shard's side) the block lives in a canvas (see
     ``Solved``): a ``start`` solved on this worker is updated in place (the
     driver never reads a block once the next half-step of its side has
@@ -276,7 +310,7 @@ def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[s
     without the other side's penalty (the driver adds it once).
     """
     threads = worker_threads(threads)
-    X, canvas = _own_rows(shard, start, params["dtype"], side_rows)
+    X, canvas = _own_rows(shard, start, params["dtype"], side_rows, in_place)
     Y = _other_rows(shard, pieces, X.shape[1], X.dtype)
     rows, reg, solver = shard.rows, shard.reg, params["solver"]
     failures = 0
@@ -285,26 +319,179 @@ def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[s
         for r0, r1 in rows.chunks(CHUNK_ENTRIES):  # decoded a chunk at a time: rows solve independently
             failures += half_step(rows.rows(r0, r1), X[r0:r1], Y, reg[r0:r1], params, solver, threads,
                                   other_gram, shard.max_row_length)
-    loss = 0.0
-    if with_loss:  # the objective's terms of these rows, their own penalty included (ALS._loss, by rows)
-        kernel, no_columns = load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
-        # One thread: a block's loss is then summed in the same order on every run (it is a
-        # small share of the half-step).  This once also hid a race in als_loss (per-entry
-        # c/pref shared between OpenMP threads), fixed in ext/_als.pyx since.  Every term is
-        # a sum over rows, so the chunks' losses add up.
-        for r0, r1 in rows.chunks(CHUNK_ENTRIES):
-            part, Xr = rows.rows(r0, r1), X[r0:r1]
-            if is_ials(params):
-                loss += ials_loss(kernel, part, Xr, Y, reg[r0:r1], no_columns, params, 1, gram=other_gram)
-            else:
-                loss += float(kernel.als_loss(part.indptr, part.indices, part.data, Xr, Y, other_gram, reg[r0:r1],
-                                              no_columns, X.dtype.type(params["alpha"]),
-                                              params["confidence"] == "implicit", 1))
-    # these rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)
+    loss = _rows_loss(shard, X, Y, other_gram, params) if with_loss else 0.0
+    return Solved(X, gram(X), int(failures), loss, _penalty(shard.reg, X, params), shard.lo, canvas)
+
+
+def _rows_loss(shard: Shard, X: np.ndarray, Y: np.ndarray, other_gram: np.ndarray, params: dict[str, Any]) -> float:
+    """The objective's terms of the shard's rows, their own penalty included (ALS._loss, by rows).
+
+    One thread: a block's loss is then summed in the same order on every run
+    (it is a small share of the half-step).  This once also hid a race in
+    als_loss (per-entry c/pref shared between OpenMP threads), fixed in
+    ext/_als.pyx since.  Every term is a sum over rows, so the chunks' losses
+    add up.
+    """
+    kernel, no_columns = load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
+    rows, reg, loss = shard.rows, shard.reg, 0.0
+    for r0, r1 in rows.chunks(CHUNK_ENTRIES):
+        part, Xr = rows.rows(r0, r1), X[r0:r1]
+        if is_ials(params):
+            loss += ials_loss(kernel, part, Xr, Y, reg[r0:r1], no_columns, params, 1, gram=other_gram)
+        else:
+            loss += float(kernel.als_loss(part.indptr, part.indices, part.data, Xr, Y, other_gram, reg[r0:r1],
+                                          no_columns, X.dtype.type(params["alpha"]),
+                                          params["confidence"] == "implicit", 1))
+    return loss
+
+
+def _penalty(reg: np.ndarray, X: np.ndarray, params: dict[str, Any]) -> float:
+    """These rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)."""
     scale = params["unobserved_weight"] if is_ials(params) else 1.0
-    norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    penalty = scale * float(np.dot(shard.reg.astype(np.float64), norms))
-    return Solved(X, gram(X), int(failures), loss, penalty, shard.lo, canvas)
+    norms = np.empty(X.shape[0], dtype=np.float64)
+    for c0, c1 in _chunks(X.shape[0]):  # by chunks: in float64 X whole would take twice its own memory
+        norms[c0:c1] = np.einsum("ij,ij->i", X[c0:c1], X[c0:c1], dtype=np.float64)
+    return scale * float(np.dot(reg.astype(np.float64), norms))
+
+
+# ---------------------------------------------------------------- the item half-step by sums over user blocks
+# CG on an item needs from the users only sums over the users who rated it (ext/_als_dist.pyx): each
+# worker adds its own users' part for every block of items (``item_sums``), the block's owner adds the
+# parts and takes CG's dense steps (``cg_residual``, ``cg_step``: ``cg_row`` of ext/_als.pyx, vectorised
+# over the block's items).  No worker holds the other workers' user factors.
+
+@dataclass
+class ItemBlock:
+    """What the owner of items ``lo:hi`` knows of them: their penalties and which have no entries at all."""
+
+    lo: int
+    hi: int
+    reg: np.ndarray
+    empty: np.ndarray
+
+
+@dataclass
+class ItemCG:
+    """CG's state for a block of items, on its owner: ``x`` (the block's factors) is solved in place.
+
+    While solving, ``x`` holds the kernel's unknowns: the factors divided by
+    ``scale`` (iALS, see models/ials.py).
+    """
+
+    block: ItemBlock
+    x: np.ndarray
+    scale: float
+    r: np.ndarray | None = None
+    p: np.ndarray | None = None
+    rsold: np.ndarray | None = None
+    active: np.ndarray | None = None
+    failures: int = 0
+
+
+def cg_begin(start: Any, block: ItemBlock, params: dict[str, Any]) -> ItemCG:
+    """The warm start: the block's current factors, in place (zero for items without entries)."""
+    X, _ = _own_rows(block, start, params["dtype"], None, in_place=True)
+    scale = kernel_form(params).scale
+    if scale != 1.0:
+        X *= X.dtype.type(1.0 / scale)
+    X[block.empty] = 0  # as the kernel: a row without entries is zero
+    return ItemCG(block, X, scale)
+
+
+def cg_vector(state: ItemCG) -> np.ndarray:
+    """What the user blocks' sums are taken of next: the warm start, then each search direction."""
+    return state.x if state.p is None else state.p
+
+
+def item_sums(shard: Shard, users: Any, vector: np.ndarray, lo: int, params: dict[str, Any], residual: bool,
+              threads: int) -> np.ndarray:
+    """This user block's part of the residual's (or a step's) sums for items ``lo:lo + len(vector)``."""
+    X = factors_of(users)
+    out = np.zeros_like(vector)
+    kernel, form = load_kernel("als_dist"), kernel_form(params)
+    alpha, threads = X.dtype.type(form.alpha), worker_threads(threads)
+    for r0, r1 in shard.rows.chunks(CHUNK_ENTRIES):
+        part = shard.rows.rows(r0, r1)
+        kernel.item_sums(part.indptr, part.indices, part.data, X[r0:r1], vector, out, lo, alpha, form.implicit,
+                         residual, threads)
+    return out
+
+
+# items per chunk of the owner's dense steps: their temporaries stay small (1024 x 64 float32 = 256 kB)
+CG_ROWS = 1024
+
+
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    for c0 in range(0, n, CG_ROWS):
+        yield c0, min(c0 + CG_ROWS, n)
+
+
+def cg_residual(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray) -> ItemCG:
+    """r = p = b - A x from the user blocks' residual sums (``cg_residual`` of ext/_als.pyx), by chunks of items."""
+    x, reg = state.x, state.block.reg
+    r = np.empty_like(x)
+    for c0, c1 in _chunks(x.shape[0]):
+        rc = r[c0:c1]
+        with blas_single_thread(scipy_blas=False):
+            np.matmul(x[c0:c1], other_gram, out=rc)
+        rc += reg[c0:c1, None] * x[c0:c1]
+        np.negative(rc, out=rc)  # -(G x) - reg x, then b - (A's sparse part) x from each block
+        for part in sums:
+            rc += part[c0:c1]
+    r[state.block.empty] = 0
+    state.r, state.p = r, r.copy()
+    state.rsold = np.einsum("ij,ij->i", r, r)
+    state.active = ~state.block.empty & (state.rsold >= 1e-20)
+    return state
+
+
+def cg_step(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray) -> ItemCG:
+    """One CG step (``cg_update``) of every active item, given the user blocks' sums of A's sparse part times p."""
+    x, r, p, rsold, reg = state.x, state.r, state.p, state.rsold, state.block.reg
+    for c0, c1 in _chunks(x.shape[0]):
+        local = np.flatnonzero(state.active[c0:c1])
+        if not local.size:
+            continue
+        pc = p[c0:c1]
+        with blas_single_thread(scipy_blas=False):
+            Ap = pc @ other_gram
+        Ap += reg[c0:c1, None] * pc
+        for part in sums:
+            Ap += part[c0:c1]
+        rows = local + c0
+        pa, Apa = p[rows], Ap[local]
+        pAp = np.einsum("ij,ij->i", pa, Apa)
+        failed = pAp <= 0  # not positive definite along p: stop, keep what we have
+        state.failures += int(failed.sum())
+        moving, pa, Apa, pAp = rows[~failed], pa[~failed], Apa[~failed], pAp[~failed]
+        step = (rsold[moving] / pAp)[:, None]
+        x[moving] += step * pa
+        ra = r[moving] - step * Apa
+        r[moving] = ra
+        rsnew = np.einsum("ij,ij->i", ra, ra)
+        going = rsnew >= 1e-20  # the others converged
+        keep = moving[going]
+        p[keep] = ra[going] + (rsnew[going] / rsold[keep])[:, None] * pa[going]
+        rsold[keep] = rsnew[going]
+        state.active[c0:c1] = False
+        state.active[keep] = True
+    return state
+
+
+def cg_finish(state: ItemCG, params: dict[str, Any]) -> Solved:
+    """The solved block (its factors in its canvas), as ``solve_block`` returns one."""
+    X = state.x
+    if state.scale != 1.0:
+        X *= X.dtype.type(state.scale)
+    state.r = state.p = None
+    return Solved(X, gram(X), state.failures, 0.0, _penalty(state.block.reg, X, params), state.block.lo)
+
+
+def user_loss(shard: Shard, users: Any, item_gram: np.ndarray, params: dict[str, Any], *pieces: Any) -> float:
+    """The objective's terms of a block of users, their penalty included, against the new item factors."""
+    X = factors_of(users)
+    Y = _other_rows(shard, pieces, X.shape[1], X.dtype)
+    return _rows_loss(shard, X, Y, item_gram, params)
 
 
 def block_stats(solved: Solved) -> tuple[np.ndarray, int, float, float]:

@@ -189,7 +189,7 @@ class DaskALS(ALS):
                                         params["num_threads"], timeout)
                 else:
                     layout = source.layout(client, workers, n_blocks, fractions, worker_params, timeout)
-                finish_layout(client, layout, timeout)
+                finish_layout(client, layout, worker_params, timeout)
                 if layout.nnz == 0:
                     raise ValueError("X holds no interactions (every weight is zero); there is nothing to learn from")
                 user_factors, item_factors = run_iterations(client, layout, worker_params, threads, timeout,

@@ -18,7 +18,7 @@ from ..data.idmap import IdMap
 from ..utils.validation import check_columns, check_raw_ids, check_values
 from . import _tasks
 from ._cluster import direct, gather, submit_to
-from ._engine import Layout, balanced_bounds
+from ._engine import Layout, balanced_bounds, summed_items
 
 __all__ = ["FrameInput", "is_dask_frame"]
 
@@ -169,10 +169,11 @@ class FrameInput:
         counts = _tree(client, _add_counts, [client.submit(_counts, t, n_users, n_items, pure=False) for t in trips])
         user_counts, item_counts = gather(client, [counts], timeout, "counting the entries of X")[0]
         bounds = {"users": balanced_bounds(user_counts, n_blocks), "items": balanced_bounds(item_counts, n_blocks)}
-        splits = [client.submit(_split, t, bounds, pure=False) for t in trips]
-        layout = Layout(workers, bounds, {"users": [], "items": []}, scratch=trips + scratch + splits)
+        summed = summed_items(params, fractions)  # then no item shards: the triplets are split by users only
+        splits = [client.submit(_split, t, {"users": bounds["users"]} if summed else bounds, pure=False) for t in trips]
+        layout = Layout(workers, bounds, {"users": [], "items": []}, scratch=trips + scratch + splits, summed=summed)
         n_other = {"users": n_items, "items": n_users}
-        for side, other in (("users", "items"), ("items", "users")):
+        for side, other in (("users", "items"),) if summed else (("users", "items"), ("items", "users")):
             for k, worker in enumerate(layout.place(side)):
                 pieces = [client.submit(operator.getitem, s, (side, k), pure=False) for s in splits]
                 layout.scratch.extend(pieces)

@@ -233,3 +233,74 @@ def test_half_steps_in_canvases_equal_the_copying_ones(monkeypatch):
 def _block(csr, lo, hi):
     part = csr[lo:hi]
     return part.indptr.astype(np.int64), part.indices.astype(np.int32), part.data
+
+
+def _summed_item_half_step(shards, users, start, other_gram, params, item_bounds, reg, empty, threads=1):
+    """The item half-step as DaskALS runs it by sums over user blocks, task by task (one process)."""
+    new = []
+    for j in range(item_bounds.size - 1):
+        lo, hi = int(item_bounds[j]), int(item_bounds[j + 1])
+        state = _tasks.cg_begin(start[lo:hi].copy(), _tasks.ItemBlock(lo, hi, reg[lo:hi], empty[lo:hi]), params)
+        for round_ in range(1 + params["cg_steps"]):
+            vector = _tasks.cg_vector(state)
+            sums = [_tasks.item_sums(shard, block, vector, lo, params, round_ == 0, threads)
+                    for shard, block in zip(shards, users)]
+            state = (_tasks.cg_residual if round_ == 0 else _tasks.cg_step)(state, other_gram, *sums)
+        new.append(_tasks.cg_finish(state, params))
+    return new
+
+
+@pytest.mark.parametrize("params, values", [(dict(), "ratings"), (dict(), "ones"),
+                                            (dict(unobserved_weight=0.3), "signs"),
+                                            (dict(confidence="implicit", alpha=3.0), "many"),
+                                            (dict(cg_steps=6, regularization=1e-4), "ratings"),
+                                            (dict(factors=2, cg_steps=5), "ratings")])  # CG converges
+def test_item_half_step_by_sums_over_user_blocks_equals_als(monkeypatch, params, values):
+    """Three user blocks' sums and two item blocks' dense CG steps give ALS's item half-step (float64: to
+    rounding), its penalty and Gram matrix; items without entries are zero, as the kernel leaves them."""
+    keep = np.ones(50)
+    keep[[4, 31]] = 0  # two items without entries
+    X = sp.csr_matrix(random_csr(11, 90, 50, 0.12, values, np.float64) @ sp.diags(keep))
+    X.eliminate_zeros()
+    X.sort_indices()
+    X.indices = X.indices.astype(np.int32)
+    f = params.pop("factors", 7)
+    als = ALS(factors=f, regularization=params.pop("regularization", 0.05), dtype=np.float64, random_state=0,
+              **params)
+    p = {k: v for k, v in als._check_params().items() if k != "random_state"}
+    rng = np.random.default_rng(2)
+    U = rng.standard_normal((90, f))
+    start = rng.standard_normal((50, f))
+    user_bounds, item_bounds = np.array([0, 25, 60, 90]), np.array([0, 21, 50])
+    shards = [_tasks.build_shard("users", int(a), int(b), 50, np.array([0, 50]), 0.0, p, _block(X, int(a), int(b)))
+              for a, b in zip(user_bounds[:-1], user_bounds[1:])]
+    users = [_tasks.Solved(U[a:b], np.zeros((f, f)), 0, 0.0, 0.0, int(a)) for a, b in zip(user_bounds[:-1],
+                                                                                           user_bounds[1:])]
+    counts = np.diff(X.tocsc().indptr)
+    reg = _tasks.row_penalty(counts, 90, p)
+    monkeypatch.setattr(_tasks, "CG_ROWS", 8)  # the dense steps in several chunks
+    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 40)  # the users' rows decoded in several chunks
+    new = _summed_item_half_step(shards, users, start, als._gram(U, 1), p, item_bounds, reg, counts == 0)
+    ref = start.copy()
+    Xt = X.T.tocsr()
+    Xt.indices = Xt.indices.astype(np.int32)
+    als._half_step(kernel_values(Xt, kernel_form(p)), ref, U, reg, p, "cg", 1, YtY=als._gram(U, 1))
+    got = np.concatenate([b.factors for b in new])
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    assert not got[[4, 31]].any() and np.abs(got - start).max() > 0.1
+    scale = p["unobserved_weight"] if p["unobserved_weight"] else 1.0
+    np.testing.assert_allclose(sum(b.penalty for b in new), scale * float(reg @ (ref * ref).sum(axis=1)), rtol=1e-9)
+    np.testing.assert_allclose(sum(b.gram for b in new), ref.T @ ref, rtol=1e-9)
+    assert sum(b.failures for b in new) == 0
+
+
+def test_item_sums_threads_give_the_same_bits():
+    """The user blocks' sums split items between threads: every item's sum runs over its users in order."""
+    X = random_csr(3, 200, 64, 0.2, "ratings")
+    p = {k: v for k, v in ALS(factors=8)._check_params().items() if k != "random_state"}
+    shard = _tasks.build_shard("users", 0, 200, 64, np.array([0, 64]), 0.0, p, _block(X, 0, 200))
+    rng = np.random.default_rng(0)
+    U, V = rng.standard_normal((200, 8)).astype(np.float32), rng.standard_normal((40, 8)).astype(np.float32)
+    one = _tasks.item_sums(shard, U, V, 10, p, True, 1)
+    np.testing.assert_array_equal(_tasks.item_sums(shard, U, V, 10, p, True, 3), one)
+    assert np.abs(one).max() > 0

@@ -1,4 +1,5 @@
-"""What a Dask worker imports to run a CG fit's tasks: not SciPy (about 25 MB of its memory), not the estimators.
+"""What a Dask worker imports to run a CG fit's tasks (both half-steps): not SciPy (about 25 MB of its memory),
+not the estimators.
 
 The tasks are pickled here, in a process that has imported everything, and
 run in a fresh interpreter that starts with nothing but pickle: unpickling
@@ -31,6 +32,14 @@ solved = solve[0](shard, *solve[1], **solve[2])
 again = solve[0](shard, solved, *solve[1][1:], **solve[2])  # in place in its canvas, as the next sweep
 from distributed.protocol import deserialize, serialize
 back = deserialize(*serialize(again))
+from fastrec.distributed import _tasks as T  # the item half-step by sums over user blocks
+params = solve[1][2]
+block = T.ItemBlock(0, 40, np.full(40, 0.5, dtype=np.float32), np.zeros(40, dtype=bool))
+state = T.cg_begin(np.ones((40, 5), dtype=np.float32), block, params)
+for round_ in range(1 + params["cg_steps"]):
+    sums = T.item_sums(shard, again, T.cg_vector(state), 0, params, round_ == 0, 1)
+    state = (T.cg_residual if round_ == 0 else T.cg_step)(state, again.gram, sums)
+items = T.cg_finish(state, params)
 from threadpoolctl import threadpool_info
 from fastrec.utils.threads import blas_single_thread
 with blas_single_thread(scipy_blas=False):
@@ -38,7 +47,7 @@ with blas_single_thread(scipy_blas=False):
 print(json.dumps({"scipy": sorted(m for m in sys.modules if m.split(".")[0] == "scipy"),
                   "models": sorted(m for m in sys.modules if m in ("fastrec.models.als", "fastrec.models.base")),
                   "factors": back.factors.tolist(), "gram": back.gram.tolist(), "loss": back.loss,
-                  "blas_limits": limited}))
+                  "blas_limits": limited, "items_moved": bool(np.abs(items.factors - 1).max() > 1e-3)}))
 """
 
 
@@ -70,3 +79,4 @@ def test_a_cg_fit_task_runs_without_scipy_and_gives_als_factors(tmp_path, params
     np.testing.assert_array_equal(np.array(result["factors"], dtype=np.float32), ref)
     np.testing.assert_allclose(np.array(result["gram"]), ref.T.astype(np.float64) @ ref, rtol=1e-5, atol=1e-6)
     assert result["loss"] > 0
+    assert result["items_moved"]
