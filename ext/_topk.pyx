@@ -175,47 +175,56 @@ cdef extern from *:
     }
     #elif defined(__AVX2__)
     #define FR_R 4
+    static inline void fr_ub_epi256(__m256i a, int col, const float *isc, const int *icorr,
+                                    const float *ierr, const float *inorm, const float *ibias,
+                                    float qs, float qa, float qb, float *out) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(a, _mm256_loadu_si256((const __m256i *)(icorr + col))));
+        v = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(qs), _mm256_loadu_ps(isc + col)));
+        v = _mm256_fmadd_ps(_mm256_set1_ps(qa), _mm256_loadu_ps(ierr + col), v);
+        v = _mm256_fmadd_ps(_mm256_set1_ps(qb), _mm256_loadu_ps(inorm + col), v);
+        if (ibias) v = _mm256_add_ps(v, _mm256_loadu_ps(ibias + col));
+        _mm256_storeu_ps(out + col, v);
+    }
     static inline __m256i fr_dp_avx2(__m256i a, __m256i u, __m256i y, __m256i ones) {
         return _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones));
     }
-    /* acc[2r + v], v = 0, 1: the group pair's items 0-15 of p0 then p1, as 4 ymm per row */
-    static void fr_rows_avx2(const int *U, int nr, int F4, const signed char *p0, const signed char *p1,
-                             __m256i *acc) {
+    /* FR_R queries against one 16-row group (two ymm of 8 rows): acc[2r], acc[2r + 1].
+       8 accumulators, 2 rows of codes, the query and the ones: within AVX2's 16 registers. */
+    static void fr_rows_avx2(const int *U, int F4, const signed char *p0, __m256i *acc) {
         const __m256i ones = _mm256_set1_epi16(1);
-        __m256i a[16];
-        for (int t = 0; t < 16; t++) a[t] = _mm256_setzero_si256();
-        if (nr == FR_R) {
-            __m256i a0 = a[0], a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            __m256i c0 = a0, c1 = a0, c2 = a0, c3 = a0, d0 = a0, d1 = a0, d2 = a0, d3 = a0;
-            for (int k = 0; k < F4; k++) {
-                __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64));
-                __m256i y1 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32));
-                __m256i y2 = _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64));
-                __m256i y3 = _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64 + 32));
-                __m256i u;
-                u = _mm256_set1_epi32(U[k]);
-                a0 = fr_dp_avx2(a0, u, y0, ones); b0 = fr_dp_avx2(b0, u, y1, ones); c0 = fr_dp_avx2(c0, u, y2, ones); d0 = fr_dp_avx2(d0, u, y3, ones);
-                u = _mm256_set1_epi32(U[F4 + k]);
-                a1 = fr_dp_avx2(a1, u, y0, ones); b1 = fr_dp_avx2(b1, u, y1, ones); c1 = fr_dp_avx2(c1, u, y2, ones); d1 = fr_dp_avx2(d1, u, y3, ones);
-                u = _mm256_set1_epi32(U[2 * F4 + k]);
-                a2 = fr_dp_avx2(a2, u, y0, ones); b2 = fr_dp_avx2(b2, u, y1, ones); c2 = fr_dp_avx2(c2, u, y2, ones); d2 = fr_dp_avx2(d2, u, y3, ones);
-                u = _mm256_set1_epi32(U[3 * F4 + k]);
-                a3 = fr_dp_avx2(a3, u, y0, ones); b3 = fr_dp_avx2(b3, u, y1, ones); c3 = fr_dp_avx2(c3, u, y2, ones); d3 = fr_dp_avx2(d3, u, y3, ones);
-            }
-            a[0] = a0; a[1] = b0; a[2] = c0; a[3] = d0; a[4] = a1; a[5] = b1; a[6] = c1; a[7] = d1;
-            a[8] = a2; a[9] = b2; a[10] = c2; a[11] = d2; a[12] = a3; a[13] = b3; a[14] = c3; a[15] = d3;
-        } else {
-            __m256i a0 = a[0], b0 = a0, c0 = a0, d0 = a0;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int k = 0; k < F4; k++) {
+            __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64));
+            __m256i y1 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32));
+            __m256i u;
+            u = _mm256_set1_epi32(U[k]);          a0 = fr_dp_avx2(a0, u, y0, ones); b0 = fr_dp_avx2(b0, u, y1, ones);
+            u = _mm256_set1_epi32(U[F4 + k]);     a1 = fr_dp_avx2(a1, u, y0, ones); b1 = fr_dp_avx2(b1, u, y1, ones);
+            u = _mm256_set1_epi32(U[2 * F4 + k]); a2 = fr_dp_avx2(a2, u, y0, ones); b2 = fr_dp_avx2(b2, u, y1, ones);
+            u = _mm256_set1_epi32(U[3 * F4 + k]); a3 = fr_dp_avx2(a3, u, y0, ones); b3 = fr_dp_avx2(b3, u, y1, ones);
+        }
+        acc[0] = a0; acc[1] = b0; acc[2] = a1; acc[3] = b1; acc[4] = a2; acc[5] = b2; acc[6] = a3; acc[7] = b3;
+    }
+    /* One query against every group (2 ng2 of them), bounds written straight to out: two groups
+       (four chains) in flight. */
+    static void fr_row_avx2(const int *U, int F4, const signed char *P, int ng2, float qs, float qa, float qb,
+                            const float *isc, const int *icorr, const float *ierr, const float *inorm,
+                            const float *ibias, float *out) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int g = 0; g < 2 * ng2; g += 2) {
+            const signed char *p0 = P + (size_t)g * F4 * 64, *p1 = p0 + (size_t)F4 * 64;
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
             for (int k = 0; k < F4; k++) {
                 __m256i u = _mm256_set1_epi32(U[k]);
                 a0 = fr_dp_avx2(a0, u, _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64)), ones);
-                b0 = fr_dp_avx2(b0, u, _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32)), ones);
-                c0 = fr_dp_avx2(c0, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64)), ones);
-                d0 = fr_dp_avx2(d0, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64 + 32)), ones);
+                a1 = fr_dp_avx2(a1, u, _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32)), ones);
+                a2 = fr_dp_avx2(a2, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64)), ones);
+                a3 = fr_dp_avx2(a3, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64 + 32)), ones);
             }
-            a[0] = a0; a[1] = b0; a[2] = c0; a[3] = d0;
+            fr_ub_epi256(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
+            fr_ub_epi256(a1, 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
+            fr_ub_epi256(a2, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
+            fr_ub_epi256(a3, 16 * g + 24, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
         }
-        for (int t = 0; t < 16; t++) acc[t] = a[t];
     }
     #else
     #define FR_R 1
@@ -227,57 +236,63 @@ cdef extern from *:
                            const float *qs, const float *qa, const float *qb,
                            const float *isc, const int *icorr, const float *ierr, const float *inorm,
                            const float *ibias, float *out, int ldo, int vnni) {
-    #if defined(__AVX512BW__)
         int full = nu - nu % FR_R;
-        for (int r = full; r < nu; r++) {
-            if (vnni) fr_row_vnni(U + (size_t)r * F4, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm,
-                                  ibias, out + (size_t)r * ldo);
-            else fr_row_bw(U + (size_t)r * F4, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm,
-                           ibias, out + (size_t)r * ldo);
-        }
-        nu = full;
+    #if defined(__AVX512BW__) || defined(__AVX2__)
+        for (int r = full; r < nu; r++) {  /* the last few queries, one at a time */
+            const int *Ur = U + (size_t)r * F4;
+            float *o = out + (size_t)r * ldo;
+    #if defined(__AVX512BW__)
+            if (vnni) fr_row_vnni(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o);
+            else fr_row_bw(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o);
+    #else
+            fr_row_avx2(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o);
     #endif
-        for (int g = 0; g < ng2; g++) {
+        }
+    #endif
+    #if defined(__AVX512BW__)
+        for (int g = 0; g < ng2; g++) {  /* pairs of 16-row groups x FR_R queries */
             const signed char *p0 = P + (size_t)(2 * g) * F4 * 64;
             const signed char *p1 = p0 + (size_t)F4 * 64;
-            int col = 32 * g;
-            for (int r0 = 0; r0 < nu; ) {
-                int nr = nu - r0 >= FR_R ? FR_R : 1;
-    #if defined(__AVX512BW__)
+            for (int r0 = 0; r0 < full; r0 += FR_R) {
                 __m512i acc[16];
                 if (vnni) fr_rows_vnni(U + (size_t)r0 * F4, F4, p0, p1, acc);
                 else fr_rows_bw(U + (size_t)r0 * F4, F4, p0, p1, acc);
-                for (int r = 0; r < nr; r++) {
+                for (int r = 0; r < FR_R; r++) {
                     float *o = out + (size_t)(r0 + r) * ldo;
-                    fr_ub_epi512(acc[2 * r], col, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
-                    fr_ub_epi512(acc[2 * r + 1], col + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_epi512(acc[2 * r], 32 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_epi512(acc[2 * r + 1], 32 * g + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
                 }
-    #elif defined(__AVX2__)
-                __m256i acc[16];
-                int tmp[32];
-                fr_rows_avx2(U + (size_t)r0 * F4, nr, F4, p0, p1, acc);
-                for (int r = 0; r < nr; r++) {
-                    float *o = out + (size_t)(r0 + r) * ldo;
-                    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(tmp + 8 * v), acc[4 * r + v]);
-                    fr_ub_store16(tmp, col, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
-                    fr_ub_store16(tmp + 16, col + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
-                }
-    #else
-                int tmp[32];
-                const unsigned char *u = (const unsigned char *)(U + (size_t)r0 * F4);
-                for (int t = 0; t < 32; t++) tmp[t] = 0;
-                for (int k = 0; k < F4; k++)
-                    for (int t = 0; t < 16; t++)
-                        for (int e = 0; e < 4; e++) {
-                            tmp[t] += u[4 * k + e] * p0[(size_t)k * 64 + 4 * t + e];
-                            tmp[16 + t] += u[4 * k + e] * p1[(size_t)k * 64 + 4 * t + e];
-                        }
-                fr_ub_store16(tmp, col, isc, icorr, ierr, inorm, ibias, qs[r0], qa[r0], qb[r0], out + (size_t)r0 * ldo);
-                fr_ub_store16(tmp + 16, col + 16, isc, icorr, ierr, inorm, ibias, qs[r0], qa[r0], qb[r0], out + (size_t)r0 * ldo);
-    #endif
-                r0 += nr;
             }
         }
+    #elif defined(__AVX2__)
+        for (int g = 0; g < 2 * ng2; g++) {  /* 16-row groups x FR_R queries */
+            const signed char *p0 = P + (size_t)g * F4 * 64;
+            for (int r0 = 0; r0 < full; r0 += FR_R) {
+                __m256i acc[8];
+                fr_rows_avx2(U + (size_t)r0 * F4, F4, p0, acc);
+                for (int r = 0; r < FR_R; r++) {
+                    float *o = out + (size_t)(r0 + r) * ldo;
+                    fr_ub_epi256(acc[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_epi256(acc[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                }
+            }
+        }
+    #else
+        (void)full; (void)vnni;
+        for (int r = 0; r < nu; r++) {  /* portable build: plain loops */
+            const unsigned char *u = (const unsigned char *)(U + (size_t)r * F4);
+            for (int g = 0; g < 2 * ng2; g++) {
+                const signed char *p0 = P + (size_t)g * F4 * 64;
+                int tmp[16];
+                for (int t = 0; t < 16; t++) tmp[t] = 0;
+                for (int k = 0; k < F4; k++)
+                    for (int t = 0; t < 16; t++)
+                        for (int e = 0; e < 4; e++)
+                            tmp[t] += u[4 * k + e] * p0[(size_t)k * 64 + 4 * t + e];
+                fr_ub_store16(tmp, 16 * g, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], out + (size_t)r * ldo);
+            }
+        }
+    #endif
     }
 
     """

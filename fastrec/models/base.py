@@ -8,9 +8,8 @@ through ``_partial_fit`` the same way.  Serving lives in ``serving.py``.
 """
 from __future__ import annotations
 
-import math
-
 import inspect
+import math
 import threading
 import time
 from dataclasses import dataclass, field

@@ -364,8 +364,15 @@ class FittedState:
         return indptr, indices, data
 
     def seen_pattern(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(indptr, indices)`` of the items users ``ids`` have seen (the top-K kernel's seen filter)."""
+        """``(indptr, indices)`` of the items users ``ids`` have seen (the top-K kernel's seen filter).
+
+        ``indptr`` holds offsets into ``indices``; it need not start at 0.
+        """
         if self.pending is None:
+            if ids.size > 1 and int(ids[-1]) - int(ids[0]) == ids.size - 1 and bool(np.all(np.diff(ids) == 1)):
+                # a run of users (a whole-catalogue batch): the stored arrays, no gathered copy
+                # (the kernel reads indptr's offsets as they are)
+                return self._user_items.indptr[int(ids[0]):int(ids[-1]) + 2], self._user_items.indices
             return csr_rows(self._user_items, ids)
         return self._gather_seen(ids, False)[:2]
 
