@@ -34,8 +34,8 @@ Rows with fewer than k eligible items are padded with id -1 and score -inf.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, sqrt, fabs, lrintf
-from libc.stdlib cimport malloc, calloc, free
+from libc.math cimport INFINITY, NAN, sqrt, fabs, lrintf
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -586,9 +586,9 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     rows; ``block_items`` must be a power of two, at least 32.  Blocks of queries stop on
     the norm-sorted pruning bound as in ``topk``.  ``positions[item]`` is the
     row of each item id (the inverse of ``item_ids``, or empty with it): each
-    query's seen items are bucketed by block of rows once, and a block's are
-    marked in a byte map while it is scanned, so the filter costs O(1) per
-    candidate and runs before the exact dot.  Other arguments as in ``topk``.
+    query's seen items are bucketed by block of rows once, and a block's get
+    NaN bounds in the tile, which no compare passes: the scan never stops on
+    them and they cost no exact dot.  Other arguments as in ``topk``.
     """
     cdef int m = Q.shape[0]
     cdef int f = Q.shape[1]
@@ -625,7 +625,6 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     cdef int *spos
     cdef long long *sstart
     cdef long long *scur
-    cdef unsigned char *marks
     cdef int p, b
     cdef int block_shift = 0
 
@@ -672,11 +671,10 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         counts = <int *> malloc(<size_t> (n_iblocks + 1) * sizeof(int))
         sstart = <long long *> malloc(<size_t> (block_users + 1) * sizeof(long long))
         scur = <long long *> malloc(<size_t> block_users * sizeof(long long))
-        marks = <unsigned char *> calloc(<size_t> block_items, 1)
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
             if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
                     or Ub == NULL or qsb == NULL or slot == NULL or counts == NULL or sstart == NULL
-                    or scur == NULL or marks == NULL):
+                    or scur == NULL):
                 failed += 1
                 continue
             spos = NULL
@@ -764,12 +762,12 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                     row = S + <size_t> a * block_items
                     hsu = hs + <size_t> u * k
                     hiu = hi + <size_t> u * k
-                    c1 = 0
-                    if use_seen:  # mark this block's seen rows
+                    if use_seen:  # this block's seen rows: NaN bounds, which no compare passes
                         c1 = scur[u]
                         while c1 < sstart[u + 1] and spos[c1] < i1:
-                            marks[spos[c1] - i0] = 1
+                            S[<size_t> a * block_items + spos[c1] - i0] = NAN
                             c1 = c1 + 1
+                        scur[u] = c1
                     j = 0
                     while j < bi:
                         if hsize[u] == k:
@@ -778,7 +776,7 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                                 break
                         i = i0 + j
                         j = j + 1
-                        if use_seen and marks[i - i0]:
+                        if row[i - i0] != row[i - i0]:  # seen (reached only while the heap fills)
                             continue
                         item = item_ids[i] if use_map else i
                         if use_mask and exclude_mask[item]:
@@ -789,10 +787,6 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                         if hsize[u] == k and s < hsu[0]:
                             continue
                         heap_push(hsu, hiu, &hsize[u], k, s, item)
-                    if use_seen:
-                        for c in range(scur[u], c1):
-                            marks[spos[c] - i0] = 0
-                        scur[u] = c1
             for u in range(bu):
                 heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
                                   &out_scores[u0 + u, 0], &out_ids[u0 + u, 0])
@@ -808,6 +802,5 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         free(counts)
         free(sstart)
         free(scur)
-        free(marks)
     if failed:
         raise MemoryError("top-K scratch buffers could not be allocated")
