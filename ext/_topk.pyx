@@ -392,6 +392,37 @@ cdef inline int prune_active(const floating *hs, const int *hsize, int k, const 
     return n_active
 
 
+cdef int merge_sorted_rows(int[:, ::1] ids, float[:, ::1] scores, int rows) except -1:
+    """Row 0 := the best k of ``rows`` sorted answers (score desc, id asc; padding -1 / -inf last)."""
+    cdef int k = ids.shape[1]
+    cdef int t, r, best
+    cdef int pos[64]
+    cdef int out_id[4096]
+    cdef float out_score[4096]
+    if rows > 64 or k > 4096:
+        raise ValueError("merge_sorted_rows: at most 64 rows of at most 4096 entries")
+    for r in range(rows):
+        pos[r] = 0
+    for t in range(k):
+        best = -1
+        for r in range(rows):
+            if pos[r] < k and ids[r, pos[r]] >= 0 and (
+                    best < 0 or scores[r, pos[r]] > scores[best, pos[best]]
+                    or (scores[r, pos[r]] == scores[best, pos[best]] and ids[r, pos[r]] < ids[best, pos[best]])):
+                best = r
+        if best < 0:
+            out_id[t] = -1
+            out_score[t] = -INFINITY
+        else:
+            out_id[t] = ids[best, pos[best]]
+            out_score[t] = scores[best, pos[best]]
+            pos[best] += 1
+    for t in range(k):
+        ids[0, t] = out_id[t]
+        scores[0, t] = out_score[t]
+    return 0
+
+
 def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1] bias,
          const index_t[::1] seen_indptr, const int[::1] seen_indices,
          const unsigned char[::1] exclude_mask, const int[::1] item_ids,
@@ -568,7 +599,7 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                const unsigned char[::1] exclude_mask, const int[::1] item_ids,
                int[:, ::1] out_ids, float[:, ::1] out_scores, int num_threads,
                const float[::1] direction, const float[:, ::1] suffix_bounds,
-               int block_users=256, int block_items=512, bint vnni=False):
+               int block_users=256, int block_items=512, bint vnni=False, int split=1):
     """A batch of queries' best items from 7-bit codes of the rows, rescored exactly.
 
     The items are the norm-sorted rows of a ``RankingIndex`` (``Y``), and
@@ -588,7 +619,11 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     row of each item id (the inverse of ``item_ids``, or empty with it): each
     query's seen items are bucketed by block of rows once, and a block's get
     NaN bounds in the tile, which no compare passes: the scan never stops on
-    them and they cost no exact dot.  Other arguments as in ``topk``.
+    them and they cost no exact dot.  ``split`` > 1 (one query, ``out_*`` of
+    ``split`` rows): the item blocks are dealt round robin to ``split`` threads,
+    each with its own heap and pruning, and the rows are merged into row 0 (the
+    union of the threads' best k holds the best k), so one query over a large
+    catalogue reads it with several cores.  Other arguments as in ``topk``.
     """
     cdef int m = Q.shape[0]
     cdef int f = Q.shape[1]
@@ -635,8 +670,11 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         raise ValueError("topk_codes: the codes must cover the rows padded to a multiple of 32")
     if use_bias and bias.shape[0] != n_pad:
         raise ValueError("topk_codes: bias must be padded like the codes")
-    if out_scores.shape[0] != m or out_ids.shape[0] != m or out_scores.shape[1] != k:
-        raise ValueError("output arrays must be (n_queries, k)")
+    if split < 1 or (split > 1 and m != 1):
+        raise ValueError("split must be 1, or more for one query")
+    if (out_scores.shape[0] != (split if split > 1 else m) or out_ids.shape[0] != out_scores.shape[0]
+            or out_scores.shape[1] != k):
+        raise ValueError("output arrays must be (n_queries, k), or (split, k) for a split query")
     if use_seen and seen_indptr.shape[0] != m + 1:
         raise ValueError("seen_indptr must have n_queries + 1 entries")
     if use_seen and (seen_indptr[0] < 0 or seen_indptr[m] > seen_indices.shape[0] or seen_indptr[0] > seen_indptr[m]):
@@ -654,7 +692,7 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         out_scores[:, :] = -INFINITY
         return
     block_users = max(1, min(block_users, m))
-    n_blocks = (m + block_users - 1) // block_users
+    n_blocks = (m + block_users - 1) // block_users if split == 1 else split
     n_iblocks = (n + block_items - 1) // block_items
     ibias = &bias[0] if use_bias else NULL
 
@@ -678,7 +716,7 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                 failed += 1
                 continue
             spos = NULL
-            u0 = blk * block_users
+            u0 = blk * block_users if split == 1 else 0
             u1 = min(u0 + block_users, m)
             if use_seen:
                 # every query's seen rows, bucketed by block of rows (a counting sort)
@@ -740,7 +778,8 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                 qproj[2 * u] = s
                 qq = <double> dot(&Q[u0 + u, 0], &Q[u0 + u, 0], f) + (1 if use_bias else 0) - <double> s * s
                 qproj[2 * u + 1] = <float> sqrt(qq) if qq > 0 else 0
-            for ib in range(n_iblocks):
+            ib = 0 if split == 1 else blk
+            while ib < n_iblocks:  # every block, or every split-th from blk
                 i0 = ib * block_items
                 i1 = min(i0 + block_items, n)
                 bi = i1 - i0
@@ -764,6 +803,8 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                     hiu = hi + <size_t> u * k
                     if use_seen:  # this block's seen rows: NaN bounds, which no compare passes
                         c1 = scur[u]
+                        while c1 < sstart[u + 1] and spos[c1] < i0:  # blocks another thread scans
+                            c1 = c1 + 1
                         while c1 < sstart[u + 1] and spos[c1] < i1:
                             S[<size_t> a * block_items + spos[c1] - i0] = NAN
                             c1 = c1 + 1
@@ -787,9 +828,11 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                         if hsize[u] == k and s < hsu[0]:
                             continue
                         heap_push(hsu, hiu, &hsize[u], k, s, item)
+                ib = ib + split
             for u in range(bu):
                 heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
-                                  &out_scores[u0 + u, 0], &out_ids[u0 + u, 0])
+                                  &out_scores[u0 + u if split == 1 else blk, 0],
+                                  &out_ids[u0 + u if split == 1 else blk, 0])
             free(spos)
         free(S)
         free(hs)
@@ -804,3 +847,5 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         free(scur)
     if failed:
         raise MemoryError("top-K scratch buffers could not be allocated")
+    if split > 1:
+        merge_sorted_rows(out_ids, out_scores, split)

@@ -30,6 +30,7 @@ _BLOCK_ITEMS = 512
 _BLOCK_ITEMS_ONE = 256
 # codes' integer dots stay exact in float32 after the offset is removed (127 * 63 * f < 2^24)
 _MAX_CODE_FACTORS = 2048
+_SPLIT_BYTES = 2 ** 20
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +49,14 @@ def _codes_pay(item_rows: np.ndarray) -> bool:
 def _has_vnni() -> bool:
     """AVX-512 VNNI (``vpdpbusd``) usable by the AVX-512 build."""
     return _vector_build()[1]
+
+
+def one_query_split(packed: "PackedCodes", num_threads: int) -> int:
+    """Threads one query's scan is dealt to: several once its codes outgrow a core's cache (1 MiB),
+    where reading them with every core pays for waking the threads; else 1."""
+    if num_threads <= 1 or packed.codes.nbytes < _SPLIT_BYTES:
+        return 1
+    return min(num_threads, -(-packed.scale.size // _BLOCK_ITEMS))
 
 
 def _block_users(m: int, num_threads: int) -> int:
@@ -284,12 +293,19 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
         # integer dots of 7-bit item codes and 8-bit query codes (2-4x the float32
         # rate, a quarter of the bytes), exact float32 rescoring of what can enter
         packed = index.packed()
+        split = one_query_split(packed, num_threads) if m == 1 else 1
+        out_ids, out_scores = (ids, scores) if split == 1 else (np.empty((split, n), np.int32),
+                                                                  np.empty((split, n), dtype))
         kernel.topk_codes(queries, item_rows, packed.bias, packed.codes, packed.scale, packed.corr,
                           packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), exclude_mask,
-                          item_map, ids, scores, num_threads, index.direction, index.suffix_bounds,
-                          block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS, vnni=_has_vnni())
-    elif m == 1:  # one query is scored with our own dots: no BLAS, no limit to set
-        kernel.topk(*args, block_users=1, block_items=_BLOCK_ITEMS_ONE, **bounds)
+                          item_map, out_ids, out_scores, num_threads, index.direction, index.suffix_bounds,
+                          block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS, vnni=_has_vnni(),
+                          split=split)
+        if split > 1:
+            ids, scores = out_ids[:1], out_scores[:1]
+    elif m == 1:  # one query is scored with our own dots on one thread: no BLAS, no limit to set
+        kernel.topk(queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map, ids, scores,
+                    1, block_users=1, block_items=_BLOCK_ITEMS_ONE, **bounds)
     else:
         with blas_single_thread():
             kernel.topk(*args, block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS, **bounds)

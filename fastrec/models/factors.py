@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import load_kernel
-from ..kernels.topk import _BLOCK_ITEMS, _codes_pay, _has_vnni, top_k
+from ..kernels.topk import _BLOCK_ITEMS, _codes_pay, _has_vnni, one_query_split, top_k
 from ..utils.progress import Progress
 from .base import Recommender
 from .cold import ColdStartMixin
@@ -95,13 +95,15 @@ class FactorModel(ColdStartMixin, Recommender):
         if not exclude_seen:
             seen_indptr, seen_indices = _NO_SEEN, _NO_SEEN
         k = min(n, index.order.size)
-        ids = np.empty((1, k), dtype=np.int32)
-        scores = np.empty((1, k), dtype=np.float32)
+        threads = self._serving_threads()
+        split = one_query_split(packed, threads)
+        ids = np.empty((split, k), dtype=np.int32)
+        scores = np.empty((split, k), dtype=np.float32)
         load_kernel("topk").topk_codes(
             query, index.factors, packed.bias, packed.codes, packed.scale,
             packed.corr, packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), _NO_MASK,
-            index.order, ids, scores, 1, index.direction, index.suffix_bounds, block_users=1,
-            block_items=_BLOCK_ITEMS, vnni=_has_vnni())
+            index.order, ids, scores, split, index.direction, index.suffix_bounds, block_users=1,
+            block_items=_BLOCK_ITEMS, vnni=_has_vnni(), split=split)
         if k and ids[0, -1] < 0:  # fewer eligible items than n: only the eligible ones
             valid = ids[0] >= 0
             return ids[0][valid], scores[0][valid]
@@ -128,7 +130,7 @@ class FactorModel(ColdStartMixin, Recommender):
                 seen = (abs(state.seen_rows(user_ids)) + abs(fresh)).tocsr()
                 seen.sort_indices()
         return top_k(queries, state.item_factors, state.item_bias, n, seen, mask, cands,
-                     1 if queries.shape[0] == 1 else self._serving_threads(), index=state.ranking_index())
+                     self._serving_threads(), index=state.ranking_index())
 
     def _rank_stored(self, state: FittedState, user_ids: np.ndarray, n: int, exclude_seen: bool,
                      mask: np.ndarray, cands: np.ndarray | None, show_progress: bool = False
@@ -136,7 +138,7 @@ class FactorModel(ColdStartMixin, Recommender):
         """Stored users, a chunk at a time: the gathered query vectors and seen
         rows stay a fixed size however many users are asked for."""
         index = state.ranking_index()
-        threads = 1 if user_ids.size == 1 else self._serving_threads()
+        threads = self._serving_threads()  # one query uses several only to split a large catalogue
         chunk_size = self._chunk_size(state)
         ids = scores = None
         starts = range(0, max(user_ids.size, 1), chunk_size)  # once even when empty

@@ -47,19 +47,19 @@ def full_scan(kernel, Q, Y, bias, seen_rows, mask, k):
     return out_ids, out_scores
 
 
-def run_codes(kernel, Q, Y, bias, seen_rows, mask, k, block_users, block_items, threads, vnni):
+def run_codes(kernel, Q, Y, bias, seen_rows, mask, k, block_users, block_items, threads, vnni, split=1):
     index = RankingIndex.build(Y, bias)
     packed = packed_codes(index.factors, index.bias)
     indptr = np.zeros(len(seen_rows) + 1, np.int64)
     np.cumsum([len(r) for r in seen_rows], out=indptr[1:])
     indices = np.concatenate([np.sort(r) for r in seen_rows]).astype(np.int32) if seen_rows else np.empty(0, np.int32)
-    ids = np.empty((Q.shape[0], k), np.int32)
-    scores = np.empty((Q.shape[0], k), np.float32)
+    ids = np.empty((max(Q.shape[0], split), k), np.int32)
+    scores = np.empty((max(Q.shape[0], split), k), np.float32)
     kernel.topk_codes(Q, index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
                       packed.norm, indptr, indices, index.positions(), mask, index.order, ids, scores, threads,
                       index.direction, index.suffix_bounds, block_users=block_users, block_items=block_items,
-                      vnni=vnni)
-    return ids, scores
+                      vnni=vnni, split=split)
+    return ids[:Q.shape[0]], scores[:Q.shape[0]]
 
 
 VNNI_CHOICES = [False, True] if HAS_VNNI else [False]
@@ -115,6 +115,25 @@ def test_codes_scan_equals_full_scan(topk_kernel, case, threads, vnni):
     want_ids, want_scores = full_scan(topk_kernel, Q, Y, bias, seen_rows, mask, k)
     np.testing.assert_array_equal(got_ids, want_ids)
     np.testing.assert_array_equal(got_scores, want_scores)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases(), split=st.integers(2, 5), threads=st.sampled_from([1, 2]), vnni=st.sampled_from(VNNI_CHOICES))
+def test_one_query_split_over_threads_equals_full_scan(topk_kernel, case, split, threads, vnni):
+    """One query whose item blocks are dealt to several threads: the merged rows are the full scan's."""
+    Q, Y, bias, seen_rows, mask, k, _, block_items = case
+    got_ids, got_scores = run_codes(topk_kernel, Q[:1], Y, bias, seen_rows[:1], mask, k, 1, block_items,
+                                    threads, vnni, split=split)
+    want_ids, want_scores = full_scan(topk_kernel, Q[:1], Y, bias, seen_rows[:1], mask, k)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_array_equal(got_scores, want_scores)
+
+
+def test_split_needs_one_query(topk_kernel):
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((64, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="split"):
+        run_codes(topk_kernel, Y[:2], Y, None, [np.empty(0, np.int32)] * 2, EU, 3, 1, 32, 1, False, split=2)
 
 
 @pytest.mark.parametrize("vnni", VNNI_CHOICES)
