@@ -27,9 +27,9 @@ from ..utils.csr_arrays import CSRArrays
 
 __all__ = ["CompactRows", "CHUNK_ENTRIES"]
 
-# entries decoded at a time: 256k entries of int32 indices and float32 values = 2 MB (and as much in
-# temporaries), small next to a worker's factors; each chunk is one kernel call (~1 ms of work or more)
-CHUNK_ENTRIES = 1 << 18
+# entries decoded at a time: 128k entries of int32 indices and float32 values = 1 MB (and as much in
+# temporaries), small next to a worker's factors; each chunk is one kernel call (~0.5 ms of work or more)
+CHUNK_ENTRIES = 1 << 17
 _LOW = 16
 _MAX_CODES = 256
 
@@ -51,6 +51,11 @@ class CompactRows:
     @property
     def nnz(self) -> int:
         return int(self.low.size)
+
+    @property
+    def constant(self) -> bool:
+        """Whether every value is the same (``rows`` then serves them from one shared array)."""
+        return self.values is None and self.codes is None
 
     @property
     def nbytes(self) -> int:

@@ -23,7 +23,7 @@ from ..models.ials import row_penalty
 from . import _tasks
 from ._cluster import gather, scatter_to, submit_to
 
-__all__ = ["Layout", "balanced_bounds", "min_fraction", "summed_items", "csr_layout", "finish_layout",
+__all__ = ["Layout", "ITEM_STEPS", "balanced_bounds", "min_fraction", "summed_items", "csr_layout", "finish_layout",
            "run_iterations"]
 
 SIDES = ("users", "items")
@@ -47,11 +47,19 @@ def min_fraction(exchange: str, n_other: int, factors: int, itemsize: int) -> fl
     return math.inf if exchange == "rows" else 0.5
 
 
-def summed_items(params: dict[str, Any], fractions: dict[str, float]) -> bool:
+ITEM_STEPS = ("auto", "sums", "gather")
+
+
+def summed_items(params: dict[str, Any], fractions: dict[str, float], item_step: str = "auto") -> bool:
     """Whether the item half-step sums over the user blocks (``_tasks.item_sums``) instead of gathering
-    every user's factors on each item block's worker: for CG, when every user block receives the item
-    factors whole (its columns are item ids).  Cholesky and the "rows" exchange gather."""
-    return params["solver"] == "cg" and fractions["users"] == 0.0
+    every user's factors on each item block's worker.  It can for CG when every user block receives the
+    item factors whole (its columns are item ids); "auto" does then, "gather" never.  Cholesky and the
+    "rows" exchange gather; ``item_step="sums"`` with them is an error."""
+    possible = params["solver"] == "cg" and fractions["users"] == 0.0
+    if item_step == "sums" and not possible:
+        raise ValueError("item_step='sums' needs solver='cg' and the item factors sent whole to every user block "
+                         "(exchange='broadcast', or 'auto' with item factors of at most 8 MiB); use item_step='auto'")
+    return possible and item_step != "gather"
 
 
 @dataclass
@@ -78,10 +86,9 @@ class Layout:
 
 
 def csr_layout(client: Any, workers: list[str], csr: sp.csr_matrix, n_blocks: int, fractions: dict[str, float],
-               params: dict[str, Any], threads: int, timeout: float | None) -> Layout:
+               params: dict[str, Any], threads: int, timeout: float | None, summed: bool) -> Layout:
     """Shards of a client-side CSR, built here and sent: users by rows, items by columns (CSC slices built in
     bounded memory) unless the item half-step sums over user blocks."""
-    summed = summed_items(params, fractions)
     if summed:
         columns, item_counts = None, np.bincount(csr.indices, minlength=csr.shape[1])
         item_bounds = balanced_bounds(item_counts, n_blocks)
@@ -160,7 +167,7 @@ def _blocks(client: Any, layout: Layout, side: str, factors: np.ndarray, timeout
 
 
 def _sum_grams(grams: list[np.ndarray], dtype: Any) -> np.ndarray:
-    return np.sum([g.astype(np.float64) for g in grams], axis=0).astype(dtype)
+    return _tasks.summed_gram(dtype, *[(g,) for g in grams])
 
 
 class _Driver:
@@ -171,6 +178,12 @@ class _Driver:
     def half_step(self, side: str, own: list[Any], other: list[Any], other_gram: np.ndarray, with_loss: bool
                   ) -> tuple[list[Any], list[tuple]]:
         """Solve every block of ``side``; return the new blocks and their (gram, failures, loss, penalty)."""
+        new, stats = self.submit_half_step(side, own, other, other_gram, with_loss)
+        return new, self._stats(side, stats)
+
+    def submit_half_step(self, side: str, own: list[Any], other: list[Any], other_gram: Any, with_loss: bool
+                         ) -> tuple[list[Any], list[Any]]:
+        """``half_step``'s tasks: the new blocks and their stats, as futures (nothing waited for)."""
         layout, client = self.layout, self.client
         other_owners = layout.owners[_OTHER[side]]
         new, stats = [], []
@@ -189,7 +202,7 @@ class _Driver:
                               side_rows=None if in_place else int(layout.bounds[side][-1]))
             new.append(block)
             stats.append(submit_to(client, worker, _tasks.block_stats, block))
-        return new, self._stats(side, stats)
+        return new, stats
 
     def _stats(self, side: str, stats: list[Any]) -> list[tuple]:
         results = gather(self.client, stats, self.timeout, f"the {side} half-step")
@@ -200,31 +213,42 @@ class _Driver:
                           "use regularization > 0", RuntimeWarning, stacklevel=6)
         return results
 
-    def summed_item_step(self, own: list[Any], users: list[Any], user_gram: np.ndarray
-                         ) -> tuple[list[Any], list[tuple]]:
-        """The item half-step by sums over user blocks: CG's rounds as one task graph (``own`` is emptied).
+    def summed_sweep(self, X: list[Any], Y: list[Any], item_gram: np.ndarray) -> tuple[list[Any], list[Any],
+                                                                                        list[tuple], list[tuple]]:
+        """One iteration with the item half-step by sums over user blocks, as one task graph (``Y`` is emptied).
 
-        Per round (the residual, then ``cg_steps`` steps) the owner of each
-        block of items publishes its vectors (``cg_vector``), every user
-        block adds its part of the sums for that block (``item_sums``, on
-        the user block's worker) and the owner takes the dense step.  Only
-        item-block-sized arrays travel; no worker holds other workers' users.
+        The user half-step as ``half_step``; the user blocks' Gram matrices
+        are summed on a worker, so the item half-step starts without a
+        round trip to the client.  Per CG round (the residual, then
+        ``cg_steps`` steps) every user block adds its part of the sums for
+        each block of items (``item_sums``, on the user block's worker: of
+        the old item factors first, then of the owner's search directions,
+        ``cg_vector``) and the owner of the block takes the dense step.
+        Only item-block-sized arrays travel; no worker holds other workers'
+        users.  Returns the new blocks and both half-steps' stats.
         """
         layout, client, params = self.layout, self.client, self.params
         bounds, owners = layout.bounds["items"], layout.owners["items"]
-        states = [submit_to(client, worker, _tasks.cg_begin, own[j], block, params)
-                  for j, (worker, block) in enumerate(zip(owners, layout.item_blocks))]
-        own.clear()  # the caller's list: the old blocks (and their copies on other workers) go once CG starts
+        X, user_stats = self.submit_half_step("users", X, Y, item_gram, False)
+        user_gram = submit_to(client, owners[0], _tasks.summed_gram, params["dtype"], *user_stats)
+        vectors, states = list(Y), []  # the first round's sums are taken of the old item factors themselves
         for round_ in range(1 + params["cg_steps"]):
+            if round_:
+                vectors = [submit_to(client, worker, _tasks.cg_vector, state) for worker, state in zip(owners, states)]
+            sums = [[submit_to(client, user_worker, _tasks.item_sums, shard, X[k], vectors[j], int(bounds[j]), params,
+                               round_ == 0, self.threads)
+                     for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], layout.owners["users"]))]
+                    for j in range(len(owners))]
+            if not round_:  # CG starts in the old blocks themselves once every read of them is done
+                states = [submit_to(client, worker, _tasks.cg_begin, Y[j], block, params, *sums[j])
+                          for j, (worker, block) in enumerate(zip(owners, layout.item_blocks))]
+                Y.clear()  # the caller's list: the old blocks (and their copies elsewhere) go once CG starts
             update = _tasks.cg_residual if round_ == 0 else _tasks.cg_step
-            vectors = [submit_to(client, worker, _tasks.cg_vector, state) for worker, state in zip(owners, states)]
-            states = [submit_to(client, worker, update, state, user_gram, *[
-                submit_to(client, user_worker, _tasks.item_sums, shard, users[k], vector, int(bounds[j]), params,
-                          round_ == 0, self.threads)
-                for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], layout.owners["users"]))])
-                for j, (worker, state, vector) in enumerate(zip(owners, states, vectors))]
+            states = [submit_to(client, worker, update, state, user_gram, *sums[j], threads=self.threads)
+                      for j, (worker, state) in enumerate(zip(owners, states))]
         new = [submit_to(client, worker, _tasks.cg_finish, state, params) for worker, state in zip(owners, states)]
-        return new, self._stats("items", [submit_to(client, w, _tasks.block_stats, b) for w, b in zip(owners, new)])
+        item_stats = [submit_to(client, w, _tasks.block_stats, b) for w, b in zip(owners, new)]
+        return X, new, self._stats("users", user_stats), self._stats("items", item_stats)
 
     def user_losses(self, users: list[Any], items: list[Any], item_gram: np.ndarray) -> float:
         """The objective's terms of every user block (penalties included) against the new item factors."""
@@ -250,11 +274,11 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
     Y = _blocks(client, layout, "items", item_factors, timeout)
     item_gram = gram(item_factors)  # what ALS's first half-step computes
     for iteration in range(params["iterations"]):
-        X, user_stats = driver.half_step("users", X, Y, item_gram, False)
-        user_gram = _sum_grams([s[0] for s in user_stats], dtype)
         if layout.summed:
-            Y, item_stats = driver.summed_item_step(Y, X, user_gram)
+            X, Y, user_stats, item_stats = driver.summed_sweep(X, Y, item_gram)
         else:
+            X, user_stats = driver.half_step("users", X, Y, item_gram, False)
+            user_gram = _sum_grams([s[0] for s in user_stats], dtype)
             Y, item_stats = driver.half_step("items", Y, X, user_gram, compute_loss)
         item_gram = _sum_grams([s[0] for s in item_stats], dtype)
         loss = math.nan

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from dask.sizeof import sizeof
@@ -28,7 +28,6 @@ from distributed.protocol import dask_deserialize, dask_serialize
 from distributed.protocol.numpy import deserialize_numpy_ndarray, serialize_numpy_ndarray
 
 from ..kernels import load_kernel
-from ..utils.threads import blas_single_thread
 from ..models.als_start import _check_confidence, gram, half_step, loss_weight
 from ..models.ials import ials_loss, is_ials, kernel_form, kernel_values, row_penalty
 from ..utils.csr_arrays import CSRArrays
@@ -37,7 +36,7 @@ from ._compact import CHUNK_ENTRIES, CompactRows
 
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
            "selection", "column_counts", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
-           "cg_vector", "item_sums", "cg_residual", "cg_step", "cg_finish", "user_loss"]
+           "cg_vector", "item_sums", "cg_residual", "cg_step", "cg_finish", "user_loss", "summed_gram"]
 
 # how a shard receives each block of the other side's factors
 SKIP, WHOLE, ROWS = 0, 1, 2
@@ -349,8 +348,8 @@ def _penalty(reg: np.ndarray, X: np.ndarray, params: dict[str, Any]) -> float:
     """These rows' penalty in the objective (iALS's kernel penalties are the objective's / alpha0)."""
     scale = params["unobserved_weight"] if is_ials(params) else 1.0
     norms = np.empty(X.shape[0], dtype=np.float64)
-    for c0, c1 in _chunks(X.shape[0]):  # by chunks: in float64 X whole would take twice its own memory
-        norms[c0:c1] = np.einsum("ij,ij->i", X[c0:c1], X[c0:c1], dtype=np.float64)
+    for c0 in range(0, X.shape[0], 4096):  # by chunks: in float64 X whole would take twice its own memory
+        norms[c0:c0 + 4096] = np.einsum("ij,ij->i", X[c0:c0 + 4096], X[c0:c0 + 4096], dtype=np.float64)
     return scale * float(np.dot(reg.astype(np.float64), norms))
 
 
@@ -388,8 +387,12 @@ class ItemCG:
     failures: int = 0
 
 
-def cg_begin(start: Any, block: ItemBlock, params: dict[str, Any]) -> ItemCG:
-    """The warm start: the block's current factors, in place (zero for items without entries)."""
+def cg_begin(start: Any, block: ItemBlock, params: dict[str, Any], *after: Any) -> ItemCG:
+    """The warm start: the block's current factors, in place (zero for items without entries).
+
+    ``after``: the tasks that read ``start`` as it was (the first round's
+    sums on this worker), done before it changes.
+    """
     X, _ = _own_rows(block, start, params["dtype"], None, in_place=True)
     scale = kernel_form(params).scale
     if scale != 1.0:
@@ -403,78 +406,72 @@ def cg_vector(state: ItemCG) -> np.ndarray:
     return state.x if state.p is None else state.p
 
 
-def item_sums(shard: Shard, users: Any, vector: np.ndarray, lo: int, params: dict[str, Any], residual: bool,
+def item_sums(shard: Shard, users: Any, vector: Any, lo: int, params: dict[str, Any], residual: bool,
               threads: int) -> np.ndarray:
-    """This user block's part of the residual's (or a step's) sums for items ``lo:lo + len(vector)``."""
+    """This user block's part of the residual's (or a step's) sums for items ``lo:lo + len(vector)``.
+
+    The residual's are taken of the block's old factors (a block of items as
+    ``cg_begin`` gets it: divided by the iALS scale, as there), the steps' of
+    the owner's search directions.
+    """
     X = factors_of(users)
-    out = np.zeros_like(vector)
     kernel, form = load_kernel("als_dist"), kernel_form(params)
+    vector = factors_of(vector)
+    if residual and form.scale != 1.0:
+        vector = vector * vector.dtype.type(1.0 / form.scale)
+    out = np.zeros(vector.shape, dtype=X.dtype)
     alpha, threads = X.dtype.type(form.alpha), worker_threads(threads)
-    for r0, r1 in shard.rows.chunks(CHUNK_ENTRIES):
+    chunks = list(shard.rows.chunks(CHUNK_ENTRIES))
+    entries = max((int(shard.rows.indptr[r1] - shard.rows.indptr[r0]) for r0, r1 in chunks), default=0)
+    constant = shard.rows.constant  # binary data: the values need no regrouping (nor space)
+    users_space, values_space = _work_space(entries, X.dtype, 1 if constant else entries)
+    for r0, r1 in chunks:
         part = shard.rows.rows(r0, r1)
         kernel.item_sums(part.indptr, part.indices, part.data, X[r0:r1], vector, out, lo, alpha, form.implicit,
-                         residual, threads)
+                         residual, threads, users_space, values_space, constant)
     return out
 
 
-# items per chunk of the owner's dense steps: their temporaries stay small (1024 x 64 float32 = 256 kB)
-CG_ROWS = 1024
+_WORK_SPACE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _chunks(n: int) -> Iterator[tuple[int, int]]:
-    for c0 in range(0, n, CG_ROWS):
-        yield c0, min(c0 + CG_ROWS, n)
+def _work_space(entries: int, dtype: np.dtype, values: int) -> tuple[np.ndarray, np.ndarray]:
+    """item_sums' work space (an int32 per entry of a chunk, and ``values`` values), kept by the worker between
+    tasks: fresh arrays for every chunk would each cost page faults (Dask's workers return freed memory at once)."""
+    key = np.dtype(dtype).str
+    users, kept = _WORK_SPACE.get(key, (None, None))
+    if users is None or users.size < entries or kept.size < values:
+        users = np.empty(max(entries, 1, 0 if users is None else users.size), dtype=np.int32)
+        kept = np.empty(max(values, 1), dtype=dtype)
+        _WORK_SPACE[key] = (users, kept)
+    return users, kept
 
 
-def cg_residual(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray) -> ItemCG:
-    """r = p = b - A x from the user blocks' residual sums (``cg_residual`` of ext/_als.pyx), by chunks of items."""
-    x, reg = state.x, state.block.reg
-    r = np.empty_like(x)
-    for c0, c1 in _chunks(x.shape[0]):
-        rc = r[c0:c1]
-        with blas_single_thread(scipy_blas=False):
-            np.matmul(x[c0:c1], other_gram, out=rc)
-        rc += reg[c0:c1, None] * x[c0:c1]
-        np.negative(rc, out=rc)  # -(G x) - reg x, then b - (A's sparse part) x from each block
-        for part in sums:
-            rc += part[c0:c1]
-    r[state.block.empty] = 0
-    state.r, state.p = r, r.copy()
-    state.rsold = np.einsum("ij,ij->i", r, r)
-    state.active = ~state.block.empty & (state.rsold >= 1e-20)
+def _summed(sums: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The user blocks' parts added up, into the first (this task's own input: nobody reads it after)."""
+    total = sums[0] if sums[0].flags.writeable and sums[0].flags.c_contiguous else sums[0].copy()
+    for part in sums[1:]:
+        total += part
+    return total
+
+
+def cg_residual(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray, threads: int = 0) -> ItemCG:
+    """r = p = b - A x from the user blocks' residual sums (``cg_residual`` of ext/_als.pyx)."""
+    x = state.x
+    state.r, state.p = np.zeros_like(x), np.zeros_like(x)
+    state.rsold = np.zeros(x.shape[0], dtype=x.dtype)
+    state.active = (~state.block.empty).astype(np.uint8)
+    load_kernel("als_dist").cg_rows(x, state.r, state.p, _summed(sums), other_gram, state.block.reg, state.rsold,
+                                    state.active, True, worker_threads(threads))
     return state
 
 
-def cg_step(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray) -> ItemCG:
+def cg_step(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray, threads: int = 0) -> ItemCG:
     """One CG step (``cg_update``) of every active item, given the user blocks' sums of A's sparse part times p."""
-    x, r, p, rsold, reg = state.x, state.r, state.p, state.rsold, state.block.reg
-    for c0, c1 in _chunks(x.shape[0]):
-        local = np.flatnonzero(state.active[c0:c1])
-        if not local.size:
-            continue
-        pc = p[c0:c1]
-        with blas_single_thread(scipy_blas=False):
-            Ap = pc @ other_gram
-        Ap += reg[c0:c1, None] * pc
-        for part in sums:
-            Ap += part[c0:c1]
-        rows = local + c0
-        pa, Apa = p[rows], Ap[local]
-        pAp = np.einsum("ij,ij->i", pa, Apa)
-        failed = pAp <= 0  # not positive definite along p: stop, keep what we have
-        state.failures += int(failed.sum())
-        moving, pa, Apa, pAp = rows[~failed], pa[~failed], Apa[~failed], pAp[~failed]
-        step = (rsold[moving] / pAp)[:, None]
-        x[moving] += step * pa
-        ra = r[moving] - step * Apa
-        r[moving] = ra
-        rsnew = np.einsum("ij,ij->i", ra, ra)
-        going = rsnew >= 1e-20  # the others converged
-        keep = moving[going]
-        p[keep] = ra[going] + (rsnew[going] / rsold[keep])[:, None] * pa[going]
-        rsold[keep] = rsnew[going]
-        state.active[c0:c1] = False
-        state.active[keep] = True
+    if state.active.any():
+        state.failures += load_kernel("als_dist").cg_rows(
+            state.x, state.r, state.p, _summed(sums), other_gram, state.block.reg, state.rsold, state.active, False,
+            worker_threads(threads))
     return state
 
 
@@ -492,6 +489,11 @@ def user_loss(shard: Shard, users: Any, item_gram: np.ndarray, params: dict[str,
     X = factors_of(users)
     Y = _other_rows(shard, pieces, X.shape[1], X.dtype)
     return _rows_loss(shard, X, Y, item_gram, params)
+
+
+def summed_gram(dtype: Any, *stats: tuple) -> np.ndarray:
+    """The blocks' Gram matrices (the first of each block's stats) summed in float64, in block order."""
+    return np.sum([s[0].astype(np.float64) for s in stats], axis=0).astype(dtype)
 
 
 def block_stats(solved: Solved) -> tuple[np.ndarray, int, float, float]:

@@ -24,7 +24,7 @@ from ..models.base import Fitted
 from ..utils.progress import Progress, logger
 from ..utils.validation import check_bool, check_callback, check_choice, check_int, check_num_threads
 from ._cluster import WORKER_LOST, ClusterError, check_timeout, resolve_client, workers_of
-from ._engine import csr_layout, finish_layout, min_fraction, run_iterations
+from ._engine import ITEM_STEPS, csr_layout, finish_layout, min_fraction, run_iterations, summed_items
 from .frames import FrameInput, is_dask_frame
 
 __all__ = ["DaskALS"]
@@ -73,7 +73,7 @@ class DaskALS(ALS):
     def fit(self, X: Any, callback: Callback | None = None, compute_loss: bool | None = None, *,
             user_col: str = "user", item_col: str = "item", weight_col: str | None = "weight",
             exchange: str = "auto", blocks: int | None = None, timeout: float | None = None,
-            retries: int = 1) -> "DaskALS":
+            retries: int = 1, item_step: str = "auto") -> "DaskALS":
         """Learn factors on the cluster.
 
         Parameters
@@ -113,6 +113,16 @@ class DaskALS(ALS):
             are rebuilt from the input on the workers still alive and the
             fit restarts from the same initial factors (the result is the
             same).  Past that, ``ClusterError``.
+        item_step : {"auto", "sums", "gather"}
+            How the item half-step meets the users.  "sums" (CG with the item
+            factors sent whole, which "auto" then picks): each worker adds its
+            own users' part of every item's CG sums and the item's owner
+            takes the step, so no worker holds other workers' user factors
+            (memory per worker about (n_users / W + n_items) x factors;
+            several message rounds per half-step).  "gather" (always for
+            Cholesky): every item block's worker receives all user factors it
+            reads and solves as ``ALS`` does (fewer rounds, about n_users x
+            factors more memory per worker).  Both give ``ALS``'s factors.
 
         Returns
         -------
@@ -133,6 +143,7 @@ class DaskALS(ALS):
             "blocks": None if blocks is None else check_int(blocks, "blocks", minimum=1),
             "timeout": check_timeout(timeout),
             "retries": check_int(retries, "retries", minimum=0),
+            "item_step": check_choice(item_step, "item_step", ITEM_STEPS),
         }
         client = resolve_client(self.client)
         source = None
@@ -161,6 +172,7 @@ class DaskALS(ALS):
         itemsize = np.dtype(dtype).itemsize
         fractions = {"users": min_fraction(options["exchange"], n_items, f, itemsize),
                      "items": min_fraction(options["exchange"], n_users, f, itemsize)}
+        summed = summed_items(worker_params, fractions, options["item_step"])
         if compute_loss is None:
             compute_loss = callback is not None or params["show_progress"]
         progress = Progress(params["iterations"], "DaskALS", enabled=params["show_progress"])
@@ -186,9 +198,9 @@ class DaskALS(ALS):
                 n_blocks = options["blocks"] or len(workers)
                 if source is None:
                     layout = csr_layout(client, workers, Cui, n_blocks, fractions, worker_params,
-                                        params["num_threads"], timeout)
+                                        params["num_threads"], timeout, summed)
                 else:
-                    layout = source.layout(client, workers, n_blocks, fractions, worker_params, timeout)
+                    layout = source.layout(client, workers, n_blocks, fractions, worker_params, timeout, summed)
                 finish_layout(client, layout, worker_params, timeout)
                 if layout.nnz == 0:
                     raise ValueError("X holds no interactions (every weight is zero); there is nothing to learn from")

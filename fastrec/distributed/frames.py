@@ -18,7 +18,7 @@ from ..data.idmap import IdMap
 from ..utils.validation import check_columns, check_raw_ids, check_values
 from . import _tasks
 from ._cluster import direct, gather, submit_to
-from ._engine import Layout, balanced_bounds, summed_items
+from ._engine import Layout, balanced_bounds
 
 __all__ = ["FrameInput", "is_dask_frame"]
 
@@ -162,14 +162,14 @@ class FrameInput:
         return trips, parts + [user_map, item_map]
 
     def layout(self, client: Any, workers: list[str], n_blocks: int, fractions: dict[str, float],
-               params: dict[str, Any], timeout: float | None) -> Layout:
+               params: dict[str, Any], timeout: float | None, summed: bool) -> Layout:
         """Shards of both sides built on the workers (the caller waits with ``finish_layout``)."""
         n_users, n_items = self.shape
         trips, scratch = self._triplets(client, (self.user_map, self.item_map), drop_unknown=False)
         counts = _tree(client, _add_counts, [client.submit(_counts, t, n_users, n_items, pure=False) for t in trips])
         user_counts, item_counts = gather(client, [counts], timeout, "counting the entries of X")[0]
         bounds = {"users": balanced_bounds(user_counts, n_blocks), "items": balanced_bounds(item_counts, n_blocks)}
-        summed = summed_items(params, fractions)  # then no item shards: the triplets are split by users only
+        # summed item half-steps: no item shards, the triplets are split by users only
         splits = [client.submit(_split, t, {"users": bounds["users"]} if summed else bounds, pure=False) for t in trips]
         layout = Layout(workers, bounds, {"users": [], "items": []}, scratch=trips + scratch + splits, summed=summed)
         n_other = {"users": n_items, "items": n_users}

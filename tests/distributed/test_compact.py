@@ -240,11 +240,13 @@ def _summed_item_half_step(shards, users, start, other_gram, params, item_bounds
     new = []
     for j in range(item_bounds.size - 1):
         lo, hi = int(item_bounds[j]), int(item_bounds[j + 1])
-        state = _tasks.cg_begin(start[lo:hi].copy(), _tasks.ItemBlock(lo, hi, reg[lo:hi], empty[lo:hi]), params)
+        old = start[lo:hi].copy()
         for round_ in range(1 + params["cg_steps"]):
-            vector = _tasks.cg_vector(state)
+            vector = old if round_ == 0 else _tasks.cg_vector(state)  # the residual's: of the old factors
             sums = [_tasks.item_sums(shard, block, vector, lo, params, round_ == 0, threads)
                     for shard, block in zip(shards, users)]
+            if round_ == 0:
+                state = _tasks.cg_begin(old, _tasks.ItemBlock(lo, hi, reg[lo:hi], empty[lo:hi]), params, *sums)
             state = (_tasks.cg_residual if round_ == 0 else _tasks.cg_step)(state, other_gram, *sums)
         new.append(_tasks.cg_finish(state, params))
     return new
@@ -278,7 +280,6 @@ def test_item_half_step_by_sums_over_user_blocks_equals_als(monkeypatch, params,
                                                                                            user_bounds[1:])]
     counts = np.diff(X.tocsc().indptr)
     reg = _tasks.row_penalty(counts, 90, p)
-    monkeypatch.setattr(_tasks, "CG_ROWS", 8)  # the dense steps in several chunks
     monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 40)  # the users' rows decoded in several chunks
     new = _summed_item_half_step(shards, users, start, als._gram(U, 1), p, item_bounds, reg, counts == 0)
     ref = start.copy()

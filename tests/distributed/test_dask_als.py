@@ -44,13 +44,17 @@ def reference(params, X):
     return ALS(**params, num_threads=1).fit(X, compute_loss=True)
 
 
-@pytest.mark.parametrize("solver,dtype,exchange", [("cg", np.float32, "rows"), ("cg", np.float64, "auto"),
-                                                   ("cholesky", np.float32, "broadcast"),
-                                                   ("cholesky", np.float64, "rows")])
-def test_two_workers_give_the_single_machine_factors(dask_client, counts_matrix, solver, dtype, exchange):
+@pytest.mark.parametrize("solver,dtype,exchange,item_step", [("cg", np.float32, "rows", "auto"),
+                                                             ("cg", np.float64, "auto", "auto"),
+                                                             ("cg", np.float32, "broadcast", "sums"),
+                                                             ("cg", np.float32, "broadcast", "gather"),
+                                                             ("cholesky", np.float32, "broadcast", "auto"),
+                                                             ("cholesky", np.float64, "rows", "gather")])
+def test_two_workers_give_the_single_machine_factors(dask_client, counts_matrix, solver, dtype, exchange, item_step):
     params = dict(factors=6, iterations=4, solver=solver, dtype=dtype, random_state=11)
     ref = ALS(**params).fit(counts_matrix)
-    model = DaskALS(**params, client=dask_client).fit(counts_matrix, exchange=exchange, timeout=WAIT)
+    model = DaskALS(**params, client=dask_client).fit(counts_matrix, exchange=exchange, timeout=WAIT,
+                                                     item_step=item_step)
     assert_same_model(model, ref, dtype)
     assert model.n_users_ == 140 and model.n_items_ == 90
     assert model.user_items_.nnz == counts_matrix.nnz
@@ -188,6 +192,12 @@ def test_argument_errors(dask_client, counts_matrix):
         DaskALS(factors=0, client=dask_client).fit(counts_matrix)
     with pytest.raises(ValueError, match="no interactions"):
         model.fit(counts_matrix * 0)
+    with pytest.raises(ValueError, match="item_step"):
+        model.fit(counts_matrix, item_step="scatter")
+    with pytest.raises(ValueError, match="item_step='sums' needs solver='cg'"):
+        DaskALS(solver="cholesky", client=dask_client).fit(counts_matrix, item_step="sums")
+    with pytest.raises(ValueError, match="item_step='sums' needs"):
+        model.fit(counts_matrix, exchange="rows", item_step="sums")
 
 
 def test_import_fastrec_does_not_import_dask():
