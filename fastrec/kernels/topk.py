@@ -133,16 +133,43 @@ class RankingIndex:
             direction = np.zeros(Y.shape[1])
             if Y.shape[1]:
                 direction[0] = 1.0
-        along = Ys @ direction
-        perp = np.sqrt(np.maximum(sq - along * along, 0.0))
-        suffix = np.empty((len(Ys), 3))
-        suffix[:, 0] = np.maximum.accumulate(along[::-1])[::-1]
-        suffix[:, 1] = np.minimum.accumulate(along[::-1])[::-1]
-        suffix[:, 2] = np.maximum.accumulate(perp[::-1])[::-1]
         dtype = item_factors.dtype
         bias = None if item_bias is None else np.ascontiguousarray(item_bias[order])
         return cls(order, np.ascontiguousarray(item_factors[order]), bias,
-                   direction.astype(dtype), suffix.astype(dtype))
+                   direction.astype(dtype), _suffix_bounds(Ys, sq, direction).astype(dtype))
+
+    def with_items(self, items: np.ndarray, vectors: np.ndarray) -> "RankingIndex":
+        """This index with items ``items`` (ids) given new ``vectors`` (biases unchanged): a partial fit.
+
+        The rows stay where they are (the norm order only makes the bounds
+        tight; the suffix bounds are recomputed over the rows as they are, so
+        they stay exact bounds), the direction is kept (any unit vector gives a
+        valid bound), and the packed codes, if built, are recomputed for those
+        rows only.  O(n f) copying and one pass for the bounds, instead of a
+        sort, an SVD and a repack.  The index is new: readers of this one see
+        it unchanged.
+        """
+        rows = self.positions()[items]
+        factors = self.factors.copy()
+        factors[rows] = vectors
+        # the bounds of rows past the last changed one cover unchanged rows: only the head is redone
+        head = int(rows.max()) + 1 if rows.size else 0
+        Y = factors[:head].astype(np.float64)
+        sq = np.einsum("ij,ij->i", Y, Y)
+        if self.bias is not None:
+            sq += np.square(self.bias[:head].astype(np.float64))
+        suffix = self.suffix_bounds.copy()
+        with blas_single_thread():
+            redone = _suffix_bounds(Y, sq, self.direction.astype(np.float64),
+                                    suffix[head] if head < suffix.shape[0] else None)
+        suffix[:head] = redone
+        index = RankingIndex(self.order, factors, self.bias, self.direction, suffix)
+        index._compact["positions"] = self.positions()
+        packed = self._compact.get("packed")
+        if packed is not None:
+            index._compact["packed"] = packed.with_rows(rows, factors[rows],
+                                                        None if self.bias is None else self.bias[rows])
+        return index
 
     def positions(self) -> np.ndarray:
         """The row of each item id in the sorted rows (the inverse of ``order``), built on first use."""
@@ -166,6 +193,24 @@ class RankingIndex:
         return self._compact["packed"]
 
 
+def _suffix_bounds(Ys: np.ndarray, sq: np.ndarray, direction: np.ndarray,
+                   after: np.ndarray | None = None) -> np.ndarray:
+    """(n, 3): over rows i..n-1 of ``Ys`` (float64), max and min of y.e and max of |(y, b)_perp|,
+    combined with ``after``, the bounds of the rows that follow (when ``Ys`` is a head)."""
+    along = Ys @ direction
+    perp = np.sqrt(np.maximum(sq - along * along, 0.0))
+    if after is not None:
+        hi, lo, far = (float(v) for v in after)
+        along_hi, along_lo, perp = np.append(along, hi), np.append(along, lo), np.append(perp, far)
+    else:
+        along_hi = along_lo = along
+    suffix = np.empty((len(along_hi), 3))
+    suffix[:, 0] = np.maximum.accumulate(along_hi[::-1])[::-1]
+    suffix[:, 1] = np.minimum.accumulate(along_lo[::-1])[::-1]
+    suffix[:, 2] = np.maximum.accumulate(perp[::-1])[::-1]
+    return suffix[:len(Ys)]
+
+
 @dataclass(frozen=True)
 class PackedCodes:
     """Rows as 7-bit codes packed for ``topk_codes``, with their per-row arrays (padded to 32 rows)."""
@@ -176,6 +221,26 @@ class PackedCodes:
     err: np.ndarray    # float32, per unit of |(q, 1)| + |e_q|
     norm: np.ndarray   # float32, |(y, b)| rounded up, per unit of |e_q|
     bias: np.ndarray   # float32 padded biases, or empty
+
+    def with_rows(self, rows: np.ndarray, factors: np.ndarray, bias: np.ndarray | None) -> "PackedCodes":
+        """A copy with rows ``rows`` (positions) coded from new ``factors`` (and biases)."""
+        part = packed_codes(factors, bias)
+        f4 = self.codes.size // self.scale.size // 4
+        codes = self.codes.copy()
+        grid = codes.reshape(-1, f4, 16, 4)  # group, quad, row in group, code
+        part_grid = part.codes.reshape(-1, f4, 16, 4)
+        local = np.arange(rows.size)
+        grid[rows // 16, :, rows % 16, :] = part_grid[local // 16, :, local % 16, :]
+        arrays = {}
+        for name in ("scale", "corr", "err", "norm"):
+            values = getattr(self, name).copy()
+            values[rows] = getattr(part, name)[:rows.size]
+            arrays[name] = values
+        padded_bias = self.bias
+        if bias is not None:
+            padded_bias = self.bias.copy()
+            padded_bias[rows] = bias
+        return PackedCodes(codes, arrays["scale"], arrays["corr"], arrays["err"], arrays["norm"], padded_bias)
 
 
 def _round_up32(values: np.ndarray) -> np.ndarray:

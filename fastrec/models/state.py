@@ -555,6 +555,9 @@ class FittedState:
         patched.sum_duplicates()  # canonical: sorted, and no entry appears twice
         kept = {key: self.cache[key] for key in CACHES_OF_SIDE["users"] + ("base_item_users", "merged_user_factors")
                 if key in self.cache}
+        index = self.cache.get("ranking_index")
+        if index is not None and factors is not None:  # patched, not rebuilt: no sort, SVD or repack
+            kept["ranking_index"] = index.with_items(ids, factors[ids])
         state = self._derive(item_factors=_readonly(factors), item_map=id_map, cache=kept)
         return state.with_user_rows(affected, state.factor_rows("users", affected), patched.indptr,
                                     patched.indices.astype(np.int32, copy=False), patched.data,

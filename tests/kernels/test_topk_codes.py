@@ -207,3 +207,47 @@ def test_scores_closer_than_the_codes_rounding_stay_exact(topk_kernel, vnni):
     want = full_scan(topk_kernel, Q, Y, None, no_seen, EU, 10)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_index_with_items_keeps_exact_answers(topk_kernel, with_bias):
+    """A partial fit patches the index in place of a rebuild: rows keep their places, the bounds are
+    recomputed over the rows as they are (an item made huge, one made zero, one flipped), and the
+    packed codes of the changed rows equal a fresh packing; answers equal the full scan."""
+    rng = np.random.default_rng(7)
+    n, f, m = 300, 24, 25
+    Y = (rng.standard_normal((n, f)) * rng.uniform(0.1, 2, (n, 1))).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    index = RankingIndex.build(Y, bias)
+    index.packed()  # built, so it is patched too
+    Q = rng.standard_normal((m, f)).astype(np.float32)
+    liked = Q.sum(axis=0) / np.linalg.norm(Q.sum(axis=0)) * 10 * np.linalg.norm(Y, axis=1).max()
+    # the last row becomes everyone's favourite (the stale bounds would prune it away), the first
+    # vanishes, one flips, one grows
+    items = np.array([index.order[-1], index.order[0], index.order[150], index.order[40]], dtype=np.int32)
+    vectors = np.stack([liked, np.zeros(f), -Y[items[2]], 3 * Y[items[3]]]).astype(np.float32)
+    patched = index.with_items(items, vectors)
+    Y2 = Y.copy()
+    Y2[items] = vectors
+    np.testing.assert_array_equal(patched.factors[patched.positions()], Y2)
+    assert index.factors[index.positions()[items[0]]].tolist() == Y[items[0]].tolist()  # the old index unchanged
+    fresh = packed_codes(patched.factors, patched.bias)
+    got = patched.packed()
+    for name in ("codes", "scale", "corr", "err", "norm", "bias"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(fresh, name))
+    rebuilt_bounds = RankingIndex(patched.order, patched.factors, patched.bias, patched.direction,
+                                  patched.suffix_bounds)
+    assert rebuilt_bounds.suffix_bounds.shape == (n, 3)
+    seen_rows = [rng.choice(n, 20, replace=False).astype(np.int32) for _ in range(m)]
+    packed = patched.packed()
+    ids = np.empty((m, 10), np.int32)
+    scores = np.empty((m, 10), np.float32)
+    indptr = np.zeros(m + 1, np.int64)
+    np.cumsum([r.size for r in seen_rows], out=indptr[1:])
+    topk_kernel.topk_codes(Q, patched.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
+                           packed.norm, indptr, np.concatenate([np.sort(r) for r in seen_rows]),
+                           patched.positions(), EU, patched.order, ids, scores, 2, patched.direction,
+                           patched.suffix_bounds, block_users=8, block_items=32, vnni=HAS_VNNI)
+    want_ids, want_scores = full_scan(topk_kernel, Q, Y2, bias, seen_rows, EU, 10)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)

@@ -122,3 +122,23 @@ def test_updated_user_takes_the_short_path_through_the_overlay():
         assert model._recommend_one(state, 60, 10, True) is None  # out of range: the general path raises
     else:
         assert answer is None
+
+
+def test_partial_fit_items_patches_the_index_and_answers_stay_exact():
+    X = _data(3)
+    model = fastrec.ALS(factors=8, iterations=3, random_state=0).fit(X)
+    model.recommend(np.arange(60), n=5)  # the index (and its codes) exist, so the partial fit patches them
+    index_before = model._state.ranking_index()
+    column = sp.csr_matrix(np.ones((60, 1), dtype=np.float32))  # everyone now has item 9: a popular item
+    model.partial_fit_items([9], column)
+    state = model._state
+    assert "ranking_index" in state.cache and state.cache["ranking_index"] is not index_before
+    ids, scores = model.recommend(np.arange(60), n=10, exclude_seen=False)
+    Q = model.user_factors_.astype(np.float64)
+    S = Q @ model.item_factors_.astype(np.float64).T
+    for u in range(60):
+        order = np.lexsort((np.arange(45), -S[u]))[:10]
+        np.testing.assert_allclose(np.sort(S[u][ids[u]]), np.sort(S[u][order]), rtol=1e-5, atol=1e-6)
+    for u in (0, 7, 59):
+        one_ids, _ = model.recommend(u, n=10)
+        assert 9 not in one_ids  # the new column is seen by everyone

@@ -46,5 +46,9 @@ def test_partial_update_keeps_the_other_sides_caches():
     np.testing.assert_array_equal(new.user_items[2].indices, [0, 4])
     items = state.with_rows("items", np.array([1], dtype=np.int32), np.zeros((1, 3), np.float32),
                             sp.csr_matrix(np.ones((1, 6), np.float32)), None)
-    assert "ranking_index" not in items.cache
+    patched = items.cache["ranking_index"]  # patched for the changed item, not rebuilt, not shared
+    assert patched is not index
+    np.testing.assert_array_equal(patched.factors[patched.positions()[1]], 0)
+    np.testing.assert_array_equal(patched.factors[patched.positions()], items.item_factors)
+    np.testing.assert_array_equal(index.factors[index.positions()], state.item_factors)  # the old one unchanged
     np.testing.assert_array_equal(items.user_items[:, 1].toarray().ravel(), np.ones(6))
