@@ -165,11 +165,17 @@ class RankingIndex:
         suffix[:head] = redone
         index = RankingIndex(self.order, factors, self.bias, self.direction, suffix)
         index._compact["positions"] = self.positions()
+        index._compact["patched_rows"] = self.patched_rows + int(rows.size)
         packed = self._compact.get("packed")
         if packed is not None:
             index._compact["packed"] = packed.with_rows(rows, factors[rows],
                                                         None if self.bias is None else self.bias[rows])
         return index
+
+    @property
+    def patched_rows(self) -> int:
+        """Rows changed by ``with_items`` since the index was built (they may sit out of norm order)."""
+        return self._compact.get("patched_rows", 0)
 
     def positions(self) -> np.ndarray:
         """The row of each item id in the sorted rows (the inverse of ``order``), built on first use."""

@@ -557,7 +557,11 @@ class FittedState:
                 if key in self.cache}
         index = self.cache.get("ranking_index")
         if index is not None and factors is not None:  # patched, not rebuilt: no sort, SVD or repack
-            kept["ranking_index"] = index.with_items(ids, factors[ids])
+            index = index.with_items(ids, factors[ids])
+            # patched rows keep their places: past n/16 of them the norm order (what makes the
+            # pruning bounds tight) is rebuilt on the next query
+            if index.patched_rows <= max(64, self.n_items // 16):
+                kept["ranking_index"] = index
         state = self._derive(item_factors=_readonly(factors), item_map=id_map, cache=kept)
         return state.with_user_rows(affected, state.factor_rows("users", affected), patched.indptr,
                                     patched.indices.astype(np.int32, copy=False), patched.data,

@@ -142,3 +142,18 @@ def test_partial_fit_items_patches_the_index_and_answers_stay_exact():
     for u in (0, 7, 59):
         one_ids, _ = model.recommend(u, n=10)
         assert 9 not in one_ids  # the new column is seen by everyone
+
+
+def test_many_item_updates_rebuild_the_index_order():
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data(4, n_users=60, n_items=200))
+    model.recommend(0, n=5)
+    X = model.user_items_.tocsc()
+    for item in range(70):  # past max(64, 200 // 16) patched rows
+        model.partial_fit_items([item], X[:, [item]])
+        index = model._state.cache.get("ranking_index")
+        if index is None:
+            break
+        assert index.patched_rows == item + 1
+        model.recommend(0, n=5)
+    assert item == 64 and "ranking_index" not in model._state.cache
+    assert model._state.ranking_index().patched_rows == 0  # rebuilt in norm order
