@@ -240,7 +240,8 @@ class _Driver:
                      for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], layout.owners["users"]))]
                     for j in range(len(owners))]
             if not round_:  # CG starts in the old blocks themselves once every read of them is done
-                states = [submit_to(client, worker, _tasks.cg_begin, Y[j], block, params, *sums[j])
+                states = [submit_to(client, worker, _tasks.cg_begin, Y[j], block, params, *sums[j],
+                                    side_rows=int(bounds[-1]))
                           for j, (worker, block) in enumerate(zip(owners, layout.item_blocks))]
                 Y.clear()  # the caller's list: the old blocks (and their copies elsewhere) go once CG starts
             update = _tasks.cg_residual if round_ == 0 else _tasks.cg_step

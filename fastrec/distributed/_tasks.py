@@ -17,6 +17,9 @@ the Cholesky solver of long rows import it when they run.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import mmap
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -380,6 +383,7 @@ class ItemCG:
     block: ItemBlock
     x: np.ndarray
     scale: float
+    canvas: np.ndarray | None = None
     r: np.ndarray | None = None
     p: np.ndarray | None = None
     rsold: np.ndarray | None = None
@@ -387,18 +391,44 @@ class ItemCG:
     failures: int = 0
 
 
-def cg_begin(start: Any, block: ItemBlock, params: dict[str, Any], *after: Any) -> ItemCG:
-    """The warm start: the block's current factors, in place (zero for items without entries).
+def cg_begin(start: Any, block: ItemBlock, params: dict[str, Any], *after: Any, side_rows: int) -> ItemCG:
+    """The warm start: the block's current factors, in place in its canvas (zero for items without entries).
 
     ``after``: the tasks that read ``start`` as it was (the first round's
-    sums on this worker), done before it changes.
+    sums on this worker), done before it changes.  The canvas (a row for
+    every item, see ``Solved``) lets the next user half-step read every
+    item's factors without concatenating them; its other rows are
+    released here (their pages given back) until then.
     """
-    X, _ = _own_rows(block, start, params["dtype"], None, in_place=True)
+    X, canvas = _own_rows(block, start, params["dtype"], side_rows)
+    if canvas is not None:
+        _release_rows(canvas, 0, block.lo)
+        _release_rows(canvas, block.hi, canvas.shape[0])
     scale = kernel_form(params).scale
     if scale != 1.0:
         X *= X.dtype.type(1.0 / scale)
     X[block.empty] = 0  # as the kernel: a row without entries is zero
-    return ItemCG(block, X, scale)
+    return ItemCG(block, X, scale, canvas)
+
+
+def _release_rows(canvas: np.ndarray, lo: int, hi: int) -> None:
+    """Give back the memory pages lying wholly in rows ``lo:hi`` (they read as zeros until written again)."""
+    if hi <= lo or not canvas.flags.c_contiguous:
+        return
+    page = mmap.PAGESIZE
+    row = canvas.strides[0]
+    start = canvas.ctypes.data + lo * row
+    first, last = -(-start // page) * page, (start + (hi - lo) * row) // page * page
+    if last > first:
+        try:
+            _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+        except (OSError, AttributeError):  # no libc madvise here: the pages stay
+            pass
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def cg_vector(state: ItemCG) -> np.ndarray:
@@ -481,7 +511,8 @@ def cg_finish(state: ItemCG, params: dict[str, Any]) -> Solved:
     if state.scale != 1.0:
         X *= X.dtype.type(state.scale)
     state.r = state.p = None
-    return Solved(X, gram(X), state.failures, 0.0, _penalty(state.block.reg, X, params), state.block.lo)
+    return Solved(X, gram(X), state.failures, 0.0, _penalty(state.block.reg, X, params), state.block.lo,
+                  state.canvas)
 
 
 def user_loss(shard: Shard, users: Any, item_gram: np.ndarray, params: dict[str, Any], *pieces: Any) -> float:

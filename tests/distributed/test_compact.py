@@ -246,7 +246,8 @@ def _summed_item_half_step(shards, users, start, other_gram, params, item_bounds
             sums = [_tasks.item_sums(shard, block, vector, lo, params, round_ == 0, threads)
                     for shard, block in zip(shards, users)]
             if round_ == 0:
-                state = _tasks.cg_begin(old, _tasks.ItemBlock(lo, hi, reg[lo:hi], empty[lo:hi]), params, *sums)
+                state = _tasks.cg_begin(old, _tasks.ItemBlock(lo, hi, reg[lo:hi], empty[lo:hi]), params, *sums,
+                                        side_rows=item_bounds[-1])
             state = (_tasks.cg_residual if round_ == 0 else _tasks.cg_step)(state, other_gram, *sums)
         new.append(_tasks.cg_finish(state, params))
     return new
@@ -305,3 +306,15 @@ def test_item_sums_threads_give_the_same_bits():
     one = _tasks.item_sums(shard, U, V, 10, p, True, 1)
     np.testing.assert_array_equal(_tasks.item_sums(shard, U, V, 10, p, True, 3), one)
     assert np.abs(one).max() > 0
+
+
+def test_released_canvas_rows_read_zero_and_the_others_stay():
+    """A canvas's rows outside the block are given back between half-steps: whole pages only."""
+    canvas = np.arange(4000 * 64, dtype=np.float32).reshape(4000, 64) + 1
+    before = canvas.copy()
+    _tasks._release_rows(canvas, 100, 3900)
+    np.testing.assert_array_equal(canvas[:100], before[:100])
+    np.testing.assert_array_equal(canvas[3900:], before[3900:])
+    assert not canvas[120:3880].any()  # 256-byte rows: every page inside 100:3900 is released
+    _tasks._release_rows(canvas, 5, 5)  # nothing to release
+    np.testing.assert_array_equal(canvas[:100], before[:100])

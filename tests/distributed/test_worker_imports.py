@@ -35,7 +35,7 @@ back = deserialize(*serialize(again))
 from fastrec.distributed import _tasks as T  # the item half-step by sums over user blocks
 params = solve[1][2]
 block = T.ItemBlock(0, 40, np.full(40, 0.5, dtype=np.float32), np.zeros(40, dtype=bool))
-state = T.cg_begin(np.ones((40, 5), dtype=np.float32), block, params)
+state = T.cg_begin(np.ones((40, 5), dtype=np.float32), block, params, side_rows=40)
 for round_ in range(1 + params["cg_steps"]):
     sums = T.item_sums(shard, again, T.cg_vector(state), 0, params, round_ == 0, 1)
     state = (T.cg_residual if round_ == 0 else T.cg_step)(state, again.gram, sums)
