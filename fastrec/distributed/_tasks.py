@@ -422,7 +422,7 @@ def _release_rows(canvas: np.ndarray, lo: int, hi: int) -> None:
     if last > first:
         try:
             _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
-        except (OSError, AttributeError):  # no libc madvise here: the pages stay
+        except (OSError, AttributeError, TypeError):  # no libc madvise here: the pages stay
             pass
 
 
