@@ -30,7 +30,7 @@ _BLOCK_ITEMS = 512
 _BLOCK_ITEMS_ONE = 256
 # codes' integer dots stay exact in float32 after the offset is removed (127 * 63 * f < 2^24)
 _MAX_CODE_FACTORS = 2048
-_SPLIT_BYTES = 2 ** 20
+_SPLIT_BYTES = 2 ** 21
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,7 +52,7 @@ def _has_vnni() -> bool:
 
 
 def one_query_split(packed: "PackedCodes", num_threads: int) -> int:
-    """Threads one query's scan is dealt to: several once its codes outgrow a core's cache (1 MiB),
+    """Threads one query's scan is dealt to: several once its codes outgrow a core's cache (2 MiB),
     where reading them with every core pays for waking the threads; else 1."""
     if num_threads <= 1 or packed.codes.nbytes < _SPLIT_BYTES:
         return 1

@@ -10,15 +10,13 @@ the same kernel in ``fastrec.models.ials``.
 from __future__ import annotations
 
 import time
-import warnings
-from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from .als_explain import hu_contributions
-from .als_start import _check_confidence, initial_factors  # noqa: F401  (both also used by DaskALS)
+from .als_start import SOLVERS, _check_confidence, half_step, initial_factors, loss_weight  # noqa: F401
 from .base import Fitted
 from .side import fit_ridge_maps
 from .factors import FactorModel
@@ -35,7 +33,7 @@ from ..utils.validation import (CSR_TYPES, check_bool, check_callback, check_cho
 
 __all__ = ["ALS", "initial_factors"]
 
-_SOLVERS = {"cg": 0, "cholesky": 1}
+_SOLVERS = SOLVERS
 
 Callback = Callable[[int, float, float], Any]
 
@@ -175,27 +173,12 @@ class ALS(FactorModel):
         """Solve every row of ``csr`` (a CSR matrix or ``CSRArrays``) into ``X``, ``Y`` fixed."""
         if YtY is None:
             YtY = self._gram(Y, threads)
-        kernel = load_kernel("als")
-        form = kernel_form(params)
-        if form.scale != 1.0:  # iALS: the kernel solves for (1 + alpha0) times the factors
-            X *= X.dtype.type(1.0 / form.scale)
         # CG never calls BLAS, nor do Cholesky rows up to SMALL_ROW_LIMIT long;
         # setting the limit costs several microseconds, a lot for one fold-in
         if max_row_length is None:
             lengths = np.diff(csr.indptr)
             max_row_length = int(lengths.max()) if lengths.size else 0
-        uses_blas = solver == "cholesky" and max_row_length > kernel.SMALL_ROW_LIMIT
-        with blas_single_thread() if uses_blas else nullcontext():
-            failures = kernel.als_half_step(
-                csr.indptr, csr.indices, csr.data, X, Y, YtY, reg, X.dtype.type(form.alpha), form.implicit,
-                _SOLVERS[solver], params["cg_steps"], threads)
-        if form.scale != 1.0:
-            X *= X.dtype.type(form.scale)
-        if failures:
-            # a singular row system keeps its previous factors (zeros for fold-in)
-            warnings.warn(f"ALS: {failures} of {X.shape[0]} row systems were singular and left "
-                          "unsolved; use regularization > 0", RuntimeWarning, stacklevel=3)
-        return failures
+        return half_step(csr, X, Y, reg, params, solver, threads, YtY, max_row_length)
 
     def _loss(self, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg_users: np.ndarray,
               reg_items: np.ndarray, params: dict[str, Any], threads: int, weight: float) -> float:
@@ -212,13 +195,7 @@ class ALS(FactorModel):
     @staticmethod
     def _loss_weight(Cui: sp.csr_matrix, params: dict[str, Any]) -> float:
         """The sum of every pair's confidence (unobserved pairs count 1): the loss's denominator."""
-        if is_ials(params):
-            return Cui.nnz + params["unobserved_weight"] * Cui.shape[0] * Cui.shape[1]
-        chunk = 1 << 20  # summed in chunks: no temporary as big as the data
-        absolute = sum(float(np.abs(Cui.data[i:i + chunk], dtype=np.float64).sum())
-                       for i in range(0, Cui.nnz, chunk))
-        observed = params["alpha"] * absolute + (Cui.nnz if params["confidence"] == "hu" else 0)
-        return observed + Cui.shape[0] * Cui.shape[1] - Cui.nnz
+        return loss_weight(Cui.nnz, Cui.data, Cui.shape, params)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, callback: Callback | None = None, compute_loss: bool | None = None,
