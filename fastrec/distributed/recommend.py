@@ -50,15 +50,19 @@ class _Context:
 
     Ranking every item needs only the norm-sorted index, built once on the
     client (the model's cached ``ranking_index``, as ``recommend`` uses it)
-    and sent as is: the workers do not rebuild it.  With candidates the
+    and sent as is, with its packed codes: the workers do not rebuild them.  With candidates the
     kernel reads the item factors instead, and those are sent.
     """
 
     def __init__(self, item_factors: np.ndarray | None, item_bias: np.ndarray | None, item_labels: np.ndarray | None,
                  index: RankingIndex | None = None):
         self.item_factors, self.item_bias, self.item_labels = item_factors, item_bias, item_labels
-        # without the int8 codes of single queries: blocks rank many users at once
-        self.index = None if index is None else dataclasses.replace(index, _compact={})
+        if index is not None:
+            # the codes the kernel ranks with, built once here (and kept by the model), not per worker
+            index.packed()
+            index.positions()
+            index = dataclasses.replace(index, _compact=dict(index._compact))
+        self.index = index
         self._item_dtype: Any = None
 
     def items(self, codes: np.ndarray) -> Any:
