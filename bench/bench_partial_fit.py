@@ -124,7 +124,7 @@ def main() -> None:
           f"= {merge / threshold * 1e3:.3f} ms amortised per update")
     if item_times:
         print(f"fastrec partial_fit_items, one item:  {_summary(item_times['ours'])}")
-        print(f"fastrec recommend after it:           {_summary(item_times['recs'])} (rebuilds the ranking index)")
+        print(f"fastrec recommend after it:           {_summary(item_times['recs'])} (the ranking index is patched, not rebuilt)")
         if item_times["imp"]:
             print(f"implicit partial_fit_items, {_common.THREADS} threads: {_summary(item_times['imp'])}")
             print(f"ratio fastrec / implicit (p50): {np.median(item_times['ours']) / np.median(item_times['imp']):.2f}")

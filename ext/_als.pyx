@@ -577,7 +577,8 @@ cdef int fold_in_solve(const int *indices, const floating *data, int n, int n_it
                        floating alpha, bint implicit_convention, floating *out) noexcept nogil:
     """Check one row (sorted unique in-range columns, finite non-zero values) and solve it.
 
-    Returns 0 when solved, -1 when the row is not canonical, 1 when singular.
+    Returns 0 when solved, -1 when the row is not canonical, 1 when singular,
+    2 when the solution is not finite.
     """
     cdef int t, result
     cdef long long bounds[2]
@@ -603,6 +604,10 @@ cdef int fold_in_solve(const int *indices, const floating *data, int n, int n_it
                           f, A, A + f * f, NULL, NULL, 0, rows, A + f * f + f, n)
     free(A)
     free(rows)
+    if result == 0:
+        for t in range(f):
+            if not (fabs(out[t]) <= 1.0e308):  # an overflow: the caller's general path reports it
+                return 2
     return result
 
 

@@ -9,7 +9,6 @@ through ``_partial_fit`` the same way.  Serving lives in ``serving.py``.
 from __future__ import annotations
 
 import inspect
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -248,8 +247,8 @@ class Recommender(ServingMixin):
 
         The latency path of ``partial_fit_users``: the implementation checks
         the arrays itself (dtypes, sorted unique in-range columns, finite
-        non-zero values) and returns None for anything it does not handle,
-        which then takes the validated general path.  Models whose user update
+        non-zero values) and returns None for anything it does not handle or
+        whose solution is not finite, which then takes the validated general path.  Models whose user update
         is an exact fold-in (ALS) override it; by default there is none.
         """
         return None
@@ -268,7 +267,7 @@ class Recommender(ServingMixin):
             return None  # a new user, or a bad id: the general path grows the model or raises
         indptr, indices, data = X.indptr, X.indices, X.data
         vector = self._solve_one_user(state, indptr, indices, data)
-        if vector is None or not math.isfinite(vector.sum(dtype=np.float64)):
+        if vector is None:
             return None  # the general path checks the row (and raises for a non-finite update)
         # the kernel checked the row: canonical, so its arrays are the stored row's
         return state.with_one_user_row(user, vector[0], indices, data)

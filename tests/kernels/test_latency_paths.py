@@ -105,6 +105,18 @@ def test_kernel_declines_what_it_does_not_handle(model):
     ]
     for arrays in declined:
         assert kernel.fold_in_row(*arrays, *plan) is None
+    huge = np.finfo(dtype).max / 2  # a finite value whose confidence overflows: the solution is not finite
+    assert kernel.fold_in_row(np.array([0, 2]), np.array([1, 5], np.int32), np.full(2, huge, dtype), *plan) is None
+
+
+def test_partial_fit_of_an_overflowing_row_never_stores_a_non_finite_vector(model):
+    """The one-user latency path declines a non-finite solution; the general path warns that the
+    system is singular and keeps finite factors (no NaN ever reaches the model)."""
+    dtype = model._state.item_factors.dtype
+    row = one_row([1, 5], [np.finfo(dtype).max / 2] * 2, dtype)
+    with pytest.warns(RuntimeWarning, match="singular"):
+        model.partial_fit_users([0], row)
+    assert np.isfinite(model.user_factors_[0]).all()
 
 
 def test_grouped_cg_rows_match_single_rows(als_kernel):
