@@ -88,7 +88,7 @@ class FactorModel(ColdStartMixin, Recommender):
             query = vector.reshape(1, -1)
             seen_indptr, seen_indices = np.array([0, seen_row.size], dtype=np.int64), seen_row
         elif user < base_factors.shape[0] and seen_items.indices.dtype == np.int32:
-            query = base_factors[user:user + 1]
+            query = np.ascontiguousarray(base_factors[user:user + 1])  # a view unless the array is strided
             seen_indptr, seen_indices = seen_items.indptr[user:user + 2], seen_items.indices
         else:  # a user the model grew to without a row of its own: the general path
             return None

@@ -157,3 +157,15 @@ def test_many_item_updates_rebuild_the_index_order():
         model.recommend(0, n=5)
     assert item == 64 and "ranking_index" not in model._state.cache
     assert model._state.ranking_index().patched_rows == 0  # rebuilt in norm order
+
+
+def test_short_path_reads_strided_factors():
+    """Factors that are not C-contiguous (a model built from a Fortran-ordered array) still serve."""
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data())
+    import dataclasses
+    state = model._state
+    model._state = dataclasses.replace(state, user_factors=np.asfortranarray(state.user_factors), cache={})
+    ids, scores = model.recommend(7, n=5)
+    want_ids, want_scores = model.recommend([7], n=5)
+    np.testing.assert_array_equal(ids, want_ids[0])
+    np.testing.assert_allclose(scores, want_scores[0], rtol=1e-5, atol=1e-6)
