@@ -461,6 +461,7 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
     cdef int *src
     cdef int a, n_active
     cdef floating qq
+    cdef double qd
     cdef int n_blocks, n_iblocks, ib, blk, u0, u1, bu, i0, i1, bi, u, j, item
     cdef floating s
     cdef floating *S
@@ -520,10 +521,14 @@ def topk(const floating[:, ::1] Q, const floating[:, ::1] Y, const floating[::1]
                 slot[u] = u
                 memcpy(&Qb[<size_t> u * f], &Q[u0 + u, 0], f * sizeof(floating))
                 if use_prune:
-                    qq = dot(&Q[u0 + u, 0], &Q[u0 + u, 0], f) + (1 if use_bias else 0)
+                    # |q_perp|^2 in double: a float32 q.q underflows to 0 for |q| < ~1e-19 (and
+                    # overflows past ~1e19), which would make the pruning bound too small
+                    qd = 1 if use_bias else 0
+                    for j in range(f):
+                        qd = qd + <double> Q[u0 + u, j] * <double> Q[u0 + u, j]
                     qproj[2 * u] = dot(&Q[u0 + u, 0], &direction[0], f)
-                    qq = qq - qproj[2 * u] * qproj[2 * u]
-                    qproj[2 * u + 1] = sqrt(qq) if qq > 0 else 0
+                    qd = qd - <double> qproj[2 * u] * <double> qproj[2 * u]
+                    qproj[2 * u + 1] = <floating> sqrt(qd) if qd > 0 else 0
             for ib in range(n_iblocks):
                 i0 = ib * block_items
                 i1 = min(i0 + block_items, n)
@@ -776,7 +781,8 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                 qbb[u] = <float> (eq * (1 + 1e-5))
                 s = dot(&Q[u0 + u, 0], &direction[0], f)
                 qproj[2 * u] = s
-                qq = <double> dot(&Q[u0 + u, 0], &Q[u0 + u, 0], f) + (1 if use_bias else 0) - <double> s * s
+                # q.q from the double sum above: a float32 dot underflows to 0 for |q| < ~1e-19
+                qq = qq + (1 if use_bias else 0) - <double> s * <double> s
                 qproj[2 * u + 1] = <float> sqrt(qq) if qq > 0 else 0
             ib = 0 if split == 1 else blk
             while ib < n_iblocks:  # every block, or every split-th from blk

@@ -251,3 +251,27 @@ def test_index_with_items_keeps_exact_answers(topk_kernel, with_bias):
     want_ids, want_scores = full_scan(topk_kernel, Q, Y2, bias, seen_rows, EU, 10)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(scores, want_scores)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("scale", [1e-21, 1e-25, 1e-30])
+def test_tiny_queries_keep_their_orthogonal_bound(topk_kernel, scale, with_bias):
+    """A query with |q| < 1e-19 (q.q underflows in float32): the pruning bound's |q_perp| must not
+    become 0, or items off the dominant direction are pruned though they rank first (was: wrong ids)."""
+    rng = np.random.default_rng(3)
+    Y = rng.standard_normal((200, 8)).astype(np.float32)
+    bias = rng.standard_normal(200).astype(np.float32) * np.float32(scale) if with_bias else None
+    Q = (rng.standard_normal((3, 8)) * scale).astype(np.float32)
+    seen = [np.array([], np.int32)] * 3
+    want_ids, want_scores = full_scan(topk_kernel, Q, Y, bias, seen, EU, 5)
+    for vnni in VNNI_CHOICES:  # the codes kernel
+        got_ids, got_scores = run_codes(topk_kernel, Q, Y, bias, seen, EU, 5, 4, 32, 1, vnni)
+        np.testing.assert_array_equal(got_ids, want_ids)
+        np.testing.assert_array_equal(got_scores, want_scores)
+    index = RankingIndex.build(Y, bias)  # the float kernel's pruning bound
+    ids, scores = np.empty((3, 5), np.int32), np.empty((3, 5), np.float32)
+    topk_kernel.topk(Q, index.factors, E32 if bias is None else index.bias, np.empty(0, np.int32),
+                     np.empty(0, np.int32), EU, index.order, ids, scores, 1, block_users=1, block_items=32,
+                     direction=index.direction, suffix_bounds=index.suffix_bounds)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)  # its own dot: rounding may differ
