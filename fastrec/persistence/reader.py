@@ -148,6 +148,12 @@ def _read_meta(arrays: dict[str, np.ndarray], path: str) -> dict[str, Any]:
 
 def _resolve_class(key: str, expected_class: type | None) -> type:
     cls = model_classes().get(key)
+    if cls is None and ":" not in key:
+        # one of fastrec's own models, not imported yet (``fastrec.models`` imports them on first use)
+        import fastrec.models
+        if key in fastrec.models.__all__:
+            getattr(fastrec.models, key)
+        cls = model_classes().get(key)
     if cls is None:
         raise ModelFormatError(f"the file holds a model of class {key!r}, which is not a fastrec model "
                                "class defined in this process (import the module defining it first)")

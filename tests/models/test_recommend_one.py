@@ -169,3 +169,19 @@ def test_short_path_reads_strided_factors():
     want_ids, want_scores = model.recommend([7], n=5)
     np.testing.assert_array_equal(ids, want_ids[0])
     np.testing.assert_allclose(scores, want_scores[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["BPR", "EASE", "ItemKNN", "ALS"])
+def test_load_in_a_fresh_process_finds_every_model_class(tmp_path, name):
+    """fastrec imports its models on first use: loading a file must not need the class touched first."""
+    import subprocess
+    import sys
+    model = getattr(fastrec, name)().fit(_data())
+    path = tmp_path / f"{name}.npz"
+    model.save(path)
+    code = (f"import fastrec, numpy as np; m = fastrec.load({str(path)!r}); "
+            "print(type(m).__name__, m.recommend(5, n=3)[0].tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == name
+    assert out.stdout.strip().endswith(str(model.recommend(5, n=3)[0].tolist()))
