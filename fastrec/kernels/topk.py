@@ -314,6 +314,27 @@ def csr_rows(csr: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return indptr, csr.indices[positions]
 
 
+def top_k_codes(index: RankingIndex, queries: np.ndarray, n: int, seen_indptr: np.ndarray,
+                seen_indices: np.ndarray, exclude_mask: np.ndarray = _EMPTY_U8, num_threads: int = 1
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k`` over the index's packed codes (``_codes_pay`` of its rows must hold), ``n`` at most
+    the number of items: integer dots of 7-bit item codes and 8-bit query codes (2-4x the float32
+    rate, a quarter of the bytes), exact float32 rescoring of what can enter.  One query over a
+    large catalogue is dealt to ``num_threads`` threads (``one_query_split``)."""
+    packed = index.packed()
+    m = queries.shape[0]
+    split = one_query_split(packed, num_threads) if m == 1 else 1
+    rows = split if split > 1 else m  # a split query's threads each fill a row, merged into the first
+    ids = np.empty((rows, n), dtype=np.int32)
+    scores = np.empty((rows, n), dtype=np.float32)
+    load_kernel("topk").topk_codes(
+        queries, index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err, packed.norm,
+        seen_indptr, seen_indices, index.positions(), exclude_mask, index.order, ids, scores, num_threads,
+        index.direction, index.suffix_bounds, block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS,
+        vnni=_has_vnni(), split=split)
+    return ids[:m], scores[:m]
+
+
 def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None,
           n: int, seen: sp.csr_matrix | None = None, exclude_mask: np.ndarray = _EMPTY_U8,
           candidates: np.ndarray | None = None, num_threads: int = 1,
@@ -346,8 +367,6 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
     else:
         item_rows, bias, item_map = item_factors, item_bias, _EMPTY_I32
         n = min(n, item_factors.shape[0])
-    ids = np.empty((m, n), dtype=np.int32)
-    scores = np.empty((m, n), dtype=dtype)
     if isinstance(seen, tuple):
         seen_indptr, seen_indices = seen
     elif seen is not None:
@@ -356,28 +375,18 @@ def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray |
             seen_indices = seen_indices.astype(np.int32)
     else:
         seen_indptr, seen_indices = _EMPTY_I32, _EMPTY_I32
+    if bounds and _codes_pay(item_rows):
+        return top_k_codes(index, queries, n, seen_indptr, seen_indices, exclude_mask, num_threads)
+    ids = np.empty((m, n), dtype=np.int32)
+    scores = np.empty((m, n), dtype=dtype)
     bias_arr = np.ascontiguousarray(bias, dtype=dtype) if bias is not None else np.empty(0, dtype)
     kernel = load_kernel("topk")
-    args = (queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map,
-            ids, scores, num_threads)
-    if bounds and _codes_pay(item_rows):
-        # integer dots of 7-bit item codes and 8-bit query codes (2-4x the float32
-        # rate, a quarter of the bytes), exact float32 rescoring of what can enter
-        packed = index.packed()
-        split = one_query_split(packed, num_threads) if m == 1 else 1
-        out_ids, out_scores = (ids, scores) if split == 1 else (np.empty((split, n), np.int32),
-                                                                  np.empty((split, n), dtype))
-        kernel.topk_codes(queries, item_rows, packed.bias, packed.codes, packed.scale, packed.corr,
-                          packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), exclude_mask,
-                          item_map, out_ids, out_scores, num_threads, index.direction, index.suffix_bounds,
-                          block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS, vnni=_has_vnni(),
-                          split=split)
-        if split > 1:
-            ids, scores = out_ids[:1], out_scores[:1]
-    elif m == 1:  # one query is scored with our own dots on one thread: no BLAS, no limit to set
+    if m == 1:  # one query is scored with our own dots on one thread: no BLAS, no limit to set
         kernel.topk(queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map, ids, scores,
                     1, block_users=1, block_items=_BLOCK_ITEMS_ONE, **bounds)
     else:
         with blas_single_thread():
-            kernel.topk(*args, block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS, **bounds)
+            kernel.topk(queries, item_rows, bias_arr, seen_indptr, seen_indices, exclude_mask, item_map, ids,
+                        scores, num_threads, block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS,
+                        **bounds)
     return ids, scores

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import load_kernel
-from ..kernels.topk import _BLOCK_ITEMS, _codes_pay, _has_vnni, one_query_split, top_k
+from ..kernels.topk import _codes_pay, top_k, top_k_codes
 from ..utils.progress import Progress
 from .base import Recommender
 from .cold import ColdStartMixin
@@ -24,7 +24,6 @@ __all__ = ["FactorModel"]
 # users per chunk of a large recommend batch (bounds its working memory)
 _RECOMMEND_CHUNK = 16384
 _NO_SEEN = np.empty(0, dtype=np.int32)
-_NO_MASK = np.empty(0, dtype=np.uint8)
 _MAX_ONE_N = 2 ** 31 - 1
 
 
@@ -66,7 +65,7 @@ class FactorModel(ColdStartMixin, Recommender):
                        ) -> tuple[np.ndarray, np.ndarray] | None:
         """A stored user of a plain factor model, straight to the top-K kernel.
 
-        The same kernel call as ``top_k`` makes for one query, without the batch
+        ``top_k``'s code path for one query (``top_k_codes``), without the batch
         machinery: no id array, no gathered copy of the user's vector or seen
         row (the kernel reads them in place, from the partial-fit overlay for
         an updated user).  Models that compute their queries, users grown
@@ -78,7 +77,6 @@ class FactorModel(ColdStartMixin, Recommender):
         index = state.ranking_index()
         if not _codes_pay(index.factors):
             return None
-        packed = index.packed()
         base_factors, seen_items = state._user_factors, state._user_items
         entry = -1 if state.pending is None else state.pending.entry(user)
         if entry >= 0:  # updated by a partial fit: its row in the overlay
@@ -95,15 +93,7 @@ class FactorModel(ColdStartMixin, Recommender):
         if not exclude_seen:
             seen_indptr, seen_indices = _NO_SEEN, _NO_SEEN
         k = min(n, index.order.size)
-        threads = self._serving_threads()
-        split = one_query_split(packed, threads)
-        ids = np.empty((split, k), dtype=np.int32)
-        scores = np.empty((split, k), dtype=np.float32)
-        load_kernel("topk").topk_codes(
-            query, index.factors, packed.bias, packed.codes, packed.scale,
-            packed.corr, packed.err, packed.norm, seen_indptr, seen_indices, index.positions(), _NO_MASK,
-            index.order, ids, scores, split, index.direction, index.suffix_bounds, block_users=1,
-            block_items=_BLOCK_ITEMS, vnni=_has_vnni(), split=split)
+        ids, scores = top_k_codes(index, query, k, seen_indptr, seen_indices, num_threads=self._serving_threads())
         if k and ids[0, -1] < 0:  # fewer eligible items than n: only the eligible ones
             valid = ids[0] >= 0
             return ids[0][valid], scores[0][valid]
