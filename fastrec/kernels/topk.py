@@ -324,15 +324,17 @@ def top_k_codes(index: RankingIndex, queries: np.ndarray, n: int, seen_indptr: n
     packed = index.packed()
     m = queries.shape[0]
     split = one_query_split(packed, num_threads) if m == 1 else 1
+    if m == 1:
+        num_threads = split  # one query wakes no thread it does not deal work to
     rows = split if split > 1 else m  # a split query's threads each fill a row, merged into the first
     ids = np.empty((rows, n), dtype=np.int32)
     scores = np.empty((rows, n), dtype=np.float32)
     load_kernel("topk").topk_codes(
         queries, index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err, packed.norm,
         seen_indptr, seen_indices, index.positions(), exclude_mask, index.order, ids, scores, num_threads,
-        index.direction, index.suffix_bounds, block_users=_block_users(m, num_threads), block_items=_BLOCK_ITEMS,
-        vnni=_has_vnni(), split=split)
-    return ids[:m], scores[:m]
+        index.direction, index.suffix_bounds, block_users=_block_users(m, num_threads) if m > 1 else 1,
+        block_items=_BLOCK_ITEMS, vnni=_has_vnni(), split=split)
+    return (ids, scores) if split == 1 else (ids[:1], scores[:1])
 
 
 def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None,
