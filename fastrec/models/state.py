@@ -489,13 +489,7 @@ class FittedState:
         if features is not None and n_rows > self.n_users:
             from .side import grow_rows
             features = grow_rows(features, n_rows)
-        cache = self.cache
-        keys = (_KEPT_BY_USER_UPDATES if vectors_changed
-                else _KEPT_BY_USER_UPDATES + CACHES_OF_SIDE["users"] + ("merged_user_factors",))
-        kept = {key: cache[key] for key in keys if key in cache}
-        overlay = UserOverlay(log, len(log), n_rows, pending.vectors_changed or vectors_changed)
-        new = self._derive(pending=overlay, user_map=id_map, user_features=features, cache=kept)
-        return new.merged() if len(log) >= merge_threshold(n_rows) else new
+        return self._with_log(pending, log, n_rows, vectors_changed, user_map=id_map, user_features=features)
 
     def with_one_user_row(self, user: int, vector: np.ndarray, indices: np.ndarray,
                           data: np.ndarray) -> "FittedState":
@@ -506,11 +500,18 @@ class FittedState:
         """
         pending = self.pending or UserOverlay(RowLog(), 0, self.n_users, False)
         log = pending.log.extend(pending.length, ((user, vector, indices.copy(), data.copy()),))
+        return self._with_log(pending, log, pending.n_rows, True)
+
+    def _with_log(self, pending: UserOverlay, log: RowLog, n_rows: int, vectors_changed: bool,
+                  **changes: Any) -> "FittedState":
+        """The state seeing ``log`` (this one's overlay ``pending`` extended), merged when it is long."""
         cache = self.cache
-        kept = {key: cache[key] for key in _KEPT_BY_USER_UPDATES if key in cache}
-        overlay = UserOverlay(log, len(log), pending.n_rows, True)
-        new = self._derive(pending=overlay, cache=kept)
-        return new.merged() if len(log) >= merge_threshold(pending.n_rows) else new
+        keys = (_KEPT_BY_USER_UPDATES if vectors_changed
+                else _KEPT_BY_USER_UPDATES + CACHES_OF_SIDE["users"] + ("merged_user_factors",))
+        kept = {key: cache[key] for key in keys if key in cache}
+        overlay = UserOverlay(log, len(log), n_rows, pending.vectors_changed or vectors_changed)
+        new = self._derive(pending=overlay, cache=kept, **changes)
+        return new.merged() if len(log) >= merge_threshold(n_rows) else new
 
     def _users_of_items(self, items: np.ndarray) -> np.ndarray:
         """Users whose stored row may hold one of ``items`` (a superset: base columns and pending rows)."""
