@@ -396,11 +396,13 @@ cdef int merge_sorted_rows(int[:, ::1] ids, float[:, ::1] scores, int rows) exce
     """Row 0 := the best k of ``rows`` sorted answers (score desc, id asc; padding -1 / -inf last)."""
     cdef int k = ids.shape[1]
     cdef int t, r, best
-    cdef int pos[64]
-    cdef int out_id[4096]
-    cdef float out_score[4096]
-    if rows > 64 or k > 4096:
-        raise ValueError("merge_sorted_rows: at most 64 rows of at most 4096 entries")
+    cdef int *pos = <int *> malloc(<size_t> (rows + 2 * k + 1) * sizeof(int))
+    cdef int *out_id
+    cdef float *out_score
+    if pos == NULL:
+        raise MemoryError("top-K: no memory to merge the split query's rows")
+    out_id = pos + rows
+    out_score = <float *> (out_id + k)  # a float per int slot
     for r in range(rows):
         pos[r] = 0
     for t in range(k):
@@ -420,6 +422,7 @@ cdef int merge_sorted_rows(int[:, ::1] ids, float[:, ::1] scores, int rows) exce
     for t in range(k):
         ids[0, t] = out_id[t]
         scores[0, t] = out_score[t]
+    free(pos)
     return 0
 
 

@@ -275,3 +275,17 @@ def test_tiny_queries_keep_their_orthogonal_bound(topk_kernel, scale, with_bias)
                      direction=index.direction, suffix_bounds=index.suffix_bounds)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-6)  # its own dot: rounding may differ
+
+
+@pytest.mark.parametrize("split", [2, 70])
+def test_split_query_merges_long_answers_and_many_threads(topk_kernel, split):
+    """k beyond 4,096 and more parts than 64 (a big n on a many-core server) merge like any other."""
+    rng = np.random.default_rng(11)
+    n, f, k = 5000, 6, 4500
+    Y = rng.standard_normal((n, f)).astype(np.float32)
+    q = rng.standard_normal((1, f)).astype(np.float32)
+    seen = [rng.choice(n, 40, replace=False).astype(np.int32)]
+    got = run_codes(topk_kernel, q, Y, None, seen, EU, k, 1, 64, 2, HAS_VNNI, split=split)
+    want = full_scan(topk_kernel, q, Y, None, seen, EU, k)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
