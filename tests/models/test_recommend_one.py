@@ -82,6 +82,12 @@ def test_short_path_leaves_errors_to_the_general_path():
         model.recommend(-1, n=3)
     with pytest.raises(ValueError, match="n"):
         model.recommend(1, n=-1)
+    with pytest.raises(ValueError, match="n must be <="):
+        model.recommend(1, n=2 ** 40)
+    with pytest.raises(TypeError, match="users"):  # beyond int64: never wrapped into a valid id
+        model.recommend(2 ** 70, n=3)
+    with pytest.raises(IndexError, match="users"):
+        model.recommend(np.uint64(2 ** 63 + 5), n=3)
     with pytest.raises(TypeError):
         model.recommend(1, n=3, exclude_seen="yes")
 
