@@ -262,8 +262,9 @@ class _Driver:
 def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads: int,
                    timeout: float | None, user_factors: np.ndarray, item_factors: np.ndarray,
                    compute_loss: bool, on_iteration: Callable[[int, float], None]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``params["iterations"]`` sweeps from the given factors; return the final factors.
+                   ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """Run ``params["iterations"]`` sweeps from the given factors; return the final factors (user, item) and
+    the final user blocks (futures, on their workers).
 
     ``on_iteration(iteration, loss)`` is called after each sweep (loss NaN
     unless ``compute_loss``).  Lost workers surface as ``_cluster.WORKER_LOST``
@@ -291,4 +292,4 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
             loss = float(total / layout.loss_weight)
         on_iteration(iteration, loss)
     factors = [_tasks.factors_of(p) for p in gather(client, X + Y, timeout, "gathering the factors")]
-    return np.concatenate(factors[:len(X)]), np.concatenate(factors[len(X):])
+    return np.concatenate(factors[:len(X)]), np.concatenate(factors[len(X):]), X

@@ -38,7 +38,7 @@ from ._cluster import worker_threads
 from ._compact import CHUNK_ENTRIES, CompactRows
 
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
-           "selection", "column_counts", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
+           "selection", "column_counts", "kept_factors", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
            "cg_vector", "item_sums", "cg_residual", "cg_step", "cg_finish", "user_loss", "summed_gram"]
 
 # how a shard receives each block of the other side's factors
@@ -233,6 +233,16 @@ def aligned(array: np.ndarray) -> np.ndarray:
 
 def factors_of(block: Any) -> np.ndarray:
     return block.factors if isinstance(block, Solved) else block
+
+
+def kept_factors(block: Any) -> np.ndarray:
+    """A solved block's factors as an array of their own, kept on its worker after the fit (``_resident``).
+
+    A block solved in a canvas (a row for every row of its side, filled by
+    other half-steps) is copied out, so the canvas goes.
+    """
+    factors = factors_of(block)
+    return factors.copy() if isinstance(block, Solved) and block.canvas is not None else factors
 
 
 def take_rows(block: Any, rows: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from ..utils.progress import Progress, logger
 from ..utils.validation import check_bool, check_callback, check_choice, check_int, check_num_threads
 from ._cluster import WORKER_LOST, ClusterError, check_timeout, resolve_client, workers_of
 from ._engine import ITEM_STEPS, csr_layout, finish_layout, min_fraction, run_iterations, summed_items
+from ._resident import keep_users
 from .frames import FrameInput, is_dask_frame
 
 __all__ = ["DaskALS"]
@@ -146,6 +147,7 @@ class DaskALS(ALS):
             "item_step": check_choice(item_step, "item_step", ITEM_STEPS),
         }
         client = resolve_client(self.client)
+        self.release()  # the previous fit's blocks leave the workers before this fit's shards arrive
         source = None
         if is_dask_frame(X):
             self._check_params()  # bad hyperparameters fail before the data is read
@@ -204,8 +206,11 @@ class DaskALS(ALS):
                 finish_layout(client, layout, worker_params, timeout)
                 if layout.nnz == 0:
                     raise ValueError("X holds no interactions (every weight is zero); there is nothing to learn from")
-                user_factors, item_factors = run_iterations(client, layout, worker_params, threads, timeout,
-                                                            user_factors, item_factors, compute_loss, on_iteration)
+                user_factors, item_factors, user_blocks = run_iterations(
+                    client, layout, worker_params, threads, timeout, user_factors, item_factors, compute_loss,
+                    on_iteration)
+                # the users stay on the workers for recommend_all, as long as the fitted state is this one's
+                self._resident = keep_users(client, layout, user_blocks, user_factors, Cui, seen=source is None)
                 break
             except WORKER_LOST as exc:
                 lost += 1
@@ -218,6 +223,21 @@ class DaskALS(ALS):
                 layout = None  # the scheduler frees the shards once no future refers to them
         progress.close()
         return Fitted(user_factors, item_factors, attributes={"loss_history_": history})
+
+    def release(self) -> None:
+        """Free the user blocks this fitted model keeps on the workers.
+
+        After ``fit`` each worker keeps its users' final factors and their
+        interactions (compact, about 2 bytes per entry on binary data), so
+        ``recommend_all`` ranks them where they are instead of sending every
+        user's factors and seen items.  Per worker that is about
+        (n_users / W) x factors x itemsize + 2 x nnz / W bytes until the next
+        ``fit``, this call, the model's deletion or the client's closing.
+        ``recommend_all`` still works afterwards (it sends the users).
+        """
+        resident = self.__dict__.pop("_resident", None)
+        if resident is not None:
+            resident.release()
 
     # ----------------------------------------------------------- conversion
     def to_als(self) -> ALS:
@@ -237,6 +257,7 @@ class DaskALS(ALS):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state["client"] = None  # a client belongs to its process
+        state.pop("_resident", None)  # and so do its futures
         return state
 
 

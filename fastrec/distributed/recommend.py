@@ -5,6 +5,12 @@ ranking index (built once on the client and cached, as ``recommend`` uses
 it); the users are cut into blocks, each block's user factors and seen items
 go to one worker, which ranks them with the serving top-k kernel (blocked,
 exactly pruned) and keeps the (user, rank, item, score) table.
+
+After a ``DaskALS`` fit the users are already on the workers (``_resident``):
+each worker ranks its own blocks there, and only the items are sent (once:
+kept beside the users for the next call on the same items).  Any change of
+the model's users since that fit, a lost worker or another client, and the
+users are sent as for any model.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from ._cluster import (
     worker_threads,
     workers_of,
 )
+from ._resident import ResidentUsers
 from .frames import FrameInput, is_dask_frame
 
 __all__ = ["recommend_all"]
@@ -43,6 +50,9 @@ __all__ = ["recommend_all"]
 _BLOCK_USERS = 16384
 # bytes of user blocks per message at most (see recommend_all)
 _MESSAGE_BYTES = 64 * 2 ** 20
+# rows of the long table per task at most, where the users are already on the workers (nothing to pipeline with
+# sending them: fewer, larger tasks; each task costs ~10 ms of scheduling and Python)
+_TASK_ROWS = 2 ** 20
 
 
 class _Context:
@@ -165,6 +175,65 @@ def _seen_rows(state: FittedState, X: Any) -> sp.csr_matrix:
     return seen
 
 
+def _resident_users(model: Any, state: FittedState, client: Any, X: Any, exclude_seen: bool,
+                    workers: list[str]) -> ResidentUsers | None:
+    """The user blocks a DaskALS fit left on the workers, if they are exactly ``state``'s users and usable here.
+
+    Not with ``X`` (other seen items than the fit's), nor when seen items
+    must be excluded and the blocks do not hold them; blocks that no longer
+    match the model (refit, partial fit, lost worker, other client) are
+    dropped.
+    """
+    resident = getattr(model, "_resident", None)
+    if not isinstance(resident, ResidentUsers) or X is not None:
+        return None
+    if not resident.matches(state, client) or not set(resident.owners) <= set(workers):
+        if client is resident.client:  # stale for good: free the workers' memory
+            model.__dict__.pop("_resident", None)
+            resident.release()
+        return None
+    if exclude_seen and state.user_items.nnz and resident.shards is None:
+        return None
+    return resident
+
+
+def _resident_parts(client: Any, resident: ResidentUsers, context: Any, state: FittedState, n: int,
+                    mask: np.ndarray, candidate_list: np.ndarray | None, raw_ids: bool, path: str | None,
+                    block_users: int, seen: bool) -> list[Any]:
+    """One task per at most ``block_users`` consecutive users of each resident block, on the block's worker."""
+    parts = []
+    bounds = resident.bounds
+    for k, owner in enumerate(resident.owners):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        cuts = np.linspace(lo, hi, max(1, -(-(hi - lo) // block_users)) + 1).astype(np.int64)
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            if b <= a:
+                continue
+            file = None if path is None else os.path.join(path, f"part-{len(parts):05d}.parquet")
+            labels = state.user_map.labels[a:b] if raw_ids else None
+            # pinned to the block's worker (no stealing: the block is the largest input)
+            parts.append(client.submit(_recommend_resident, context, resident.factors[k],
+                                       resident.shards[k] if seen else None, a - lo, b - lo, a, n, mask,
+                                       candidate_list, labels, file, workers=[owner], allow_other_workers=False,
+                                       pure=False))
+    return parts
+
+
+def _recommend_resident(context: _Context, factors: np.ndarray, shard: Any, lo: int, hi: int, first: int, n: int,
+                        mask: np.ndarray, candidates: np.ndarray | None, user_labels: np.ndarray | None,
+                        path: str | None) -> Any:
+    """``_recommend_block`` of rows ``lo:hi`` of a resident block (users ``first, first + 1, ...``).
+
+    The seen items are the shard's rows, decoded (their columns are item ids).
+    """
+    pattern = None
+    if shard is not None:
+        rows = shard.rows.rows(lo, hi)
+        pattern = (rows.indptr, rows.indices)
+    return _recommend_block(context, (factors[lo:hi], pattern, user_labels), None, first, n, mask, candidates,
+                            path)
+
+
 def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None, exclude_seen: bool = True,
                   exclude: Any = None, candidates: Any = None, raw_ids: bool | None = None,
                   path: Any = None, block_users: int | None = None, timeout: float | None = None,
@@ -197,6 +266,9 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         returning a DataFrame.
     block_users : int, optional
         Users per block at most (default 16,384); every worker gets the same number of blocks.
+        Where a ``DaskALS`` fit left its users on the workers, each block of
+        the fit is cut into parts of at most this many users (default: about
+        a million rows, ``max(16384, 2**20 // n)`` users), ranked in place.
     timeout : float, optional
         Seconds any wait may take (sending the blocks; with ``path``, writing
         the files); ``ClusterError`` after that.
@@ -210,7 +282,17 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     categoricals: codes plus the labels once per block), ``rank`` int32 and
     ``score`` the model's dtype.  Each block
     (partition, file) holds consecutive users, each user's rows best first;
-    the blocks are dealt to the workers round robin.
+    the blocks are dealt to the workers round robin (or ranked where a
+    ``DaskALS`` fit left them, in user order).
+
+    Notes
+    -----
+    A ``DaskALS`` fitted from a matrix or ``Interactions`` keeps its users'
+    factors and interactions on the workers (see ``DaskALS.release``); with
+    ``X=None`` and the model's users unchanged since that fit (no partial
+    fit, no refit that failed, the same ``client``, no worker lost) they are
+    ranked where they are and only the items are sent.  Otherwise the users
+    are sent from the client: the lists are ``model.recommend``'s either way.
     """
     if not isinstance(model, FactorModel) or not _direct(model):
         raise TypeError("model must be a fitted fastrec factor model that ranks users by their factors (ALS, DaskALS, "
@@ -239,6 +321,14 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
         block_users = check_int(block_users, "block_users", minimum=1)
 
     workers = workers_of(client, timeout)
+    item_labels = state.item_map.labels if raw_ids else None
+    resident = _resident_users(model, state, client, X, exclude_seen, workers)
+    if resident is not None:  # ranked where a DaskALS fit left its users: only the items are sent
+        context = _send_context(client, state, item_labels, candidate_list, resident)
+        parts = _resident_parts(client, resident, context, state, n, mask, candidate_list, raw_ids, path,
+                                block_users or max(_BLOCK_USERS, _TASK_ROWS // n),
+                                exclude_seen and state.user_items.nnz > 0)
+        return _result(client, parts, state, raw_ids, item_labels, path, timeout)
     per_worker = -(-state.n_users // (len(workers) * (block_users or _BLOCK_USERS)))
     # the same number of blocks on every worker, and small blocks dealt round robin: ids often follow
     # activity, and a few large blocks could give one worker the heavy users; the first blocks rank
@@ -246,12 +336,7 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
     n_blocks = max(1, min(len(workers) * per_worker, state.n_users))
     bounds = np.linspace(0, state.n_users, n_blocks + 1).astype(np.int64)
     owners = [workers[k % len(workers)] for k in range(n_blocks)]
-    item_labels = state.item_map.labels if raw_ids else None
-    if candidate_list is None:  # the index the model serves with (built once, cached in the model)
-        shared = _Context(None, None, item_labels, state.ranking_index())
-    else:
-        shared = _Context(state.item_factors, state.item_bias, item_labels)
-    context = client.scatter(shared, broadcast=True, hash=False, direct=direct(client))
+    context = _send_context(client, state, item_labels, candidate_list)
     seen_blocks: list[Any] = [None] * len(owners)
     seen = None
     if exclude_seen and is_dask_frame(X):
@@ -293,6 +378,36 @@ def recommend_all(model: Any, client: Any = None, n: int = 10, *, X: Any = None,
             # runs where its block is (the largest input); the context is on every worker
             parts.append(client.submit(_recommend_block, context, block, seen_blocks[k], int(bounds[k]), n, mask,
                                        candidate_list, file, pure=False))
+    return _result(client, parts, state, raw_ids, item_labels, path, timeout)
+
+
+def _send_context(client: Any, state: FittedState, item_labels: np.ndarray | None,
+                  candidate_list: np.ndarray | None, resident: ResidentUsers | None = None) -> Any:
+    """The items, sent to every worker once: the ranking index, or the item factors with candidates.
+
+    With resident users the index stays on the workers with them, for the
+    next call on the same index (the same object: any item change makes a
+    new one) and item labels.
+    """
+    if candidate_list is None:  # the index the model serves with (built once, cached in the model)
+        index = state.ranking_index()
+        if resident is not None:
+            kept = resident.context(index, item_labels)
+            if kept is not None:
+                return kept
+        shared = _Context(None, None, item_labels, index)
+        future = client.scatter(shared, broadcast=True, hash=False, direct=direct(client))
+        if resident is not None:
+            resident.keep_context(index, item_labels, future)
+        return future
+    else:
+        shared = _Context(state.item_factors, state.item_bias, item_labels)
+    return client.scatter(shared, broadcast=True, hash=False, direct=direct(client))
+
+
+def _result(client: Any, parts: list[Any], state: FittedState, raw_ids: bool, item_labels: np.ndarray | None,
+            path: str | None, timeout: float | None) -> Any:
+    """The blocks' futures as a Dask DataFrame, or (with ``path``) the files written."""
     if path is not None:
         return gather(client, parts, timeout, "writing the recommendations")
     import dask.dataframe as dd
