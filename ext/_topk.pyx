@@ -633,6 +633,20 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     union of the threads' best k holds the best k), so one query over a large
     catalogue reads it with several cores.  Other arguments as in ``topk``.
     """
+    codes_scan(Q, Y, bias, packed, code_scale, code_corr, code_err, code_norm, seen_indptr, seen_indices,
+               positions, exclude_mask, item_ids, out_ids, out_scores, num_threads, direction, suffix_bounds,
+               block_users, block_items, vnni, split)
+
+
+cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bias,
+                    const signed char[::1] packed, const float[::1] code_scale, const int[::1] code_corr,
+                    const float[::1] code_err, const float[::1] code_norm,
+                    const index_t[::1] seen_indptr, const int[::1] seen_indices, const int[::1] positions,
+                    const unsigned char[::1] exclude_mask, const int[::1] item_ids,
+                    int[:, ::1] out_ids, float[:, ::1] out_scores, int num_threads,
+                    const float[::1] direction, const float[:, ::1] suffix_bounds,
+                    int block_users, int block_items, bint vnni, int split) except -1:
+    """``topk_codes`` on typed arguments (``CodesScan`` calls it without converting any)."""
     cdef int m = Q.shape[0]
     cdef int f = Q.shape[1]
     cdef int n = Y.shape[0]
@@ -694,11 +708,11 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     while (1 << block_shift) < block_items:
         block_shift += 1
     if m == 0 or k == 0:
-        return
+        return 0
     if n == 0:
         out_ids[:, :] = -1
         out_scores[:, :] = -INFINITY
-        return
+        return 0
     block_users = max(1, min(block_users, m))
     n_blocks = (m + block_users - 1) // block_users if split == 1 else split
     n_iblocks = (n + block_items - 1) // block_items
@@ -858,3 +872,110 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         raise MemoryError("top-K scratch buffers could not be allocated")
     if split > 1:
         merge_sorted_rows(out_ids, out_scores, split)
+    return 0
+
+
+cdef class CodesScan:
+    """A ``RankingIndex``'s codes bound once for ``topk_codes``, with the stored users' factors and
+    seen rows: a query through it converts no per-item argument (the one-user serving path).
+
+    It keeps references to the arrays and never writes them; it stays valid while they are not
+    modified (the model's state binds a new one when its index or user arrays change).
+    ``seen_indptr`` is int32 or int64.
+    """
+    cdef const float[:, ::1] Y
+    cdef const float[::1] bias
+    cdef const signed char[::1] packed
+    cdef const float[::1] scale
+    cdef const int[::1] corr
+    cdef const float[::1] err
+    cdef const float[::1] norm
+    cdef const int[::1] positions
+    cdef const int[::1] item_ids
+    cdef const float[::1] direction
+    cdef const float[:, ::1] suffix
+    cdef const float[:, ::1] users
+    cdef const int[::1] seen_indptr32
+    cdef const long long[::1] seen_indptr64
+    cdef const int[::1] seen_indices
+    cdef const int[::1] no_seen
+    cdef const unsigned char[::1] no_mask
+    cdef int block_items, max_split
+    cdef bint vnni, wide
+    cdef readonly int n_users
+
+    def __init__(self, const float[:, ::1] Y, const float[::1] bias, const signed char[::1] packed,
+                 const float[::1] code_scale, const int[::1] code_corr, const float[::1] code_err,
+                 const float[::1] code_norm, const int[::1] positions, const int[::1] item_ids,
+                 const float[::1] direction, const float[:, ::1] suffix_bounds,
+                 const float[:, ::1] users, seen_indptr, const int[::1] seen_indices,
+                 int block_items, bint vnni, long long split_bytes):
+        import numpy as np
+        self.wide = seen_indptr.dtype == np.int64
+        if self.wide:
+            self.seen_indptr64 = seen_indptr
+            self.seen_indptr32 = np.zeros(1, dtype=np.int32)
+        else:
+            self.seen_indptr32 = seen_indptr
+            self.seen_indptr64 = np.zeros(1, dtype=np.int64)
+        if users.shape[1] != Y.shape[1]:
+            raise ValueError("CodesScan: users and items must have the same number of factors")
+        if (seen_indptr.shape[0] != users.shape[0] + 1 or seen_indptr[0] < 0
+                or seen_indptr[users.shape[0]] > seen_indices.shape[0]):
+            raise ValueError("CodesScan: seen_indptr must have n_users + 1 entries pointing into seen_indices")
+        self.Y, self.bias, self.packed = Y, bias, packed
+        self.scale, self.corr, self.err, self.norm = code_scale, code_corr, code_err, code_norm
+        self.positions, self.item_ids, self.direction, self.suffix = positions, item_ids, direction, suffix_bounds
+        self.users, self.seen_indices = users, seen_indices
+        self.no_seen = np.empty(0, dtype=np.int32)
+        self.no_mask = np.empty(0, dtype=np.uint8)
+        self.block_items, self.vnni, self.n_users = block_items, vnni, users.shape[0]
+        # one query is dealt to several threads only once its codes outgrow a core's cache
+        self.max_split = 1 if packed.shape[0] < split_bytes else (Y.shape[0] + block_items - 1) // block_items
+
+    def stored(self, int user, int k, bint exclude_seen, int num_threads):
+        """``(ids, scores)`` of stored user ``user``'s best ``k`` items (``k`` at most the number of
+        items), 1-D, padded with -1 / -inf where fewer are eligible."""
+        cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
+        cdef int[:, ::1] ids_view
+        cdef float[:, ::1] scores_view
+        import numpy as np
+        if not 0 <= user < self.n_users:
+            raise IndexError("user out of range")
+        ids = np.empty((split, k), dtype=np.int32)
+        scores = np.empty((split, k), dtype=np.float32)
+        ids_view, scores_view = ids, scores
+        if not exclude_seen:
+            codes_scan(self.users[user:user + 1], self.Y, self.bias, self.packed, self.scale, self.corr, self.err,
+                       self.norm, self.no_seen, self.seen_indices, self.positions, self.no_mask, self.item_ids,
+                       ids_view, scores_view, split, self.direction, self.suffix, 1, self.block_items, self.vnni, split)
+        elif self.wide:
+            codes_scan(self.users[user:user + 1], self.Y, self.bias, self.packed, self.scale, self.corr, self.err,
+                       self.norm, self.seen_indptr64[user:user + 2], self.seen_indices, self.positions,
+                       self.no_mask, self.item_ids, ids_view, scores_view, split, self.direction, self.suffix, 1,
+                       self.block_items, self.vnni, split)
+        else:
+            codes_scan(self.users[user:user + 1], self.Y, self.bias, self.packed, self.scale, self.corr, self.err,
+                       self.norm, self.seen_indptr32[user:user + 2], self.seen_indices, self.positions,
+                       self.no_mask, self.item_ids, ids_view, scores_view, split, self.direction, self.suffix, 1,
+                       self.block_items, self.vnni, split)
+        return ids[0], scores[0]
+
+    def query(self, const float[:, ::1] Q, const int[::1] seen_row, int k, int num_threads):
+        """``stored`` for one query vector (a 1 x f array) and its seen items (ids, or empty)."""
+        cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
+        cdef const int[::1] seen_ptr
+        cdef int[:, ::1] ids_view
+        cdef float[:, ::1] scores_view
+        import numpy as np
+        if Q.shape[0] != 1 or Q.shape[1] != self.Y.shape[1]:
+            raise ValueError("CodesScan.query: Q must be one row of n_factors")
+        ids = np.empty((split, k), dtype=np.int32)
+        scores = np.empty((split, k), dtype=np.float32)
+        ids_view, scores_view = ids, scores
+        seen_ptr = np.array([0, seen_row.shape[0]], dtype=np.int32) if seen_row.shape[0] > 0 else self.no_seen
+        codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm,
+                   seen_ptr, seen_row, self.positions,
+                   self.no_mask, self.item_ids, ids_view, scores_view, split, self.direction, self.suffix, 1,
+                   self.block_items, self.vnni, split)
+        return ids[0], scores[0]

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..kernels import load_kernel
-from ..kernels.topk import _codes_pay, top_k, top_k_codes
+from ..kernels.topk import top_k
 from ..utils.progress import Progress
 from .base import Recommender
 from .cold import ColdStartMixin
@@ -65,39 +65,36 @@ class FactorModel(ColdStartMixin, Recommender):
                        ) -> tuple[np.ndarray, np.ndarray] | None:
         """A stored user of a plain factor model, straight to the top-K kernel.
 
-        ``top_k``'s code path for one query (``top_k_codes``), without the batch
-        machinery: no id array, no gathered copy of the user's vector or seen
-        row (the kernel reads them in place, from the partial-fit overlay for
-        an updated user).  Models that compute their queries, users grown
-        without a row and out-of-range arguments take the general path.
+        ``top_k``'s code path for one query, through the state's bound
+        ``CodesScan`` (``FittedState.one_user_scan``): no id array, no argument
+        conversion, no gathered copy of the user's vector or seen row (the
+        kernel reads them in place, from the partial-fit overlay for an updated
+        user).  Models that compute their queries, users grown without a row,
+        arrays the scan does not bind and out-of-range arguments take the
+        general path.
         """
         if (type(self)._queries is not FactorModel._queries or not 0 <= user < state.n_users
                 or not 0 <= n <= _MAX_ONE_N):
             return None
-        index = state.ranking_index()
-        if not _codes_pay(index.factors):
+        scan = state.one_user_scan()
+        if scan is None:
             return None
-        base_factors, seen_items = state._user_factors, state._user_items
+        k = min(n, state.n_items)
+        threads = self._serving_threads()
         entry = -1 if state.pending is None else state.pending.entry(user)
         if entry >= 0:  # updated by a partial fit: its row in the overlay
             vector, seen_row, _ = state.pending.log.entries[entry]
-            if vector is None:
+            if vector is None or seen_row.dtype != np.int32:
                 return None
-            query = vector.reshape(1, -1)
-            seen_indptr, seen_indices = np.array([0, seen_row.size], dtype=np.int64), seen_row
-        elif user < base_factors.shape[0] and seen_items.indices.dtype == np.int32:
-            query = np.ascontiguousarray(base_factors[user:user + 1])  # a view unless the array is strided
-            seen_indptr, seen_indices = seen_items.indptr[user:user + 2], seen_items.indices
+            ids, scores = scan.query(vector.reshape(1, -1), seen_row if exclude_seen else _NO_SEEN, k, threads)
+        elif user < scan.n_users:
+            ids, scores = scan.stored(user, k, exclude_seen, threads)
         else:  # a user the model grew to without a row of its own: the general path
             return None
-        if not exclude_seen:
-            seen_indptr, seen_indices = _NO_SEEN, _NO_SEEN
-        k = min(n, index.order.size)
-        ids, scores = top_k_codes(index, query, k, seen_indptr, seen_indices, num_threads=self._serving_threads())
-        if k and ids[0, -1] < 0:  # fewer eligible items than n: only the eligible ones
-            valid = ids[0] >= 0
-            return ids[0][valid], scores[0][valid]
-        return ids[0], scores[0]
+        if k and ids[-1] < 0:  # fewer eligible items than n: only the eligible ones
+            valid = ids >= 0
+            return ids[valid], scores[valid]
+        return ids, scores
 
     def _chunk_size(self, state: FittedState) -> int:
         return _RECOMMEND_CHUNK

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.idmap import IdMap
-from ..kernels.topk import RankingIndex, csr_rows
+from ..kernels.topk import RankingIndex, csr_rows, one_user_scan
 
 __all__ = ["FitParams", "FittedState", "RowLog", "UserOverlay", "id_maps_of", "replace_rows", "non_finite"]
 
@@ -41,7 +41,8 @@ CACHES_OF_SIDE = {
     "users": ("gram_users", "normalized_users"),
 }
 # caches a user update keeps: the items' own, and those of the base arrays (which it shares)
-_KEPT_BY_USER_UPDATES = CACHES_OF_SIDE["items"] + ("base_counts_items", "base_item_users")
+# (one_user_scan is bound to the base user arrays, which the overlay leaves as they are)
+_KEPT_BY_USER_UPDATES = CACHES_OF_SIDE["items"] + ("base_counts_items", "base_item_users", "one_user_scan")
 
 
 def merge_threshold(n_rows: int) -> int:
@@ -399,6 +400,19 @@ class FittedState:
             index = RankingIndex.build(self.item_factors, self.item_bias)
             self.cache["ranking_index"] = index
         return index
+
+    def one_user_scan(self) -> Any:
+        """The compiled one-user top-K scan over the ranking index's codes and the base user arrays
+        (``fastrec.kernels.topk.one_user_scan``), or None; built on first use and kept while the
+        index and the base arrays it binds are this state's."""
+        index = self.ranking_index()
+        cached = self.cache.get("one_user_scan")
+        if (cached is None or cached[0] is not index or cached[1] is not self._user_factors
+                or cached[2] is not self._user_items):
+            cached = (index, self._user_factors, self._user_items,
+                      one_user_scan(index, self._user_factors, self._user_items))
+            self.cache["one_user_scan"] = cached
+        return cached[3]
 
     def interaction_counts(self, side: str) -> np.ndarray:
         """How many stored interactions each user (row) or item (column) has."""

@@ -289,3 +289,56 @@ def test_split_query_merges_long_answers_and_many_threads(topk_kernel, split):
     want = full_scan(topk_kernel, q, Y, None, seen, EU, k)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def bound_scan(kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, split_bytes):
+    """A ``CodesScan`` over the codes of ``Y`` with the queries ``Q`` as its stored users."""
+    index = RankingIndex.build(Y, bias)
+    packed = packed_codes(index.factors, index.bias)
+    indptr = np.zeros(len(seen_rows) + 1, np.int64 if wide else np.int32)
+    np.cumsum([len(r) for r in seen_rows], out=indptr[1:])
+    indices = np.concatenate([np.sort(r) for r in seen_rows]).astype(np.int32)
+    return kernel.CodesScan(index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
+                            packed.norm, index.positions(), index.order, index.direction, index.suffix_bounds,
+                            Q, indptr, indices, block_items, vnni, split_bytes)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases(), threads=st.sampled_from([1, 2]), vnni=st.sampled_from(VNNI_CHOICES),
+       wide=st.booleans(), split_bytes=st.sampled_from([0, 2 ** 21]))
+def test_bound_codes_scan_equals_full_scan(topk_kernel, case, threads, vnni, wide, split_bytes):
+    """``CodesScan``, the one-user serving path: a stored user (with and without its seen items) and a
+    query vector with its seen row give the full scan's answer; split over threads too (``split_bytes`` 0)."""
+    Q, Y, bias, seen_rows, _, k, _, block_items = case
+    scan = bound_scan(topk_kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, split_bytes)
+    assert scan.n_users == Q.shape[0]
+    want_ids, want_scores = full_scan(topk_kernel, Q, Y, bias, seen_rows, EU, k)
+    open_ids, open_scores = full_scan(topk_kernel, Q, Y, bias, [np.empty(0, np.int32)] * Q.shape[0], EU, k)
+    for u in range(Q.shape[0]):
+        ids, scores = scan.stored(u, k, True, threads)
+        np.testing.assert_array_equal(ids, want_ids[u])
+        np.testing.assert_array_equal(scores, want_scores[u])
+        ids, scores = scan.stored(u, k, False, threads)
+        np.testing.assert_array_equal(ids, open_ids[u])
+        np.testing.assert_array_equal(scores, open_scores[u])
+        ids, scores = scan.query(Q[u:u + 1].copy(), np.sort(seen_rows[u]).astype(np.int32), k, threads)
+        np.testing.assert_array_equal(ids, want_ids[u])
+        np.testing.assert_array_equal(scores, want_scores[u])
+
+
+def test_bound_codes_scan_rejects_inconsistent_arrays(topk_kernel):
+    rng = np.random.default_rng(3)
+    Y = rng.standard_normal((40, 8)).astype(np.float32)
+    Q = rng.standard_normal((5, 8)).astype(np.float32)
+    seen = [np.array([1, 2], np.int32)] * 5
+    scan = bound_scan(topk_kernel, Q, Y, None, seen, 32, False, False, 2 ** 21)
+    with pytest.raises(IndexError, match="user"):
+        scan.stored(5, 3, True, 1)
+    with pytest.raises(IndexError, match="user"):
+        scan.stored(-1, 3, True, 1)
+    with pytest.raises(ValueError, match="one row"):
+        scan.query(Q[:2], np.empty(0, np.int32), 3, 1)
+    with pytest.raises(ValueError, match="same number of factors"):
+        bound_scan(topk_kernel, Q[:, :4].copy(), Y, None, seen, 32, False, False, 2 ** 21)
+    with pytest.raises(ValueError, match="seen_indptr"):
+        bound_scan(topk_kernel, Q, Y, None, seen[:4], 32, False, False, 2 ** 21)

@@ -150,6 +150,31 @@ def test_partial_fit_items_patches_the_index_and_answers_stay_exact():
         assert 9 not in one_ids  # the new column is seen by everyone
 
 
+def test_bound_scan_follows_item_updates_and_survives_user_updates():
+    """The one-user path's bound scan is kept by a user update (it binds the base arrays, which the
+    overlay leaves) and never used with an index an item update replaced: a user the item update did
+    not touch is ranked with the item's new vector."""
+    X = _data(5)
+    model = fastrec.ALS(factors=8, iterations=3, random_state=0).fit(X)
+    model.recommend(0, n=5)
+    scan = model._state.one_user_scan()
+    model.partial_fit_users([3], X[3])
+    if _vector_build()[0]:
+        assert scan is not None and model._state.one_user_scan() is scan
+    item = 11
+    users_of_item = set(X[:, item].nonzero()[0].tolist())
+    column = sp.csr_matrix(([1.0], ([0], [0])), shape=(60, 1), dtype=np.float32)  # only user 0 has it now
+    model.partial_fit_items([item], column)
+    untouched = [u for u in range(1, 60) if u not in users_of_item and u != 3][:10]
+    Q = model.user_factors_.astype(np.float64)
+    S = Q @ model.item_factors_.astype(np.float64).T
+    for u in untouched:
+        ids, scores = model.recommend(u, n=45, exclude_seen=False)
+        want_ids, want_scores = model.recommend([u], n=45, exclude_seen=False)
+        np.testing.assert_array_equal(ids, want_ids[0])
+        np.testing.assert_allclose(scores[ids == item], S[u, item], rtol=1e-5, atol=1e-6)
+
+
 def test_many_item_updates_rebuild_the_index_order():
     model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data(4, n_users=60, n_items=200))
     model.recommend(0, n=5)
