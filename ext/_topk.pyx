@@ -38,6 +38,9 @@ from libc.math cimport INFINITY, NAN, sqrt, fabs, lrintf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+cimport numpy as cnp
+
+cnp.import_array()
 
 include "_common.pxi"
 include "_heap.pxi"
@@ -633,9 +636,19 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     union of the threads' best k holds the best k), so one query over a large
     catalogue reads it with several cores.  Other arguments as in ``topk``.
     """
+    cdef int k = out_ids.shape[1]
+    if split < 1 or (split > 1 and Q.shape[0] != 1):
+        raise ValueError("split must be 1, or more for one query")
+    if (out_scores.shape[0] != (split if split > 1 else Q.shape[0]) or out_ids.shape[0] != out_scores.shape[0]
+            or out_scores.shape[1] != k):
+        raise ValueError("output arrays must be (n_queries, k), or (split, k) for a split query")
+    cdef bint empty = out_ids.shape[0] == 0 or k == 0
     codes_scan(Q, Y, bias, packed, code_scale, code_corr, code_err, code_norm, seen_indptr, seen_indices,
-               positions, exclude_mask, item_ids, out_ids, out_scores, num_threads, direction, suffix_bounds,
-               block_users, block_items, vnni, split)
+               positions, exclude_mask, item_ids, NULL if empty else &out_ids[0, 0],
+               NULL if empty else &out_scores[0, 0], k, num_threads, direction, suffix_bounds, block_users,
+               block_items, vnni, split)
+    if split > 1:
+        merge_sorted_rows(out_ids, out_scores, split)
 
 
 cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bias,
@@ -643,14 +656,14 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                     const float[::1] code_err, const float[::1] code_norm,
                     const index_t[::1] seen_indptr, const int[::1] seen_indices, const int[::1] positions,
                     const unsigned char[::1] exclude_mask, const int[::1] item_ids,
-                    int[:, ::1] out_ids, float[:, ::1] out_scores, int num_threads,
+                    int *out_ids, float *out_scores, int k, int num_threads,
                     const float[::1] direction, const float[:, ::1] suffix_bounds,
                     int block_users, int block_items, bint vnni, int split) except -1:
-    """``topk_codes`` on typed arguments (``CodesScan`` calls it without converting any)."""
+    """``topk_codes`` on typed arguments (``CodesScan`` calls it without converting any): the outputs
+    are ``split`` (or m) rows of ``k``, contiguous; a split query's rows are left for the caller to merge."""
     cdef int m = Q.shape[0]
     cdef int f = Q.shape[1]
     cdef int n = Y.shape[0]
-    cdef int k = out_ids.shape[1]
     cdef int F4 = (f + 3) // 4
     cdef int n_pad = (n + 31) // 32 * 32
     cdef bint use_bias = bias.shape[0] > 0
@@ -694,9 +707,6 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         raise ValueError("topk_codes: bias must be padded like the codes")
     if split < 1 or (split > 1 and m != 1):
         raise ValueError("split must be 1, or more for one query")
-    if (out_scores.shape[0] != (split if split > 1 else m) or out_ids.shape[0] != out_scores.shape[0]
-            or out_scores.shape[1] != k):
-        raise ValueError("output arrays must be (n_queries, k), or (split, k) for a split query")
     if use_seen and seen_indptr.shape[0] != m + 1:
         raise ValueError("seen_indptr must have n_queries + 1 entries")
     if use_seen and (seen_indptr[0] < 0 or seen_indptr[m] > seen_indices.shape[0] or seen_indptr[0] > seen_indptr[m]):
@@ -710,8 +720,9 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     if m == 0 or k == 0:
         return 0
     if n == 0:
-        out_ids[:, :] = -1
-        out_scores[:, :] = -INFINITY
+        for i in range((split if split > 1 else m) * k):
+            out_ids[i] = -1
+            out_scores[i] = -INFINITY
         return 0
     block_users = max(1, min(block_users, m))
     n_blocks = (m + block_users - 1) // block_users if split == 1 else split
@@ -854,8 +865,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                 ib = ib + split
             for u in range(bu):
                 heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
-                                  &out_scores[u0 + u if split == 1 else blk, 0],
-                                  &out_ids[u0 + u if split == 1 else blk, 0])
+                                  out_scores + <size_t> (u0 + u if split == 1 else blk) * k,
+                                  out_ids + <size_t> (u0 + u if split == 1 else blk) * k)
             free(spos)
         free(S)
         free(hs)
@@ -870,8 +881,6 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         free(scur)
     if failed:
         raise MemoryError("top-K scratch buffers could not be allocated")
-    if split > 1:
-        merge_sorted_rows(out_ids, out_scores, split)
     return 0
 
 
@@ -900,7 +909,7 @@ cdef class CodesScan:
     cdef const int[::1] seen_indices
     cdef const int[::1] no_seen
     cdef const unsigned char[::1] no_mask
-    cdef int block_items, max_split
+    cdef int block_items, max_split, n_items
     cdef bint vnni, wide
     cdef readonly int n_users
 
@@ -929,53 +938,56 @@ cdef class CodesScan:
         self.users, self.seen_indices = users, seen_indices
         self.no_seen = np.empty(0, dtype=np.int32)
         self.no_mask = np.empty(0, dtype=np.uint8)
-        self.block_items, self.vnni, self.n_users = block_items, vnni, users.shape[0]
+        self.block_items, self.vnni, self.n_users, self.n_items = block_items, vnni, users.shape[0], Y.shape[0]
         # one query is dealt to several threads only once its codes outgrow a core's cache
         self.max_split = 1 if packed.shape[0] < split_bytes else (Y.shape[0] + block_items - 1) // block_items
 
-    def stored(self, int user, int k, bint exclude_seen, int num_threads):
-        """``(ids, scores)`` of stored user ``user``'s best ``k`` items (``k`` at most the number of
-        items), 1-D, padded with -1 / -inf where fewer are eligible."""
-        cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
-        cdef int[:, ::1] ids_view
-        cdef float[:, ::1] scores_view
-        import numpy as np
+    def stored(self, int user, long long n, bint exclude_seen, int num_threads):
+        """``(ids, scores)`` of stored user ``user``'s best ``n`` items, 1-D, sorted (score desc, id
+        asc), only eligible items: fewer than ``n`` where fewer are eligible."""
         if not 0 <= user < self.n_users:
             raise IndexError("user out of range")
-        ids = np.empty((split, k), dtype=np.int32)
-        scores = np.empty((split, k), dtype=np.float32)
-        ids_view, scores_view = ids, scores
         if not exclude_seen:
-            codes_scan(self.users[user:user + 1], self.Y, self.bias, self.packed, self.scale, self.corr, self.err,
-                       self.norm, self.no_seen, self.seen_indices, self.positions, self.no_mask, self.item_ids,
-                       ids_view, scores_view, split, self.direction, self.suffix, 1, self.block_items, self.vnni, split)
-        elif self.wide:
-            codes_scan(self.users[user:user + 1], self.Y, self.bias, self.packed, self.scale, self.corr, self.err,
-                       self.norm, self.seen_indptr64[user:user + 2], self.seen_indices, self.positions,
-                       self.no_mask, self.item_ids, ids_view, scores_view, split, self.direction, self.suffix, 1,
-                       self.block_items, self.vnni, split)
-        else:
-            codes_scan(self.users[user:user + 1], self.Y, self.bias, self.packed, self.scale, self.corr, self.err,
-                       self.norm, self.seen_indptr32[user:user + 2], self.seen_indices, self.positions,
-                       self.no_mask, self.item_ids, ids_view, scores_view, split, self.direction, self.suffix, 1,
-                       self.block_items, self.vnni, split)
-        return ids[0], scores[0]
+            return self._answer(self.users[user:user + 1], self.no_seen, self.seen_indices, n, num_threads)
+        if self.wide:
+            return self._answer(self.users[user:user + 1], self.seen_indptr64[user:user + 2], self.seen_indices,
+                                n, num_threads)
+        return self._answer(self.users[user:user + 1], self.seen_indptr32[user:user + 2], self.seen_indices,
+                            n, num_threads)
 
-    def query(self, const float[:, ::1] Q, const int[::1] seen_row, int k, int num_threads):
+    def query(self, const float[:, ::1] Q, const int[::1] seen_row, long long n, int num_threads):
         """``stored`` for one query vector (a 1 x f array) and its seen items (ids, or empty)."""
-        cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
-        cdef const int[::1] seen_ptr
-        cdef int[:, ::1] ids_view
-        cdef float[:, ::1] scores_view
-        import numpy as np
+        cdef int[2] ptr = [0, seen_row.shape[0]]
+        cdef const int[::1] indptr
         if Q.shape[0] != 1 or Q.shape[1] != self.Y.shape[1]:
             raise ValueError("CodesScan.query: Q must be one row of n_factors")
-        ids = np.empty((split, k), dtype=np.int32)
-        scores = np.empty((split, k), dtype=np.float32)
-        ids_view, scores_view = ids, scores
-        seen_ptr = np.array([0, seen_row.shape[0]], dtype=np.int32) if seen_row.shape[0] > 0 else self.no_seen
-        codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm,
-                   seen_ptr, seen_row, self.positions,
-                   self.no_mask, self.item_ids, ids_view, scores_view, split, self.direction, self.suffix, 1,
-                   self.block_items, self.vnni, split)
-        return ids[0], scores[0]
+        if seen_row.shape[0] == 0:
+            return self._answer(Q, self.no_seen, seen_row, n, num_threads)
+        indptr = <int[:2]> ptr
+        return self._answer(Q, indptr, seen_row, n, num_threads)
+
+    cdef tuple _answer(self, const float[:, ::1] Q, const index_t[::1] seen_indptr, const int[::1] seen_indices,
+                       long long n, int num_threads):
+        cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
+        cdef int k = <int> min(max(n, 0), self.n_items)
+        cdef int valid = k
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray ids, scores
+        cdef int *ip
+        dims[0], dims[1] = split, k
+        ids = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_INT32, 0)
+        scores = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_FLOAT32, 0)
+        ip = <int *> cnp.PyArray_DATA(ids)
+        codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm, seen_indptr,
+                   seen_indices, self.positions, self.no_mask, self.item_ids, ip,
+                   <float *> cnp.PyArray_DATA(scores), k, split, self.direction, self.suffix, 1, self.block_items,
+                   self.vnni, split)
+        if split > 1:
+            merge_sorted_rows(ids, scores, split)
+            ids, scores = ids[0], scores[0]
+            ip = <int *> cnp.PyArray_DATA(ids)
+        while valid > 0 and ip[valid - 1] < 0:  # fewer eligible items than n
+            valid -= 1
+        if valid < k:
+            return ids[:valid], scores[:valid]
+        return ids, scores

@@ -73,28 +73,22 @@ class FactorModel(ColdStartMixin, Recommender):
         arrays the scan does not bind and out-of-range arguments take the
         general path.
         """
-        if (type(self)._queries is not FactorModel._queries or not 0 <= user < state.n_users
-                or not 0 <= n <= _MAX_ONE_N):
+        if type(self)._queries is not FactorModel._queries or user < 0 or not 0 <= n <= _MAX_ONE_N:
             return None
         scan = state.one_user_scan()
         if scan is None:
             return None
-        k = min(n, state.n_items)
-        threads = self._serving_threads()
-        entry = -1 if state.pending is None else state.pending.entry(user)
+        pending = state.pending
+        entry = -1 if pending is None else pending.entry(user)
         if entry >= 0:  # updated by a partial fit: its row in the overlay
-            vector, seen_row, _ = state.pending.log.entries[entry]
+            vector, seen_row, _ = pending.log.entries[entry]
             if vector is None or seen_row.dtype != np.int32:
                 return None
-            ids, scores = scan.query(vector.reshape(1, -1), seen_row if exclude_seen else _NO_SEEN, k, threads)
-        elif user < scan.n_users:
-            ids, scores = scan.stored(user, k, exclude_seen, threads)
-        else:  # a user the model grew to without a row of its own: the general path
-            return None
-        if k and ids[-1] < 0:  # fewer eligible items than n: only the eligible ones
-            valid = ids >= 0
-            return ids[valid], scores[valid]
-        return ids, scores
+            return scan.query(vector.reshape(1, -1), seen_row if exclude_seen else _NO_SEEN, n,
+                              self._serving_threads())
+        if user < scan.n_users:
+            return scan.stored(user, n, exclude_seen, self._serving_threads())
+        return None  # grown without a row of its own, or out of range: the general path
 
     def _chunk_size(self, state: FittedState) -> int:
         return _RECOMMEND_CHUNK

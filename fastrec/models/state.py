@@ -226,6 +226,13 @@ class FittedState:
     # user rows updated since the base arrays (set by with_rows only; replace() drops it)
     pending: UserOverlay | None = field(default=None, init=False, repr=False)
 
+    def __getstate__(self) -> dict:
+        # the bound one-user scan holds compiled views of the arrays (it does not pickle):
+        # a copy rebuilds it on first use
+        state = self.__dict__.copy()
+        state["cache"] = {key: value for key, value in self.cache.items() if key != "one_user_scan"}
+        return state
+
     def __post_init__(self) -> None:
         base_factors, base_seen = self._user_factors, self._user_items
         for factors, count, side in ((base_factors, base_seen.shape[0], "users"),

@@ -216,3 +216,17 @@ def test_load_in_a_fresh_process_finds_every_model_class(tmp_path, name):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == name
     assert out.stdout.strip().endswith(str(model.recommend(5, n=3)[0].tolist()))
+
+
+def test_a_model_with_a_bound_scan_pickles_and_serves_the_same():
+    """The bound scan (compiled views) stays out of a pickle; the copy binds its own on first use."""
+    import pickle
+    model = fastrec.ALS(factors=8, iterations=2, random_state=0).fit(_data())
+    ids, scores = model.recommend(7, n=5)
+    copy = pickle.loads(pickle.dumps(model))
+    assert "one_user_scan" not in copy._state.cache
+    copy_ids, copy_scores = copy.recommend(7, n=5)
+    np.testing.assert_array_equal(copy_ids, ids)
+    np.testing.assert_array_equal(copy_scores, scores)
+    if _vector_build()[0]:
+        assert copy._state.one_user_scan() is not model._state.one_user_scan()
