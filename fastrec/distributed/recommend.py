@@ -202,7 +202,7 @@ def _resident_parts(client: Any, resident: ResidentUsers, context: Any, state: F
                     block_users: int, seen: bool) -> list[Any]:
     """One task per at most ``block_users`` consecutive users of each resident block, on the block's worker."""
     parts = []
-    bounds = resident.bounds
+    bounds, factors, shards = resident.bounds, resident.factors, resident.shards  # as they are now (see release)
     for k, owner in enumerate(resident.owners):
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         cuts = np.linspace(lo, hi, max(1, -(-(hi - lo) // block_users)) + 1).astype(np.int64)
@@ -212,8 +212,8 @@ def _resident_parts(client: Any, resident: ResidentUsers, context: Any, state: F
             file = None if path is None else os.path.join(path, f"part-{len(parts):05d}.parquet")
             labels = state.user_map.labels[a:b] if raw_ids else None
             # pinned to the block's worker (no stealing: the block is the largest input)
-            parts.append(client.submit(_recommend_resident, context, resident.factors[k],
-                                       resident.shards[k] if seen else None, a - lo, b - lo, a, n, mask,
+            parts.append(client.submit(_recommend_resident, context, factors[k],
+                                       shards[k] if seen else None, a - lo, b - lo, a, n, mask,
                                        candidate_list, labels, file, workers=[owner], allow_other_workers=False,
                                        pure=False))
     return parts
