@@ -169,3 +169,26 @@ def test_a_killed_worker_loses_its_blocks_and_recommend_all_sends_them(own_clust
         time.sleep(0.05)
     client.wait_for_workers(2, timeout=WAIT)  # the nanny restarted it, empty
     assert_same_as_recommend(client, model)
+
+
+def test_raw_ids_and_parquet_from_the_kept_blocks(dask_client, tmp_path):
+    rng = np.random.default_rng(9)
+    events = pd.DataFrame({"user": np.char.add("u-", rng.integers(0, 150, 2000).astype(str)),
+                           "item": np.char.add("i-", rng.integers(0, 60, 2000).astype(str))})
+    data = Interactions.from_dataframe(events, user_col="user", item_col="item")
+    model = DaskALS(factors=4, iterations=2, random_state=0, client=dask_client).fit(data, timeout=WAIT)
+    assert resident(model, dask_client)
+    users = data.user_map.labels
+    want, _ = model.recommend(users, n=4, raw_ids=True)
+    want = np.asarray(want).astype(str)
+    table = dask_client.compute(recommend_all(model, dask_client, n=4, block_users=30)).result(timeout=WAIT)
+    assert isinstance(table["user"].dtype, pd.CategoricalDtype) and isinstance(table["item"].dtype, pd.CategoricalDtype)
+    got = table.assign(user=table["user"].astype(str)).sort_values(["user", "rank"])
+    order = np.argsort(users.astype(str), kind="stable")
+    np.testing.assert_array_equal(got["item"].astype(str).to_numpy().reshape(-1, 4), want[order])
+    files = recommend_all(model, dask_client, n=4, path=tmp_path / "out", block_users=30, timeout=WAIT)
+    assert len(files) >= 6  # 150 users in parts of at most 30
+    written = pd.concat([pd.read_parquet(f) for f in files])
+    written = written.assign(user=written["user"].astype(str)).sort_values(["user", "rank"])
+    np.testing.assert_array_equal(written["item"].astype(str).to_numpy().reshape(-1, 4), want[order])
+    assert resident(model, dask_client)
