@@ -143,27 +143,40 @@ class RankingIndex:
         """This index with items ``items`` (ids) given new ``vectors`` (biases unchanged): a partial fit.
 
         The rows stay where they are (the norm order only makes the bounds
-        tight; the suffix bounds are recomputed over the rows as they are, so
-        they stay exact bounds), the direction is kept (any unit vector gives a
-        valid bound), and the packed codes, if built, are recomputed for those
-        rows only.  O(n f) copying and one pass for the bounds, instead of a
-        sort, an SVD and a repack.  The index is new: readers of this one see
-        it unchanged.
+        tight), the direction is kept (any unit vector gives a valid bound),
+        the suffix bounds of the rows up to the last changed one also cover
+        the changed rows' new values (the old values stay covered: still
+        bounds, a little looser, until the index is rebuilt), and the packed
+        codes, if built, are recomputed for those rows only.  O(n f) copying
+        and O(n) for the bounds, instead of a sort, an SVD and a repack.  The
+        index is new: readers of this one see it unchanged.
         """
         rows = self.positions()[items]
         factors = self.factors.copy()
         factors[rows] = vectors
-        # the bounds of rows past the last changed one cover unchanged rows: only the head is redone
-        head = int(rows.max()) + 1 if rows.size else 0
-        Y = factors[:head].astype(np.float64)
-        sq = np.einsum("ij,ij->i", Y, Y)
-        if self.bias is not None:
-            sq += np.square(self.bias[:head].astype(np.float64))
         suffix = self.suffix_bounds.copy()
-        with blas_single_thread():
-            redone = _suffix_bounds(Y, sq, self.direction.astype(np.float64),
-                                    suffix[head] if head < suffix.shape[0] else None)
-        suffix[:head] = redone
+        if rows.size:
+            # rows up to the last changed one see the changed rows among those after them: their bounds
+            # take the new rows' values in too (the old values stay in: a bound, just not the tightest)
+            Y = factors[rows].astype(np.float64)
+            sq = np.einsum("ij,ij->i", Y, Y)
+            if self.bias is not None:
+                sq += np.square(self.bias[rows].astype(np.float64))
+            along = Y @ self.direction.astype(np.float64)
+            perp = np.sqrt(np.maximum(sq - along * along, 0.0))
+            head = int(rows.max()) + 1
+            changed = np.full((head, 3), [-np.inf, np.inf, -np.inf])
+            np.maximum.at(changed[:, 0], rows, along)
+            np.minimum.at(changed[:, 1], rows, along)
+            np.maximum.at(changed[:, 2], rows, perp)
+            changed[:, 0] = np.maximum.accumulate(changed[::-1, 0])[::-1]
+            changed[:, 1] = np.minimum.accumulate(changed[::-1, 1])[::-1]
+            changed[:, 2] = np.maximum.accumulate(changed[::-1, 2])[::-1]
+            old = suffix[:head].astype(np.float64)
+            up = _round_up32 if suffix.dtype == np.float32 else (lambda values: values)  # never below
+            suffix[:head, 0] = up(np.maximum(old[:, 0], changed[:, 0]))
+            suffix[:head, 1] = -up(-np.minimum(old[:, 1], changed[:, 1]))
+            suffix[:head, 2] = up(np.maximum(old[:, 2], changed[:, 2]))
         index = RankingIndex(self.order, factors, self.bias, self.direction, suffix)
         index._compact["positions"] = self.positions()
         index._compact["patched_rows"] = self.patched_rows + int(rows.size)

@@ -45,6 +45,32 @@ CACHES_OF_SIDE = {
 _KEPT_BY_USER_UPDATES = CACHES_OF_SIDE["items"] + ("base_counts_items", "base_item_users", "one_user_scan")
 
 
+def _rows_changed_at(current: sp.csr_matrix, columns: sp.csr_matrix, users: np.ndarray,
+                     items: np.ndarray) -> np.ndarray:
+    """Which of ``current`` (the canonical rows of ``users``, sorted ids) hold other entries at
+    ``items`` than the canonical ``columns`` (one row per item, columns are users) give them: another
+    value, or an entry where there was none or none where there was one."""
+    order = np.argsort(items, kind="stable")
+    at_items = np.isin(current.indices, items)
+    old_rows = np.repeat(np.arange(users.size), np.diff(current.indptr))[at_items]
+    old_keys = old_rows * np.int64(items.size) + order[np.searchsorted(items, current.indices[at_items],
+                                                                        sorter=order)]
+    new_keys = (np.searchsorted(users, columns.indices) * np.int64(items.size)
+                + np.repeat(np.arange(items.size), np.diff(columns.indptr)))
+    keys = np.concatenate([old_keys, new_keys])
+    values = np.concatenate([current.data[at_items], columns.data.astype(current.dtype, copy=False)])
+    sorted_at = np.argsort(keys, kind="stable")  # a key held by both sides: old then new, side by side
+    keys, values = keys[sorted_at], values[sorted_at]
+    pair = keys[1:] == keys[:-1]
+    alone = np.ones(keys.size, dtype=bool)  # a key on one side only: an entry added or removed
+    alone[1:] &= ~pair
+    alone[:-1] &= ~pair
+    changed = np.zeros(users.size, dtype=bool)
+    changed[keys[alone] // items.size] = True
+    changed[keys[1:][pair & (values[1:] != values[:-1])] // items.size] = True
+    return changed
+
+
 def merge_threshold(n_rows: int) -> int:
     """Overlay rows at which a partial fit merges them into new base arrays.
 
@@ -564,15 +590,19 @@ class FittedState:
         if factors is not None:
             factors = factors.copy()
             factors[ids] = vectors
-        affected = np.union1d(self._users_of_items(ids), rows.indices).astype(np.int32)
-        current = self.seen_rows(affected)
+        candidates = np.union1d(self._users_of_items(ids), rows.indices).astype(np.int32)
+        current = self.seen_rows(candidates)
+        changed = _rows_changed_at(current, rows, candidates, ids)
+        affected = candidates[changed]  # only the users whose entries at ids change get a new row
+        current = current[changed]
         positions = np.repeat(np.arange(affected.size), np.diff(current.indptr))
         keep = ~np.isin(current.indices, ids)
-        counts = np.diff(rows.indptr)
+        in_affected = np.isin(rows.indices, affected)
+        item_of_entry = np.repeat(ids, np.diff(rows.indptr))
         patched = sp.csr_matrix(
-            (np.concatenate([current.data[keep], rows.data.astype(current.dtype, copy=False)]),
-             (np.concatenate([positions[keep], np.searchsorted(affected, rows.indices)]),
-              np.concatenate([current.indices[keep], np.repeat(ids, counts)]))),
+            (np.concatenate([current.data[keep], rows.data[in_affected].astype(current.dtype, copy=False)]),
+             (np.concatenate([positions[keep], np.searchsorted(affected, rows.indices[in_affected])]),
+              np.concatenate([current.indices[keep], item_of_entry[in_affected]]))),
             shape=(affected.size, self.n_items))
         patched.sum_duplicates()  # canonical: sorted, and no entry appears twice
         kept = {key: self.cache[key] for key in CACHES_OF_SIDE["users"] + ("base_item_users", "merged_user_factors")
@@ -585,6 +615,8 @@ class FittedState:
             if index.patched_rows <= max(64, self.n_items // 16):
                 kept["ranking_index"] = index
         state = self._derive(item_factors=_readonly(factors), item_map=id_map, cache=kept)
+        if affected.size == 0:  # the columns hold what the users' rows held: no row changes
+            return state
         return state.with_user_rows(affected, state.factor_rows("users", affected), patched.indptr,
                                     patched.indices.astype(np.int32, copy=False), patched.data,
                                     self.user_map, vectors_changed=False)

@@ -112,8 +112,19 @@ def test_mixed_user_and_item_updates_match_a_dense_reference(seed, n_updates):
         else:  # stored items get new vectors and columns (items x users rows)
             ids = rng.choice(N_ITEMS, size=int(rng.integers(1, 3)), replace=False).astype(np.int32)
             vectors = rng.standard_normal((ids.size, F)).astype(np.float32)
-            columns = _random_csr(rng, ids.size, state.n_users, density=float(rng.choice([0.0, 0.3])))
+            kind = rng.choice(["random", "same", "edited"])
+            if kind == "random":
+                columns = _random_csr(rng, ids.size, state.n_users, density=float(rng.choice([0.0, 0.3])))
+            else:  # the columns the users' rows hold, as a service re-solving an item passes them
+                dense = ref.seen[:, ids].T.copy()
+                if kind == "edited":  # one entry added, removed or given another value
+                    dense[rng.integers(ids.size), rng.integers(state.n_users)] = rng.integers(0, 4)
+                columns = sp.csr_matrix(dense)
+            length = 0 if state.pending is None else state.pending.length
             state = state.with_rows("items", ids, vectors, columns, None)
+            changed = int(np.any(ref.seen[:, ids] != columns.toarray().T, axis=1).sum())
+            # only the users whose entries at ids change get a new row in the overlay
+            assert (0 if state.pending is None else state.pending.length) - length == changed
             items[ids] = vectors
             ref.seen[:, ids] = columns.toarray().T
         snapshot = _Reference.__new__(_Reference)
