@@ -51,7 +51,7 @@ _BLOCK_USERS = 16384
 # bytes of user blocks per message at most (see recommend_all)
 _MESSAGE_BYTES = 64 * 2 ** 20
 # rows of the long table per task at most, where the users are already on the workers (nothing to pipeline with
-# sending them: fewer, larger tasks; each task costs ~10 ms of scheduling and Python)
+# sending them: fewer, larger tasks; on the 20M-shaped data 16,384-user parts took 0.28 s a call, 65,536 0.25 s)
 _TASK_ROWS = 2 ** 20
 
 
