@@ -129,13 +129,16 @@ class RowLog:
     lock); a state that is not the tip gets a new log (``prefix``).
     """
 
-    __slots__ = ("positions", "entries", "ids", "_lock")
+    __slots__ = ("positions", "entries", "ids", "_lock", "_items")
 
     def __init__(self) -> None:
         self.positions: dict[int, list[int]] = {}  # row -> its entries, ascending
         self.entries: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
         self.ids = np.empty(64, dtype=np.int64)  # entry -> row (grown by doubling; a prefix never changes)
         self._lock = threading.Lock()
+        # (item ids, their entries, keys per entry so far): every entry's items in one pair of arrays,
+        # built on demand for the entries added since (item updates find the rows holding an item)
+        self._items = (np.empty(0, np.int32), np.empty(0, np.int32), [0])
 
     def __getstate__(self) -> tuple:
         return self.positions, self.entries, self.ids
@@ -143,6 +146,27 @@ class RowLog:
     def __setstate__(self, state: tuple) -> None:
         self.positions, self.entries, self.ids = state
         self._lock = threading.Lock()
+        self._items = (np.empty(0, np.int32), np.empty(0, np.int32), [0])
+
+    def rows_holding(self, items: np.ndarray, length: int) -> np.ndarray:
+        """The rows (sorted, once each) of the first ``length`` entries whose seen items include one of
+        ``items`` (an entry a later one of its row replaced included: a superset).  Each entry is indexed once, on
+        the first call that reaches it: O(entries added) amortised, then one vectorised pass."""
+        with self._lock:
+            keys, owners, ends = self._items
+            if len(ends) <= length:  # index the entries added since
+                new = self.entries[len(ends) - 1:length]
+                counts = np.array([indices.size for _, indices, _ in new], dtype=np.int64)
+                size = ends[-1] + int(counts.sum())
+                if size > keys.size:  # grown by doubling; the arrays a reader holds keep their prefix
+                    capacity = max(size, 2 * keys.size, 1024)
+                    keys, owners = np.resize(keys, capacity), np.resize(owners, capacity)
+                keys[ends[-1]:size] = np.concatenate([np.empty(0, np.int32)] + [i for _, i, _ in new])
+                owners[ends[-1]:size] = np.repeat(np.arange(len(ends) - 1, length, dtype=np.int32), counts)
+                ends = ends + (ends[-1] + np.cumsum(counts)).tolist()
+                self._items = (keys, owners, ends)
+            n = ends[length]
+        return np.unique(self.ids[owners[:n][np.isin(keys[:n], items)]])
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -569,13 +593,8 @@ class FittedState:
                                     shape=base.shape).tocsc()
             self.cache["base_item_users"] = columns
         users = [columns.indices[columns.indptr[i]:columns.indptr[i + 1]] for i in items.tolist()]
-        if self.pending is not None:  # pending rows holding one of the items (one vectorised pass)
-            rows, entries = self.pending.latest()
-            pending_entries = self.pending.log.entries
-            held = [pending_entries[e][1] for e in entries]
-            lengths = np.array([row.size for row in held], dtype=np.int64)
-            owners = np.repeat(rows, lengths)
-            users.append(owners[np.isin(np.concatenate([np.zeros(0, np.int32)] + held), items)])
+        if self.pending is not None:  # pending rows holding one of the items
+            users.append(self.pending.log.rows_holding(items, self.pending.length).astype(np.int32))
         return np.unique(np.concatenate([np.zeros(0, np.int32)] + users)).astype(np.int32)
 
     def _with_item_columns(self, ids: np.ndarray, vectors: np.ndarray | None, rows: sp.csr_matrix,

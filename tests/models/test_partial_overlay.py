@@ -363,3 +363,20 @@ def test_shallow_copies_updating_at_once_keep_their_own_updates():
         mine, other = (seen_a, seen_b) if user <= 20 else (seen_b, seen_a)
         np.testing.assert_array_equal(mine[user], rows[user].toarray()[0])
         np.testing.assert_array_equal(other[user], X[[user]].toarray()[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n_entries=st.integers(0, 30), queries=st.lists(st.integers(0, 30), max_size=6))
+def test_rows_holding_an_item_match_a_scan_of_the_entries(seed, n_entries, queries):
+    """``RowLog.rows_holding`` indexes entries lazily as the log grows; every state length, earlier
+    ones included, sees exactly the rows of its own entries that hold one of the items."""
+    rng = np.random.default_rng(seed)
+    log = state_module.RowLog()
+    for length in queries + [n_entries]:
+        while len(log) < min(length, n_entries):  # the log grows between queries
+            indices = np.sort(rng.choice(N_ITEMS, size=int(rng.integers(0, 6)), replace=False)).astype(np.int32)
+            log.append(int(rng.integers(0, N_USERS)), None, indices, np.ones(indices.size, np.float32))
+        for seen_length in {min(length, len(log)), len(log) // 2, 0}:
+            items = rng.choice(N_ITEMS, size=int(rng.integers(1, 4)), replace=False).astype(np.int32)
+            want = sorted({int(log.ids[e]) for e in range(seen_length) if np.isin(log.entries[e][1], items).any()})
+            assert log.rows_holding(items, seen_length).tolist() == want
