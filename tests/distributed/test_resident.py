@@ -112,7 +112,10 @@ def test_item_changes_reach_the_kept_users(dask_client, binary):
     assert resident(model, dask_client)
     after = assert_same_as_recommend(dask_client, model)
     assert not np.array_equal(before, after)
-    # an item partial fit also moves the item's column into its users' rows: they are sent from the client
+    # an item re-solved from its own column: its users' rows do not change, its vector and the index do
+    model.partial_fit_items([12], binary[:, [12]])
+    assert_same_as_recommend(dask_client, model)
+    # an item partial fit with other entries moves them into its users' rows: those are sent from the client
     model.partial_fit_items([3], binary[:, [30]] * 4.0)
     assert not resident(model, dask_client)
     assert_same_as_recommend(dask_client, model)
