@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("distributed")
 
+from fastrec.kernels import kernel_variant  # noqa: E402
 from fastrec import ALS  # noqa: E402
 from fastrec.distributed import _tasks  # noqa: E402
 from fastrec.distributed._compact import CompactRows  # noqa: E402
@@ -155,7 +156,12 @@ def test_chunked_solve_equals_one_half_step(monkeypatch, params, values):
     ref = start.copy()
     rows = kernel_values(X, kernel_form(p))
     als._half_step(rows, ref, Y, shard.reg, p, p["solver"], 1, YtY=gram)
-    np.testing.assert_array_equal(solved.factors, ref)
+    if kernel_variant() == "avx2" and p["solver"] == "cg":
+        # the AVX2 build's CG solves a group of short rows together, rounding a little differently
+        # from a row solved alone, and chunk edges move the groups: equal up to rounding there
+        np.testing.assert_allclose(solved.factors, ref, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(solved.factors, ref)
     np.testing.assert_array_equal(start, np.random.default_rng(0).standard_normal((300, 8)).astype(dtype))
     monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 1 << 20)  # one chunk: the loss summed whole
     whole = _tasks.solve_block(shard, start, gram, p, 1, True, Y)

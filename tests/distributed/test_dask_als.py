@@ -22,7 +22,9 @@ from fastrec.distributed._cluster import worker_info, worker_threads  # noqa: E4
 
 from conftest import WAIT  # noqa: E402
 
-TOL = {np.float32: dict(rtol=2e-4, atol=2e-6), np.float64: dict(rtol=1e-9, atol=1e-12)}
+# float32: summation order moves factors of size ~0.5 by up to a few 1e-6 after three iterations
+# (the portable build's CG, summed over user blocks, measured 2.3e-6 on an entry near zero)
+TOL = {np.float32: dict(rtol=2e-4, atol=1e-5), np.float64: dict(rtol=1e-9, atol=1e-12)}
 
 
 def assert_same_model(got, ref, dtype=np.float32):
