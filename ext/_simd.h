@@ -322,6 +322,42 @@ static inline void fr_s_syrk_rows(float *A, const float *const *rows, const floa
     if (n & 15) { fr_s_generic__syrk_rows(A, rows, w, m, n); return; }
     fr_s_syrk_rows_from(A, rows, w, m, n, 0);
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+FR_DEFINE_SYRK(float, fr_s_generic_)
+/* AVX2 float, n a multiple of 16: the same tiles, 4 rows x 16 columns (two
+ * 8-lane registers each: 8 accumulators, within AVX2's 16 registers),
+ * accumulated in registers over all m vectors. */
+static inline __attribute__((always_inline)) void fr_s_syrk_tile8(
+        float *A, const float *const *rows, const float *w, int m, int n, int i0, int c0) {
+    float *a0 = A + (long)i0 * n + c0, *a1 = a0 + n, *a2 = a1 + n, *a3 = a2 + n;
+    __m256 p0 = _mm256_loadu_ps(a0), q0 = _mm256_loadu_ps(a0 + 8);
+    __m256 p1 = _mm256_loadu_ps(a1), q1 = _mm256_loadu_ps(a1 + 8);
+    __m256 p2 = _mm256_loadu_ps(a2), q2 = _mm256_loadu_ps(a2 + 8);
+    __m256 p3 = _mm256_loadu_ps(a3), q3 = _mm256_loadu_ps(a3 + 8);
+    for (int t = 0; t < m; ++t) {
+        const float *yt = rows[t];
+        __m256 wt = _mm256_set1_ps(w[t]);
+        __m256 y0 = _mm256_mul_ps(wt, _mm256_loadu_ps(yt + c0));
+        __m256 y1 = _mm256_mul_ps(wt, _mm256_loadu_ps(yt + c0 + 8));
+        __m256 s = _mm256_broadcast_ss(yt + i0);
+        p0 = _mm256_fmadd_ps(s, y0, p0); q0 = _mm256_fmadd_ps(s, y1, q0);
+        s = _mm256_broadcast_ss(yt + i0 + 1);
+        p1 = _mm256_fmadd_ps(s, y0, p1); q1 = _mm256_fmadd_ps(s, y1, q1);
+        s = _mm256_broadcast_ss(yt + i0 + 2);
+        p2 = _mm256_fmadd_ps(s, y0, p2); q2 = _mm256_fmadd_ps(s, y1, q2);
+        s = _mm256_broadcast_ss(yt + i0 + 3);
+        p3 = _mm256_fmadd_ps(s, y0, p3); q3 = _mm256_fmadd_ps(s, y1, q3);
+    }
+    _mm256_storeu_ps(a0, p0); _mm256_storeu_ps(a0 + 8, q0);
+    _mm256_storeu_ps(a1, p1); _mm256_storeu_ps(a1 + 8, q1);
+    _mm256_storeu_ps(a2, p2); _mm256_storeu_ps(a2 + 8, q2);
+    _mm256_storeu_ps(a3, p3); _mm256_storeu_ps(a3 + 8, q3);
+}
+static inline void fr_s_syrk_rows(float *A, const float *const *rows, const float *w, int m, int n) {
+    if (n & 15) { fr_s_generic__syrk_rows(A, rows, w, m, n); return; }
+    for (int i0 = 0; i0 < n; i0 += 4)
+        for (int c0 = i0 & ~15; c0 < n; c0 += 16) fr_s_syrk_tile8(A, rows, w, m, n, i0, c0);
+}
 #else
 FR_DEFINE_SYRK(float, fr_s)
 #endif
