@@ -353,10 +353,15 @@ static inline __attribute__((always_inline)) void fr_s_syrk_tile8(
     _mm256_storeu_ps(a2, p2); _mm256_storeu_ps(a2 + 8, q2);
     _mm256_storeu_ps(a3, p3); _mm256_storeu_ps(a3 + 8, q3);
 }
+/* rows first..n-1 only (first a multiple of 4): also the trailing block of fr_s_posv8 */
+static inline void fr_s_syrk_rows_from(float *A, const float *const *rows, const float *w, int m,
+                                       int n, int first) {
+    for (int i0 = first; i0 < n; i0 += 4)
+        for (int c0 = i0 & ~15; c0 < n; c0 += 16) fr_s_syrk_tile8(A, rows, w, m, n, i0, c0);
+}
 static inline void fr_s_syrk_rows(float *A, const float *const *rows, const float *w, int m, int n) {
     if (n & 15) { fr_s_generic__syrk_rows(A, rows, w, m, n); return; }
-    for (int i0 = 0; i0 < n; i0 += 4)
-        for (int c0 = i0 & ~15; c0 < n; c0 += 16) fr_s_syrk_tile8(A, rows, w, m, n, i0, c0);
+    fr_s_syrk_rows_from(A, rows, w, m, n, 0);
 }
 #else
 FR_DEFINE_SYRK(float, fr_s)
@@ -461,9 +466,100 @@ static inline int fr_s_posv16(float *A, float *b, int n) {
     return 0;
 }
 #endif
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+static inline float fr_s_lane8(__m256 v, int l) {
+    return _mm256_cvtss_f32(_mm256_permutevar8x32_ps(v, _mm256_set1_epi32(l)));
+}
+
+/* fr_s_posv16 for the AVX2 build, blocked by 8 (n a multiple of 16, up to
+ * 1024): each 8 x 8 diagonal tile is factored in registers with the
+ * forward substitution riding along (exact 1/sqrt: AVX2 has no 14-bit
+ * estimate), the panel solve is register-tiled, the rank-8 trailing updates
+ * are syrk_rows' tiles.  Returns 0, or r + 1 when the leading minor r is
+ * not positive definite. */
+static inline int fr_s_posv8(float *A, float *b, int n) {
+    int nb = n / 8;
+    float invd[n];
+    static const float minus_one[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int J = 0; J < nb; ++J) {
+        int c0 = 8 * J;
+        float *P = A + (long)c0 * n + c0;
+        __m256 D[8];
+        for (int l = 0; l < 8; ++l) D[l] = _mm256_loadu_ps(P + (long)l * n);
+        __m256 bv = _mm256_loadu_ps(b + c0);
+        _Pragma("GCC unroll 8")
+        for (int l = 0; l < 8; ++l) {
+            float d = fr_s_lane8(D[l], l);
+            if (!(d > 0)) return c0 + l + 1;
+            float r = 1.0f / sqrtf(d);
+            invd[c0 + l] = r;
+            D[l] = _mm256_mul_ps(D[l], _mm256_set1_ps(r));
+            __m256 z = _mm256_set1_ps(fr_s_lane8(bv, l) * r);
+            __m256 later = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lanes, _mm256_set1_epi32(l)));
+            __m256 at = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lanes, _mm256_set1_epi32(l)));
+            bv = _mm256_blendv_ps(bv, _mm256_fnmadd_ps(D[l], z, bv), later);
+            bv = _mm256_blendv_ps(bv, z, at);
+            _Pragma("GCC unroll 8")
+            for (int i = l + 1; i < 8; ++i)
+                D[i] = _mm256_fnmadd_ps(_mm256_set1_ps(fr_s_lane8(D[l], i)), D[l], D[i]);
+        }
+        for (int l = 0; l < 8; ++l) _mm256_storeu_ps(P + (long)l * n, D[l]);
+        _mm256_storeu_ps(b + c0, bv);
+        /* the rest of the 8 rows: U_JJ^-T A_J,q, and b_q -= U_J,q^T z_J */
+        for (int q = J + 1; q < nb; ++q) {
+            __m256 R[8];
+            float *Q = A + (long)c0 * n + 8 * q;
+            for (int l = 0; l < 8; ++l) R[l] = _mm256_loadu_ps(Q + (long)l * n);
+            __m256 bq = _mm256_loadu_ps(b + 8 * q);
+            _Pragma("GCC unroll 8")
+            for (int l = 0; l < 8; ++l) {
+                R[l] = _mm256_mul_ps(R[l], _mm256_set1_ps(invd[c0 + l]));
+                _Pragma("GCC unroll 8")
+                for (int i = l + 1; i < 8; ++i)
+                    R[i] = _mm256_fnmadd_ps(_mm256_set1_ps(P[(long)l * n + i]), R[l], R[i]);
+                bq = _mm256_fnmadd_ps(_mm256_set1_ps(b[c0 + l]), R[l], bq);
+                _mm256_storeu_ps(Q + (long)l * n, R[l]);
+            }
+            _mm256_storeu_ps(b + 8 * q, bq);
+        }
+        /* trailing update of the rows below: A -= U_J^T U_J over the 8 panel rows (read in place) */
+        const float *panel[8];
+        for (int p = 0; p < 8; ++p) panel[p] = A + (long)(c0 + p) * n;
+        fr_s_syrk_rows_from(A, panel, minus_one, 8, n, c0 + 8);
+    }
+    /* back substitution U x = z */
+    for (int J = nb - 1; J >= 0; --J) {
+        int c0 = 8 * J;
+        float y[8];
+        for (int l = 0; l < 8; ++l) y[l] = b[c0 + l];
+        if (J + 1 < nb) {
+            for (int l = 0; l < 8; ++l) {
+                const float *row = A + (long)(c0 + l) * n;
+                __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(row + c0 + 8), _mm256_loadu_ps(b + c0 + 8));
+                for (int c = c0 + 16; c < n; c += 8)
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + c), _mm256_loadu_ps(b + c), acc);
+                __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_add_ss(h, _mm_movehdup_ps(h));
+                y[l] -= _mm_cvtss_f32(h);
+            }
+        }
+        const float *P = A + (long)c0 * n + c0;
+        for (int l = 7; l >= 0; --l) {
+            float x = y[l] * invd[c0 + l];
+            b[c0 + l] = x;
+            for (int i = 0; i < l; ++i) y[i] -= P[(long)i * n + l] * x;
+        }
+    }
+    return 0;
+}
+#endif
 static inline int fr_s_posv_upper(float *A, float *b, int n) {
 #if defined(__AVX512F__)
     if (n > 0 && (n & 15) == 0 && n <= 1024) return fr_s_posv16(A, b, n);
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (n > 0 && (n & 15) == 0 && n <= 1024) return fr_s_posv8(A, b, n);
 #endif
     int info = fr_s_potrf_upper(A, n);
     if (info == 0) fr_s_potrs_upper(A, b, n);
