@@ -884,13 +884,25 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     return 0
 
 
+# one-user queries running now (``CodesScan``): a query dealt to several threads only while it runs alone
+cdef int _one_queries_in_flight = 0
+
+
+def one_queries_in_flight():
+    """How many ``CodesScan`` queries are running now (in other threads; for tests and diagnostics)."""
+    return _one_queries_in_flight
+
+
 cdef class CodesScan:
     """A ``RankingIndex``'s codes bound once for ``topk_codes``, with the stored users' factors and
     seen rows: a query through it converts no per-item argument (the one-user serving path).
 
     It keeps references to the arrays and never writes them; it stays valid while they are not
     modified (the model's state binds a new one when its index or user arrays change).
-    ``seen_indptr`` is int32 or int64.
+    ``seen_indptr`` is int32 or int64.  A query over codes of ``split_bytes`` or more is dealt
+    to ``num_threads`` threads only while no other ``CodesScan`` query runs (in another
+    thread): a service answering requests at once gives each one core, never more threads
+    than cores.
     """
     cdef const float[:, ::1] Y
     cdef const float[::1] bias
@@ -968,20 +980,27 @@ cdef class CodesScan:
 
     cdef tuple _answer(self, const float[:, ::1] Q, const index_t[::1] seen_indptr, const int[::1] seen_indices,
                        long long n, int num_threads):
+        global _one_queries_in_flight
         cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
         cdef int k = <int> min(max(n, 0), self.n_items)
         cdef int valid = k
         cdef cnp.npy_intp dims[2]
         cdef cnp.ndarray ids, scores
         cdef int *ip
+        if _one_queries_in_flight > 0:  # requests served at once: each on one core, never oversubscribed
+            split = 1
         dims[0], dims[1] = split, k
         ids = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_INT32, 0)
         scores = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_FLOAT32, 0)
         ip = <int *> cnp.PyArray_DATA(ids)
-        codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm, seen_indptr,
-                   seen_indices, self.positions, self.no_mask, self.item_ids, ip,
-                   <float *> cnp.PyArray_DATA(scores), k, split, self.direction, self.suffix, 1, self.block_items,
-                   self.vnni, split)
+        _one_queries_in_flight += 1  # under the GIL: no atomics needed
+        try:
+            codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm, seen_indptr,
+                       seen_indices, self.positions, self.no_mask, self.item_ids, ip,
+                       <float *> cnp.PyArray_DATA(scores), k, split, self.direction, self.suffix, 1,
+                       self.block_items, self.vnni, split)
+        finally:
+            _one_queries_in_flight -= 1
         if split > 1:
             merge_sorted_rows(ids, scores, split)
             ids, scores = ids[0], scores[0]

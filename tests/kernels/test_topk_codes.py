@@ -344,3 +344,38 @@ def test_bound_codes_scan_rejects_inconsistent_arrays(topk_kernel):
         bound_scan(topk_kernel, Q[:, :4].copy(), Y, None, seen, 32, False, False, 2 ** 21)
     with pytest.raises(ValueError, match="seen_indptr"):
         bound_scan(topk_kernel, Q, Y, None, seen[:4], 32, False, False, 2 ** 21)
+
+
+def test_bound_scan_answers_concurrent_queries_exactly(topk_kernel):
+    """Queries from several threads at once (each may be dealt to threads while it runs alone, and
+    takes one core while others run): every answer is the full scan's, and the count of queries in
+    flight comes back to zero, errors included."""
+    import threading
+    rng = np.random.default_rng(21)
+    Y = rng.standard_normal((700, 16)).astype(np.float32)
+    Q = rng.standard_normal((40, 16)).astype(np.float32)
+    seen = [rng.choice(700, size=int(rng.integers(0, 30)), replace=False).astype(np.int32) for _ in range(40)]
+    scan = bound_scan(topk_kernel, Q, Y, None, seen, 64, HAS_VNNI and topk_kernel.__name__.endswith("avx512"),
+                      False, 0)  # split_bytes 0: every query may be split
+    want_ids, want_scores = full_scan(topk_kernel, Q, Y, None, seen, EU, 7)
+    failures = []
+
+    def serve(offset):
+        try:
+            for rep in range(30):
+                u = (offset + rep) % 40
+                ids, scores = scan.stored(u, 7, True, 2)
+                if not (np.array_equal(ids, want_ids[u]) and np.array_equal(scores, want_scores[u])):
+                    failures.append(u)
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=serve, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with pytest.raises(IndexError):
+        scan.stored(40, 7, True, 2)
+    assert topk_kernel.one_queries_in_flight() == 0
