@@ -653,6 +653,28 @@ def pair_scores(const floating[:, ::1] U, const floating[:, ::1] Y, const floati
                 out[t] = out[t] + bias[items[t]]
 
 
+# one-query calls running now (``topk_codes`` with one query, ``CodesScan``): a query is dealt to several
+# threads only while it runs alone, so requests answered at once each take one core
+cdef int _one_queries_in_flight = 0
+
+
+cdef inline int begin_one_query(int split) noexcept:
+    """Count a one-query call in (the GIL held: no atomics) and give the threads it may be dealt to."""
+    global _one_queries_in_flight
+    _one_queries_in_flight += 1
+    return split if _one_queries_in_flight == 1 else 1
+
+
+cdef inline void end_one_query() noexcept:
+    global _one_queries_in_flight
+    _one_queries_in_flight -= 1
+
+
+def one_queries_in_flight():
+    """How many one-query calls are running now (in other threads; for tests and diagnostics)."""
+    return _one_queries_in_flight
+
+
 def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bias,
                const signed char[::1] packed, const float[::1] code_scale, const int[::1] code_corr,
                const float[::1] code_err, const float[::1] code_norm,
@@ -684,7 +706,9 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     ``split`` rows): the item blocks are dealt round robin to ``split`` threads,
     each with its own heap and pruning, and the rows are merged into row 0 (the
     union of the threads' best k holds the best k), so one query over a large
-    catalogue reads it with several cores.  Other arguments as in ``topk``.
+    catalogue reads it with several cores; while another one-query call runs
+    (another thread), it runs on one thread instead, and only row 0 is
+    written.  Other arguments as in ``topk``.
     """
     cdef int k = out_ids.shape[1]
     if split < 1 or (split > 1 and Q.shape[0] != 1):
@@ -693,10 +717,18 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
             or out_scores.shape[1] != k):
         raise ValueError("output arrays must be (n_queries, k), or (split, k) for a split query")
     cdef bint empty = out_ids.shape[0] == 0 or k == 0
-    codes_scan(Q, Y, bias, packed, code_scale, code_corr, code_err, code_norm, seen_indptr, seen_indices,
-               positions, exclude_mask, item_ids, NULL if empty else &out_ids[0, 0],
-               NULL if empty else &out_scores[0, 0], k, num_threads, direction, suffix_bounds, block_users,
-               block_items, vnni, split)
+    cdef bint one = Q.shape[0] == 1
+    if one:  # dealt to threads only while no other one-query call runs: row 0 holds the answer
+        split = begin_one_query(split)
+        num_threads = min(num_threads, split)
+    try:
+        codes_scan(Q, Y, bias, packed, code_scale, code_corr, code_err, code_norm, seen_indptr, seen_indices,
+                   positions, exclude_mask, item_ids, NULL if empty else &out_ids[0, 0],
+                   NULL if empty else &out_scores[0, 0], k, num_threads, direction, suffix_bounds, block_users,
+                   block_items, vnni, split)
+    finally:
+        if one:
+            end_one_query()
     if split > 1:
         merge_sorted_rows(out_ids, out_scores, split)
 
@@ -934,13 +966,6 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     return 0
 
 
-# one-user queries running now (``CodesScan``): a query dealt to several threads only while it runs alone
-cdef int _one_queries_in_flight = 0
-
-
-def one_queries_in_flight():
-    """How many ``CodesScan`` queries are running now (in other threads; for tests and diagnostics)."""
-    return _one_queries_in_flight
 
 
 cdef class CodesScan:
@@ -949,10 +974,9 @@ cdef class CodesScan:
 
     It keeps references to the arrays and never writes them; it stays valid while they are not
     modified (the model's state binds a new one when its index or user arrays change).
-    ``seen_indptr`` is int32 or int64.  A query over codes of ``split_bytes`` or more is dealt
-    to ``num_threads`` threads only while no other ``CodesScan`` query runs (in another
-    thread): a service answering requests at once gives each one core, never more threads
-    than cores.
+    ``seen_indptr`` is int32 or int64.  A query is dealt to up to ``max_split`` of its
+    ``num_threads`` threads while no other one-query call runs (in another thread): a service
+    answering requests at once gives each one core, never more threads than cores.
     """
     cdef const float[:, ::1] Y
     cdef const float[::1] bias
@@ -980,7 +1004,7 @@ cdef class CodesScan:
                  const float[::1] code_norm, const int[::1] positions, const int[::1] item_ids,
                  const float[::1] direction, const float[:, ::1] suffix_bounds,
                  const float[:, ::1] users, seen_indptr, const int[::1] seen_indices,
-                 int block_items, bint vnni, long long split_bytes):
+                 int block_items, bint vnni, int max_split):
         import numpy as np
         self.wide = seen_indptr.dtype == np.int64
         if self.wide:
@@ -1001,8 +1025,9 @@ cdef class CodesScan:
         self.no_seen = np.empty(0, dtype=np.int32)
         self.no_mask = np.empty(0, dtype=np.uint8)
         self.block_items, self.vnni, self.n_users, self.n_items = block_items, vnni, users.shape[0], Y.shape[0]
-        # one query is dealt to several threads only once its codes outgrow a core's cache
-        self.max_split = 1 if packed.shape[0] < split_bytes else (Y.shape[0] + block_items - 1) // block_items
+        if max_split < 1:
+            raise ValueError("CodesScan: max_split must be at least 1")
+        self.max_split = max_split  # threads one query may be dealt to (``one_query_split``)
 
     def stored(self, int user, long long n, bint exclude_seen, int num_threads):
         """``(ids, scores)`` of stored user ``user``'s best ``n`` items, 1-D, sorted (score desc, id
@@ -1030,27 +1055,25 @@ cdef class CodesScan:
 
     cdef tuple _answer(self, const float[:, ::1] Q, const index_t[::1] seen_indptr, const int[::1] seen_indices,
                        long long n, int num_threads):
-        global _one_queries_in_flight
         cdef int split = min(num_threads, self.max_split) if num_threads > 1 else 1
         cdef int k = <int> min(max(n, 0), self.n_items)
         cdef int valid = k
         cdef cnp.npy_intp dims[2]
         cdef cnp.ndarray ids, scores
         cdef int *ip
-        if _one_queries_in_flight > 0:  # requests served at once: each on one core, never oversubscribed
-            split = 1
+        split = begin_one_query(split)
         dims[0], dims[1] = split, k
-        ids = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_INT32, 0)
-        scores = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_FLOAT32, 0)
-        ip = <int *> cnp.PyArray_DATA(ids)
-        _one_queries_in_flight += 1  # under the GIL: no atomics needed
         try:
+            ids = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1], cnp.NPY_INT32, 0)
+            scores = cnp.PyArray_EMPTY(2 if split > 1 else 1, &dims[0] if split > 1 else &dims[1],
+                                       cnp.NPY_FLOAT32, 0)
+            ip = <int *> cnp.PyArray_DATA(ids)
             codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm, seen_indptr,
                        seen_indices, self.positions, self.no_mask, self.item_ids, ip,
                        <float *> cnp.PyArray_DATA(scores), k, split, self.direction, self.suffix, 1,
                        self.block_items, self.vnni, split)
         finally:
-            _one_queries_in_flight -= 1
+            end_one_query()
         if split > 1:
             merge_sorted_rows(ids, scores, split)
             ids, scores = ids[0], scores[0]

@@ -52,12 +52,16 @@ def _has_vnni() -> bool:
     return _vector_build()[1]
 
 
+def max_query_split(packed: "PackedCodes") -> int:
+    """Threads one query's scan may be dealt to: one per block of rows once its codes outgrow a
+    core's cache (2 MiB), where reading them with every core pays for waking the threads; else 1.
+    The kernel takes one thread instead while another one-query call is running."""
+    return 1 if packed.codes.nbytes < _SPLIT_BYTES else -(-packed.scale.size // _BLOCK_ITEMS)
+
+
 def one_query_split(packed: "PackedCodes", num_threads: int) -> int:
-    """Threads one query's scan is dealt to: several once its codes outgrow a core's cache (2 MiB),
-    where reading them with every core pays for waking the threads; else 1."""
-    if num_threads <= 1 or packed.codes.nbytes < _SPLIT_BYTES:
-        return 1
-    return min(num_threads, -(-packed.scale.size // _BLOCK_ITEMS))
+    """``max_query_split`` for ``num_threads`` threads."""
+    return max(1, min(num_threads, max_query_split(packed)))
 
 
 def _block_users(m: int, num_threads: int) -> int:
@@ -367,7 +371,7 @@ def one_user_scan(index: RankingIndex, users: np.ndarray, seen: sp.csr_matrix) -
     return load_kernel("topk").CodesScan(
         index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err, packed.norm,
         index.positions(), index.order, index.direction, index.suffix_bounds, users,
-        seen.indptr[:users.shape[0] + 1], seen.indices, _BLOCK_ITEMS, _has_vnni(), _SPLIT_BYTES)
+        seen.indptr[:users.shape[0] + 1], seen.indices, _BLOCK_ITEMS, _has_vnni(), max_query_split(packed))
 
 
 def top_k(queries: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None,

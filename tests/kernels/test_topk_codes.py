@@ -291,7 +291,7 @@ def test_split_query_merges_long_answers_and_many_threads(topk_kernel, split):
     np.testing.assert_array_equal(got[1], want[1])
 
 
-def bound_scan(kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, split_bytes):
+def bound_scan(kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, max_split):
     """A ``CodesScan`` over the codes of ``Y`` with the queries ``Q`` as its stored users."""
     index = RankingIndex.build(Y, bias)
     packed = packed_codes(index.factors, index.bias)
@@ -300,17 +300,17 @@ def bound_scan(kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, split_byt
     indices = np.concatenate([np.sort(r) for r in seen_rows]).astype(np.int32)
     return kernel.CodesScan(index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
                             packed.norm, index.positions(), index.order, index.direction, index.suffix_bounds,
-                            Q, indptr, indices, block_items, vnni, split_bytes)
+                            Q, indptr, indices, block_items, vnni, max_split)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=cases(), threads=st.sampled_from([1, 2]), vnni=st.sampled_from(VNNI_CHOICES),
-       wide=st.booleans(), split_bytes=st.sampled_from([0, 2 ** 21]))
-def test_bound_codes_scan_equals_full_scan(topk_kernel, case, threads, vnni, wide, split_bytes):
+       wide=st.booleans(), max_split=st.sampled_from([1, 4]))
+def test_bound_codes_scan_equals_full_scan(topk_kernel, case, threads, vnni, wide, max_split):
     """``CodesScan``, the one-user serving path: a stored user (with and without its seen items) and a
-    query vector with its seen row give the full scan's answer; split over threads too (``split_bytes`` 0)."""
+    query vector with its seen row give the full scan's answer; split over threads too (``max_split`` 4)."""
     Q, Y, bias, seen_rows, _, k, _, block_items = case
-    scan = bound_scan(topk_kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, split_bytes)
+    scan = bound_scan(topk_kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, max_split)
     assert scan.n_users == Q.shape[0]
     want_ids, want_scores = full_scan(topk_kernel, Q, Y, bias, seen_rows, EU, k)
     open_ids, open_scores = full_scan(topk_kernel, Q, Y, bias, [np.empty(0, np.int32)] * Q.shape[0], EU, k)
@@ -333,7 +333,7 @@ def test_bound_codes_scan_rejects_inconsistent_arrays(topk_kernel):
     Y = rng.standard_normal((40, 8)).astype(np.float32)
     Q = rng.standard_normal((5, 8)).astype(np.float32)
     seen = [np.array([1, 2], np.int32)] * 5
-    scan = bound_scan(topk_kernel, Q, Y, None, seen, 32, False, False, 2 ** 21)
+    scan = bound_scan(topk_kernel, Q, Y, None, seen, 32, False, False, 1)
     with pytest.raises(IndexError, match="user"):
         scan.stored(5, 3, True, 1)
     with pytest.raises(IndexError, match="user"):
@@ -341,9 +341,9 @@ def test_bound_codes_scan_rejects_inconsistent_arrays(topk_kernel):
     with pytest.raises(ValueError, match="one row"):
         scan.query(Q[:2], np.empty(0, np.int32), 3, 1)
     with pytest.raises(ValueError, match="same number of factors"):
-        bound_scan(topk_kernel, Q[:, :4].copy(), Y, None, seen, 32, False, False, 2 ** 21)
+        bound_scan(topk_kernel, Q[:, :4].copy(), Y, None, seen, 32, False, False, 1)
     with pytest.raises(ValueError, match="seen_indptr"):
-        bound_scan(topk_kernel, Q, Y, None, seen[:4], 32, False, False, 2 ** 21)
+        bound_scan(topk_kernel, Q, Y, None, seen[:4], 32, False, False, 1)
 
 
 def test_bound_scan_answers_concurrent_queries_exactly(topk_kernel):
@@ -356,15 +356,26 @@ def test_bound_scan_answers_concurrent_queries_exactly(topk_kernel):
     Q = rng.standard_normal((40, 16)).astype(np.float32)
     seen = [rng.choice(700, size=int(rng.integers(0, 30)), replace=False).astype(np.int32) for _ in range(40)]
     scan = bound_scan(topk_kernel, Q, Y, None, seen, 64, HAS_VNNI and topk_kernel.__name__.endswith("avx512"),
-                      False, 0)  # split_bytes 0: every query may be split
+                      False, 4)  # every query may be split
     want_ids, want_scores = full_scan(topk_kernel, Q, Y, None, seen, EU, 7)
     failures = []
+    index = RankingIndex.build(Y, None)
+    packed = packed_codes(index.factors, None)
+
+    def general(u):  # topk_codes with one query, split over 2 threads: the general path's call
+        indptr = np.array([0, seen[u].size], np.int64)
+        ids, scores = np.empty((2, 7), np.int32), np.empty((2, 7), np.float32)
+        topk_kernel.topk_codes(Q[u:u + 1], index.factors, packed.bias, packed.codes, packed.scale, packed.corr,
+                               packed.err, packed.norm, indptr, np.sort(seen[u]), index.positions(), EU,
+                               index.order, ids, scores, 2, index.direction, index.suffix_bounds,
+                               block_users=1, block_items=64, split=2)
+        return ids[0], scores[0]
 
     def serve(offset):
         try:
             for rep in range(30):
                 u = (offset + rep) % 40
-                ids, scores = scan.stored(u, 7, True, 2)
+                ids, scores = scan.stored(u, 7, True, 2) if rep % 2 else general(u)
                 if not (np.array_equal(ids, want_ids[u]) and np.array_equal(scores, want_scores[u])):
                     failures.append(u)
         except Exception as error:  # noqa: BLE001 - reported below
