@@ -344,6 +344,8 @@ def test_bound_codes_scan_rejects_inconsistent_arrays(topk_kernel):
         bound_scan(topk_kernel, Q[:, :4].copy(), Y, None, seen, 32, False, False, 1)
     with pytest.raises(ValueError, match="seen_indptr"):
         bound_scan(topk_kernel, Q, Y, None, seen[:4], 32, False, False, 1)
+    with pytest.raises(ValueError, match="max_split"):
+        bound_scan(topk_kernel, Q, Y, None, seen, 32, False, False, 0)
 
 
 def test_bound_scan_answers_concurrent_queries_exactly(topk_kernel):
