@@ -18,6 +18,7 @@ for bit (values are compared by their bits).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -92,15 +93,24 @@ class CompactRows:
         return cls(indptr, low, np.concatenate(starts), np.concatenate(highs), table, codes, values,
                    (int(shape[0]), int(shape[1])), data.dtype)
 
-    def rows(self, lo: int, hi: int) -> CSRArrays:
+    def rows(self, lo: int, hi: int, reuse: bool = False) -> CSRArrays:
         """Rows ``lo:hi`` as CSR arrays: int64 indptr from 0, int32 indices, values of ``dtype``.
 
         The values of a constant block are a read-only view of one shared
-        array (grown as needed), not a new array per call.
+        array (grown as needed), not a new array per call.  With ``reuse``
+        the indices and coded values are decoded into this thread's work
+        space, overwritten by its next ``reuse`` call: for a chunk read at
+        once and dropped (a Dask worker gives freed memory back at once, so
+        a fresh chunk-sized array costs its page faults every time).
         """
         a, b = int(self.indptr[lo]), int(self.indptr[hi])
         indptr = self.indptr[lo:hi + 1] - a
-        indices = self.low[a:b].astype(np.int32)
+        space = _decode_space(b - a, self.dtype if self.codes is not None else None) if reuse else None
+        if space is None:
+            indices = self.low[a:b].astype(np.int32)
+        else:
+            indices = space[0]
+            np.copyto(indices, self.low[a:b], casting="unsafe")
         first = int(np.searchsorted(self.run_starts, a, side="right")) - 1
         last = int(np.searchsorted(self.run_starts, b, side="left"))
         highs = self.run_highs[first:last]
@@ -111,7 +121,7 @@ class CompactRows:
         if self.values is not None:
             data = self.values[a:b]
         elif self.codes is not None:
-            data = self.table[self.codes[a:b]]
+            data = self.table[self.codes[a:b]] if space is None else np.take(self.table, self.codes[a:b], out=space[1])
         else:
             data = self._constant(b - a)
         return CSRArrays(indptr, indices, data, (hi - lo, self.shape[1]))
@@ -137,6 +147,19 @@ class CompactRows:
             hi = min(max(hi, lo + 1), n_rows)
             yield lo, hi
             lo = hi
+
+
+_DECODE_SPACE = threading.local()
+
+
+def _decode_space(entries: int, dtype: np.dtype | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """This thread's decoding buffers, grown as needed: ``entries`` int32 indices (and values of ``dtype``)."""
+    indices, values = getattr(_DECODE_SPACE, "indices", None), getattr(_DECODE_SPACE, "values", None)
+    if indices is None or indices.size < entries:
+        indices = _DECODE_SPACE.indices = np.empty(max(entries, CHUNK_ENTRIES), dtype=np.int32)
+    if dtype is not None and (values is None or values.size < entries or values.dtype != dtype):
+        values = _DECODE_SPACE.values = np.empty(max(entries, CHUNK_ENTRIES), dtype=dtype)
+    return indices[:entries], None if dtype is None else values[:entries]
 
 
 def _encode_values(data: np.ndarray, chunk: int = CHUNK_ENTRIES

@@ -181,8 +181,8 @@ class _Driver:
         new, stats = self.submit_half_step(side, own, other, other_gram, with_loss)
         return new, self._stats(side, stats)
 
-    def submit_half_step(self, side: str, own: list[Any], other: list[Any], other_gram: Any, with_loss: bool
-                         ) -> tuple[list[Any], list[Any]]:
+    def submit_half_step(self, side: str, own: list[Any], other: list[Any], other_gram: Any, with_loss: bool,
+                         residual_sums: bool = False) -> tuple[list[Any], list[Any]]:
         """``half_step``'s tasks: the new blocks and their stats, as futures (nothing waited for)."""
         layout, client = self.layout, self.client
         other_owners = layout.owners[_OTHER[side]]
@@ -199,7 +199,8 @@ class _Driver:
             in_place = layout.summed and side == "users"
             block = submit_to(client, worker, _tasks.solve_block, shard, own[k], other_gram, self.params,
                               self.threads, with_loss, *pieces, in_place=in_place,
-                              side_rows=None if in_place else int(layout.bounds[side][-1]))
+                              side_rows=None if in_place else int(layout.bounds[side][-1]),
+                              residual_sums=residual_sums)
             new.append(block)
             stats.append(submit_to(client, worker, _tasks.block_stats, block))
         return new, stats
@@ -219,26 +220,33 @@ class _Driver:
 
         The user half-step as ``half_step``; the user blocks' Gram matrices
         are summed on a worker, so the item half-step starts without a
-        round trip to the client.  Per CG round (the residual, then
-        ``cg_steps`` steps) every user block adds its part of the sums for
-        each block of items (``item_sums``, on the user block's worker: of
-        the old item factors first, then of the owner's search directions,
-        ``cg_vector``) and the owner of the block takes the dense step.
-        Only item-block-sized arrays travel; no worker holds other workers'
-        users.  Returns the new blocks and both half-steps' stats.
+        round trip to the client.  Each user block adds its part of CG's
+        residual sums while it is solved (of the old item factors, which
+        it reads anyway: ``solve_block(residual_sums=True)``); then per CG
+        step every user block adds its part of the sums for each block of
+        items (``item_sums``, on the user block's worker, of the owner's
+        search direction, ``cg_vector``) and the owner of the block takes
+        the dense step.  Only item-block-sized arrays travel; no worker
+        holds other workers' users.  Returns the new blocks and both
+        half-steps' stats.
         """
         layout, client, params = self.layout, self.client, self.params
         bounds, owners = layout.bounds["items"], layout.owners["items"]
-        X, user_stats = self.submit_half_step("users", X, Y, item_gram, False)
+        user_owners = layout.owners["users"]
+        X, user_stats = self.submit_half_step("users", X, Y, item_gram, False, residual_sums=True)
         user_gram = submit_to(client, owners[0], _tasks.summed_gram, params["dtype"], *user_stats)
-        vectors, states = list(Y), []  # the first round's sums are taken of the old item factors themselves
+        parts = [submit_to(client, worker, _tasks.sums_parts, block, bounds) for worker, block in zip(user_owners, X)]
+        states: list[Any] = []
         for round_ in range(1 + params["cg_steps"]):
             if round_:
                 vectors = [submit_to(client, worker, _tasks.cg_vector, state) for worker, state in zip(owners, states)]
-            sums = [[submit_to(client, user_worker, _tasks.item_sums, shard, X[k], vectors[j], int(bounds[j]), params,
-                               round_ == 0, self.threads)
-                     for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], layout.owners["users"]))]
-                    for j in range(len(owners))]
+                sums = [[submit_to(client, user_worker, _tasks.item_sums, shard, X[k], vectors[j], int(bounds[j]),
+                                   params, False, self.threads)
+                         for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], user_owners))]
+                        for j in range(len(owners))]
+            else:  # the residual's, from the user half-step
+                sums = [[submit_to(client, user_worker, _tasks.part_of, parts[k], j)
+                         for k, user_worker in enumerate(user_owners)] for j in range(len(owners))]
             if not round_:  # CG starts in the old blocks themselves once every read of them is done
                 states = [submit_to(client, worker, _tasks.cg_begin, Y[j], block, params, *sums[j],
                                     side_rows=int(bounds[-1]))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import mmap
+import threading
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -85,9 +86,12 @@ class Solved:
     penalty: float
     lo: int = -1
     canvas: np.ndarray | None = None
+    # a user block solved with ``residual_sums``: its part of the item residual's sums, every item,
+    # until ``sums_parts`` hands it on in blocks of items
+    sums: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "canvas": None}
+        return {**self.__dict__, "canvas": None, "sums": None}
 
 
 # Dask sends a Solved as its arrays' buffers (header + frames), as it sends a bare ndarray.  Pickled,
@@ -211,7 +215,7 @@ def column_counts(shard: Shard) -> np.ndarray:
     """Entries per column of the shard (its columns are the other side's rows: every block received whole)."""
     counts = np.zeros(shard.rows.shape[1], dtype=np.int64)
     for r0, r1 in shard.rows.chunks(CHUNK_ENTRIES):
-        counts += np.bincount(shard.rows.rows(r0, r1).indices, minlength=counts.size)
+        counts += np.bincount(shard.rows.rows(r0, r1, reuse=True).indices, minlength=counts.size)
     return counts
 
 
@@ -306,7 +310,7 @@ def _other_rows(shard: Shard, pieces: tuple[Any, ...], f: int, dtype: Any) -> np
 
 def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[str, Any],
                 threads: int, with_loss: bool, *pieces: Any, side_rows: int | None = None,
-                in_place: bool = False) -> Solved:
+                in_place: bool = False, residual_sums: bool = False) -> Solved:
     """New factors for the shard's rows, the other side's ``pieces`` fixed (``other_gram``: their full Gram).
 
     ``start`` (the current factors) is the CG warm start.  Without
@@ -320,19 +324,57 @@ def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[s
     factors).  With ``with_loss`` the block's part of the training
     objective is computed too: its rows' weighted errors against the pieces,
     without the other side's penalty (the driver adds it once).
+
+    With ``residual_sums`` (a user block, the pieces every item's factors)
+    the block's part of the item half-step's residual sums (``item_sums``,
+    for every item) is added chunk by chunk right after the chunk is solved,
+    while its rows are in cache: the item half-step then starts with its
+    residual instead of a first round over the users (``Solved.sums``).
     """
     threads = worker_threads(threads)
     X, canvas = _own_rows(shard, start, params["dtype"], side_rows, in_place)
     Y = _other_rows(shard, pieces, X.shape[1], X.dtype)
     rows, reg, solver = shard.rows, shard.reg, params["solver"]
     failures = 0
+    sums = _ResidualSums(shard, Y, params, threads) if residual_sums else None
     with warnings.catch_warnings():  # the driver warns once, on the client
         warnings.simplefilter("ignore", RuntimeWarning)
         for r0, r1 in rows.chunks(CHUNK_ENTRIES):  # decoded a chunk at a time: rows solve independently
-            failures += half_step(rows.rows(r0, r1), X[r0:r1], Y, reg[r0:r1], params, solver, threads,
+            part = rows.rows(r0, r1, reuse=True)
+            failures += half_step(part, X[r0:r1], Y, reg[r0:r1], params, solver, threads,
                                   other_gram, shard.max_row_length)
+            if sums is not None:
+                sums.add(part, X[r0:r1])
     loss = _rows_loss(shard, X, Y, other_gram, params) if with_loss else 0.0
-    return Solved(X, gram(X), int(failures), loss, _penalty(shard.reg, X, params), shard.lo, canvas)
+    return Solved(X, gram(X), int(failures), loss, _penalty(shard.reg, X, params), shard.lo, canvas,
+                  None if sums is None else sums.out)
+
+
+class _ResidualSums:
+    """A user block's part of the residual's sums for every item, added a chunk of solved rows at a time."""
+
+    def __init__(self, shard: Shard, Y: np.ndarray, params: dict[str, Any], threads: int):
+        if not bool((shard.kinds == WHOLE).all()):
+            raise ValueError("residual sums need every item's factors (each block received whole)")
+        self.form, self.threads, self.constant = kernel_form(params), threads, shard.rows.constant
+        # the residual's sums are taken of the items' old factors as CG starts from them (cg_begin)
+        self.V = Y if self.form.scale == 1.0 else Y * Y.dtype.type(1.0 / self.form.scale)
+        self.out = np.zeros(Y.shape, dtype=Y.dtype)
+
+    def add(self, part: CSRArrays, X: np.ndarray) -> None:
+        _add_item_sums(part, X, self.V, self.out, 0, self.form, True, self.threads, self.constant)
+
+
+def sums_parts(users: Solved, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A user block's residual sums (``solve_block(residual_sums=True)``) in blocks of items, handed on once."""
+    sums, users.sums = users.sums, None
+    if sums is None:
+        raise RuntimeError("this user block holds no residual sums (solved without them, or handed on already)")
+    return tuple(sums[lo:hi] for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def part_of(parts: tuple[np.ndarray, ...], j: int) -> np.ndarray:
+    return parts[j]
 
 
 def _rows_loss(shard: Shard, X: np.ndarray, Y: np.ndarray, other_gram: np.ndarray, params: dict[str, Any]) -> float:
@@ -347,7 +389,7 @@ def _rows_loss(shard: Shard, X: np.ndarray, Y: np.ndarray, other_gram: np.ndarra
     kernel, no_columns = load_kernel("als"), np.zeros(Y.shape[0], X.dtype)
     rows, reg, loss = shard.rows, shard.reg, 0.0
     for r0, r1 in rows.chunks(CHUNK_ENTRIES):
-        part, Xr = rows.rows(r0, r1), X[r0:r1]
+        part, Xr = rows.rows(r0, r1, reuse=True), X[r0:r1]
         if is_ials(params):
             loss += ials_loss(kernel, part, Xr, Y, reg[r0:r1], no_columns, params, 1, gram=other_gram)
         else:
@@ -455,30 +497,38 @@ def item_sums(shard: Shard, users: Any, vector: Any, lo: int, params: dict[str, 
     the owner's search directions.
     """
     X = factors_of(users)
-    kernel, form = load_kernel("als_dist"), kernel_form(params)
+    form = kernel_form(params)
     vector = factors_of(vector)
     if residual and form.scale != 1.0:
         vector = vector * vector.dtype.type(1.0 / form.scale)
     out = np.zeros(vector.shape, dtype=X.dtype)
-    alpha, threads = X.dtype.type(form.alpha), worker_threads(threads)
-    chunks = list(shard.rows.chunks(CHUNK_ENTRIES))
-    entries = max((int(shard.rows.indptr[r1] - shard.rows.indptr[r0]) for r0, r1 in chunks), default=0)
-    constant = shard.rows.constant  # binary data: the values need no regrouping (nor space)
-    users_space, values_space = _work_space(entries, X.dtype, 1 if constant else entries)
-    for r0, r1 in chunks:
-        part = shard.rows.rows(r0, r1)
-        kernel.item_sums(part.indptr, part.indices, part.data, X[r0:r1], vector, out, lo, alpha, form.implicit,
-                         residual, threads, users_space, values_space, constant)
+    threads = worker_threads(threads)
+    for r0, r1 in shard.rows.chunks(CHUNK_ENTRIES):
+        _add_item_sums(shard.rows.rows(r0, r1, reuse=True), X[r0:r1], vector, out, lo, form, residual, threads,
+                       shard.rows.constant)
     return out
 
 
-_WORK_SPACE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+def _add_item_sums(part: CSRArrays, X: np.ndarray, V: np.ndarray, out: np.ndarray, lo: int, form: Any,
+                   residual: bool, threads: int, constant: bool) -> None:
+    """Add one chunk of users' part of the sums for items ``lo:lo + len(V)`` (``item_sums`` of ext/_als_dist.pyx).
+
+    ``constant``: binary data, whose values need no regrouping (nor space).
+    """
+    entries = int(part.indptr[-1])
+    users_space, values_space = _work_space(entries, X.dtype, 1 if constant else entries)
+    load_kernel("als_dist").item_sums(part.indptr, part.indices, part.data, X, V, out, lo, X.dtype.type(form.alpha),
+                                      form.implicit, residual, threads, users_space, values_space, constant)
+
+
+_WORK_SPACE: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _work_space(entries: int, dtype: np.dtype, values: int) -> tuple[np.ndarray, np.ndarray]:
     """item_sums' work space (an int32 per entry of a chunk, and ``values`` values), kept by the worker between
-    tasks: fresh arrays for every chunk would each cost page faults (Dask's workers return freed memory at once)."""
-    key = np.dtype(dtype).str
+    tasks: fresh arrays for every chunk would each cost page faults (Dask's workers return freed memory at once).
+    One per thread: a worker with several threads runs several tasks at once."""
+    key = (np.dtype(dtype).str, threading.get_ident())
     users, kept = _WORK_SPACE.get(key, (None, None))
     if users is None or users.size < entries or kept.size < values:
         users = np.empty(max(entries, 1, 0 if users is None else users.size), dtype=np.int32)

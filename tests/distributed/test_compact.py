@@ -55,11 +55,13 @@ def test_compact_rows_round_trip(seed, n_rows, n_cols, per_row, values, chunk, d
     rng = np.random.default_rng(seed)
     for _ in range(5):
         lo, hi = np.sort(rng.integers(0, n_rows + 1, 2))
-        part, ref = rows.rows(int(lo), int(hi)), X[lo:hi]
-        np.testing.assert_array_equal(part.indptr, ref.indptr)
-        np.testing.assert_array_equal(part.indices, ref.indices)
-        np.testing.assert_array_equal(part.data.view(np.uint8), ref.data.view(np.uint8))
-        assert part.shape == ref.shape
+        ref = X[lo:hi]
+        for reuse in (False, True):  # decoded into this thread's work space, or into new arrays
+            part = rows.rows(int(lo), int(hi), reuse=reuse)
+            np.testing.assert_array_equal(part.indptr, ref.indptr)
+            np.testing.assert_array_equal(part.indices, ref.indices)
+            np.testing.assert_array_equal(part.data.view(np.uint8), ref.data.view(np.uint8))
+            assert part.shape == ref.shape
     # the chunks cover the rows in order, each within the bound unless it is one longer row
     bounds = list(rows.chunks(chunk))
     assert [lo for lo, _ in bounds] == ([0] + [hi for _, hi in bounds[:-1]] if n_rows else [])
@@ -324,3 +326,48 @@ def test_released_canvas_rows_read_zero_and_the_others_stay():
     assert not canvas[120:3880].any()  # 256-byte rows: every page inside 100:3900 is released
     _tasks._release_rows(canvas, 5, 5)  # nothing to release
     np.testing.assert_array_equal(canvas[:100], before[:100])
+
+
+@pytest.mark.parametrize("params, values", [(dict(), "ratings"), (dict(), "ones"),
+                                            (dict(unobserved_weight=0.3), "signs"),
+                                            (dict(confidence="implicit", alpha=3.0), "many")])
+def test_user_solve_adds_the_item_residual_sums(monkeypatch, params, values):
+    """solve_block(residual_sums=True) leaves the user block's part of the item residual's sums, handed on
+    in blocks of items once: equal to item_sums of the solved block (the first CG round it replaces)."""
+    X = random_csr(5, 60, 40, 0.2, values, np.float64)
+    als = ALS(factors=6, dtype=np.float64, random_state=0, **params)
+    p = {k: v for k, v in als._check_params().items() if k != "random_state"}
+    rng = np.random.default_rng(3)
+    Y, start = rng.standard_normal((40, 6)), rng.standard_normal((60, 6))
+    shard = _tasks.build_shard("users", 0, 60, 40, np.array([0, 40]), 0.0, p, _block(X, 0, 60))
+    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 50)  # several chunks, each adding its part
+    solved = _tasks.solve_block(shard, start.copy(), als._gram(Y, 1), p, 1, False, Y, in_place=True,
+                                residual_sums=True)
+    bounds = np.array([0, 15, 40])
+    parts = _tasks.sums_parts(solved, bounds)
+    assert solved.sums is None  # handed on: the block no longer holds them
+    with pytest.raises(RuntimeError, match="no residual sums"):
+        _tasks.sums_parts(solved, bounds)
+    for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        ref = _tasks.item_sums(shard, solved, Y[lo:hi], int(lo), p, True, 1)
+        np.testing.assert_allclose(_tasks.part_of(parts, j), ref, rtol=1e-12, atol=1e-12)
+        assert np.abs(ref).max() > 0.1
+    plain = _tasks.solve_block(shard, start.copy(), als._gram(Y, 1), p, 1, False, Y, in_place=True)
+    np.testing.assert_array_equal(plain.factors, solved.factors)  # the sums change nothing else
+
+
+def test_item_sums_from_several_threads_at_once():
+    """A worker with several threads runs item_sums tasks at once: each thread has its own work space."""
+    from concurrent.futures import ThreadPoolExecutor
+    X = random_csr(4, 20000, 80, 0.1, "ratings")
+    p = {k: v for k, v in ALS(factors=8)._check_params().items() if k != "random_state"}
+    shard = _tasks.build_shard("users", 0, 20000, 80, np.array([0, 80]), 0.0, p, _block(X, 0, 20000))
+    rng = np.random.default_rng(1)
+    U = rng.standard_normal((20000, 8)).astype(np.float32)
+    blocks = [(lo, rng.standard_normal((hi - lo, 8)).astype(np.float32)) for lo, hi in [(0, 30), (30, 80), (5, 70)]]
+    serial = [_tasks.item_sums(shard, U, V, lo, p, False, 1) for lo, V in blocks]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(5):
+            together = list(pool.map(lambda b: _tasks.item_sums(shard, U, b[1], b[0], p, False, 1), blocks))
+            for got, ref in zip(together, serial):
+                np.testing.assert_array_equal(got, ref)
