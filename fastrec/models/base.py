@@ -191,15 +191,16 @@ class Recommender(ServingMixin):
 
         ``X`` is users x items: one row per user, or one column per item.
         """
-        ids_name, X_name = ("user_ids", "X_rows") if side == "users" else ("item_ids", "X_cols")
-        raw_ids = check_bool(raw_ids, "raw_ids")
+        if raw_ids is not False:  # the default needs no check
+            raw_ids = check_bool(raw_ids, "raw_ids")
         with self._fit_lock:  # one writer at a time; readers keep the old state
             state = self._require_state()
-            if side == "users" and not raw_ids and not kwargs:
+            if not raw_ids and side == "users" and not kwargs:
                 updated = self._partial_fit_one_user(state, ids, X)
                 if updated is not None:
                     self._state = updated
                     return self
+            ids_name, X_name = ("user_ids", "X_rows") if side == "users" else ("item_ids", "X_cols")
             own_count = state.n_users if side == "users" else state.n_items
             if raw_ids:
                 ids_arr, id_map = self._grow_raw_ids(state, side, ids, ids_name)

@@ -42,7 +42,10 @@ CACHES_OF_SIDE = {
 }
 # caches a user update keeps: the items' own, and those of the base arrays (which it shares)
 # (one_user_scan is bound to the base user arrays, which the overlay leaves as they are)
-_KEPT_BY_USER_UPDATES = CACHES_OF_SIDE["items"] + ("base_counts_items", "base_item_users", "one_user_scan")
+_KEPT_BY_USER_UPDATES = frozenset(CACHES_OF_SIDE["items"] + ("base_counts_items", "base_item_users",
+                                                              "one_user_scan"))
+# ... and those an update keeping the users' vectors keeps too (item updates rewriting seen rows)
+_KEPT_BY_SEEN_UPDATES = _KEPT_BY_USER_UPDATES | frozenset(CACHES_OF_SIDE["users"] + ("merged_user_factors",))
 
 
 def _rows_changed_at(current: sp.csr_matrix, columns: sp.csr_matrix, users: np.ndarray,
@@ -200,9 +203,9 @@ class RowLog:
             self.ids = ids  # readers holding the old buffer still see the same prefix
         self.ids[k] = row
         if vector is not None:
-            vector.flags.writeable = False
-        indices.flags.writeable = False
-        data.flags.writeable = False
+            vector.setflags(write=False)  # setflags: half the cost of .flags.writeable (a hot path)
+        indices.setflags(write=False)
+        data.setflags(write=False)
         self.entries.append((vector, indices, data))
         self.positions.setdefault(row, []).append(k)
 
@@ -560,7 +563,8 @@ class FittedState:
         if features is not None and n_rows > self.n_users:
             from .side import grow_rows
             features = grow_rows(features, n_rows)
-        return self._with_log(pending, log, n_rows, vectors_changed, user_map=id_map, user_features=features)
+        return self._with_log(pending, log, pending.length + len(rows), n_rows, vectors_changed, user_map=id_map,
+                              user_features=features)
 
     def with_one_user_row(self, user: int, vector: np.ndarray, indices: np.ndarray,
                           data: np.ndarray) -> "FittedState":
@@ -571,18 +575,24 @@ class FittedState:
         """
         pending = self.pending or UserOverlay(RowLog(), 0, self.n_users, False)
         log = pending.log.extend(pending.length, ((user, vector, indices.copy(), data.copy()),))
-        return self._with_log(pending, log, pending.n_rows, True)
+        return self._with_log(pending, log, pending.length + 1, pending.n_rows, True)
 
-    def _with_log(self, pending: UserOverlay, log: RowLog, n_rows: int, vectors_changed: bool,
+    def _with_log(self, pending: UserOverlay, log: RowLog, length: int, n_rows: int, vectors_changed: bool,
                   **changes: Any) -> "FittedState":
-        """The state seeing ``log`` (this one's overlay ``pending`` extended), merged when it is long."""
-        cache = self.cache
-        keys = (_KEPT_BY_USER_UPDATES if vectors_changed
-                else _KEPT_BY_USER_UPDATES + CACHES_OF_SIDE["users"] + ("merged_user_factors",))
-        kept = {key: cache[key] for key in keys if key in cache}
-        overlay = UserOverlay(log, len(log), n_rows, pending.vectors_changed or vectors_changed)
-        new = self._derive(pending=overlay, cache=kept, **changes)
-        return new.merged() if len(log) >= merge_threshold(n_rows) else new
+        """The state seeing the first ``length`` entries of ``log`` (this one's overlay ``pending``
+        extended), merged when it is long."""
+        keys = _KEPT_BY_USER_UPDATES if vectors_changed else _KEPT_BY_SEEN_UPDATES
+        # a snapshot (readers fill the cache meanwhile), usually holding only kept caches: one copy
+        kept = self.cache.copy()
+        if not kept.keys() <= keys:
+            kept = {key: value for key, value in kept.items() if key in keys}
+        new = object.__new__(type(self))  # self._derive(...) inlined: one-user updates take this path
+        attributes = new.__dict__
+        attributes.update(self.__dict__)
+        attributes.update(changes)
+        attributes["pending"] = UserOverlay(log, length, n_rows, pending.vectors_changed or vectors_changed)
+        attributes["cache"] = kept
+        return new.merged() if length >= merge_threshold(n_rows) else new
 
     def _users_of_items(self, items: np.ndarray) -> np.ndarray:
         """Users whose stored row may hold one of ``items`` (a superset: base columns and pending rows)."""

@@ -135,6 +135,36 @@ def test_mixed_user_and_item_updates_match_a_dense_reference(seed, n_updates):
         _assert_state_matches(old_state, old_ref, rng)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n_updates=st.integers(1, 10))
+def test_caches_filled_between_updates_describe_each_state(seed, n_updates):
+    """Each state's lazy caches are filled before the next update derives from it: the new state must
+    carry only the caches its change leaves valid (the users' counts, merged arrays and normalised
+    vectors go), on the one-user path (``with_one_user_row``) and the general one (``with_rows``)."""
+    rng = np.random.default_rng(seed)
+    state = FittedState(rng.standard_normal((N_USERS, F)).astype(np.float32),
+                        rng.standard_normal((N_ITEMS, F)).astype(np.float32), _random_csr(rng, N_USERS, N_ITEMS))
+    ref = _Reference(state)
+    for _ in range(n_updates):
+        _assert_state_matches(state, ref, rng)  # fills counts_*, merged_user_* (with updates pending)
+        norms = np.linalg.norm(ref.factors, axis=1, keepdims=True)
+        np.testing.assert_allclose(state.normalized("users"), ref.factors / np.where(norms > 0, norms, 1),
+                                   rtol=1e-6)
+        if rng.random() < 0.5:  # one stored user, as the latency path of partial_fit_users gives it
+            user = int(rng.integers(state.n_users))
+            vector = rng.standard_normal(F).astype(np.float32)
+            row = _random_csr(rng, 1, N_ITEMS, density=float(rng.choice([0.0, 0.3])))
+            state = state.with_one_user_row(user, vector.copy(), row.indices, row.data)
+            ref.update(np.array([user]), vector[None], row)
+        else:
+            ids = rng.choice(state.n_users + 2, size=int(rng.integers(1, 4)), replace=False).astype(np.int32)
+            vectors = rng.standard_normal((ids.size, F)).astype(np.float32)
+            rows = _random_csr(rng, ids.size, N_ITEMS, density=0.3)
+            state = state.with_rows("users", ids, vectors, rows, None)
+            ref.update(ids, vectors, rows)
+    _assert_state_matches(state, ref, rng)
+
+
 def test_a_state_that_is_not_the_logs_tip_starts_its_own_log():
     rng = np.random.default_rng(1)
     base = FittedState(rng.standard_normal((5, 2)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32),
@@ -298,6 +328,30 @@ def test_fast_one_user_path_equals_the_general_path():
     np.testing.assert_array_equal(fast.user_items_.toarray(), general.user_items_.toarray())
     row.data[:] = 9  # the model keeps its own copy of the row
     assert (fast.user_items_[7] != general.user_items_[7]).nnz == 0
+
+
+def test_one_user_update_keeps_the_item_caches_and_checks_raw_ids():
+    X = _data(12)
+    model = MODELS["als"]().fit(X)
+    model.recommend(0, n=5)  # the ranking index and the one-user scan
+    model.partial_fit_users([5], X[[5]])  # and the fold-in plan
+    state = model._state
+    kept = {key: state.cache[key] for key in ("ranking_index", "one_user_scan", "fold_in_plan", "gram_items")}
+    state.interaction_counts("users")
+    row = _random_csr(np.random.default_rng(13), 1, X.shape[1], 0.4)
+    model.partial_fit_users([6], row)
+    new = model._state
+    for key, value in kept.items():  # derived from the items alone: carried over, not rebuilt
+        assert new.cache[key] is value
+    assert "counts_users" not in new.cache
+    assert new.interaction_counts("users")[6] == row.nnz
+    assert state.interaction_counts("users")[6] == X[[6]].nnz  # the old state is unchanged
+    for bad in ("no", 0, None):  # only the default skips the check
+        with pytest.raises(TypeError, match="raw_ids"):
+            model.partial_fit_users([6], row, raw_ids=bad)
+    assert model._state is new
+    model.partial_fit_users([6], X[[6]], raw_ids=np.False_)
+    np.testing.assert_array_equal(model.user_items_[6].toarray(), X[[6]].toarray())
 
 
 def test_invalid_single_rows_still_raise_named_errors():
