@@ -194,7 +194,7 @@ class Recommender(ServingMixin):
         if raw_ids is not False:  # the default needs no check
             raw_ids = check_bool(raw_ids, "raw_ids")
         with self._fit_lock:  # one writer at a time; readers keep the old state
-            state = self._require_state()
+            state = self._state or self._require_state()  # (the call only raises)
             if not raw_ids and side == "users" and not kwargs:
                 updated = self._partial_fit_one_user(state, ids, X)
                 if updated is not None:

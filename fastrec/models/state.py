@@ -195,6 +195,15 @@ class RowLog:
             log.append(*row)
         return log
 
+    def append_at(self, length: int, row: int, vector: np.ndarray | None, indices: np.ndarray,
+                  data: np.ndarray) -> "RowLog":
+        """``extend`` by one row (a one-user update's path: no list of rows to build and unpack)."""
+        with self._lock:
+            if len(self.entries) == length:
+                self.append(row, vector, indices, data)
+                return self
+        return self.extend(length, ((row, vector, indices, data),))  # not the tip: a new log
+
     def append(self, row: int, vector: np.ndarray | None, indices: np.ndarray, data: np.ndarray) -> None:
         k = len(self.entries)
         if k == self.ids.size:
@@ -574,8 +583,9 @@ class FittedState:
         and ``data`` are the row's canonical arrays, copied.
         """
         pending = self.pending or UserOverlay(RowLog(), 0, self.n_users, False)
-        log = pending.log.extend(pending.length, ((user, vector, indices.copy(), data.copy()),))
-        return self._with_log(pending, log, pending.length + 1, pending.n_rows, True)
+        length = pending.length
+        log = pending.log.append_at(length, user, vector, indices.copy(), data.copy())
+        return self._with_log(pending, log, length + 1, pending.n_rows, True)
 
     def _with_log(self, pending: UserOverlay, log: RowLog, length: int, n_rows: int, vectors_changed: bool,
                   **changes: Any) -> "FittedState":
