@@ -256,7 +256,8 @@ class Recommender(ServingMixin):
 
     def _partial_fit_one_user(self, state: FittedState, ids: Any, X: Any) -> FittedState | None:
         """The new state for one stored user's canonical CSR row by ``_solve_one_user``, else None."""
-        if type(X) not in CSR_TYPES or X.shape != (1, state.n_items):
+        items = state.item_factors  # its rows count the items, and ndarray.shape costs no Python call
+        if type(X) not in CSR_TYPES or items is None or X.shape != (1, items.shape[0]):
             return None
         user = ids[0] if type(ids) is list and len(ids) == 1 else ids  # [u] without NumPy calls
         if type(user) is not int:
