@@ -363,6 +363,76 @@ def test_invalid_single_rows_still_raise_named_errors():
         model.partial_fit_users([1, 1], sp.csr_matrix((2, 45), dtype=np.float32))
 
 
+def _canonical(matrix) -> sp.csr_matrix:
+    out = sp.csr_matrix(matrix, dtype=np.float32)
+    out.sum_duplicates()
+    out.indices = out.indices.astype(np.int32)
+    return out
+
+
+def _unsorted(row: sp.csr_matrix) -> sp.csr_matrix:
+    out = row.copy()
+    out.indices, out.data = out.indices[::-1].copy(), out.data[::-1].copy()
+    out.has_sorted_indices = False
+    return out
+
+
+ONE_USER_CASES = {  # (user_ids, X_rows) from the data X: what the one-user path sees first
+    "canonical": lambda X: ([3], _canonical(X[[3]])),
+    "numpy id": lambda X: ([np.int64(3)], _canonical(X[[3]])),
+    "array of ids": lambda X: (np.array([3], np.int32), _canonical(X[[3]])),
+    "scalar id": lambda X: (3, _canonical(X[[3]])),
+    "csr_array": lambda X: ([3], sp.csr_array(_canonical(X[[3]]))),
+    "new user": lambda X: ([X.shape[0]], _canonical(X[[3]])),
+    "empty row": lambda X: ([3], sp.csr_matrix((1, X.shape[1]), dtype=np.float32)),
+    "unsorted": lambda X: ([3], _unsorted(_canonical(X[[3]]))),
+    "explicit zero": lambda X: ([3], sp.csr_matrix((np.array([1, 0], np.float32), np.array([1, 4], np.int32),
+                                                    np.array([0, 2])), shape=(1, X.shape[1]))),
+    "int64 indices": lambda X: ([3], sp.csr_matrix((np.ones(2, np.float32), np.array([1, 4], np.int64),
+                                                    np.array([0, 2])), shape=(1, X.shape[1]))),
+    "float64 values": lambda X: ([3], sp.csr_matrix(X[[3]], dtype=np.float64)),
+    "negative value": lambda X: ([3], _canonical(-X[[3]])),
+    "narrower row": lambda X: ([3], _canonical(X[[3]][:, :-1])),
+    "wider row": lambda X: ([3], _canonical(sp.hstack([X[[3]], sp.csr_matrix((1, 1))]))),
+    "two rows": lambda X: ([3], _canonical(X[[3, 4]])),
+    "negative id": lambda X: ([-1], _canonical(X[[3]])),
+    "float id": lambda X: ([3.5], _canonical(X[[3]])),
+    "bool id": lambda X: ([True], _canonical(X[[3]])),
+    "nan": lambda X: ([3], sp.csr_matrix((np.array([1, np.nan], np.float32), np.array([1, 4], np.int32),
+                                          np.array([0, 2])), shape=(1, X.shape[1]))),
+    "column out of range": lambda X: ([3], sp.csr_matrix((np.ones(2, np.float32), np.array([1, 4], np.int32),
+                                                          np.array([0, 2])), shape=(1, 3))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_USER_CASES))
+def test_one_user_path_answers_as_the_general_path(case):
+    """Whatever the one-user latency path takes or declines, the model ends up (or raises) exactly as
+    through the general path alone: same factors, same seen items, same error type and message."""
+    X = _data(14)
+    fast = MODELS["als"]().fit(X)
+    fast.partial_fit_users([7], _canonical(X[[7]]))  # a pending overlay and the fold-in plan
+    general = pickle.loads(pickle.dumps(fast))
+    general._partial_fit_one_user = lambda state, ids, X_rows: None  # the general path only
+    outcomes = []
+    for model in (fast, general):
+        ids, rows = ONE_USER_CASES[case](X)  # fresh arrays for each model
+        before = model._state
+        try:
+            model.partial_fit_users(ids, rows)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            assert model._state is before  # a failed update leaves the model as it was
+            outcomes.append((type(exc), str(exc)))
+        else:
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
+    np.testing.assert_array_equal(fast.user_factors_, general.user_factors_)
+    np.testing.assert_array_equal(fast.user_items_.toarray(), general.user_items_.toarray())
+    assert fast.n_users_ == general.n_users_
+    users = np.arange(fast.n_users_)
+    np.testing.assert_array_equal(fast.recommend(users, n=5)[0], general.recommend(users, n=5)[0])
+
+
 def test_item_update_after_user_updates_keeps_them():
     X = _data(6)
     model = MODELS["als"]().fit(X)
