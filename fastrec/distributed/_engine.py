@@ -214,8 +214,8 @@ class _Driver:
                           "use regularization > 0", RuntimeWarning, stacklevel=6)
         return results
 
-    def summed_sweep(self, X: list[Any], Y: list[Any], item_gram: np.ndarray) -> tuple[list[Any], list[Any],
-                                                                                        list[tuple], list[tuple]]:
+    def summed_sweep(self, X: list[Any], Y: list[Any], item_gram: Any) -> tuple[list[Any], list[Any],
+                                                                                list[Any], list[Any]]:
         """One iteration with the item half-step by sums over user blocks, as one task graph (``Y`` is emptied).
 
         The user half-step as ``half_step``; the user blocks' Gram matrices
@@ -228,7 +228,7 @@ class _Driver:
         search direction, ``cg_vector``) and the owner of the block takes
         the dense step.  Only item-block-sized arrays travel; no worker
         holds other workers' users.  Returns the new blocks and both
-        half-steps' stats.
+        half-steps' stats, all futures: nothing is waited for.
         """
         layout, client, params = self.layout, self.client, self.params
         bounds, owners = layout.bounds["items"], layout.owners["items"]
@@ -240,8 +240,9 @@ class _Driver:
         for round_ in range(1 + params["cg_steps"]):
             if round_:
                 vectors = [submit_to(client, worker, _tasks.cg_vector, state) for worker, state in zip(owners, states)]
+                # a block's sums for another worker's items first: they travel while its own are added
                 sums = [[submit_to(client, user_worker, _tasks.item_sums, shard, X[k], vectors[j], int(bounds[j]),
-                                   params, False, self.threads)
+                                   params, False, self.threads, priority=int(user_worker != owners[j]))
                          for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], user_owners))]
                         for j in range(len(owners))]
             else:  # the residual's, from the user half-step
@@ -257,7 +258,7 @@ class _Driver:
                       for j, (worker, state) in enumerate(zip(owners, states))]
         new = [submit_to(client, worker, _tasks.cg_finish, state, params) for worker, state in zip(owners, states)]
         item_stats = [submit_to(client, w, _tasks.block_stats, b) for w, b in zip(owners, new)]
-        return X, new, self._stats("users", user_stats), self._stats("items", item_stats)
+        return X, new, user_stats, item_stats
 
     def user_losses(self, users: list[Any], items: list[Any], item_gram: np.ndarray) -> float:
         """The objective's terms of every user block (penalties included) against the new item factors."""
@@ -265,6 +266,14 @@ class _Driver:
             submit_to(self.client, worker, _tasks.user_loss, shard, users[k], item_gram, self.params, *items)
             for k, (shard, worker) in enumerate(zip(self.layout.shards["users"], self.layout.owners["users"]))],
             self.timeout, "the loss"))
+
+
+def _finish_sweep(driver: _Driver, iteration: int, user_futures: list[Any], item_futures: list[Any],
+                  on_iteration: Callable[[int, float], None]) -> None:
+    """Wait for a pipelined sweep's stats (warning about singular rows) and report it (no loss)."""
+    driver._stats("users", user_futures)
+    driver._stats("items", item_futures)
+    on_iteration(iteration, math.nan)
 
 
 def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads: int,
@@ -282,10 +291,21 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
     dtype = params["dtype"]
     X = _blocks(client, layout, "users", user_factors, timeout)
     Y = _blocks(client, layout, "items", item_factors, timeout)
-    item_gram = gram(item_factors)  # what ALS's first half-step computes
+    item_gram: Any = gram(item_factors)  # what ALS's first half-step computes
+    pending: tuple[int, list[Any], list[Any]] | None = None
     for iteration in range(params["iterations"]):
+        if layout.summed and not compute_loss:
+            # pipelined: the next sweep is submitted (its Gram matrix summed on a worker) before this
+            # one's stats are waited for, so the workers never wait for the client between sweeps
+            X, Y, user_futures, item_futures = driver.summed_sweep(X, Y, item_gram)
+            item_gram = submit_to(client, layout.owners["items"][0], _tasks.summed_gram, dtype, *item_futures)
+            if pending is not None:
+                _finish_sweep(driver, *pending, on_iteration)
+            pending = (iteration, user_futures, item_futures)
+            continue
         if layout.summed:
-            X, Y, user_stats, item_stats = driver.summed_sweep(X, Y, item_gram)
+            X, Y, user_futures, item_futures = driver.summed_sweep(X, Y, item_gram)
+            user_stats, item_stats = driver._stats("users", user_futures), driver._stats("items", item_futures)
         else:
             X, user_stats = driver.half_step("users", X, Y, item_gram, False)
             user_gram = _sum_grams([s[0] for s in user_stats], dtype)
@@ -299,5 +319,7 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
             total = sum(s[2] for s in item_stats) + sum(s[3] for s in user_stats)
             loss = float(total / layout.loss_weight)
         on_iteration(iteration, loss)
+    if pending is not None:
+        _finish_sweep(driver, *pending, on_iteration)
     factors = [_tasks.factors_of(p) for p in gather(client, X + Y, timeout, "gathering the factors")]
     return np.concatenate(factors[:len(X)]), np.concatenate(factors[len(X):]), X

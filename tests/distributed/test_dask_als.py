@@ -64,6 +64,17 @@ def test_two_workers_give_the_single_machine_factors(dask_client, counts_matrix,
     np.testing.assert_allclose(model.user_factors_[[5, 17]], ref.user_factors_[[5, 17]], **TOL[dtype])
 
 
+def test_pipelined_sweeps_give_the_same_bits(dask_client, counts_matrix):
+    """Without a loss to report, the next sweep is submitted before the last one's stats are read (its Gram
+    matrix summed on a worker): the factors are bit for bit those of the sweep-by-sweep fit."""
+    params = dict(factors=6, iterations=4, random_state=3, dtype=np.float64)
+    pipelined = DaskALS(**params, client=dask_client).fit(counts_matrix, compute_loss=False, timeout=WAIT)
+    stepwise = DaskALS(**params, client=dask_client).fit(counts_matrix, compute_loss=True, timeout=WAIT)
+    np.testing.assert_array_equal(pipelined.user_factors_, stepwise.user_factors_)
+    np.testing.assert_array_equal(pipelined.item_factors_, stepwise.item_factors_)
+    assert_same_model(pipelined, ALS(**params).fit(counts_matrix), np.float64)
+
+
 @pytest.mark.parametrize("solver,dtype", [("cg", np.float32), ("cholesky", np.float64)])
 def test_one_worker_with_two_threads_gives_the_single_machine_factors(one_worker_client, counts_matrix,
                                                                       solver, dtype):
