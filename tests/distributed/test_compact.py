@@ -289,7 +289,7 @@ def test_item_half_step_by_sums_over_user_blocks_equals_als(monkeypatch, params,
                                                                                            user_bounds[1:])]
     counts = np.diff(X.tocsc().indptr)
     reg = _tasks.row_penalty(counts, 90, p)
-    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 40)  # the users' rows decoded in several chunks
+    monkeypatch.setattr(_tasks, "SUMS_CHUNK_ENTRIES", 40)  # the users' rows decoded in several chunks
     new = _summed_item_half_step(shards, users, start, als._gram(U, 1), p, item_bounds, reg, counts == 0)
     ref = start.copy()
     Xt = X.T.tocsr()
@@ -340,7 +340,8 @@ def test_user_solve_adds_the_item_residual_sums(monkeypatch, params, values):
     rng = np.random.default_rng(3)
     Y, start = rng.standard_normal((40, 6)), rng.standard_normal((60, 6))
     shard = _tasks.build_shard("users", 0, 60, 40, np.array([0, 40]), 0.0, p, _block(X, 0, 60))
-    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 50)  # several chunks, each adding its part
+    monkeypatch.setattr(_tasks, "SUMS_CHUNK_ENTRIES", 50)  # several chunks, each adding its part
+    monkeypatch.setattr(_tasks, "CHUNK_ENTRIES", 50)  # the plain solve below, chunked alike
     solved = _tasks.solve_block(shard, start.copy(), als._gram(Y, 1), p, 1, False, Y, in_place=True,
                                 residual_sums=True)
     bounds = np.array([0, 15, 40])
