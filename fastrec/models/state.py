@@ -127,7 +127,7 @@ class RowLog:
     Entry ``k`` holds one user's vector (or None) and its seen items (sorted
     int32 indices and values).  A state sees the entries below its overlay's
     ``length``; entries are never changed once written, so a state never sees
-    a later update.  Writers extend it only from its tip (``extend``, under
+    a later update.  Writers extend it only from its tip (``append_at``, under
     the log's own lock: shallow copies of a model share it but not the model's
     lock); a state that is not the tip gets a new log (``prefix``).
     """
@@ -178,45 +178,43 @@ class RowLog:
         """A new log holding this one's first ``length`` entries (when a state that is not the tip is updated)."""
         log = RowLog()
         for k in range(length):
-            vector, indices, data = self.entries[k]
-            log.append(int(self.ids[k]), vector, indices, data)
+            log.append_at(k, int(self.ids[k]), *self.entries[k])
         return log
 
     def extend(self, length: int, rows: list) -> "RowLog":
         """This log with ``rows`` (row, vector, indices, data) appended when it has ``length`` entries,
-        else a new log of its first ``length`` entries and ``rows``."""
-        with self._lock:
-            if len(self.entries) == length:
-                for row in rows:
-                    self.append(*row)
-                return self
-        log = self.prefix(length)
-        for row in rows:
-            log.append(*row)
+        else a new log of its first ``length`` entries and ``rows``.
+
+        Row by row (``append_at``): no state can see past the log's current end, so once the first row
+        is in, no other writer's length matches before the caller's new state exists.
+        """
+        log = self
+        for k, row in enumerate(rows):
+            log = log.append_at(length + k, *row)
         return log
 
     def append_at(self, length: int, row: int, vector: np.ndarray | None, indices: np.ndarray,
                   data: np.ndarray) -> "RowLog":
-        """``extend`` by one row (a one-user update's path: no list of rows to build and unpack)."""
+        """This log with one entry appended when it has ``length`` entries (checked under its lock),
+        else a new log of its first ``length`` entries and the new one.  The entry's arrays become
+        read-only.  (One method, one Python call: a one-user update's path.)"""
         with self._lock:
-            if len(self.entries) == length:
-                self.append(row, vector, indices, data)
+            k = len(self.entries)
+            if k == length:
+                ids = self.ids
+                if k == ids.size:
+                    ids = np.empty(2 * k, dtype=np.int64)
+                    ids[:k] = self.ids
+                    self.ids = ids  # readers holding the old buffer still see the same prefix
+                ids[k] = row
+                if vector is not None:
+                    vector.setflags(write=False)  # setflags: half the cost of .flags.writeable
+                indices.setflags(write=False)
+                data.setflags(write=False)
+                self.entries.append((vector, indices, data))
+                self.positions.setdefault(row, []).append(k)
                 return self
-        return self.extend(length, ((row, vector, indices, data),))  # not the tip: a new log
-
-    def append(self, row: int, vector: np.ndarray | None, indices: np.ndarray, data: np.ndarray) -> None:
-        k = len(self.entries)
-        if k == self.ids.size:
-            ids = np.empty(2 * k, dtype=np.int64)
-            ids[:k] = self.ids
-            self.ids = ids  # readers holding the old buffer still see the same prefix
-        self.ids[k] = row
-        if vector is not None:
-            vector.setflags(write=False)  # setflags: half the cost of .flags.writeable (a hot path)
-        indices.setflags(write=False)
-        data.setflags(write=False)
-        self.entries.append((vector, indices, data))
-        self.positions.setdefault(row, []).append(k)
+        return self.prefix(length).append_at(length, row, vector, indices, data)  # not the tip
 
 
 class UserOverlay:

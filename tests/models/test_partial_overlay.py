@@ -499,7 +499,8 @@ def test_rows_holding_an_item_match_a_scan_of_the_entries(seed, n_entries, queri
     for length in queries + [n_entries]:
         while len(log) < min(length, n_entries):  # the log grows between queries
             indices = np.sort(rng.choice(N_ITEMS, size=int(rng.integers(0, 6)), replace=False)).astype(np.int32)
-            log.append(int(rng.integers(0, N_USERS)), None, indices, np.ones(indices.size, np.float32))
+            log.append_at(len(log), int(rng.integers(0, N_USERS)), None, indices,
+                          np.ones(indices.size, np.float32))
         for seen_length in {min(length, len(log)), len(log) // 2, 0}:
             items = rng.choice(N_ITEMS, size=int(rng.integers(1, 4)), replace=False).astype(np.int32)
             want = sorted({int(log.ids[e]) for e in range(seen_length) if np.isin(log.entries[e][1], items).any()})
