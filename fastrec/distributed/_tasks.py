@@ -93,11 +93,12 @@ class Solved:
     lo: int = -1
     canvas: np.ndarray | None = None
     # a user block solved with ``residual_sums``: its part of the item residual's sums, every item,
-    # until ``sums_parts`` hands it on in blocks of items
+    # until ``sums_parts`` hands it on in blocks of items (they travel with the block if Dask moves
+    # or spills it before then)
     sums: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "canvas": None, "sums": None}
+        return {**self.__dict__, "canvas": None}
 
 
 # Dask sends a Solved as its arrays' buffers (header + frames), as it sends a bare ndarray.  Pickled,
@@ -108,20 +109,27 @@ def _serialize_solved(solved: Solved) -> tuple[dict, list]:
     gram_header, gram_frames = serialize_numpy_ndarray(np.ascontiguousarray(solved.gram))
     header = {"factors": factors_header, "gram": gram_header, "split": len(factors_frames),
               "scalars": [int(solved.failures), float(solved.loss), float(solved.penalty), int(solved.lo)]}
-    return header, [*factors_frames, *gram_frames]
+    frames = [*factors_frames, *gram_frames]
+    if solved.sums is not None:
+        header["sums"], sums_frames = serialize_numpy_ndarray(np.ascontiguousarray(solved.sums))
+        header["gram_end"] = len(frames)
+        frames += sums_frames
+    return header, frames
 
 
 @dask_deserialize.register(Solved)
 def _deserialize_solved(header: dict, frames: list) -> Solved:
-    split = header["split"]
+    split, end = header["split"], header.get("gram_end", len(frames))
     failures, loss, penalty, lo = header["scalars"]
+    sums = deserialize_numpy_ndarray(header["sums"], frames[end:]) if "sums" in header else None
     return Solved(deserialize_numpy_ndarray(header["factors"], frames[:split]),
-                  deserialize_numpy_ndarray(header["gram"], frames[split:]), failures, loss, penalty, lo)
+                  deserialize_numpy_ndarray(header["gram"], frames[split:end]), failures, loss, penalty, lo,
+                  sums=sums)
 
 
 @sizeof.register(Solved)
 def _sizeof_solved(solved: Solved) -> int:
-    return int(solved.factors.nbytes + solved.gram.nbytes)
+    return int(solved.factors.nbytes + solved.gram.nbytes + (0 if solved.sums is None else solved.sums.nbytes))
 
 
 def _plan(indices: np.ndarray, n_other: int, other_bounds: np.ndarray, min_fraction: float

@@ -185,6 +185,14 @@ def test_solved_travels_as_its_arrays_without_the_canvas():
     assert (back.failures, back.loss, back.penalty, back.lo, back.canvas) == (2, 1.5, 0.25, 10, None)
     import pickle
     assert pickle.loads(pickle.dumps(solved)).canvas is None
+    assert back.sums is None
+    # a user block moved (or spilled) before its residual sums were handed on carries them along
+    solved.sums = np.arange(12.0).reshape(4, 3)
+    for back in (deserialize(*serialize(solved)), pickle.loads(pickle.dumps(solved))):
+        np.testing.assert_array_equal(back.factors, canvas[10:25])
+        np.testing.assert_array_equal(back.gram, np.eye(3))
+        parts = _tasks.sums_parts(back, np.array([0, 1, 4]))
+        np.testing.assert_array_equal(np.concatenate(parts), np.arange(12.0).reshape(4, 3))
 
 
 def test_half_steps_in_canvases_equal_the_copying_ones(monkeypatch):
