@@ -46,7 +46,8 @@ SUMS_CHUNK_ENTRIES = 2 * CHUNK_ENTRIES
 
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
            "selection", "column_counts", "kept_factors", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
-           "cg_vector", "item_sums", "cg_residual", "cg_step", "cg_finish", "user_loss", "summed_gram"]
+           "cg_vector", "item_sums", "sums_parts", "part_of", "cg_residual", "cg_step", "cg_finish", "user_loss",
+           "summed_gram"]
 
 # how a shard receives each block of the other side's factors
 SKIP, WHOLE, ROWS = 0, 1, 2
