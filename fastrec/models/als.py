@@ -20,7 +20,7 @@ from .als_start import SOLVERS, _check_confidence, half_step, initial_factors, l
 from .base import Fitted
 from .side import fit_ridge_maps
 from .factors import FactorModel
-from .ials import (check_ials_params, fold_in_row_ials, ials_loss, is_ials, kernel_form, kernel_values,
+from .ials import (FoldInIALS, check_ials_params, ials_loss, is_ials, kernel_form, kernel_values,
                    row_penalty)
 from .serving import raw_to_index
 from .state import FittedState
@@ -328,9 +328,12 @@ class ALS(FactorModel):
         folding in one user per request pays for the solve, not for NumPy calls.
         """
         plan = state.cache.get("fold_in_plan")
-        if plan is None and is_ials(self._fitted_params(state)):
-            return self._fold_in_one_ials(state, indptr, indices, data)
         if plan is None:
+            ials_plan = state.cache.get("fold_in_plan_ials")
+            if ials_plan is not None:
+                return ials_plan(load_kernel("als"), indptr, indices, data)
+            if is_ials(self._fitted_params(state)):
+                return self._fold_in_one_ials(state, indptr, indices, data)
             params = self._fitted_params(state)
             lam = params["regularization"]
             scaled = params["regularization_scaling"] == "count"
@@ -345,8 +348,9 @@ class ALS(FactorModel):
 
     def _fold_in_one_ials(self, state: FittedState, indptr: Any, indices: Any, data: Any
                           ) -> np.ndarray | None:
-        return fold_in_row_ials(load_kernel("als"), indptr, indices, data, state.item_factors,
-                                self._cached_gram(state, "items", 1), self._fitted_params(state))
+        plan = FoldInIALS(state.item_factors, self._cached_gram(state, "items", 1), self._fitted_params(state))
+        state.cache["fold_in_plan_ials"] = plan  # derived only: a racing rebuild is harmless
+        return plan(load_kernel("als"), indptr, indices, data)
 
     def fold_in(self, X: Any) -> np.ndarray:
         """Factors for users described only by their interaction rows ``X`` (not stored).

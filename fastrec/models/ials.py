@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 # SciPy and the input checks are imported where used: a Dask worker's half-step imports this module
 # without them (fastrec/distributed/_tasks.py)
 
-__all__ = ["KernelForm", "check_ials_params", "fold_in_row_ials", "ials_loss", "is_ials", "kernel_form",
+__all__ = ["KernelForm", "FoldInIALS", "check_ials_params", "ials_loss", "is_ials", "kernel_form",
            "kernel_values", "row_penalty"]
 
 
@@ -182,20 +182,35 @@ def ials_loss(kernel: Any, Cui: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, reg
     return float(alpha0 * t * t * total + positives * (1.0 - t))
 
 
-def fold_in_row_ials(kernel: Any, indptr: Any, indices: Any, data: Any, item_factors: np.ndarray,
-                     gram: np.ndarray, params: dict[str, Any]) -> np.ndarray | None:
-    """One row's iALS factors by the kernel's latency path (``fold_in_row``), or None.
+class FoldInIALS:
+    """One row's iALS factors by the kernel's latency path (``fold_in_row``): the model's constants,
+    derived once per item side and kept in the state's cache (``"fold_in_plan_ials"``).
 
-    The row's values count by sign, its penalty is computed for its length
-    (the kernel declines rows that are not canonical, so that length is the
-    one the general path would use), and the solve is scaled back by ``t``.
+    Called with a row's CSR arrays, it returns the factors (1 x f) or None.
+    The row's values count by sign, its penalty is ``row_penalty`` for its
+    length (the kernel declines rows that are not canonical, so that length is
+    the one the general path would use; each length's penalty is computed once,
+    by the same function, so it is the same number), and the solve is scaled
+    back by ``t``.
     """
-    if type(data) is not np.ndarray or data.dtype.kind != "f":
-        return None
-    form = kernel_form(params)
-    reg = float(row_penalty(np.array([data.size]), item_factors.shape[0], params)[0])
-    factors = kernel.fold_in_row(indptr, indices, np.sign(data), item_factors, gram, 0.0, reg, form.alpha,
-                                 False)
-    if factors is not None:
-        factors *= factors.dtype.type(form.scale)
-    return factors
+
+    __slots__ = ("item_factors", "gram", "params", "form", "penalties")
+
+    def __init__(self, item_factors: np.ndarray, gram: np.ndarray, params: dict[str, Any]) -> None:
+        self.item_factors, self.gram, self.params = item_factors, gram, params
+        self.form = kernel_form(params)
+        self.penalties: dict[int, float] = {}  # row length -> penalty, for rows the kernel solved
+
+    def __call__(self, kernel: Any, indptr: Any, indices: Any, data: Any) -> np.ndarray | None:
+        if type(data) is not np.ndarray or data.dtype.kind != "f":
+            return None
+        n = data.size
+        reg = self.penalties.get(n)
+        if reg is None:
+            reg = float(row_penalty(np.array([n]), self.item_factors.shape[0], self.params)[0])
+        factors = kernel.fold_in_row(indptr, indices, np.sign(data), self.item_factors, self.gram, 0.0, reg,
+                                     self.form.alpha, False)
+        if factors is not None:
+            self.penalties[n] = reg  # lengths the kernel takes: at most its row limit, so few
+            factors *= factors.dtype.type(self.form.scale)
+        return factors

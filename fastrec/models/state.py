@@ -37,7 +37,7 @@ SIDES = ("users", "items")
 # caches that depend on one side's vectors only: a partial fit of the other side keeps them
 # (rebuilding the ranking index after every one-user update would cost more than the update)
 CACHES_OF_SIDE = {
-    "items": ("ranking_index", "gram_items", "fold_in_plan", "normalized_items"),
+    "items": ("ranking_index", "gram_items", "fold_in_plan", "fold_in_plan_ials", "normalized_items"),
     "users": ("gram_users", "normalized_users"),
 }
 # caches a user update keeps: the items' own, and those of the base arrays (which it shares)

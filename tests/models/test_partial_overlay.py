@@ -354,6 +354,29 @@ def test_one_user_update_keeps_the_item_caches_and_checks_raw_ids():
     np.testing.assert_array_equal(model.user_items_[6].toarray(), X[[6]].toarray())
 
 
+def test_ials_fold_in_plan_follows_item_updates():
+    """The iALS plan (item factors, Gram matrix, penalties) is kept by user updates and rebuilt after an
+    item update: the next one-user update solves against the new item vectors."""
+    X = _data(15)
+    model = fastrec.ALS(factors=8, iterations=3, random_state=0, num_threads=1, unobserved_weight=0.3,
+                        regularization_exp=0.7).fit(X)
+    model.partial_fit_users([5], _canonical(X[[5]]))
+    plan = model._state.cache["fold_in_plan_ials"]
+    model.partial_fit_users([6], _canonical(X[[6]]))
+    assert model._state.cache["fold_in_plan_ials"] is plan
+    column = _random_csr(np.random.default_rng(16), X.shape[0], 1, 0.5)
+    model.partial_fit_items([2], column)
+    assert "fold_in_plan_ials" not in model._state.cache
+    general = pickle.loads(pickle.dumps(model))
+    general._partial_fit_one_user = lambda state, ids, X_rows: None
+    row = _canonical(X[[8]])
+    for m in (model, general):
+        m.partial_fit_users([8], row.copy())
+    assert model._state.cache["fold_in_plan_ials"] is not plan
+    np.testing.assert_array_equal(model.user_factors_[8], general.user_factors_[8])
+    np.testing.assert_array_equal(model.fold_in(row), general._solve_against(general._state, row, "items"))
+
+
 def test_invalid_single_rows_still_raise_named_errors():
     model = MODELS["als"]().fit(_data(5))
     bad = sp.csr_matrix(np.array([[np.nan] + [0.0] * 44], np.float32))
@@ -405,12 +428,16 @@ ONE_USER_CASES = {  # (user_ids, X_rows) from the data X: what the one-user path
 }
 
 
+@pytest.mark.parametrize("kind", ["als", "ials"])
 @pytest.mark.parametrize("case", sorted(ONE_USER_CASES))
-def test_one_user_path_answers_as_the_general_path(case):
+def test_one_user_path_answers_as_the_general_path(case, kind):
     """Whatever the one-user latency path takes or declines, the model ends up (or raises) exactly as
     through the general path alone: same factors, same seen items, same error type and message."""
     X = _data(14)
-    fast = MODELS["als"]().fit(X)
+    assert X[[7]].nnz != X[[3]].nnz  # iALS: the plan's penalty for one row length must not serve another
+    model = MODELS["als"]() if kind == "als" else fastrec.ALS(factors=8, iterations=3, random_state=0, num_threads=1,
+                                                                unobserved_weight=0.3, regularization_exp=0.7)
+    fast = model.fit(X)
     fast.partial_fit_users([7], _canonical(X[[7]]))  # a pending overlay and the fold-in plan
     general = pickle.loads(pickle.dumps(fast))
     general._partial_fit_one_user = lambda state, ids, X_rows: None  # the general path only
