@@ -10,9 +10,11 @@ stays short, as between two merges.  Reported: the median per call, in CPU
 time of the calling thread (``thread_time``, which a loaded machine disturbs
 less than wall time), and the difference: the Python side (argument checks,
 the copy-on-write overlay, the new state) plus what the call does to the
-kernel's caches.
+kernel's caches.  ``--unobserved-weight`` fits Rendle's iALS instead: the
+"kernel alone" line is then its plan (the kernel, the row's signs and the
+scaling).
 
-    python bench/bench_partial_fit_overhead.py [--quick] [--blocks 40] [--block 2000]
+    python bench/bench_partial_fit_overhead.py [--quick] [--blocks 40] [--block 2000] [--unobserved-weight 0.5]
     FASTREC_KERNELS=avx2 python bench/bench_partial_fit_overhead.py
 """
 from __future__ import annotations
@@ -33,17 +35,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--blocks", type=int, default=40, help="blocks of each kind")
     parser.add_argument("--block", type=int, default=2000, help="calls per block")
+    parser.add_argument("--unobserved-weight", type=float, default=None, help="iALS's alpha0 (default: Hu's ALS)")
     args = parser.parse_args()
     import fastrec
     from fastrec.kernels import load_kernel
     X = _common.synthetic(_common.data_shape(args.quick))
     kernel = load_kernel("als")
     print(f"data: {_common.describe(X)}; kernels: {getattr(kernel, '__name__', '?')}")
-    model = fastrec.ALS(factors=64, iterations=1, random_state=0, num_threads=_common.THREADS).fit(X)
+    model = fastrec.ALS(factors=64, iterations=1, random_state=0, num_threads=_common.THREADS,
+                        unobserved_weight=args.unobserved_weight).fit(X)
     model.recommend(0, n=10)
     model.partial_fit_users([0], X[[0]])  # the fold-in plan
     base = model._state.merged()
-    plan = base.cache["fold_in_plan"]
+    plan = base.cache.get("fold_in_plan")
+    ials_plan = base.cache.get("fold_in_plan_ials")
     rng = np.random.default_rng(0)
     pairs = [(int(u), X[[int(u)]]) for u in rng.integers(X.shape[0], size=200)]
 
@@ -60,7 +65,10 @@ def main() -> None:
         start = time.thread_time()
         for k in range(n):
             _, row = pairs[k % 200]
-            fold_in_row(row.indptr, row.indices, row.data, *plan)
+            if ials_plan is None:
+                fold_in_row(row.indptr, row.indices, row.data, *plan)
+            else:
+                ials_plan(kernel, row.indptr, row.indices, row.data)
         return (time.thread_time() - start) / n
 
     calls(args.block)  # warm-up
