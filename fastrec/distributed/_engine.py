@@ -218,9 +218,10 @@ class _Driver:
                                                                                 list[Any], list[Any]]:
         """One iteration with the item half-step by sums over user blocks, as one task graph (``Y`` is emptied).
 
-        The user half-step as ``half_step``; the user blocks' Gram matrices
-        are summed on a worker, so the item half-step starts without a
-        round trip to the client.  Each user block adds its part of CG's
+        The user half-step as ``half_step``; each item block's owner sums
+        the user blocks' Gram matrices itself as CG starts (``cg_start``),
+        so the item half-step starts without a round trip to the client
+        or a task of its own.  Each user block adds its part of CG's
         residual sums while it is solved (of the old item factors, which
         it reads anyway: ``solve_block(residual_sums=True)``); then per CG
         step every user block adds its part of the sums for each block of
@@ -234,7 +235,6 @@ class _Driver:
         bounds, owners = layout.bounds["items"], layout.owners["items"]
         user_owners = layout.owners["users"]
         X, user_stats = self.submit_half_step("users", X, Y, item_gram, False, residual_sums=True)
-        user_gram = submit_to(client, owners[0], _tasks.summed_gram, params["dtype"], *user_stats)
         parts = [submit_to(client, worker, _tasks.sums_parts, block, bounds) for worker, block in zip(user_owners, X)]
         states: list[Any] = []
         for round_ in range(1 + params["cg_steps"]):
@@ -248,14 +248,14 @@ class _Driver:
             else:  # the residual's, from the user half-step
                 sums = [[submit_to(client, user_worker, _tasks.part_of, parts[k], j)
                          for k, user_worker in enumerate(user_owners)] for j in range(len(owners))]
-            if not round_:  # CG starts in the old blocks themselves once every read of them is done
-                states = [submit_to(client, worker, _tasks.cg_begin, Y[j], block, params, *sums[j],
-                                    side_rows=int(bounds[-1]))
+            if not round_:  # CG starts in the old blocks themselves once every read of them is done (the sums)
+                states = [submit_to(client, worker, _tasks.cg_start, Y[j], block, params, list(user_stats),
+                                    *sums[j], side_rows=int(bounds[-1]), threads=self.threads)
                           for j, (worker, block) in enumerate(zip(owners, layout.item_blocks))]
                 Y.clear()  # the caller's list: the old blocks (and their copies elsewhere) go once CG starts
-            update = _tasks.cg_residual if round_ == 0 else _tasks.cg_step
-            states = [submit_to(client, worker, update, state, user_gram, *sums[j], threads=self.threads)
-                      for j, (worker, state) in enumerate(zip(owners, states))]
+            else:
+                states = [submit_to(client, worker, _tasks.cg_step, state, None, *sums[j], threads=self.threads)
+                          for j, (worker, state) in enumerate(zip(owners, states))]
         new = [submit_to(client, worker, _tasks.cg_finish, state, params) for worker, state in zip(owners, states)]
         item_stats = [submit_to(client, w, _tasks.block_stats, b) for w, b in zip(owners, new)]
         return X, new, user_stats, item_stats
@@ -295,10 +295,10 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
     pending: tuple[int, list[Any], list[Any]] | None = None
     for iteration in range(params["iterations"]):
         if layout.summed and not compute_loss:
-            # pipelined: the next sweep is submitted (its Gram matrix summed on a worker) before this
-            # one's stats are waited for, so the workers never wait for the client between sweeps
+            # pipelined: the next sweep is submitted (its Gram matrix summed by the tasks that use it) before
+            # this one's stats are waited for, so the workers never wait for the client between sweeps
             X, Y, user_futures, item_futures = driver.summed_sweep(X, Y, item_gram)
-            item_gram = submit_to(client, layout.owners["items"][0], _tasks.summed_gram, dtype, *item_futures)
+            item_gram = list(item_futures)  # summed by each user block's task itself (gram_of)
             if pending is not None:
                 _finish_sweep(driver, *pending, on_iteration)
             pending = (iteration, user_futures, item_futures)

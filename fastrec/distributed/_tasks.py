@@ -46,8 +46,8 @@ SUMS_CHUNK_ENTRIES = 2 * CHUNK_ENTRIES
 
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
            "selection", "column_counts", "kept_factors", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
-           "cg_vector", "item_sums", "sums_parts", "part_of", "cg_residual", "cg_step", "cg_finish", "user_loss",
-           "summed_gram"]
+           "cg_vector", "item_sums", "sums_parts", "part_of", "cg_start", "cg_residual", "cg_step", "cg_finish", "user_loss",
+           "summed_gram", "gram_of"]
 
 # how a shard receives each block of the other side's factors
 SKIP, WHOLE, ROWS = 0, 1, 2
@@ -323,7 +323,13 @@ def _other_rows(shard: Shard, pieces: tuple[Any, ...], f: int, dtype: Any) -> np
     return _gathered(pieces, f, dtype)
 
 
-def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[str, Any],
+def gram_of(other_gram: np.ndarray | list[tuple], dtype: Any) -> np.ndarray:
+    """The other side's Gram matrix: as given, or summed here from its blocks' stats (``summed_gram``: the
+    same bits on every worker), so that no task of its own has to sum it first."""
+    return summed_gram(dtype, *other_gram) if isinstance(other_gram, (list, tuple)) else other_gram
+
+
+def solve_block(shard: Shard, start: Any, other_gram: np.ndarray | list[tuple], params: dict[str, Any],
                 threads: int, with_loss: bool, *pieces: Any, side_rows: int | None = None,
                 in_place: bool = False, residual_sums: bool = False) -> Solved:
     """New factors for the shard's rows, the other side's ``pieces`` fixed (``other_gram``: their full Gram).
@@ -347,6 +353,7 @@ def solve_block(shard: Shard, start: Any, other_gram: np.ndarray, params: dict[s
     residual instead of a first round over the users (``Solved.sums``).
     """
     threads = worker_threads(threads)
+    other_gram = gram_of(other_gram, params["dtype"])
     X, canvas = _own_rows(shard, start, params["dtype"], side_rows, in_place)
     Y = _other_rows(shard, pieces, X.shape[1], X.dtype)
     rows, reg, solver = shard.rows, shard.reg, params["solver"]
@@ -452,6 +459,7 @@ class ItemCG:
     x: np.ndarray
     scale: float
     canvas: np.ndarray | None = None
+    gram: np.ndarray | None = None  # the users' Gram matrix, from ``cg_start``
     r: np.ndarray | None = None
     p: np.ndarray | None = None
     rsold: np.ndarray | None = None
@@ -572,8 +580,20 @@ def cg_residual(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray, thread
     return state
 
 
-def cg_step(state: ItemCG, other_gram: np.ndarray, *sums: np.ndarray, threads: int = 0) -> ItemCG:
-    """One CG step (``cg_update``) of every active item, given the user blocks' sums of A's sparse part times p."""
+def cg_start(start: Any, block: ItemBlock, params: dict[str, Any], user_stats: list[tuple], *sums: np.ndarray,
+             side_rows: int, threads: int = 0) -> ItemCG:
+    """``cg_begin`` then ``cg_residual`` in one task, the users' Gram matrix summed from their blocks' stats
+    here and kept for the steps (one task instead of three on the critical path)."""
+    state = cg_begin(start, block, params, side_rows=side_rows)
+    state.gram = gram_of(user_stats, params["dtype"])
+    return cg_residual(state, state.gram, *sums, threads=threads)
+
+
+def cg_step(state: ItemCG, other_gram: np.ndarray | None, *sums: np.ndarray, threads: int = 0) -> ItemCG:
+    """One CG step (``cg_update``) of every active item, given the user blocks' sums of A's sparse part times p
+    (``other_gram`` None: the one ``cg_start`` kept)."""
+    if other_gram is None:
+        other_gram = state.gram
     if state.active.any():
         state.failures += load_kernel("als_dist").cg_rows(
             state.x, state.r, state.p, _summed(sums), other_gram, state.block.reg, state.rsold, state.active, False,
@@ -586,7 +606,7 @@ def cg_finish(state: ItemCG, params: dict[str, Any]) -> Solved:
     X = state.x
     if state.scale != 1.0:
         X *= X.dtype.type(state.scale)
-    state.r = state.p = None
+    state.r = state.p = state.gram = None
     return Solved(X, gram(X), state.failures, 0.0, _penalty(state.block.reg, X, params), state.block.lo,
                   state.canvas)
 
