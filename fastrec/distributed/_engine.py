@@ -240,9 +240,8 @@ class _Driver:
         for round_ in range(1 + params["cg_steps"]):
             if round_:
                 vectors = [submit_to(client, worker, _tasks.cg_vector, state) for worker, state in zip(owners, states)]
-                # a block's sums for another worker's items first: they travel while its own are added
                 sums = [[submit_to(client, user_worker, _tasks.item_sums, shard, X[k], vectors[j], int(bounds[j]),
-                                   params, False, self.threads, priority=int(user_worker != owners[j]))
+                                   params, False, self.threads)
                          for k, (shard, user_worker) in enumerate(zip(layout.shards["users"], user_owners))]
                         for j in range(len(owners))]
             else:  # the residual's, from the user half-step
