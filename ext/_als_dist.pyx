@@ -71,7 +71,8 @@ cdef void add_item(const floating *X, const int *users, const floating *values, 
 def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[::1] data,
               const floating[:, ::1] X, const floating[:, ::1] V, floating[:, ::1] out, int item_lo,
               floating alpha, bint implicit_convention, bint residual, int num_threads,
-              int[::1] users, floating[::1] values, bint constant=False):
+              int[::1] users, floating[::1] values, bint constant=False, unsigned short[::1] counts=None,
+              bint counts_known=False):
     """Add to ``out`` one block of users' part of the residual or step sums (module docstring).
 
     The entries of the items of ``V`` are first regrouped by item (a
@@ -93,6 +94,11 @@ def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[
     users, values : work space of at least ``indptr[-1]`` entries (reused across calls: fresh
         memory for every chunk of rows would cost page faults).
     constant : every value equals ``data[0]`` (binary data): the values are not regrouped.
+    counts : optional (n,) entries of each item in these rows, kept by the caller between calls
+        on the same rows: with ``counts_known`` they are read instead of counted (the first of
+        the regrouping's two passes); else they are written.
+    Returns whether ``counts`` hold this call's counts (False without them, or when an item has
+    more than 65,535 entries here).
     """
     cdef int n_rows = X.shape[0]
     cdef int f = X.shape[1]
@@ -100,6 +106,7 @@ def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[
     cdef int u, i, slot, longest = 0, failed = 0
     cdef index_t j, end
     cdef int *start
+    cdef int *ends = NULL
     cdef const floating **rows
     cdef floating *weight
     if indptr.shape[0] != n_rows + 1:
@@ -112,35 +119,76 @@ def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[
         raise ValueError("users and values must hold indptr[-1] entries")
     if indptr[n_rows] - indptr[0] > 2147483647:
         raise ValueError("item_sums takes at most 2**31 - 1 entries at a time")
+    cdef bint keep = counts is not None and counts.shape[0] >= n
+    if counts_known and not keep:
+        raise ValueError("counts_known needs counts of at least one entry per item")
     if n_rows == 0 or n == 0 or f == 0 or indptr[n_rows] == indptr[0]:
-        return
+        if keep and not counts_known:
+            counts[:n] = 0
+        return keep
     start = <int *> malloc((n + 1) * sizeof(int))
     if start == NULL:
         raise MemoryError("item_sums: no memory to regroup the entries by item")
     with nogil:
-        memset(start, 0, (n + 1) * sizeof(int))
-        for u in range(n_rows):  # entries per item
-            end = indptr[u + 1]
-            j = first_at_least(&indices[0], indptr[u], end, item_lo)
-            while j < end and indices[j] < item_lo + n:
-                if indices[j] >= item_lo:  # rows are sorted; this only guards against writing out of range
-                    start[indices[j] - item_lo + 1] += 1
-                j += 1
+        start[0] = 0
+        if counts_known:
+            for i in range(n):
+                start[i + 1] = counts[i]
+        else:
+            memset(start, 0, (n + 1) * sizeof(int))
+            for u in range(n_rows):  # entries per item
+                end = indptr[u + 1]
+                j = first_at_least(&indices[0], indptr[u], end, item_lo)
+                while j < end and indices[j] < item_lo + n:
+                    if indices[j] >= item_lo:  # rows are sorted; this only guards against writing out of range
+                        start[indices[j] - item_lo + 1] += 1
+                    j += 1
+            if keep:
+                for i in range(n):
+                    if start[i + 1] > 65535:
+                        keep = False
+                        break
+                    counts[i] = <unsigned short> start[i + 1]
         for i in range(n):
             if start[i + 1] > longest:
                 longest = start[i + 1]
             start[i + 1] += start[i]
-        for u in range(n_rows):  # by item, each item's users in order (start[i] moves to the item's end)
-            end = indptr[u + 1]
-            j = first_at_least(&indices[0], indptr[u], end, item_lo)
-            while j < end and indices[j] < item_lo + n:
-                if indices[j] >= item_lo:
-                    slot = start[indices[j] - item_lo]
-                    users[slot] = u
-                    if not constant:
-                        values[slot] = data[j]
-                    start[indices[j] - item_lo] = slot + 1
-                j += 1
+        if counts_known:  # the caller's counts must be these rows': checked (never a write out of range)
+            ends = <int *> malloc((n + 1) * sizeof(int))
+            if ends == NULL or start[n] > indptr[n_rows] - indptr[0]:
+                failed = 2
+            else:
+                memcpy(ends, start, (n + 1) * sizeof(int))
+        if not failed:
+            for u in range(n_rows):  # by item, each item's users in order (start[i] moves to the item's end)
+                end = indptr[u + 1]
+                j = first_at_least(&indices[0], indptr[u], end, item_lo)
+                while j < end and indices[j] < item_lo + n:
+                    if indices[j] >= item_lo:
+                        slot = start[indices[j] - item_lo]
+                        if counts_known and slot >= ends[indices[j] - item_lo + 1]:
+                            failed = 2
+                            break
+                        users[slot] = u
+                        if not constant:
+                            values[slot] = data[j]
+                        start[indices[j] - item_lo] = slot + 1
+                    j += 1
+                if failed:
+                    break
+        if counts_known and not failed:
+            for i in range(n):
+                if start[i] != ends[i + 1]:
+                    failed = 2
+                    break
+        if counts_known:
+            free(ends)
+        if failed:
+            free(start)
+            start = NULL
+    if failed:
+        raise ValueError("item_sums: counts do not match these rows' entries")
+    with nogil:
         for i in range(n - 1, -1, -1):  # back to each item's first entry
             start[i + 1] = start[i]
         start[0] = 0
@@ -159,6 +207,7 @@ def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[
     free(start)
     if failed:
         raise MemoryError("item_sums: no memory for the per-thread work space")
+    return keep
 
 
 cdef inline void for_neg_reg(floating *r, const floating *x, floating reg, int f) noexcept nogil:

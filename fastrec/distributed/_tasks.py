@@ -367,7 +367,7 @@ def solve_block(shard: Shard, start: Any, other_gram: np.ndarray | list[tuple], 
             failures += half_step(part, X[r0:r1], Y, reg[r0:r1], params, solver, threads,
                                   other_gram, shard.max_row_length)
             if sums is not None:
-                sums.add(part, X[r0:r1])
+                sums.add(part, X[r0:r1], r0, r1)
     loss = _rows_loss(shard, X, Y, other_gram, params) if with_loss else 0.0
     return Solved(X, gram(X), int(failures), loss, _penalty(shard.reg, X, params), shard.lo, canvas,
                   None if sums is None else sums.out)
@@ -379,13 +379,14 @@ class _ResidualSums:
     def __init__(self, shard: Shard, Y: np.ndarray, params: dict[str, Any], threads: int):
         if not bool((shard.kinds == WHOLE).all()):
             raise ValueError("residual sums need every item's factors (each block received whole)")
-        self.form, self.threads, self.constant = kernel_form(params), threads, shard.rows.constant
+        self.form, self.threads, self.constant, self.shard = kernel_form(params), threads, shard.rows.constant, shard
         # the residual's sums are taken of the items' old factors as CG starts from them (cg_begin)
         self.V = Y if self.form.scale == 1.0 else Y * Y.dtype.type(1.0 / self.form.scale)
         self.out = np.zeros(Y.shape, dtype=Y.dtype)
 
-    def add(self, part: CSRArrays, X: np.ndarray) -> None:
-        _add_item_sums(part, X, self.V, self.out, 0, self.form, True, self.threads, self.constant)
+    def add(self, part: CSRArrays, X: np.ndarray, r0: int, r1: int) -> None:
+        _add_item_sums(part, X, self.V, self.out, 0, self.form, True, self.threads, self.constant,
+                       _ChunkCounts.of(self.shard, r0, r1))
 
 
 def sums_parts(users: Solved, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -529,20 +530,58 @@ def item_sums(shard: Shard, users: Any, vector: Any, lo: int, params: dict[str, 
     threads = worker_threads(threads)
     for r0, r1 in shard.rows.chunks(SUMS_CHUNK_ENTRIES):
         _add_item_sums(shard.rows.rows(r0, r1, reuse=True), X[r0:r1], vector, out, lo, form, residual, threads,
-                       shard.rows.constant)
+                       shard.rows.constant, _ChunkCounts.of(shard, r0, r1))
     return out
 
 
+class _ChunkCounts:
+    """The entries per item of one chunk of a user shard's rows, kept with the shard for its later sums.
+
+    The sums regroup a chunk's entries by item in two passes, counting then
+    placing; the counts are the same for every round and every iteration
+    (the shard does not change), so the first call for a range of items
+    writes them and the later ones skip the counting pass.  2 bytes per item
+    and chunk (an item with more than 65,535 entries in a chunk is counted
+    every time), kept only while that is at most a quarter of the chunk's
+    own storage (2 bytes an entry on binary data): catalogues up to 64k
+    items with 256k-entry chunks.
+    """
+
+    def __init__(self, n_items: int):
+        self.counts = np.zeros(n_items, dtype=np.uint16)
+        self.filled: list[tuple[int, int]] = []
+
+    @staticmethod
+    def of(shard: Shard, r0: int, r1: int) -> "_ChunkCounts | None":
+        n_items = shard.rows.shape[1]
+        if n_items > SUMS_CHUNK_ENTRIES // 4:
+            return None
+        cache = shard.__dict__.setdefault("_chunk_counts", {})
+        counts = cache.get((r0, r1))
+        if counts is None:
+            counts = cache[(r0, r1)] = _ChunkCounts(n_items)
+        return counts
+
+    def known(self, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.filled)
+
+
 def _add_item_sums(part: CSRArrays, X: np.ndarray, V: np.ndarray, out: np.ndarray, lo: int, form: Any,
-                   residual: bool, threads: int, constant: bool) -> None:
+                   residual: bool, threads: int, constant: bool, counts: _ChunkCounts | None = None) -> None:
     """Add one chunk of users' part of the sums for items ``lo:lo + len(V)`` (``item_sums`` of ext/_als_dist.pyx).
 
     ``constant``: binary data, whose values need no regrouping (nor space).
+    ``counts``: the chunk's entries per item, read where known, else written.
     """
     entries = int(part.indptr[-1])
     users_space, values_space = _work_space(entries, X.dtype, 1 if constant else entries)
-    load_kernel("als_dist").item_sums(part.indptr, part.indices, part.data, X, V, out, lo, X.dtype.type(form.alpha),
-                                      form.implicit, residual, threads, users_space, values_space, constant)
+    hi = lo + V.shape[0]
+    known = counts is not None and counts.known(lo, hi)
+    kept = load_kernel("als_dist").item_sums(
+        part.indptr, part.indices, part.data, X, V, out, lo, X.dtype.type(form.alpha), form.implicit, residual,
+        threads, users_space, values_space, constant, None if counts is None else counts.counts[lo:hi], known)
+    if counts is not None and kept and not known:
+        counts.filled.append((lo, hi))
 
 
 _WORK_SPACE: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}

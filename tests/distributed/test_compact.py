@@ -380,3 +380,71 @@ def test_item_sums_from_several_threads_at_once():
             together = list(pool.map(lambda b: _tasks.item_sums(shard, U, b[1], b[0], p, False, 1), blocks))
             for got, ref in zip(together, serial):
                 np.testing.assert_array_equal(got, ref)
+
+
+def _kernel_sums(X, U, V, lo, counts=None, known=False):
+    from fastrec.kernels import load_kernel
+    out = np.zeros_like(V)
+    users, values = np.empty(max(X.nnz, 1), np.int32), np.empty(max(X.nnz, 1), np.float32)
+    kept = load_kernel("als_dist").item_sums(X.indptr.astype(np.int64), X.indices, X.data, U, V, out, lo,
+                                             np.float32(2.0), False, False, 1, users, values, False, counts, known)
+    return out, kept
+
+
+def test_item_sums_reads_the_counts_it_wrote():
+    """The counts of a chunk's entries per item, written by one call, skip the counting pass of the next
+    ones with the same bits; counts that do not match the rows are refused, never trusted."""
+    X = random_csr(8, 300, 90, 0.1, "ratings")
+    rng = np.random.default_rng(2)
+    U, V = rng.standard_normal((300, 8)).astype(np.float32), rng.standard_normal((50, 8)).astype(np.float32)
+    ref, kept = _kernel_sums(X, U, V, 20)
+    assert not kept  # no counts given
+    counts = np.full(50, 7, dtype=np.uint16)
+    first, kept = _kernel_sums(X, U, V, 20, counts)
+    assert kept
+    np.testing.assert_array_equal(counts, np.bincount(X.indices[(X.indices >= 20) & (X.indices < 70)] - 20,
+                                                      minlength=50))
+    again, kept = _kernel_sums(X, U, V, 20, counts, True)
+    np.testing.assert_array_equal(first, ref)
+    np.testing.assert_array_equal(again, ref)
+    for wrong in (counts + 1, np.roll(counts, 1), np.where(np.arange(50) == 3, counts + 5, counts)):
+        wrong = wrong.astype(np.uint16)
+        if wrong.sum() == counts.sum() and (wrong == counts).all():
+            continue
+        with pytest.raises(ValueError, match="counts do not match"):
+            _kernel_sums(X, U, V, 20, wrong, True)
+
+
+def test_item_sums_keeps_no_counts_above_uint16():
+    X = sp.csr_matrix((np.ones(70000, np.float32), (np.arange(70000), np.zeros(70000, np.int64))),
+                      shape=(70000, 3))
+    X.indices = X.indices.astype(np.int32)
+    U, V = np.ones((70000, 2), np.float32), np.ones((3, 2), np.float32)
+    counts = np.zeros(3, np.uint16)
+    out, kept = _kernel_sums(X, U, V, 0, counts)
+    assert not kept and out[0, 0] == 280000.0  # (c - 1) (u . v) u = 2 * 2 * 1 per user (alpha 2)
+
+
+def test_user_shards_keep_their_chunk_counts(monkeypatch):
+    """item_sums (and the user solve's residual sums) keep each chunk's counts with the shard: later calls,
+    for any block of items inside what was counted, give the same bits."""
+    X = random_csr(6, 400, 70, 0.15, "ones")
+    p = {k: v for k, v in ALS(factors=8)._check_params().items() if k != "random_state"}
+    monkeypatch.setattr(_tasks, "SUMS_CHUNK_ENTRIES", 600)  # several chunks
+    shard = _tasks.build_shard("users", 0, 400, 70, np.array([0, 70]), 0.0, p, _block(X, 0, 400))
+    rng = np.random.default_rng(4)
+    U, V = rng.standard_normal((400, 8)).astype(np.float32), rng.standard_normal((70, 8)).astype(np.float32)
+    whole = _tasks.item_sums(shard, U, V, 0, p, False, 1)  # counts every chunk, all items
+    cache = shard.__dict__["_chunk_counts"]
+    assert len(cache) == len(list(shard.rows.chunks(600))) > 2
+    assert sum(int(c.counts.sum()) for c in cache.values()) == X.nnz
+    for lo, hi in [(0, 70), (10, 40), (40, 70)]:
+        plain = shard.__dict__.pop("_chunk_counts")
+        fresh = _tasks.item_sums(shard, U, V[lo:hi], lo, p, False, 1)
+        shard.__dict__["_chunk_counts"] = plain
+        np.testing.assert_array_equal(_tasks.item_sums(shard, U, V[lo:hi], lo, p, False, 1), fresh)
+    np.testing.assert_array_equal(_tasks.item_sums(shard, U, V, 0, p, False, 1), whole)
+    shard.__dict__.pop("_chunk_counts")  # parts first: the whole range is not known until counted
+    parts = [_tasks.item_sums(shard, U, V[lo:hi], lo, p, False, 1) for lo, hi in [(10, 40), (40, 70)]]
+    np.testing.assert_array_equal(_tasks.item_sums(shard, U, V, 0, p, False, 1), whole)
+    np.testing.assert_array_equal(np.concatenate(parts), whole[10:])
