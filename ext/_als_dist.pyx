@@ -26,8 +26,13 @@ ctypedef fused index_t:
     int
     long long
 
+# column indices as decoded (int32), or a shard's stored uint16 low halves when it has no high ones
+ctypedef fused column_t:
+    int
+    unsigned short
 
-cdef inline index_t first_at_least(const int *indices, index_t a, index_t b, int value) noexcept nogil:
+
+cdef inline index_t first_at_least(const column_t *indices, index_t a, index_t b, int value) noexcept nogil:
     """The first position in the sorted ``indices[a:b]`` holding at least ``value`` (b if none)."""
     cdef index_t mid
     while a < b:
@@ -68,7 +73,7 @@ cdef void add_item(const floating *X, const int *users, const floating *values, 
         weighted_gram_apply(rows, weight, offset if residual else NULL, m, v, out, f)
 
 
-def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[::1] data,
+def item_sums(const index_t[::1] indptr, const column_t[::1] indices, const floating[::1] data,
               const floating[:, ::1] X, const floating[:, ::1] V, floating[:, ::1] out, int item_lo,
               floating alpha, bint implicit_convention, bint residual, int num_threads,
               int[::1] users, floating[::1] values, bint constant=False, unsigned short[::1] counts=None,
@@ -83,7 +88,8 @@ def item_sums(const index_t[::1] indptr, const int[::1] indices, const floating[
 
     Parameters
     ----------
-    indptr, indices, data : CSR arrays of the block's users (sorted global item ids, raw values r).
+    indptr, indices, data : CSR arrays of the block's users (sorted global item ids, raw values r);
+        the ids int32, or uint16 (a compact shard's stored low halves, when no id needs more).
     X : (n_rows, f) the users' factors.
     V : (n, f) the vectors of items ``item_lo:item_lo + n`` (warm start or search direction).
     out : (n, f) the sums, added to in place.

@@ -126,6 +126,20 @@ class CompactRows:
             data = self._constant(b - a)
         return CSRArrays(indptr, indices, data, (hi - lo, self.shape[1]))
 
+    def low_rows(self, lo: int, hi: int) -> CSRArrays | None:
+        """Rows ``lo:hi`` with their stored uint16 column indices (a view, nothing decoded) when no column
+        needs more than 16 bits, else None; values as ``rows(..., reuse=True)``."""
+        if self.run_highs.any():
+            return None
+        a, b = int(self.indptr[lo]), int(self.indptr[hi])
+        if self.values is not None:
+            data = self.values[a:b]
+        elif self.codes is not None:
+            data = np.take(self.table, self.codes[a:b], out=_decode_space(b - a, self.dtype)[1])
+        else:
+            data = self._constant(b - a)
+        return CSRArrays(self.indptr[lo:hi + 1] - a, self.low[a:b], data, (hi - lo, self.shape[1]))
+
     def _constant(self, size: int) -> np.ndarray:
         filled = self.__dict__.get("_filled")
         if filled is None or filled.size < size:

@@ -529,8 +529,10 @@ def item_sums(shard: Shard, users: Any, vector: Any, lo: int, params: dict[str, 
     out = np.zeros(vector.shape, dtype=X.dtype)
     threads = worker_threads(threads)
     for r0, r1 in shard.rows.chunks(SUMS_CHUNK_ENTRIES):
-        _add_item_sums(shard.rows.rows(r0, r1, reuse=True), X[r0:r1], vector, out, lo, form, residual, threads,
-                       shard.rows.constant, _ChunkCounts.of(shard, r0, r1))
+        # the kernel reads the stored uint16 columns where they are whole (up to 65,536 items): no decoding
+        part = shard.rows.low_rows(r0, r1) or shard.rows.rows(r0, r1, reuse=True)
+        _add_item_sums(part, X[r0:r1], vector, out, lo, form, residual, threads, shard.rows.constant,
+                       _ChunkCounts.of(shard, r0, r1))
     return out
 
 

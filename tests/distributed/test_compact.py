@@ -56,6 +56,13 @@ def test_compact_rows_round_trip(seed, n_rows, n_cols, per_row, values, chunk, d
     for _ in range(5):
         lo, hi = np.sort(rng.integers(0, n_rows + 1, 2))
         ref = X[lo:hi]
+        low = rows.low_rows(int(lo), int(hi))  # the stored uint16 columns, when no column needs more
+        assert (low is None) == bool((X.indices >= 65536).any())
+        if low is not None:
+            assert low.indices.dtype == np.uint16
+            np.testing.assert_array_equal(low.indptr, ref.indptr)
+            np.testing.assert_array_equal(low.indices, ref.indices)
+            np.testing.assert_array_equal(low.data.view(np.uint8), ref.data.view(np.uint8))
         for reuse in (False, True):  # decoded into this thread's work space, or into new arrays
             part = rows.rows(int(lo), int(hi), reuse=reuse)
             np.testing.assert_array_equal(part.indptr, ref.indptr)
@@ -448,3 +455,40 @@ def test_user_shards_keep_their_chunk_counts(monkeypatch):
     parts = [_tasks.item_sums(shard, U, V[lo:hi], lo, p, False, 1) for lo, hi in [(10, 40), (40, 70)]]
     np.testing.assert_array_equal(_tasks.item_sums(shard, U, V, 0, p, False, 1), whole)
     np.testing.assert_array_equal(np.concatenate(parts), whole[10:])
+
+
+def test_item_sums_read_uint16_columns_as_int32_ones():
+    """The kernel reads a shard's stored uint16 columns as it reads decoded int32 ones: the same bits."""
+    from fastrec.kernels import load_kernel
+    X = random_csr(9, 200, 3000, 0.01, "many")
+    rng = np.random.default_rng(5)
+    U, V = rng.standard_normal((200, 8)).astype(np.float32), rng.standard_normal((1000, 8)).astype(np.float32)
+    got = []
+    for indices in (X.indices.astype(np.int32), X.indices.astype(np.uint16)):
+        out = np.zeros_like(V)
+        users, values = np.empty(X.nnz, np.int32), np.empty(X.nnz, np.float32)
+        load_kernel("als_dist").item_sums(X.indptr.astype(np.int64), indices, X.data, U, V, out, 1500,
+                                          np.float32(1.5), False, True, 2, users, values, False)
+        got.append(out)
+    np.testing.assert_array_equal(got[0], got[1])
+    assert np.abs(got[0]).max() > 0.1
+
+
+def test_item_sums_over_more_than_65536_items_equal_numpy():
+    """Wide catalogues: the columns are decoded (their high halves), the counts are not kept; the step's sums
+    equal a NumPy reference, sum_u (c - 1) (x_u . v_i) x_u."""
+    X = random_csr(10, 120, 70000, 0.0005, "ratings", np.float64)
+    p = {k: v for k, v in ALS(factors=4, alpha=0.5, dtype=np.float64)._check_params().items()
+         if k != "random_state"}
+    shard = _tasks.build_shard("users", 0, 120, 70000, np.array([0, 70000]), 0.0, p, _block(X, 0, 120))
+    assert shard.rows.low_rows(0, 120) is None and (X.indices >= 65536).any()
+    rng = np.random.default_rng(6)
+    U, V = rng.standard_normal((120, 4)), rng.standard_normal((70000 - 60000, 4))
+    got = _tasks.item_sums(shard, U, V, 60000, p, False, 1)
+    ref = np.zeros_like(V)
+    coo = X.tocoo()
+    for u, i, r in zip(coo.row, coo.col, coo.data):
+        if i >= 60000:
+            ref[i - 60000] += 0.5 * abs(r) * (U[u] @ V[i - 60000]) * U[u]
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    assert np.abs(ref).max() > 0.1 and "_chunk_counts" not in shard.__dict__
