@@ -75,6 +75,15 @@ def test_pipelined_sweeps_give_the_same_bits(dask_client, counts_matrix):
     assert_same_model(pipelined, ALS(**params).fit(counts_matrix), np.float64)
 
 
+def test_pipelined_sweeps_on_a_worker_with_two_threads(one_worker_client, counts_matrix):
+    """Two threads run a worker's tasks at once (two blocks' sums over the same shard, its kept counts and
+    work spaces): the factors are still ALS's."""
+    params = dict(factors=5, iterations=3, random_state=4, dtype=np.float64)
+    model = DaskALS(**params, client=one_worker_client).fit(counts_matrix, compute_loss=False, blocks=3,
+                                                            timeout=WAIT)
+    assert_same_model(model, ALS(**params).fit(counts_matrix), np.float64)
+
+
 @pytest.mark.parametrize("solver,dtype", [("cg", np.float32), ("cholesky", np.float64)])
 def test_one_worker_with_two_threads_gives_the_single_machine_factors(one_worker_client, counts_matrix,
                                                                       solver, dtype):
