@@ -311,10 +311,13 @@ def main() -> None:
         report.raw["memory"] = raw
     report.notes += [
         "Both contenders share the same two cores: DaskALS's two 1-thread workers do the work ALS's two threads do, "
-        "plus serialising and sending factor blocks over loopback and one client round trip per half-step.",
+        "plus serialising and sending factor and sum blocks over loopback, and the scheduler's latency between "
+        "the tasks of each CG round (the item half-step by sums takes cg_steps rounds per iteration; the sweeps "
+        "are pipelined, so the client adds no round trip).",
         "Memory: shards are stored compactly (fastrec/distributed/_compact.py: on binary data 2 bytes per entry, "
-        "the uint16 low half of the column index, the high halves run-length coded and no values) and decoded 128k "
-        "entries at a time for the kernels. "
+        "the uint16 low half of the column index, the high halves run-length coded and no values) and decoded "
+        "128k-256k entries at a time for the kernels (the item sums read the uint16 columns as they are when "
+        "there are at most 65,536 items). "
         + ("With item_step 'gather' every worker keeps a user shard and an item shard (Spark's layout), "
            f"about {2 * X.nnz * 2 / 1e6:.0f}/W MB, and during the item half-step holds all user factors "
            f"({X.shape[0] * args.factors * 4 / 1e6:.0f} MB, the all-gather) and the blocks received. "
