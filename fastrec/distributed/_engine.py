@@ -321,4 +321,8 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
     if pending is not None:
         _finish_sweep(driver, *pending, on_iteration)
     factors = [_tasks.factors_of(p) for p in gather(client, X + Y, timeout, "gathering the factors")]
+    if layout.summed:  # the user shards may be kept for recommend_all: without the sums' counts
+        gather(client, [submit_to(client, worker, _tasks.forget_chunk_counts, shard)
+                        for worker, shard in zip(layout.owners["users"], layout.shards["users"])], timeout,
+               "finishing the fit")
     return np.concatenate(factors[:len(X)]), np.concatenate(factors[len(X):]), X

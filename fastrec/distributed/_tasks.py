@@ -47,7 +47,7 @@ SUMS_CHUNK_ENTRIES = 2 * CHUNK_ENTRIES
 __all__ = ["Shard", "Solved", "SKIP", "WHOLE", "ROWS", "build_shard", "shard_from_pieces", "shard_summary",
            "selection", "column_counts", "kept_factors", "take_rows", "aligned", "solve_block", "block_stats", "factors_of", "ItemBlock", "ItemCG", "cg_begin",
            "cg_vector", "item_sums", "sums_parts", "part_of", "cg_start", "cg_residual", "cg_step", "cg_finish", "user_loss",
-           "summed_gram", "gram_of"]
+           "summed_gram", "gram_of", "forget_chunk_counts"]
 
 # how a shard receives each block of the other side's factors
 SKIP, WHOLE, ROWS = 0, 1, 2
@@ -566,6 +566,11 @@ class _ChunkCounts:
 
     def known(self, lo: int, hi: int) -> bool:
         return any(a <= lo and hi <= b for a, b in self.filled)
+
+
+def forget_chunk_counts(shard: Shard) -> None:
+    """Drop a user shard's kept counts once its fit is done (a shard kept for ``recommend_all`` needs none)."""
+    shard.__dict__.pop("_chunk_counts", None)
 
 
 def _add_item_sums(part: CSRArrays, X: np.ndarray, V: np.ndarray, out: np.ndarray, lo: int, form: Any,

@@ -79,6 +79,9 @@ def test_the_kept_blocks_give_recommend_for_every_user_with_filters(dask_client,
     assert_same_as_recommend(dask_client, model, n=3, candidates=np.arange(10, 30))
     assert_same_as_recommend(dask_client, model, n=80)  # more than the items: padded lists
     assert resident(model, dask_client)
+    # the kept shards hold their rows only: the sums' counts went with the fit
+    kept = dask_client.gather(model._resident.shards)
+    assert kept and all("_chunk_counts" not in shard.__dict__ for shard in kept)
 
 
 def test_a_refit_and_partial_fits_never_leave_stale_lists(dask_client, binary):
