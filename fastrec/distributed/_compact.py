@@ -105,12 +105,11 @@ class CompactRows:
         """
         a, b = int(self.indptr[lo]), int(self.indptr[hi])
         indptr = self.indptr[lo:hi + 1] - a
-        space = _decode_space(b - a, self.dtype if self.codes is not None else None) if reuse else None
-        if space is None:
-            indices = self.low[a:b].astype(np.int32)
-        else:
-            indices = space[0]
+        if reuse:
+            indices = _decode_space(b - a, None)[0]
             np.copyto(indices, self.low[a:b], casting="unsafe")
+        else:
+            indices = self.low[a:b].astype(np.int32)
         first = int(np.searchsorted(self.run_starts, a, side="right")) - 1
         last = int(np.searchsorted(self.run_starts, b, side="left"))
         highs = self.run_highs[first:last]
@@ -118,13 +117,7 @@ class CompactRows:
             edges = np.clip(self.run_starts[first:last], a, b)
             lengths = np.diff(np.append(edges, b))
             indices |= np.repeat(highs << np.int32(_LOW), lengths)
-        if self.values is not None:
-            data = self.values[a:b]
-        elif self.codes is not None:
-            data = self.table[self.codes[a:b]] if space is None else np.take(self.table, self.codes[a:b], out=space[1])
-        else:
-            data = self._constant(b - a)
-        return CSRArrays(indptr, indices, data, (hi - lo, self.shape[1]))
+        return CSRArrays(indptr, indices, self._values(a, b, reuse), (hi - lo, self.shape[1]))
 
     def low_rows(self, lo: int, hi: int) -> CSRArrays | None:
         """Rows ``lo:hi`` with their stored uint16 column indices (a view, nothing decoded) when no column
@@ -132,13 +125,18 @@ class CompactRows:
         if self.run_highs.any():
             return None
         a, b = int(self.indptr[lo]), int(self.indptr[hi])
+        return CSRArrays(self.indptr[lo:hi + 1] - a, self.low[a:b], self._values(a, b, True), (hi - lo, self.shape[1]))
+
+    def _values(self, a: int, b: int, reuse: bool) -> np.ndarray:
+        """The values of entries ``a:b``: a view (plain or constant), or decoded codes (into this thread's
+        work space with ``reuse``)."""
         if self.values is not None:
-            data = self.values[a:b]
-        elif self.codes is not None:
-            data = np.take(self.table, self.codes[a:b], out=_decode_space(b - a, self.dtype)[1])
-        else:
-            data = self._constant(b - a)
-        return CSRArrays(self.indptr[lo:hi + 1] - a, self.low[a:b], data, (hi - lo, self.shape[1]))
+            return self.values[a:b]
+        if self.codes is None:
+            return self._constant(b - a)
+        if reuse:
+            return np.take(self.table, self.codes[a:b], out=_decode_space(b - a, self.dtype)[1])
+        return self.table[self.codes[a:b]]
 
     def _constant(self, size: int) -> np.ndarray:
         filled = self.__dict__.get("_filled")

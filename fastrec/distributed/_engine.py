@@ -166,10 +166,6 @@ def _blocks(client: Any, layout: Layout, side: str, factors: np.ndarray, timeout
     return [submit_to(client, w, _tasks.aligned, block) for w, block in zip(layout.owners[side], blocks)]
 
 
-def _sum_grams(grams: list[np.ndarray], dtype: Any) -> np.ndarray:
-    return _tasks.summed_gram(dtype, *[(g,) for g in grams])
-
-
 class _Driver:
     def __init__(self, client: Any, layout: Layout, params: dict[str, Any], threads: int, timeout: float | None):
         self.client, self.layout, self.params = client, layout, params
@@ -307,9 +303,9 @@ def run_iterations(client: Any, layout: Layout, params: dict[str, Any], threads:
             user_stats, item_stats = driver._stats("users", user_futures), driver._stats("items", item_futures)
         else:
             X, user_stats = driver.half_step("users", X, Y, item_gram, False)
-            user_gram = _sum_grams([s[0] for s in user_stats], dtype)
+            user_gram = _tasks.summed_gram(dtype, *user_stats)
             Y, item_stats = driver.half_step("items", Y, X, user_gram, compute_loss)
-        item_gram = _sum_grams([s[0] for s in item_stats], dtype)
+        item_gram = _tasks.summed_gram(dtype, *item_stats)
         loss = math.nan
         if compute_loss and layout.summed:  # by users (their penalties included), plus the items' penalties
             total = driver.user_losses(X, Y, item_gram) + sum(s[3] for s in item_stats)
