@@ -188,6 +188,18 @@ def test_a_killed_worker_is_survived_with_the_same_result(own_cluster_client, co
     assert len(model.loss_history_) == 4
 
 
+def test_a_worker_killed_during_pipelined_sweeps_is_survived(own_cluster_client, counts_matrix):
+    """Without a loss the sweeps are pipelined: the callback of sweep 1 runs while sweep 2 is already on the
+    workers, so the kill lands mid-graph; the fit starts again and gives the same factors."""
+    params = dict(factors=4, iterations=4, random_state=8)
+    ref = ALS(**params).fit(counts_matrix)
+    callback, killed = _killer(own_cluster_client, 1)
+    model = DaskALS(**params, client=own_cluster_client).fit(counts_matrix, callback=callback, compute_loss=False,
+                                                             retries=1, timeout=WAIT)
+    assert killed
+    assert_same_model(model, ref)
+
+
 def test_a_killed_worker_without_retries_keeps_the_previous_state(own_cluster_client, counts_matrix):
     model = DaskALS(factors=3, iterations=2, random_state=0, client=own_cluster_client).fit(
         counts_matrix[:50], timeout=WAIT)
