@@ -226,6 +226,11 @@ def test_argument_errors(dask_client, counts_matrix):
         DaskALS(factors=0, client=dask_client).fit(counts_matrix)
     with pytest.raises(ValueError, match="no interactions"):
         model.fit(counts_matrix * 0)
+    huge = counts_matrix.astype(np.float32)
+    huge.data[:] = 3e37  # confidences beyond float32: refused before any worker sees them, as ALS does
+    with pytest.raises(ValueError, match="beyond what float32 ALS can solve"):
+        DaskALS(alpha=10.0, client=dask_client).fit(huge, timeout=WAIT)
+    assert not hasattr(model, "user_factors_")
     with pytest.raises(ValueError, match="item_step"):
         model.fit(counts_matrix, item_step="scatter")
     with pytest.raises(ValueError, match="item_step='sums' needs solver='cg'"):
