@@ -240,6 +240,9 @@ def main() -> None:
                         help="which measures, comma-separated (recommend needs timing's model: it fits one)")
     parser.add_argument("--item-step", default="auto", choices=["auto", "sums", "gather"],
                         help="DaskALS.fit's item_step (auto: sums over user blocks for CG)")
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "ml-1m"],
+                        help="the MovieLens-20M-shaped synthetic data (the issue's bars), or real ML-1M from "
+                             "../shared/data (1 M ratings: a small catalogue, where fixed costs weigh more)")
     parser.add_argument("--append", action="store_true", help="append the section to bench/RESULTS.md")
     parser.add_argument("--child-fit", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,7 +252,12 @@ def main() -> None:
     parts = set(args.parts.split(","))
     shape = C.data_shape(args.quick)
     repeats = 1 if args.quick else args.repeats
-    X = C.synthetic(shape)
+    if args.data == "ml-1m":
+        if not C.ml1m_available():
+            raise SystemExit("ML-1M is not in ../shared/data")
+        X = C.load_ml1m()
+    else:
+        X = C.synthetic(shape)
     report = C.Report("DaskALS on a LocalCluster vs single-machine ALS (issue 15)")
     verdicts: list[str] = []
     if parts & {"timing", "recommend"}:
@@ -309,6 +317,12 @@ def main() -> None:
                                      row["peak / single peak"], "<=", 0.6,
                                      "above baselines {:.2f}".format(row["above baseline / single's"])))
         report.raw["memory"] = raw
+    if args.data != "synthetic":
+        report.notes.append(
+            f"Real data ({args.data}): the issue's bars are set on the MovieLens-20M-shaped data; on a catalogue "
+            "this small an iteration on one machine takes tens of milliseconds, so the distributed fit's fixed "
+            "costs (a scheduler round trip per message round, 8 rounds per CG iteration) dominate, and the "
+            "verdicts here say how far from them, not whether the issue is met.")
     report.notes += [
         "Both contenders share the same two cores: DaskALS's two 1-thread workers do the work ALS's two threads do, "
         "plus serialising and sending factor and sum blocks over loopback, and the scheduler's latency between "
@@ -345,7 +359,8 @@ def main() -> None:
     report.notes.append("Verdicts: " + "; ".join(verdicts) + ".")
     command = "python bench/bench_distributed.py" + (" --quick" if args.quick else "") + \
         ("" if parts == {"timing", "recommend", "memory"} else f" --parts {args.parts}") + \
-        ("" if args.item_step == "auto" else f" --item-step {args.item_step}")
+        ("" if args.item_step == "auto" else f" --item-step {args.item_step}") + \
+        ("" if args.data == "synthetic" else f" --data {args.data}") + f" --repeats {args.repeats}"
     C.publish(report, "distributed", command, append=args.append)
     print("\nBARS (issue 15)\n" + "\n".join(f"  {v}" for v in verdicts))
 
