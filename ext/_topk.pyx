@@ -80,6 +80,8 @@ cdef extern from *:
         return n;
     }
 
+    static inline int fr_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+
     /* ---- int8 codes for a batch of queries (topk_codes) ----
        Items: 7-bit signed codes (|c| <= 63) packed in groups of 16 items, each group
        F4 quads of 64 bytes (16 items x 4 codes). Queries: 8-bit codes + 128 (unsigned),
@@ -99,25 +101,33 @@ cdef extern from *:
     #endif
     static inline void fr_ub_store16(const int *acc, int col, const float *isc, const int *icorr,
                                      const float *ierr, const float *inorm, const float *ibias,
-                                     float qs, float qa, float qb, float *out) {
+                                     float qs, float qa, float qb, float *out, float thr,
+                                     unsigned long long *flag) {
         for (int t = 0; t < 16; t++) {
             float v = (float)(acc[t] - icorr[col + t]) * (qs * isc[col + t]);
             v = v + qa * ierr[col + t];
             v = v + qb * inorm[col + t];
             if (ibias) v = v + ibias[col + t];
             out[col + t] = v;
+            if (v >= thr) *flag |= 1ULL << ((col + t) >> 3);
         }
     }
     #if defined(__AVX512BW__)
     static inline void fr_ub_epi512(__m512i a, int col, const float *isc, const int *icorr,
                                     const float *ierr, const float *inorm, const float *ibias,
-                                    float qs, float qa, float qb, float *out) {
+                                    float qs, float qa, float qb, float *out, float thr,
+                                    unsigned long long *flag) {
         __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_loadu_si512((const void *)(icorr + col))));
         v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(qs), _mm512_loadu_ps(isc + col)));
         v = _mm512_fmadd_ps(_mm512_set1_ps(qa), _mm512_loadu_ps(ierr + col), v);
         v = _mm512_fmadd_ps(_mm512_set1_ps(qb), _mm512_loadu_ps(inorm + col), v);
         if (ibias) v = _mm512_add_ps(v, _mm512_loadu_ps(ibias + col));
-        _mm512_storeu_ps(out + col, v);
+        __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_set1_ps(thr), _CMP_GE_OQ);
+        if (m) {  /* rare once the heap is full: the rest is never stored nor read */
+            _mm512_storeu_ps(out + col, v);
+            *flag |= (unsigned long long)((m & 0xff) != 0) << (col >> 3)
+                     | (unsigned long long)((m >> 8) != 0) << ((col >> 3) + 1);
+        }
     }
     #define FR_R 8
     /* FR_R queries against a pair of 16-row groups: acc[2r], acc[2r + 1] */
@@ -150,10 +160,10 @@ cdef extern from *:
                 a2 = DP(a2, u, _mm512_loadu_si512((const void *)(p2 + (size_t)k * 64)));          \
                 a3 = DP(a3, u, _mm512_loadu_si512((const void *)(p3 + (size_t)k * 64)));          \
             }                                                                                    \
-            fr_ub_epi512(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);           \
-            fr_ub_epi512(a1, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);      \
-            fr_ub_epi512(a2, 16 * g + 32, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);      \
-            fr_ub_epi512(a3, 16 * g + 48, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);      \
+            fr_ub_epi512(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);           \
+            fr_ub_epi512(a1, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);      \
+            fr_ub_epi512(a2, 16 * g + 32, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);      \
+            fr_ub_epi512(a3, 16 * g + 48, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);      \
         }                                                                                        \
         for (; g < 2 * ng2; g++) {                                                               \
             const signed char *p0 = P + (size_t)g * F4 * 64;                                     \
@@ -164,7 +174,7 @@ cdef extern from *:
                 a1 = DP(a1, _mm512_set1_epi32(U[k + 1]), _mm512_loadu_si512((const void *)(p0 + (size_t)(k + 1) * 64)));  \
             }                                                                                    \
             if (k < F4) a0 = DP(a0, _mm512_set1_epi32(U[k]), _mm512_loadu_si512((const void *)(p0 + (size_t)k * 64)));  \
-            fr_ub_epi512(_mm512_add_epi32(a0, a1), 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);  \
+            fr_ub_epi512(_mm512_add_epi32(a0, a1), 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);  \
         }
     #define FR_DP_VNNI(a, u, y) _mm512_dpbusd_epi32(a, u, y)
     #define FR_DP_BW(a, u, y) _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_maddubs_epi16(u, y), ones))
@@ -179,12 +189,12 @@ cdef extern from *:
     __attribute__((target("avx512vnni")))
     static void fr_row_vnni(const int *U, int F4, const signed char *P, int ng2, float qs, float qa, float qb,
                             const float *isc, const int *icorr, const float *ierr, const float *inorm,
-                            const float *ibias, float *out) {
+                            const float *ibias, float *out, float thr, unsigned long long *flag) {
         FR_ROW_BODY(FR_DP_VNNI)
     }
     static void fr_row_bw(const int *U, int F4, const signed char *P, int ng2, float qs, float qa, float qb,
                           const float *isc, const int *icorr, const float *ierr, const float *inorm,
-                          const float *ibias, float *out) {
+                          const float *ibias, float *out, float thr, unsigned long long *flag) {
         const __m512i ones = _mm512_set1_epi16(1);
         FR_ROW_BODY(FR_DP_BW)
     }
@@ -192,14 +202,18 @@ cdef extern from *:
     #define FR_R 4
     static inline void fr_ub_epi256(__m256i a, int col, const float *isc, const int *icorr,
                                     const float *ierr, const float *inorm, const float *ibias,
-                                    float qs, float qa, float qb, float *out) {
+                                    float qs, float qa, float qb, float *out, float thr,
+                                    unsigned long long *flag) {
         __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(
             a, _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(icorr + col)), FR_CORR_SHIFT)));
         v = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(qs), _mm256_loadu_ps(isc + col)));
         v = _mm256_fmadd_ps(_mm256_set1_ps(qa), _mm256_loadu_ps(ierr + col), v);
         v = _mm256_fmadd_ps(_mm256_set1_ps(qb), _mm256_loadu_ps(inorm + col), v);
         if (ibias) v = _mm256_add_ps(v, _mm256_loadu_ps(ibias + col));
-        _mm256_storeu_ps(out + col, v);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr), _CMP_GE_OQ))) {
+            _mm256_storeu_ps(out + col, v);
+            *flag |= 1ULL << (col >> 3);
+        }
     }
     static inline __m256i fr_dp_avx2(__m256i a, __m256i u, __m256i y, __m256i ones) {
         return _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones));
@@ -211,42 +225,55 @@ cdef extern from *:
         return _mm256_add_epi32(a, _mm256_madd_epi16(
             _mm256_add_epi16(_mm256_maddubs_epi16(u, y), _mm256_maddubs_epi16(v, z)), ones));
     }
+    /* Per quad pair and query: the two quads' products add in 16 bits, one vpmaddwd widens them.
+       The codes are read where they are used (a memory operand of vpmaddubsw, from L1), so the 8
+       accumulators, the two broadcast query words, two temporaries and the ones fit AVX2's 16
+       registers without spills; the four query rows are walked by their own pointers. */
+    #define FR_PAIR_AVX2(acc, u, v, y, z) \
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16( \
+            _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(y))), \
+            _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i *)(z)))), ones));
+    /* The last quad of an odd F4, added to acc (its own function: in the pair loop's, the extra
+       live values made GCC spill accumulators to the stack). */
+    __attribute__((noinline))
+    static void fr_rows_tail_avx2(const int *U, int F4, const signed char *p0, __m256i *acc) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        size_t k = (size_t)F4 - 1;
+        __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + k * 64));
+        __m256i y1 = _mm256_loadu_si256((const __m256i *)(p0 + k * 64 + 32));
+        for (int r = 0; r < 4; r++) {
+            __m256i u = _mm256_set1_epi32(U[(size_t)r * F4 + k]);
+            acc[2 * r] = fr_dp_avx2(acc[2 * r], u, y0, ones);
+            acc[2 * r + 1] = fr_dp_avx2(acc[2 * r + 1], u, y1, ones);
+        }
+    }
+    /* Not inlined either: inside fr_i8_tile three accumulators went to the stack. */
+    __attribute__((noinline))
     static void fr_rows_avx2(const int *U, int F4, const signed char *p0, __m256i *acc) {
         const __m256i ones = _mm256_set1_epi16(1);
+        const int *q0 = U, *q1 = U + F4, *q2 = U + 2 * (size_t)F4, *q3 = U + 3 * (size_t)F4;
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        int k = 0;
-        for (; k + 2 <= F4; k += 2) {
-            const signed char *pk = p0 + (size_t)k * 64;
-            __m256i y0 = _mm256_loadu_si256((const __m256i *)pk);
-            __m256i y1 = _mm256_loadu_si256((const __m256i *)(pk + 32));
-            __m256i z0 = _mm256_loadu_si256((const __m256i *)(pk + 64));
-            __m256i z1 = _mm256_loadu_si256((const __m256i *)(pk + 96));
+        size_t k = 0, n4 = (size_t)F4;
+        for (; k + 2 <= n4; k += 2) {
+            const signed char *pk = p0 + k * 64;
             __m256i u, v;
-            u = _mm256_set1_epi32(U[k]); v = _mm256_set1_epi32(U[k + 1]);
-            a0 = fr_dp2_avx2(a0, u, y0, v, z0, ones); b0 = fr_dp2_avx2(b0, u, y1, v, z1, ones);
-            u = _mm256_set1_epi32(U[F4 + k]); v = _mm256_set1_epi32(U[F4 + k + 1]);
-            a1 = fr_dp2_avx2(a1, u, y0, v, z0, ones); b1 = fr_dp2_avx2(b1, u, y1, v, z1, ones);
-            u = _mm256_set1_epi32(U[2 * F4 + k]); v = _mm256_set1_epi32(U[2 * F4 + k + 1]);
-            a2 = fr_dp2_avx2(a2, u, y0, v, z0, ones); b2 = fr_dp2_avx2(b2, u, y1, v, z1, ones);
-            u = _mm256_set1_epi32(U[3 * F4 + k]); v = _mm256_set1_epi32(U[3 * F4 + k + 1]);
-            a3 = fr_dp2_avx2(a3, u, y0, v, z0, ones); b3 = fr_dp2_avx2(b3, u, y1, v, z1, ones);
-        }
-        if (k < F4) {
-            __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64));
-            __m256i y1 = _mm256_loadu_si256((const __m256i *)(p0 + (size_t)k * 64 + 32));
-            __m256i u;
-            u = _mm256_set1_epi32(U[k]);          a0 = fr_dp_avx2(a0, u, y0, ones); b0 = fr_dp_avx2(b0, u, y1, ones);
-            u = _mm256_set1_epi32(U[F4 + k]);     a1 = fr_dp_avx2(a1, u, y0, ones); b1 = fr_dp_avx2(b1, u, y1, ones);
-            u = _mm256_set1_epi32(U[2 * F4 + k]); a2 = fr_dp_avx2(a2, u, y0, ones); b2 = fr_dp_avx2(b2, u, y1, ones);
-            u = _mm256_set1_epi32(U[3 * F4 + k]); a3 = fr_dp_avx2(a3, u, y0, ones); b3 = fr_dp_avx2(b3, u, y1, ones);
+            u = _mm256_set1_epi32(q0[k]); v = _mm256_set1_epi32(q0[k + 1]);
+            FR_PAIR_AVX2(a0, u, v, pk, pk + 64) FR_PAIR_AVX2(b0, u, v, pk + 32, pk + 96)
+            u = _mm256_set1_epi32(q1[k]); v = _mm256_set1_epi32(q1[k + 1]);
+            FR_PAIR_AVX2(a1, u, v, pk, pk + 64) FR_PAIR_AVX2(b1, u, v, pk + 32, pk + 96)
+            u = _mm256_set1_epi32(q2[k]); v = _mm256_set1_epi32(q2[k + 1]);
+            FR_PAIR_AVX2(a2, u, v, pk, pk + 64) FR_PAIR_AVX2(b2, u, v, pk + 32, pk + 96)
+            u = _mm256_set1_epi32(q3[k]); v = _mm256_set1_epi32(q3[k + 1]);
+            FR_PAIR_AVX2(a3, u, v, pk, pk + 64) FR_PAIR_AVX2(b3, u, v, pk + 32, pk + 96)
         }
         acc[0] = a0; acc[1] = b0; acc[2] = a1; acc[3] = b1; acc[4] = a2; acc[5] = b2; acc[6] = a3; acc[7] = b3;
+        if (n4 & 1) fr_rows_tail_avx2(U, F4, p0, acc);
     }
     /* One query against every group (2 ng2 of them), bounds written straight to out: two groups
        (four chains) in flight. */
     static void fr_row_avx2(const int *U, int F4, const signed char *P, int ng2, float qs, float qa, float qb,
                             const float *isc, const int *icorr, const float *ierr, const float *inorm,
-                            const float *ibias, float *out) {
+                            const float *ibias, float *out, float thr, unsigned long long *flag) {
         const __m256i ones = _mm256_set1_epi16(1);
         for (int g = 0; g < 2 * ng2; g += 2) {
             const signed char *p0 = P + (size_t)g * F4 * 64, *p1 = p0 + (size_t)F4 * 64;
@@ -271,10 +298,10 @@ cdef extern from *:
                 a2 = fr_dp_avx2(a2, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64)), ones);
                 a3 = fr_dp_avx2(a3, u, _mm256_loadu_si256((const __m256i *)(p1 + (size_t)k * 64 + 32)), ones);
             }
-            fr_ub_epi256(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
-            fr_ub_epi256(a1, 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
-            fr_ub_epi256(a2, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
-            fr_ub_epi256(a3, 16 * g + 24, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out);
+            fr_ub_epi256(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);
+            fr_ub_epi256(a1, 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);
+            fr_ub_epi256(a2, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);
+            fr_ub_epi256(a3, 16 * g + 24, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);
         }
     }
     #else
@@ -282,21 +309,26 @@ cdef extern from *:
     #endif
 
     /* Upper bounds of the scores of nu queries (U: nu x F4 quads) against ng2 pairs of
-       16-item groups starting at P, written to out[r * ldo + j], j < 32 * ng2. */
+       16-item groups starting at P.  Query r's bounds are written to out[r * ldo + j], j < 32 * ng2,
+       only in the runs of 8 rows (j / 8 = c) with a bound >= thr[r], each marked by bit c of
+       flags[r]; the others are left unwritten (the caller reads flagged runs only).  A full heap
+       sees few such runs, so the scan stores and rereads almost nothing. */
     static void fr_i8_tile(const int *U, int nu, int F4, const signed char *P, int ng2,
                            const float *qs, const float *qa, const float *qb,
                            const float *isc, const int *icorr, const float *ierr, const float *inorm,
-                           const float *ibias, float *out, int ldo, int vnni) {
+                           const float *ibias, float *out, int ldo, const float *thr,
+                           unsigned long long *flags, int vnni) {
         int full = nu - nu % FR_R;
+        for (int r = 0; r < nu; r++) flags[r] = 0;
     #if defined(__AVX512BW__) || defined(__AVX2__)
         for (int r = full; r < nu; r++) {  /* the last few queries, one at a time */
             const int *Ur = U + (size_t)r * F4;
             float *o = out + (size_t)r * ldo;
     #if defined(__AVX512BW__)
-            if (vnni) fr_row_vnni(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o);
-            else fr_row_bw(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o);
+            if (vnni) fr_row_vnni(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o, thr[r], flags + r);
+            else fr_row_bw(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o, thr[r], flags + r);
     #else
-            fr_row_avx2(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o);
+            fr_row_avx2(Ur, F4, P, ng2, qs[r], qa[r], qb[r], isc, icorr, ierr, inorm, ibias, o, thr[r], flags + r);
     #endif
         }
     #endif
@@ -310,8 +342,8 @@ cdef extern from *:
                 else fr_rows_bw(U + (size_t)r0 * F4, F4, p0, p1, acc);
                 for (int r = 0; r < FR_R; r++) {
                     float *o = out + (size_t)(r0 + r) * ldo;
-                    fr_ub_epi512(acc[2 * r], 32 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
-                    fr_ub_epi512(acc[2 * r + 1], 32 * g + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_epi512(acc[2 * r], 32 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
+                    fr_ub_epi512(acc[2 * r + 1], 32 * g + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
                 }
             }
         }
@@ -323,8 +355,8 @@ cdef extern from *:
                 fr_rows_avx2(U + (size_t)r0 * F4, F4, p0, acc);
                 for (int r = 0; r < FR_R; r++) {
                     float *o = out + (size_t)(r0 + r) * ldo;
-                    fr_ub_epi256(acc[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
-                    fr_ub_epi256(acc[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o);
+                    fr_ub_epi256(acc[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
+                    fr_ub_epi256(acc[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
                 }
             }
         }
@@ -340,7 +372,7 @@ cdef extern from *:
                     for (int t = 0; t < 16; t++)
                         for (int e = 0; e < 4; e++)
                             tmp[t] += u[4 * k + e] * p0[(size_t)k * 64 + 4 * t + e];
-                fr_ub_store16(tmp, 16 * g, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], out + (size_t)r * ldo);
+                fr_ub_store16(tmp, 16 * g, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], out + (size_t)r * ldo, thr[r], flags + r);
             }
         }
     #endif
@@ -348,12 +380,14 @@ cdef extern from *:
 
     """
     int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) nogil
+    int fr_ctz64(unsigned long long x) nogil
     const int FR_QMAX
     const int FR_QOFF
     void fr_i8_tile(const int *U, int nu, int F4, const signed char *P, int ng2,
                     const float *qs, const float *qa, const float *qb,
                     const float *isc, const int *icorr, const float *ierr, const float *inorm,
-                    const float *ibias, float *out, int ldo, int vnni) nogil
+                    const float *ibias, float *out, int ldo, const float *thr,
+                    unsigned long long *flags, int vnni) nogil
 
 
 cdef inline int next_candidate(const floating *row, const floating *bias, int j, int n,
@@ -765,6 +799,10 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     cdef float *qsb
     cdef float *qab
     cdef float *qbb
+    cdef float *thr
+    cdef unsigned long long *runs
+    cdef unsigned long long left
+    cdef int run_end
     cdef int *slot
     cdef int *src
     cdef unsigned char *ubytes
@@ -795,8 +833,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         raise ValueError("seen_indptr must point into seen_indices")
     if use_map and (item_ids.shape[0] != n or positions.shape[0] != n):
         raise ValueError("item_ids and positions must have one entry per item row")
-    if block_items < 32 or block_items & (block_items - 1):
-        raise ValueError("block_items must be a power of two, at least 32")
+    if block_items < 32 or block_items > 512 or block_items & (block_items - 1):
+        raise ValueError("block_items must be a power of two from 32 to 512")  # a 64-bit word of 8-row runs
     while (1 << block_shift) < block_items:
         block_shift += 1
     if m == 0 or k == 0:
@@ -818,7 +856,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         hsize = <int *> malloc(<size_t> block_users * sizeof(int))
         qproj = <float *> malloc(<size_t> 2 * block_users * sizeof(float))
         Ub = <int *> malloc(<size_t> block_users * F4 * sizeof(int))
-        qsb = <float *> malloc(<size_t> 3 * block_users * sizeof(float))
+        qsb = <float *> malloc(<size_t> 4 * block_users * sizeof(float))  # qs, qa, qb, threshold
+        runs = <unsigned long long *> malloc(<size_t> block_users * sizeof(unsigned long long))
         slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
         src = slot + block_users
         counts = <int *> malloc(<size_t> (n_iblocks + 1) * sizeof(int))
@@ -826,8 +865,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         scur = <long long *> malloc(<size_t> block_users * sizeof(long long))
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
             if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
-                    or Ub == NULL or qsb == NULL or slot == NULL or counts == NULL or sstart == NULL
-                    or scur == NULL):
+                    or Ub == NULL or qsb == NULL or runs == NULL or slot == NULL or counts == NULL
+                    or sstart == NULL or scur == NULL):
                 failed += 1
                 continue
             spos = NULL
@@ -860,6 +899,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                 sstart[u1 - u0] = n_seen_block
             qab = qsb + block_users
             qbb = qsb + 2 * block_users
+            thr = qsb + 3 * block_users
             bu = u1 - u0
             n_active = bu
             for u in range(bu):
@@ -909,9 +949,12 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                             qbb[a] = qbb[src[a]]
                     if n_active == 0:
                         break
+                for a in range(n_active):  # rows below a full heap's root cannot enter: not even stored
+                    u = slot[a]
+                    thr[a] = hs[<size_t> u * k] if hsize[u] == k else -INFINITY
                 fr_i8_tile(Ub, n_active, F4, &packed[<size_t> i0 * F4 * 4], (bi + 31) // 32,
                            qsb, qab, qbb, &code_scale[i0], &code_corr[i0], &code_err[i0], &code_norm[i0],
-                           ibias + i0 if use_bias else NULL, S, block_items, vnni)
+                           ibias + i0 if use_bias else NULL, S, block_items, thr, runs, vnni)
                 for a in range(n_active):
                     u = slot[a]
                     row = S + <size_t> a * block_items
@@ -925,25 +968,29 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                             S[<size_t> a * block_items + spos[c1] - i0] = NAN
                             c1 = c1 + 1
                         scur[u] = c1
-                    j = 0
-                    while j < bi:
-                        if hsize[u] == k:
-                            j = fr_topk_next(row, NULL, j, bi, hsu[0])
-                            if j >= bi:
-                                break
-                        i = i0 + j
-                        j = j + 1
-                        if row[i - i0] != row[i - i0]:  # seen (reached only while the heap fills)
-                            continue
-                        item = item_ids[i] if use_map else i
-                        if use_mask and exclude_mask[item]:
-                            continue
-                        s = dot(&Y[i, 0], &Q[u0 + u, 0], f)
-                        if use_bias:
-                            s = s + ibias[i]
-                        if hsize[u] == k and s < hsu[0]:
-                            continue
-                        heap_push(hsu, hiu, &hsize[u], k, s, item)
+                    left = runs[a]
+                    while left != 0:  # the runs of 8 rows the tile stored: some bound reached thr[a]
+                        j = 8 * fr_ctz64(left)
+                        left = left & (left - 1)
+                        run_end = min(j + 8, bi)
+                        while j < run_end:
+                            if hsize[u] == k:
+                                j = fr_topk_next(row, NULL, j, run_end, hsu[0])
+                                if j >= run_end:
+                                    break
+                            i = i0 + j
+                            j = j + 1
+                            if row[i - i0] != row[i - i0]:  # seen (reached only while the heap fills)
+                                continue
+                            item = item_ids[i] if use_map else i
+                            if use_mask and exclude_mask[item]:
+                                continue
+                            s = dot(&Y[i, 0], &Q[u0 + u, 0], f)
+                            if use_bias:
+                                s = s + ibias[i]
+                            if hsize[u] == k and s < hsu[0]:
+                                continue
+                            heap_push(hsu, hiu, &hsize[u], k, s, item)
                 ib = ib + split
             for u in range(bu):
                 heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
@@ -957,6 +1004,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         free(qproj)
         free(Ub)
         free(qsb)
+        free(runs)
         free(slot)
         free(counts)
         free(sstart)
