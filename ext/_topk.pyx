@@ -767,6 +767,10 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         merge_sorted_rows(out_ids, out_scores, split)
 
 
+# a query's first block scores the rows of its k highest bounds first, for k up to this
+DEF WARM_ROWS = 32
+
+
 cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bias,
                     const signed char[::1] packed, const float[::1] code_scale, const int[::1] code_corr,
                     const float[::1] code_err, const float[::1] code_norm,
@@ -802,6 +806,10 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     cdef float *thr
     cdef unsigned long long *runs
     cdef unsigned long long left
+    cdef float *warm_s
+    cdef int *warm_j
+    cdef int n_warm
+    cdef float warm_min
     cdef int run_end
     cdef int *slot
     cdef int *src
@@ -858,6 +866,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         Ub = <int *> malloc(<size_t> block_users * F4 * sizeof(int))
         qsb = <float *> malloc(<size_t> 4 * block_users * sizeof(float))  # qs, qa, qb, threshold
         runs = <unsigned long long *> malloc(<size_t> block_users * sizeof(unsigned long long))
+        warm_s = <float *> malloc(WARM_ROWS * sizeof(float))
+        warm_j = <int *> malloc(WARM_ROWS * sizeof(int))
         slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
         src = slot + block_users
         counts = <int *> malloc(<size_t> (n_iblocks + 1) * sizeof(int))
@@ -865,7 +875,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         scur = <long long *> malloc(<size_t> block_users * sizeof(long long))
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
             if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
-                    or Ub == NULL or qsb == NULL or runs == NULL or slot == NULL or counts == NULL
+                    or Ub == NULL or qsb == NULL or runs == NULL or warm_s == NULL or warm_j == NULL
+                    or slot == NULL or counts == NULL
                     or sstart == NULL or scur == NULL):
                 failed += 1
                 continue
@@ -968,6 +979,45 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                             S[<size_t> a * block_items + spos[c1] - i0] = NAN
                             c1 = c1 + 1
                         scur[u] = c1
+                    if hsize[u] < k <= WARM_ROWS:
+                        # an empty heap: the rows with the k highest bounds are scored first, so the
+                        # heap's root is nearly final before the rest of the block is compared with it
+                        n_warm = 0
+                        warm_min = -INFINITY
+                        left = runs[a]
+                        while left != 0:
+                            j = 8 * fr_ctz64(left)
+                            left = left & (left - 1)
+                            run_end = min(j + 8, bi)
+                            while True:
+                                j = fr_topk_next(row, NULL, j, run_end, warm_min)
+                                if j >= run_end:
+                                    break
+                                if n_warm < k or row[j] > warm_s[k - 1]:
+                                    t = n_warm if n_warm < k else k - 1
+                                    while t > 0 and warm_s[t - 1] < row[j]:  # insertion, descending
+                                        warm_s[t] = warm_s[t - 1]
+                                        warm_j[t] = warm_j[t - 1]
+                                        t = t - 1
+                                    warm_s[t] = row[j]
+                                    warm_j[t] = j
+                                    if n_warm < k:
+                                        n_warm = n_warm + 1
+                                    if n_warm == k:
+                                        warm_min = warm_s[k - 1]
+                                j = j + 1
+                        for t in range(n_warm):
+                            i = i0 + warm_j[t]
+                            S[<size_t> a * block_items + warm_j[t]] = NAN  # scored now: the scan below passes it by
+                            item = item_ids[i] if use_map else i
+                            if use_mask and exclude_mask[item]:
+                                continue
+                            s = dot(&Y[i, 0], &Q[u0 + u, 0], f)
+                            if use_bias:
+                                s = s + ibias[i]
+                            if hsize[u] == k and s < hsu[0]:
+                                continue
+                            heap_push(hsu, hiu, &hsize[u], k, s, item)
                     left = runs[a]
                     while left != 0:  # the runs of 8 rows the tile stored: some bound reached thr[a]
                         j = 8 * fr_ctz64(left)
@@ -1005,6 +1055,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         free(Ub)
         free(qsb)
         free(runs)
+        free(warm_s)
+        free(warm_j)
         free(slot)
         free(counts)
         free(sstart)
