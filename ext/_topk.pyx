@@ -52,6 +52,7 @@ ctypedef fused index_t:
 cdef extern from *:
     """
     #include <immintrin.h>
+    #include <stdint.h>
     /* The first j in [j, n) whose score row[j] (+ bias[j]) is >= thr, or n.  The
        vector compare sees the same float sums as the scalar code that follows. */
     static inline int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) {
@@ -233,28 +234,41 @@ cdef extern from *:
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16( \
             _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(y))), \
             _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i *)(z)))), ones));
-    /* The last quad of an odd F4, added to acc (its own function: in the pair loop's, the extra
-       live values made GCC spill accumulators to the stack). */
+    /* Quad k of the 4 queries rows[0..3] (rows of U, F4 quads each) against 16 rows, added to
+       acc[2 rows[i]], acc[2 rows[i] + 1] (its own function: in the pair loop's, the extra live
+       values made GCC spill accumulators to the stack). */
     __attribute__((noinline))
-    static void fr_rows_tail_avx2(const int *U, int F4, const signed char *p0, __m256i *acc) {
+    static void fr_rows_tail_avx2(const int *U, int F4, const int *rows, size_t k, const signed char *p0,
+                                  __m256i *acc) {
         const __m256i ones = _mm256_set1_epi16(1);
-        size_t k = (size_t)F4 - 1;
         __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + k * 64));
         __m256i y1 = _mm256_loadu_si256((const __m256i *)(p0 + k * 64 + 32));
         for (int r = 0; r < 4; r++) {
-            __m256i u = _mm256_set1_epi32(U[(size_t)r * F4 + k]);
-            acc[2 * r] = fr_dp_avx2(acc[2 * r], u, y0, ones);
-            acc[2 * r + 1] = fr_dp_avx2(acc[2 * r + 1], u, y1, ones);
+            __m256i u = _mm256_set1_epi32(U[(size_t)rows[r] * F4 + k]);
+            __m256i *c = acc + 2 * (size_t)rows[r];
+            c[0] = fr_dp_avx2(c[0], u, y0, ones);
+            c[1] = fr_dp_avx2(c[1], u, y1, ones);
         }
     }
-    /* Not inlined either: inside fr_i8_tile three accumulators went to the stack. */
+    /* The 4 queries rows[0..3] against 16 rows over quads [k0, k1), added to acc[2 rows[i]] (rows
+       0-7) and acc[2 rows[i] + 1] (or written there, from_zero).  Not inlined: inside fr_i8_tile three accumulators went to the
+       stack. */
     __attribute__((noinline))
-    static void fr_rows_avx2(const int *U, int F4, const signed char *p0, __m256i *acc) {
+    static void fr_rows_avx2(const int *U, int F4, const int *rows, int k0, int k1, const signed char *p0,
+                             __m256i *acc, int from_zero) {
         const __m256i ones = _mm256_set1_epi16(1);
-        const int *q0 = U, *q1 = U + F4, *q2 = U + 2 * (size_t)F4, *q3 = U + 3 * (size_t)F4;
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        size_t k = 0, n4 = (size_t)F4;
-        for (; k + 2 <= n4; k += 2) {
+        const int *q0 = U + (size_t)rows[0] * F4, *q1 = U + (size_t)rows[1] * F4;
+        const int *q2 = U + (size_t)rows[2] * F4, *q3 = U + (size_t)rows[3] * F4;
+        __m256i *c0 = acc + 2 * (size_t)rows[0], *c1 = acc + 2 * (size_t)rows[1];
+        __m256i *c2 = acc + 2 * (size_t)rows[2], *c3 = acc + 2 * (size_t)rows[3];
+        __m256i a0, b0, a1, b1, a2, b2, a3, b3;
+        if (from_zero) {
+            a0 = _mm256_setzero_si256(); b0 = a0; a1 = a0; b1 = a0; a2 = a0; b2 = a0; a3 = a0; b3 = a0;
+        } else {
+            a0 = c0[0]; b0 = c0[1]; a1 = c1[0]; b1 = c1[1]; a2 = c2[0]; b2 = c2[1]; a3 = c3[0]; b3 = c3[1];
+        }
+        size_t k = (size_t)k0, end = (size_t)k1;
+        for (; k + 2 <= end; k += 2) {
             const signed char *pk = p0 + k * 64;
             __m256i u, v;
             u = _mm256_set1_epi32(q0[k]); v = _mm256_set1_epi32(q0[k + 1]);
@@ -266,8 +280,64 @@ cdef extern from *:
             u = _mm256_set1_epi32(q3[k]); v = _mm256_set1_epi32(q3[k + 1]);
             FR_PAIR_AVX2(a3, u, v, pk, pk + 64) FR_PAIR_AVX2(b3, u, v, pk + 32, pk + 96)
         }
-        acc[0] = a0; acc[1] = b0; acc[2] = a1; acc[3] = b1; acc[4] = a2; acc[5] = b2; acc[6] = a3; acc[7] = b3;
-        if (n4 & 1) fr_rows_tail_avx2(U, F4, p0, acc);
+        c0[0] = a0; c0[1] = b0; c1[0] = a1; c1[1] = b1; c2[0] = a2; c2[1] = b2; c3[0] = a3; c3[1] = b3;
+        if (k < end) fr_rows_tail_avx2(U, F4, rows, k, p0, acc);
+    }
+    /* One query (Ur) against 16 rows over quads [k0, k1), added to acc[0] (rows 0-7), acc[1]. */
+    __attribute__((noinline))
+    static void fr_row16_avx2(const int *Ur, int k0, int k1, const signed char *p0, __m256i *acc) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i a = acc[0], b = acc[1];
+        size_t k = (size_t)k0, end = (size_t)k1;
+        for (; k + 2 <= end; k += 2) {
+            const signed char *pk = p0 + k * 64;
+            __m256i u = _mm256_set1_epi32(Ur[k]), v = _mm256_set1_epi32(Ur[k + 1]);
+            FR_PAIR_AVX2(a, u, v, pk, pk + 64) FR_PAIR_AVX2(b, u, v, pk + 32, pk + 96)
+        }
+        if (k < end) {
+            __m256i u = _mm256_set1_epi32(Ur[k]);
+            a = fr_dp_avx2(a, u, _mm256_loadu_si256((const __m256i *)(p0 + k * 64)), ones);
+            b = fr_dp_avx2(b, u, _mm256_loadu_si256((const __m256i *)(p0 + k * 64 + 32)), ones);
+        }
+        acc[0] = a; acc[1] = b;
+    }
+    /* For each query r < nu and 16-row group g < ng, the least value of isc[i] x_i (x_i: row i's
+       head dot less its correction) at which row i's head bound can reach thr[r], written to
+       tau[r * 32 + g]: the head bound qs isc[i] x_i + qa ierr[i] + qb inorm[i] + qt itail[i] + bias[i]
+       is at most qs isc[i] x_i + (the group's largest error terms); -inf where every row may reach
+       (a heap not yet full, a zero query).  Rounded down by a margin far above float32's errors. */
+    static void fr_head_tau(int nu, int ng, const float *ierr, const float *inorm, const float *itail,
+                            const float *ibias, const float *qs, const float *qa, const float *qb, const float *qt,
+                            const float *thr, float *tau) {
+        float ge[32], gn[32], gt[32], gb[32], gabs[32];
+        for (int g = ng; g < 32; g++) ge[g] = gn[g] = gt[g] = gb[g] = gabs[g] = 0;
+        for (int g = 0; g < ng; g++) {
+            float e = 0, nm = 0, t = 0, b = -INFINITY, ab = 0;
+            for (int j = 16 * g; j < 16 * g + 16; j++) {
+                e = fmaxf(e, ierr[j]); nm = fmaxf(nm, inorm[j]); t = fmaxf(t, itail[j]);
+                if (ibias) { b = fmaxf(b, ibias[j]); ab = fmaxf(ab, fabsf(ibias[j])); }
+            }
+            ge[g] = e; gn[g] = nm; gt[g] = t; gb[g] = ibias ? b : 0; gabs[g] = ab;
+        }
+        for (int r = 0; r < nu; r++) {
+            float *out = tau + (size_t)r * 32;
+            if (!(qs[r] > 0) || !(thr[r] > -INFINITY)) {
+                for (int g = 0; g < ng; g++) out[g] = -INFINITY;
+                continue;
+            }
+            const __m256 inv = _mm256_set1_ps(1.0f / qs[r]), a = _mm256_set1_ps(qa[r]);
+            const __m256 b = _mm256_set1_ps(qb[r]), t = _mm256_set1_ps(qt[r]), th = _mm256_set1_ps(thr[r]);
+            const __m256 margin = _mm256_set1_ps(0x1p-18f), sign = _mm256_set1_ps(-0.0f);
+            for (int g = 0; g < ng; g += 8) {  /* up to 32 groups: the rows past ng are zeros */
+                __m256 slack = _mm256_fmadd_ps(a, _mm256_loadu_ps(ge + g), _mm256_fmadd_ps(
+                    b, _mm256_loadu_ps(gn + g), _mm256_mul_ps(t, _mm256_loadu_ps(gt + g))));
+                __m256 s = _mm256_fmadd_ps(_mm256_add_ps(slack, _mm256_loadu_ps(gabs + g)), margin,
+                                           _mm256_add_ps(slack, _mm256_loadu_ps(gb + g)));  /* rounded up */
+                __m256 v = _mm256_mul_ps(_mm256_sub_ps(th, s), inv);
+                v = _mm256_fnmadd_ps(_mm256_andnot_ps(sign, v), margin, v);  /* rounded down */
+                _mm256_storeu_ps(out + g, v);
+            }
+        }
     }
     /* One query against every group (2 ng2 of them), bounds written straight to out: two groups
        (four chains) in flight. */
@@ -317,7 +387,8 @@ cdef extern from *:
                            const float *qs, const float *qa, const float *qb,
                            const float *isc, const int *icorr, const float *ierr, const float *inorm,
                            const float *ibias, float *out, int ldo, const float *thr,
-                           unsigned long long *flags, int vnni) {
+                           unsigned long long *flags, const int *ichead, const float *itail, const float *qt,
+                           int H4, void *work_space, int *need, int vnni) {
         int full = nu - nu % FR_R;
         for (int r = 0; r < nu; r++) flags[r] = 0;
     #if defined(__AVX512BW__) || defined(__AVX2__)
@@ -333,6 +404,7 @@ cdef extern from *:
         }
     #endif
     #if defined(__AVX512BW__)
+        (void)ichead; (void)itail; (void)qt; (void)H4; (void)work_space; (void)need;  /* no head here */
         for (int g = 0; g < ng2; g++) {  /* pairs of 16-row groups x FR_R queries */
             const signed char *p0 = P + (size_t)(2 * g) * F4 * 64;
             const signed char *p1 = p0 + (size_t)F4 * 64;
@@ -348,11 +420,46 @@ cdef extern from *:
             }
         }
     #elif defined(__AVX2__)
+        /* the head's dots of every query with a group: 2 vectors each, 64-byte aligned */
+        __m256i *work = (__m256i *)(((uintptr_t)work_space + 63) & ~(uintptr_t)63);
+        float *tau = (float *)(work + 2 * (size_t)nu);
+        if (H4 > 0 && H4 < F4 && full > 0) fr_head_tau(full, 2 * ng2, ierr, inorm, itail, ibias, qs, qa, qb, qt, thr, tau);
         for (int g = 0; g < 2 * ng2; g++) {  /* 16-row groups x FR_R queries */
             const signed char *p0 = P + (size_t)g * F4 * 64;
+            if (H4 > 0 && H4 < F4) {
+                /* the head of every query first; then the tails, four queries at a time, of the
+                   queries whose head bound still reaches their threshold (no branch per query) */
+                int n_need = 0;
+                const __m256i ch0 = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(ichead + 16 * g)), FR_CORR_SHIFT);
+                const __m256i ch1 = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(ichead + 16 * g + 8)), FR_CORR_SHIFT);
+                const __m256 sc0 = _mm256_loadu_ps(isc + 16 * g), sc1 = _mm256_loadu_ps(isc + 16 * g + 8);
+                for (int r0 = 0; r0 < full; r0 += FR_R) {
+                    const int rows[4] = {r0, r0 + 1, r0 + 2, r0 + 3};
+                    fr_rows_avx2(U, F4, rows, 0, H4, p0, work, 1);
+                    for (int r = r0; r < r0 + FR_R; r++) {  /* may a row of the group reach thr[r]? */
+                        __m256 t = _mm256_set1_ps(tau[(size_t)r * 32 + g]);
+                        __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r], ch0)), sc0);
+                        __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r + 1], ch1)), sc1);
+                        need[n_need] = r;
+                        n_need += _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, t, _CMP_GE_OQ),
+                                                                  _mm256_cmp_ps(v1, t, _CMP_GE_OQ))) != 0;
+                    }
+                }
+                int i = 0;
+                for (; i + 4 <= n_need; i += 4) fr_rows_avx2(U, F4, need + i, H4, F4, p0, work, 0);
+                for (; i < n_need; i++) fr_row16_avx2(U + (size_t)need[i] * F4, H4, F4, p0, work + 2 * need[i]);
+                for (i = 0; i < n_need; i++) {  /* the others are out of reach: nothing stored, nothing flagged */
+                    int r = need[i];
+                    float *o = out + (size_t)r * ldo;
+                    fr_ub_epi256(work[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], o, thr[r], flags + r);
+                    fr_ub_epi256(work[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], o, thr[r], flags + r);
+                }
+                continue;
+            }
             for (int r0 = 0; r0 < full; r0 += FR_R) {
+                const int rows[4] = {0, 1, 2, 3};
                 __m256i acc[8];
-                fr_rows_avx2(U + (size_t)r0 * F4, F4, p0, acc);
+                fr_rows_avx2(U + (size_t)r0 * F4, F4, rows, 0, F4, p0, acc, 1);
                 for (int r = 0; r < FR_R; r++) {
                     float *o = out + (size_t)(r0 + r) * ldo;
                     fr_ub_epi256(acc[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
@@ -361,7 +468,7 @@ cdef extern from *:
             }
         }
     #else
-        (void)full; (void)vnni;
+        (void)full; (void)vnni; (void)ichead; (void)itail; (void)qt; (void)H4; (void)work_space; (void)need;
         for (int r = 0; r < nu; r++) {  /* portable build: plain loops */
             const unsigned char *u = (const unsigned char *)(U + (size_t)r * F4);
             for (int g = 0; g < 2 * ng2; g++) {
@@ -387,7 +494,8 @@ cdef extern from *:
                     const float *qs, const float *qa, const float *qb,
                     const float *isc, const int *icorr, const float *ierr, const float *inorm,
                     const float *ibias, float *out, int ldo, const float *thr,
-                    unsigned long long *flags, int vnni) nogil
+                    unsigned long long *flags, const int *ichead, const float *itail, const float *qt,
+                    int H4, void *work_space, int *need, int vnni) nogil
 
 
 cdef inline int next_candidate(const floating *row, const floating *bias, int j, int n,
@@ -716,7 +824,8 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
                const unsigned char[::1] exclude_mask, const int[::1] item_ids,
                int[:, ::1] out_ids, float[:, ::1] out_scores, int num_threads,
                const float[::1] direction, const float[:, ::1] suffix_bounds,
-               int block_users=256, int block_items=512, bint vnni=False, int split=1):
+               int block_users=256, int block_items=512, bint vnni=False, int split=1,
+               const int[::1] code_corr_head=None, const float[::1] code_tail=None, int head_quads=0):
     """A batch of queries' best items from 7-bit codes of the rows, rescored exactly.
 
     The items are the norm-sorted rows of a ``RankingIndex`` (``Y``), and
@@ -742,7 +851,10 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
     union of the threads' best k holds the best k), so one query over a large
     catalogue reads it with several cores; while another one-query call runs
     (another thread), it runs on one thread instead, and only row 0 is
-    written.  Other arguments as in ``topk``.
+    written.  ``head_quads`` > 0 (with ``code_corr_head`` and ``code_tail`` from
+    ``packed_codes``): the AVX2 build computes each query's dot with 16 rows over the head
+    quads first and skips the rest where the head's bound (plus |q_tail| ``code_tail[i]``)
+    cannot reach the query's k-th best.  Other arguments as in ``topk``.
     """
     cdef int k = out_ids.shape[1]
     if split < 1 or (split > 1 and Q.shape[0] != 1):
@@ -759,7 +871,7 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
         codes_scan(Q, Y, bias, packed, code_scale, code_corr, code_err, code_norm, seen_indptr, seen_indices,
                    positions, exclude_mask, item_ids, NULL if empty else &out_ids[0, 0],
                    NULL if empty else &out_scores[0, 0], k, num_threads, direction, suffix_bounds, block_users,
-                   block_items, vnni, split)
+                   block_items, vnni, split, code_corr_head, code_tail, head_quads)
     finally:
         if one:
             end_one_query()
@@ -778,7 +890,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                     const unsigned char[::1] exclude_mask, const int[::1] item_ids,
                     int *out_ids, float *out_scores, int k, int num_threads,
                     const float[::1] direction, const float[:, ::1] suffix_bounds,
-                    int block_users, int block_items, bint vnni, int split) except -1:
+                    int block_users, int block_items, bint vnni, int split,
+                    const int[::1] code_corr_head, const float[::1] code_tail, int head_quads) except -1:
     """``topk_codes`` on typed arguments (``CodesScan`` calls it without converting any): the outputs
     are ``split`` (or m) rows of ``k``, contiguous; a split query's rows are left for the caller to merge."""
     cdef int m = Q.shape[0]
@@ -804,6 +917,13 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     cdef float *qab
     cdef float *qbb
     cdef float *thr
+    cdef float *qtb
+    cdef void *head_work
+    cdef int *need_rows
+    cdef const int *ichead
+    cdef const float *itail
+    cdef int head_from
+    cdef double qt
     cdef unsigned long long *runs
     cdef unsigned long long left
     cdef float *warm_s
@@ -841,6 +961,10 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         raise ValueError("seen_indptr must point into seen_indices")
     if use_map and (item_ids.shape[0] != n or positions.shape[0] != n):
         raise ValueError("item_ids and positions must have one entry per item row")
+    if head_quads != 0 and (head_quads < 0 or head_quads >= F4 or head_quads % 2 or code_corr_head is None
+                            or code_tail is None or code_corr_head.shape[0] != n_pad
+                            or code_tail.shape[0] != n_pad):
+        raise ValueError("topk_codes: head_quads must be 0, or even and below the quads, with its arrays")
     if block_items < 32 or block_items > 512 or block_items & (block_items - 1):
         raise ValueError("block_items must be a power of two from 32 to 512")  # a 64-bit word of 8-row runs
     while (1 << block_shift) < block_items:
@@ -856,6 +980,9 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     n_blocks = (m + block_users - 1) // block_users if split == 1 else split
     n_iblocks = (n + block_items - 1) // block_items
     ibias = &bias[0] if use_bias else NULL
+    ichead = &code_corr_head[0] if head_quads > 0 else NULL
+    itail = &code_tail[0] if head_quads > 0 else NULL
+    head_from = 4 * head_quads
 
     with nogil, parallel(num_threads=num_threads):
         S = <float *> malloc(<size_t> block_users * block_items * sizeof(float))
@@ -864,8 +991,10 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         hsize = <int *> malloc(<size_t> block_users * sizeof(int))
         qproj = <float *> malloc(<size_t> 2 * block_users * sizeof(float))
         Ub = <int *> malloc(<size_t> block_users * F4 * sizeof(int))
-        qsb = <float *> malloc(<size_t> 4 * block_users * sizeof(float))  # qs, qa, qb, threshold
+        qsb = <float *> malloc(<size_t> 5 * block_users * sizeof(float))  # qs, qa, qb, threshold, qt
         runs = <unsigned long long *> malloc(<size_t> block_users * sizeof(unsigned long long))
+        head_work = malloc(<size_t> block_users * 192 + 64)  # per query 2 AVX2 vectors, 32 floats; aligned by the tile
+        need_rows = <int *> malloc(<size_t> block_users * sizeof(int))
         warm_s = <float *> malloc(WARM_ROWS * sizeof(float))
         warm_j = <int *> malloc(WARM_ROWS * sizeof(int))
         slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
@@ -876,6 +1005,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
             if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
                     or Ub == NULL or qsb == NULL or runs == NULL or warm_s == NULL or warm_j == NULL
+                    or head_work == NULL or need_rows == NULL
                     or slot == NULL or counts == NULL
                     or sstart == NULL or scur == NULL):
                 failed += 1
@@ -911,6 +1041,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
             qab = qsb + block_users
             qbb = qsb + 2 * block_users
             thr = qsb + 3 * block_users
+            qtb = qsb + 4 * block_users
             bu = u1 - u0
             n_active = bu
             for u in range(bu):
@@ -940,6 +1071,12 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                 qsb[u] = step
                 qab[u] = <float> ((qn + eq) * (1 + 1e-5))
                 qbb[u] = <float> (eq * (1 + 1e-5))
+                qtb[u] = 0
+                if head_quads > 0:  # |q_tail|, the factors after the head
+                    qt = 0
+                    for j in range(head_from, f):
+                        qt = qt + <double> Q[u0 + u, j] * <double> Q[u0 + u, j]
+                    qtb[u] = <float> (sqrt(qt) * (1 + 1e-5))
                 s = dot(&Q[u0 + u, 0], &direction[0], f)
                 qproj[2 * u] = s
                 # q.q from the double sum above: a float32 dot underflows to 0 for |q| < ~1e-19
@@ -958,6 +1095,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                             qsb[a] = qsb[src[a]]
                             qab[a] = qab[src[a]]
                             qbb[a] = qbb[src[a]]
+                            qtb[a] = qtb[src[a]]
                     if n_active == 0:
                         break
                 for a in range(n_active):  # rows below a full heap's root cannot enter: not even stored
@@ -965,7 +1103,9 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                     thr[a] = hs[<size_t> u * k] if hsize[u] == k else -INFINITY
                 fr_i8_tile(Ub, n_active, F4, &packed[<size_t> i0 * F4 * 4], (bi + 31) // 32,
                            qsb, qab, qbb, &code_scale[i0], &code_corr[i0], &code_err[i0], &code_norm[i0],
-                           ibias + i0 if use_bias else NULL, S, block_items, thr, runs, vnni)
+                           ibias + i0 if use_bias else NULL, S, block_items, thr, runs,
+                           ichead + i0 if head_quads > 0 else NULL, itail + i0 if head_quads > 0 else NULL,
+                           qtb, head_quads, head_work, need_rows, vnni)
                 for a in range(n_active):
                     u = slot[a]
                     row = S + <size_t> a * block_items
@@ -1055,6 +1195,8 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         free(Ub)
         free(qsb)
         free(runs)
+        free(head_work)
+        free(need_rows)
         free(warm_s)
         free(warm_j)
         free(slot)
@@ -1095,7 +1237,9 @@ cdef class CodesScan:
     cdef const int[::1] seen_indices
     cdef const int[::1] no_seen
     cdef const unsigned char[::1] no_mask
-    cdef int block_items, max_split, n_items
+    cdef const int[::1] corr_head
+    cdef const float[::1] tail
+    cdef int block_items, max_split, n_items, head_quads
     cdef bint vnni, wide
     cdef readonly int n_users
 
@@ -1104,7 +1248,8 @@ cdef class CodesScan:
                  const float[::1] code_norm, const int[::1] positions, const int[::1] item_ids,
                  const float[::1] direction, const float[:, ::1] suffix_bounds,
                  const float[:, ::1] users, seen_indptr, const int[::1] seen_indices,
-                 int block_items, bint vnni, int max_split):
+                 int block_items, bint vnni, int max_split, const int[::1] code_corr_head=None,
+                 const float[::1] code_tail=None, int head_quads=0):
         import numpy as np
         self.wide = seen_indptr.dtype == np.int64
         if self.wide:
@@ -1128,6 +1273,7 @@ cdef class CodesScan:
         if max_split < 1:
             raise ValueError("CodesScan: max_split must be at least 1")
         self.max_split = max_split  # threads one query may be dealt to (``one_query_split``)
+        self.corr_head, self.tail, self.head_quads = code_corr_head, code_tail, head_quads
 
     def stored(self, int user, long long n, bint exclude_seen, int num_threads):
         """``(ids, scores)`` of stored user ``user``'s best ``n`` items, 1-D, sorted (score desc, id
@@ -1171,7 +1317,7 @@ cdef class CodesScan:
             codes_scan(Q, self.Y, self.bias, self.packed, self.scale, self.corr, self.err, self.norm, seen_indptr,
                        seen_indices, self.positions, self.no_mask, self.item_ids, ip,
                        <float *> cnp.PyArray_DATA(scores), k, split, self.direction, self.suffix, 1,
-                       self.block_items, self.vnni, split)
+                       self.block_items, self.vnni, split, self.corr_head, self.tail, self.head_quads)
         finally:
             end_one_query()
         if split > 1:

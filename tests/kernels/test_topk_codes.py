@@ -11,6 +11,8 @@ integer factors (exact ties, equal norms), duplicated and zero rows, scores
 closer together than the codes' rounding, negative and zero queries, biases,
 seen and excluded items, k beyond the eligible count, and sizes that are not
 multiples of the 16-row groups, the 4-factor quads or the 8-query tiles.
+With 29 factors or more, the AVX2 build first bounds each (query, 16 rows)
+by the head of the factors and skips the tail where the bound cannot reach.
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def run_codes(kernel, Q, Y, bias, seen_rows, mask, k, block_users, block_items, 
     kernel.topk_codes(Q, index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
                       packed.norm, indptr, indices, index.positions(), mask, index.order, ids, scores, threads,
                       index.direction, index.suffix_bounds, block_users=block_users, block_items=block_items,
-                      vnni=vnni, split=split)
+                      vnni=vnni, split=split, code_corr_head=packed.corr_head, code_tail=packed.tail,
+                      head_quads=packed.head_quads)
     return ids[:Q.shape[0]], scores[:Q.shape[0]]
 
 
@@ -69,7 +72,7 @@ VNNI_CHOICES = [False, True] if HAS_VNNI else [False]
 def cases(draw):
     n = draw(st.integers(1, 150))
     m = draw(st.integers(1, 20))
-    f = draw(st.sampled_from([1, 3, 4, 8, 13, 16, 21, 40, 64]))
+    f = draw(st.sampled_from([1, 3, 4, 8, 13, 16, 21, 33, 40, 64, 128]))  # from 29: a head and a tail
     seed = draw(st.integers(0, 2 ** 31 - 1))
     rng = np.random.default_rng(seed)
     kind = draw(st.sampled_from(["integer", "normal", "duplicates", "popular", "close"]))
@@ -175,6 +178,22 @@ def test_packed_codes_bound_the_residual_and_never_saturate():
     np.testing.assert_array_equal(packed.bias[:n], bias)
     assert packed.scale[5] == 0 and not codes[5].any()  # a zero row: only its bias and the rounding term
     assert packed.err[5] <= 1e-5 * packed.norm[5]
+    assert packed.head_quads == 0 and not packed.corr_head.any() and not packed.tail.any()  # 4 quads: no head
+
+
+@pytest.mark.parametrize("f, head", [(28, 0), (29, 4), (40, 6), (64, 10), (128, 20), (130, 20)])
+def test_packed_codes_head_correction_and_tail_norms(f, head):
+    rng = np.random.default_rng(f)
+    n = 50
+    Y = (rng.standard_normal((n, f)) * rng.uniform(1e-2, 1e2, (n, 1))).astype(np.float32)
+    packed = packed_codes(Y, None)
+    f4, n_pad = -(-f // 4), 64
+    assert packed.head_quads == head and head % 2 == 0
+    codes = packed.codes.reshape(n_pad // 16, f4, 16, 4).transpose(0, 2, 1, 3).reshape(n_pad, 4 * f4)
+    np.testing.assert_array_equal(packed.corr_head[:n], 128 * codes[:n, :4 * head].sum(axis=1, dtype=np.int64))
+    tails = np.linalg.norm(Y[:, 4 * head:].astype(np.float64), axis=1) if head else np.zeros(n)
+    assert np.all(packed.tail[:n] >= tails) and np.all(packed.tail[:n] <= tails * (1 + 1e-5) + 1e-30)
+    assert not packed.tail[n:].any() and not packed.corr_head[n:].any()
 
 
 def test_top_k_batches_take_the_codes_path_on_vector_builds(monkeypatch):
@@ -215,7 +234,7 @@ def test_index_with_items_keeps_exact_answers(topk_kernel, with_bias):
     recomputed over the rows as they are (an item made huge, one made zero, one flipped), and the
     packed codes of the changed rows equal a fresh packing; answers equal the full scan."""
     rng = np.random.default_rng(7)
-    n, f, m = 300, 24, 25
+    n, f, m = 300, 40, 25  # 40 factors: a head of 24 and a tail
     Y = (rng.standard_normal((n, f)) * rng.uniform(0.1, 2, (n, 1))).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
     index = RankingIndex.build(Y, bias)
@@ -233,7 +252,8 @@ def test_index_with_items_keeps_exact_answers(topk_kernel, with_bias):
     assert index.factors[index.positions()[items[0]]].tolist() == Y[items[0]].tolist()  # the old index unchanged
     fresh = packed_codes(patched.factors, patched.bias)
     got = patched.packed()
-    for name in ("codes", "scale", "corr", "err", "norm", "bias"):
+    assert got.head_quads == fresh.head_quads == 6
+    for name in ("codes", "scale", "corr", "err", "norm", "bias", "corr_head", "tail"):
         np.testing.assert_array_equal(getattr(got, name), getattr(fresh, name))
     rebuilt_bounds = RankingIndex(patched.order, patched.factors, patched.bias, patched.direction,
                                   patched.suffix_bounds)
@@ -247,7 +267,8 @@ def test_index_with_items_keeps_exact_answers(topk_kernel, with_bias):
     topk_kernel.topk_codes(Q, patched.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
                            packed.norm, indptr, np.concatenate([np.sort(r) for r in seen_rows]),
                            patched.positions(), EU, patched.order, ids, scores, 2, patched.direction,
-                           patched.suffix_bounds, block_users=8, block_items=32, vnni=HAS_VNNI)
+                           patched.suffix_bounds, block_users=8, block_items=32, vnni=HAS_VNNI,
+                           code_corr_head=packed.corr_head, code_tail=packed.tail, head_quads=packed.head_quads)
     want_ids, want_scores = full_scan(topk_kernel, Q, Y2, bias, seen_rows, EU, 10)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(scores, want_scores)
@@ -300,7 +321,8 @@ def bound_scan(kernel, Q, Y, bias, seen_rows, block_items, vnni, wide, max_split
     indices = np.concatenate([np.sort(r) for r in seen_rows]).astype(np.int32)
     return kernel.CodesScan(index.factors, packed.bias, packed.codes, packed.scale, packed.corr, packed.err,
                             packed.norm, index.positions(), index.order, index.direction, index.suffix_bounds,
-                            Q, indptr, indices, block_items, vnni, max_split)
+                            Q, indptr, indices, block_items, vnni, max_split, packed.corr_head, packed.tail,
+                            packed.head_quads)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -392,3 +414,31 @@ def test_bound_scan_answers_concurrent_queries_exactly(topk_kernel):
     with pytest.raises(IndexError):
         scan.stored(40, 7, True, 2)
     assert topk_kernel.one_queries_in_flight() == 0
+
+
+@st.composite
+def head_cases(draw):
+    """Factors whose last dimensions are zero (the head bound is the whole bound, so it decides), with
+    biases larger than the scores' spread: a head bound that lost its bias or tail term skips rows
+    that belong in the answer."""
+    seed = draw(st.integers(0, 2 ** 31 - 1))
+    rng = np.random.default_rng(seed)
+    n, m, f = draw(st.integers(40, 300)), draw(st.integers(4, 24)), draw(st.sampled_from([40, 64, 100]))
+    live = draw(st.integers(f // 2, f))  # dimensions past this are zero in the rows
+    Y = np.zeros((n, f), np.float32)
+    Y[:, :live] = rng.standard_normal((n, live)) * (1 + rng.pareto(2.0, (n, 1)))
+    Q = rng.standard_normal((m, f)).astype(np.float32)
+    bias = (rng.standard_normal(n) * draw(st.sampled_from([0.0, 1.0, 5.0]))).astype(np.float32)
+    seen_rows = [rng.choice(n, size=int(rng.integers(0, n // 4)), replace=False).astype(np.int32)
+                 for _ in range(m)]
+    return Q, Y, bias if draw(st.booleans()) else None, seen_rows, EU, draw(st.integers(1, 12))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=head_cases(), threads=st.sampled_from([1, 2]))
+def test_head_bound_skips_only_rows_out_of_reach(topk_kernel, case, threads):
+    Q, Y, bias, seen_rows, mask, k = case
+    got_ids, got_scores = run_codes(topk_kernel, Q, Y, bias, seen_rows, mask, k, 64, 32, threads, False)
+    want_ids, want_scores = full_scan(topk_kernel, Q, Y, bias, seen_rows, mask, k)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_array_equal(got_scores, want_scores)
