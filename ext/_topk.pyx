@@ -250,13 +250,15 @@ cdef extern from *:
             c[1] = fr_dp_avx2(c[1], u, y1, ones);
         }
     }
-    /* The 4 queries rows[0..3] against 16 rows over quads [k0, k1), added to acc[2 rows[i]] (rows
-       0-7) and acc[2 rows[i] + 1] (or written there, from_zero).  Not inlined: inside fr_i8_tile three accumulators went to the
-       stack. */
+    /* The queries rows[0..n_rows) (n_rows a multiple of 4) against 16 rows over quads [k0, k1), four
+       at a time, added to acc[2 rows[i]] (rows 0-7) and acc[2 rows[i] + 1] (or written there,
+       from_zero).  Not inlined: inside fr_i8_tile three accumulators went to the stack. */
     __attribute__((noinline))
-    static void fr_rows_avx2(const int *U, int F4, const int *rows, int k0, int k1, const signed char *p0,
-                             __m256i *acc, int from_zero) {
-        const __m256i ones = _mm256_set1_epi16(1);
+    static void fr_rows_avx2(const int *U, int F4, const int *rows_all, int n_rows, int k0, int k1,
+                             const signed char *p0, __m256i *acc, int from_zero) {
+      const __m256i ones = _mm256_set1_epi16(1);
+      for (int blk = 0; blk + 4 <= n_rows; blk += 4) {
+        const int *rows = rows_all + blk;
         const int *q0 = U + (size_t)rows[0] * F4, *q1 = U + (size_t)rows[1] * F4;
         const int *q2 = U + (size_t)rows[2] * F4, *q3 = U + (size_t)rows[3] * F4;
         __m256i *c0 = acc + 2 * (size_t)rows[0], *c1 = acc + 2 * (size_t)rows[1];
@@ -282,6 +284,7 @@ cdef extern from *:
         }
         c0[0] = a0; c0[1] = b0; c1[0] = a1; c1[1] = b1; c2[0] = a2; c2[1] = b2; c3[0] = a3; c3[1] = b3;
         if (k < end) fr_rows_tail_avx2(U, F4, rows, k, p0, acc);
+      }
     }
     /* One query (Ur) against 16 rows over quads [k0, k1), added to acc[0] (rows 0-7), acc[1]. */
     __attribute__((noinline))
@@ -429,13 +432,13 @@ cdef extern from *:
             if (H4 > 0 && H4 < F4) {
                 /* the head of every query first; then the tails, four queries at a time, of the
                    queries whose head bound still reaches their threshold (no branch per query) */
-                int n_need = 0;
+                int n_need = 0, *every = need + nu;
+                for (int r = 0; r < full; r++) every[r] = r;
+                fr_rows_avx2(U, F4, every, full, 0, H4, p0, work, 1);
                 const __m256i ch0 = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(ichead + 16 * g)), FR_CORR_SHIFT);
                 const __m256i ch1 = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(ichead + 16 * g + 8)), FR_CORR_SHIFT);
                 const __m256 sc0 = _mm256_loadu_ps(isc + 16 * g), sc1 = _mm256_loadu_ps(isc + 16 * g + 8);
                 for (int r0 = 0; r0 < full; r0 += FR_R) {
-                    const int rows[4] = {r0, r0 + 1, r0 + 2, r0 + 3};
-                    fr_rows_avx2(U, F4, rows, 0, H4, p0, work, 1);
                     for (int r = r0; r < r0 + FR_R; r++) {  /* may a row of the group reach thr[r]? */
                         __m256 t = _mm256_set1_ps(tau[(size_t)r * 32 + g]);
                         __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r], ch0)), sc0);
@@ -445,8 +448,8 @@ cdef extern from *:
                                                                   _mm256_cmp_ps(v1, t, _CMP_GE_OQ))) != 0;
                     }
                 }
-                int i = 0;
-                for (; i + 4 <= n_need; i += 4) fr_rows_avx2(U, F4, need + i, H4, F4, p0, work, 0);
+                int i = n_need - n_need % 4;
+                fr_rows_avx2(U, F4, need, i, H4, F4, p0, work, 0);
                 for (; i < n_need; i++) fr_row16_avx2(U + (size_t)need[i] * F4, H4, F4, p0, work + 2 * need[i]);
                 for (i = 0; i < n_need; i++) {  /* the others are out of reach: nothing stored, nothing flagged */
                     int r = need[i];
@@ -459,7 +462,7 @@ cdef extern from *:
             for (int r0 = 0; r0 < full; r0 += FR_R) {
                 const int rows[4] = {0, 1, 2, 3};
                 __m256i acc[8];
-                fr_rows_avx2(U + (size_t)r0 * F4, F4, rows, 0, F4, p0, acc, 1);
+                fr_rows_avx2(U + (size_t)r0 * F4, F4, rows, 4, 0, F4, p0, acc, 1);
                 for (int r = 0; r < FR_R; r++) {
                     float *o = out + (size_t)(r0 + r) * ldo;
                     fr_ub_epi256(acc[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
@@ -994,7 +997,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         qsb = <float *> malloc(<size_t> 5 * block_users * sizeof(float))  # qs, qa, qb, threshold, qt
         runs = <unsigned long long *> malloc(<size_t> block_users * sizeof(unsigned long long))
         head_work = malloc(<size_t> block_users * 192 + 64)  # per query 2 AVX2 vectors, 32 floats; aligned by the tile
-        need_rows = <int *> malloc(<size_t> block_users * sizeof(int))
+        need_rows = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and every row, the second half
         warm_s = <float *> malloc(WARM_ROWS * sizeof(float))
         warm_j = <int *> malloc(WARM_ROWS * sizeof(int))
         slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
