@@ -427,7 +427,7 @@ cdef extern from *:
         __m256i *work = (__m256i *)(((uintptr_t)work_space + 63) & ~(uintptr_t)63);
         float *tau = (float *)(work + 2 * (size_t)nu);
         if (H4 > 0 && H4 < F4 && full > 0) fr_head_tau(full, 2 * ng2, ierr, inorm, itail, ibias, qs, qa, qb, qt, thr, tau);
-        for (int g = 0; g < 2 * ng2; g++) {  /* 16-row groups x FR_R queries */
+        for (int g = 0; g < (full > 0 ? 2 * ng2 : 0); g++) {  /* 16-row groups x FR_R queries (if any) */
             const signed char *p0 = P + (size_t)g * F4 * 64;
             if (H4 > 0 && H4 < F4) {
                 /* the head of every query first; then the tails, four queries at a time, of the
@@ -886,6 +886,11 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
 DEF WARM_ROWS = 32
 
 
+cdef inline size_t _up64(size_t nbytes) noexcept nogil:
+    """``nbytes`` rounded up to a multiple of 64 (a cache line)."""
+    return (nbytes + 63) & ~(<size_t> 63)
+
+
 cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bias,
                     const signed char[::1] packed, const float[::1] code_scale, const int[::1] code_corr,
                     const float[::1] code_err, const float[::1] code_norm,
@@ -921,6 +926,9 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     cdef float *qbb
     cdef float *thr
     cdef float *qtb
+    cdef char *scratch
+    cdef size_t o_hs, o_hi, o_hsize, o_qproj, o_ub, o_qsb, o_runs, o_head, o_need, o_warm_s, o_warm_j
+    cdef size_t o_slot, o_counts, o_sstart, o_scur, scratch_bytes
     cdef void *head_work
     cdef int *need_rows
     cdef const int *ichead
@@ -986,31 +994,45 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     ichead = &code_corr_head[0] if head_quads > 0 else NULL
     itail = &code_tail[0] if head_quads > 0 else NULL
     head_from = 4 * head_quads
+    o_hs = 0
+    o_hi = o_hs + _up64(<size_t> block_users * k * sizeof(float))
+    o_hsize = o_hi + _up64(<size_t> block_users * k * sizeof(int))
+    o_qproj = o_hsize + _up64(<size_t> block_users * sizeof(int))
+    o_ub = o_qproj + _up64(<size_t> 2 * block_users * sizeof(float))
+    o_qsb = o_ub + _up64(<size_t> block_users * F4 * sizeof(int))
+    o_runs = o_qsb + _up64(<size_t> 5 * block_users * sizeof(float))
+    o_head = o_runs + _up64(<size_t> block_users * sizeof(unsigned long long))
+    o_need = o_head + _up64(<size_t> block_users * 192 + 64)
+    o_warm_s = o_need + _up64(<size_t> 2 * block_users * sizeof(int))
+    o_warm_j = o_warm_s + _up64(WARM_ROWS * sizeof(float))
+    o_slot = o_warm_j + _up64(WARM_ROWS * sizeof(int))
+    o_counts = o_slot + _up64(<size_t> 2 * block_users * sizeof(int))
+    o_sstart = o_counts + _up64(<size_t> (n_iblocks + 1) * sizeof(int))
+    o_scur = o_sstart + _up64(<size_t> (block_users + 1) * sizeof(long long))
+    scratch_bytes = o_scur + _up64(<size_t> block_users * sizeof(long long))
 
     with nogil, parallel(num_threads=num_threads):
         S = <float *> malloc(<size_t> block_users * block_items * sizeof(float))
-        hs = <float *> malloc(<size_t> block_users * k * sizeof(float))
-        hi = <int *> malloc(<size_t> block_users * k * sizeof(int))
-        hsize = <int *> malloc(<size_t> block_users * sizeof(int))
-        qproj = <float *> malloc(<size_t> 2 * block_users * sizeof(float))
-        Ub = <int *> malloc(<size_t> block_users * F4 * sizeof(int))
-        qsb = <float *> malloc(<size_t> 5 * block_users * sizeof(float))  # qs, qa, qb, threshold, qt
-        runs = <unsigned long long *> malloc(<size_t> block_users * sizeof(unsigned long long))
-        head_work = malloc(<size_t> block_users * 192 + 64)  # per query 2 AVX2 vectors, 32 floats; aligned by the tile
-        need_rows = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and every row, the second half
-        warm_s = <float *> malloc(WARM_ROWS * sizeof(float))
-        warm_j = <int *> malloc(WARM_ROWS * sizeof(int))
-        slot = <int *> malloc(<size_t> 2 * block_users * sizeof(int))  # and src, the second half
+        # the per-query arrays in one block (a one-user query makes a few calls less to malloc)
+        scratch = <char *> malloc(scratch_bytes)
+        hs = <float *> (scratch + o_hs)
+        hi = <int *> (scratch + o_hi)
+        hsize = <int *> (scratch + o_hsize)
+        qproj = <float *> (scratch + o_qproj)
+        Ub = <int *> (scratch + o_ub)
+        qsb = <float *> (scratch + o_qsb)  # qs, qa, qb, threshold, qt
+        runs = <unsigned long long *> (scratch + o_runs)
+        head_work = <void *> (scratch + o_head)  # per query 2 AVX2 vectors, 32 floats; aligned by the tile
+        need_rows = <int *> (scratch + o_need)  # and every row, the second half
+        warm_s = <float *> (scratch + o_warm_s)
+        warm_j = <int *> (scratch + o_warm_j)
+        slot = <int *> (scratch + o_slot)  # and src, the second half
         src = slot + block_users
-        counts = <int *> malloc(<size_t> (n_iblocks + 1) * sizeof(int))
-        sstart = <long long *> malloc(<size_t> (block_users + 1) * sizeof(long long))
-        scur = <long long *> malloc(<size_t> block_users * sizeof(long long))
+        counts = <int *> (scratch + o_counts)
+        sstart = <long long *> (scratch + o_sstart)
+        scur = <long long *> (scratch + o_scur)
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
-            if (S == NULL or hs == NULL or hi == NULL or hsize == NULL or qproj == NULL
-                    or Ub == NULL or qsb == NULL or runs == NULL or warm_s == NULL or warm_j == NULL
-                    or head_work == NULL or need_rows == NULL
-                    or slot == NULL or counts == NULL
-                    or sstart == NULL or scur == NULL):
+            if S == NULL or scratch == NULL:
                 failed += 1
                 continue
             spos = NULL
@@ -1191,21 +1213,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                                   out_ids + <size_t> (u0 + u if split == 1 else blk) * k)
             free(spos)
         free(S)
-        free(hs)
-        free(hi)
-        free(hsize)
-        free(qproj)
-        free(Ub)
-        free(qsb)
-        free(runs)
-        free(head_work)
-        free(need_rows)
-        free(warm_s)
-        free(warm_j)
-        free(slot)
-        free(counts)
-        free(sstart)
-        free(scur)
+        free(scratch)
     if failed:
         raise MemoryError("top-K scratch buffers could not be allocated")
     return 0
