@@ -58,7 +58,16 @@ class FactorModel(ColdStartMixin, Recommender):
         raise NotImplementedError(f"{type(self).__name__} cannot compute factors for new users")
 
     def _queries(self, state: FittedState, user_ids: np.ndarray) -> np.ndarray:
-        """The query vectors of stored users."""
+        """The query vectors of stored users: a read-only view of the stored rows when the ids are a
+        run of consecutive stored users without pending updates (a batch over every user copies no
+        vectors), else a gathered copy."""
+        base = state.user_factors if state.pending is None else None
+        if (base is not None and user_ids.size > 1 and base.flags.c_contiguous
+                and 0 <= user_ids[0] and user_ids[-1] < base.shape[0]
+                and user_ids[-1] - user_ids[0] == user_ids.size - 1 and bool(np.all(np.diff(user_ids) == 1))):
+            view = base[int(user_ids[0]):int(user_ids[-1]) + 1].view()
+            view.flags.writeable = False
+            return view
         return state.factor_rows("users", user_ids)
 
     def _recommend_one(self, state: FittedState, user: int, n: int, exclude_seen: bool

@@ -174,3 +174,23 @@ def test_candidates_cap_the_columns_with_rows():
             got = ids[k][ids[k] >= 0]
             assert set(got.tolist()) == allowed
             assert np.all(np.isneginf(scores[k][ids[k] < 0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_run_of_consecutive_users_ranks_as_any_other_order(dtype):
+    """Consecutive stored users are ranked from a read-only view of the stored vectors (no copy): the
+    answers are those of the same users asked in another order, and the view cannot be written."""
+    model, _ = fitted_model(dtype)
+    run = np.arange(10, 70)
+    ids, scores = model.recommend(run, n=7)
+    back_ids, back_scores = model.recommend(run[::-1], n=7)
+    np.testing.assert_array_equal(ids, back_ids[::-1])
+    np.testing.assert_array_equal(scores, back_scores[::-1])
+    state = model._state
+    queries = model._queries(state, run)
+    np.testing.assert_array_equal(queries, state.user_factors[10:70])
+    assert not queries.flags.writeable and np.shares_memory(queries, state.user_factors)
+    with pytest.raises(ValueError):
+        queries[0, 0] = 1
+    gathered = model._queries(state, np.array([3, 5, 4]))  # not a run: a copy
+    assert not np.shares_memory(gathered, state.user_factors)
