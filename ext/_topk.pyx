@@ -304,26 +304,26 @@ cdef extern from *:
         }
         acc[0] = a; acc[1] = b;
     }
-    /* For each query r < nu and 16-row group g < ng, the least value of isc[i] x_i (x_i: row i's
+    /* For each query r < nu and run of 8 rows g < ng, the least value of isc[i] x_i (x_i: row i's
        head dot less its correction) at which row i's head bound can reach thr[r], written to
-       tau[r * 32 + g]: the head bound qs isc[i] x_i + qa ierr[i] + qb inorm[i] + qt itail[i] + bias[i]
-       is at most qs isc[i] x_i + (the group's largest error terms); -inf where every row may reach
+       tau[r * 64 + g]: the head bound qs isc[i] x_i + qa ierr[i] + qb inorm[i] + qt itail[i] + bias[i]
+       is at most qs isc[i] x_i + (the run's largest error terms); -inf where every row may reach
        (a heap not yet full, a zero query).  Rounded down by a margin far above float32's errors. */
     static void fr_head_tau(int nu, int ng, const float *ierr, const float *inorm, const float *itail,
                             const float *ibias, const float *qs, const float *qa, const float *qb, const float *qt,
                             const float *thr, float *tau) {
-        float ge[32], gn[32], gt[32], gb[32], gabs[32];
-        for (int g = ng; g < 32; g++) ge[g] = gn[g] = gt[g] = gb[g] = gabs[g] = 0;
+        float ge[64], gn[64], gt[64], gb[64], gabs[64];
+        for (int g = ng; g < 64; g++) ge[g] = gn[g] = gt[g] = gb[g] = gabs[g] = 0;
         for (int g = 0; g < ng; g++) {
             float e = 0, nm = 0, t = 0, b = -INFINITY, ab = 0;
-            for (int j = 16 * g; j < 16 * g + 16; j++) {
+            for (int j = 8 * g; j < 8 * g + 8; j++) {
                 e = fmaxf(e, ierr[j]); nm = fmaxf(nm, inorm[j]); t = fmaxf(t, itail[j]);
                 if (ibias) { b = fmaxf(b, ibias[j]); ab = fmaxf(ab, fabsf(ibias[j])); }
             }
             ge[g] = e; gn[g] = nm; gt[g] = t; gb[g] = ibias ? b : 0; gabs[g] = ab;
         }
         for (int r = 0; r < nu; r++) {
-            float *out = tau + (size_t)r * 32;
+            float *out = tau + (size_t)r * 64;
             if (!(qs[r] > 0) || !(thr[r] > -INFINITY)) {
                 for (int g = 0; g < ng; g++) out[g] = -INFINITY;
                 continue;
@@ -331,7 +331,7 @@ cdef extern from *:
             const __m256 inv = _mm256_set1_ps(1.0f / qs[r]), a = _mm256_set1_ps(qa[r]);
             const __m256 b = _mm256_set1_ps(qb[r]), t = _mm256_set1_ps(qt[r]), th = _mm256_set1_ps(thr[r]);
             const __m256 margin = _mm256_set1_ps(0x1p-18f), sign = _mm256_set1_ps(-0.0f);
-            for (int g = 0; g < ng; g += 8) {  /* up to 32 groups: the rows past ng are zeros */
+            for (int g = 0; g < ng; g += 8) {  /* up to 64 runs: the rows past ng are zeros */
                 __m256 slack = _mm256_fmadd_ps(a, _mm256_loadu_ps(ge + g), _mm256_fmadd_ps(
                     b, _mm256_loadu_ps(gn + g), _mm256_mul_ps(t, _mm256_loadu_ps(gt + g))));
                 __m256 s = _mm256_fmadd_ps(_mm256_add_ps(slack, _mm256_loadu_ps(gabs + g)), margin,
@@ -426,7 +426,7 @@ cdef extern from *:
         /* the head's dots of every query with a group: 2 vectors each, 64-byte aligned */
         __m256i *work = (__m256i *)(((uintptr_t)work_space + 63) & ~(uintptr_t)63);
         float *tau = (float *)(work + 2 * (size_t)nu);
-        if (H4 > 0 && H4 < F4 && full > 0) fr_head_tau(full, 2 * ng2, ierr, inorm, itail, ibias, qs, qa, qb, qt, thr, tau);
+        if (H4 > 0 && H4 < F4 && full > 0) fr_head_tau(full, 4 * ng2, ierr, inorm, itail, ibias, qs, qa, qb, qt, thr, tau);
         for (int g = 0; g < (full > 0 ? 2 * ng2 : 0); g++) {  /* 16-row groups x FR_R queries (if any) */
             const signed char *p0 = P + (size_t)g * F4 * 64;
             if (H4 > 0 && H4 < F4) {
@@ -440,12 +440,12 @@ cdef extern from *:
                 const __m256 sc0 = _mm256_loadu_ps(isc + 16 * g), sc1 = _mm256_loadu_ps(isc + 16 * g + 8);
                 for (int r0 = 0; r0 < full; r0 += FR_R) {
                     for (int r = r0; r < r0 + FR_R; r++) {  /* may a row of the group reach thr[r]? */
-                        __m256 t = _mm256_set1_ps(tau[(size_t)r * 32 + g]);
+                        const float *tr = tau + (size_t)r * 64 + 2 * g;
                         __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r], ch0)), sc0);
                         __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r + 1], ch1)), sc1);
                         need[n_need] = r;
-                        n_need += _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, t, _CMP_GE_OQ),
-                                                                  _mm256_cmp_ps(v1, t, _CMP_GE_OQ))) != 0;
+                        n_need += _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, _mm256_set1_ps(tr[0]), _CMP_GE_OQ),
+                                                                  _mm256_cmp_ps(v1, _mm256_set1_ps(tr[1]), _CMP_GE_OQ))) != 0;
                     }
                 }
                 int i = n_need - n_need % 4;
@@ -1002,7 +1002,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
     o_qsb = o_ub + _up64(<size_t> block_users * F4 * sizeof(int))
     o_runs = o_qsb + _up64(<size_t> 5 * block_users * sizeof(float))
     o_head = o_runs + _up64(<size_t> block_users * sizeof(unsigned long long))
-    o_need = o_head + _up64(<size_t> block_users * 192 + 64)
+    o_need = o_head + _up64(<size_t> block_users * 320 + 64)
     o_warm_s = o_need + _up64(<size_t> 2 * block_users * sizeof(int))
     o_warm_j = o_warm_s + _up64(WARM_ROWS * sizeof(float))
     o_slot = o_warm_j + _up64(WARM_ROWS * sizeof(int))
@@ -1022,7 +1022,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
         Ub = <int *> (scratch + o_ub)
         qsb = <float *> (scratch + o_qsb)  # qs, qa, qb, threshold, qt
         runs = <unsigned long long *> (scratch + o_runs)
-        head_work = <void *> (scratch + o_head)  # per query 2 AVX2 vectors, 32 floats; aligned by the tile
+        head_work = <void *> (scratch + o_head)  # per query 2 AVX2 vectors, 64 floats; aligned by the tile
         need_rows = <int *> (scratch + o_need)  # and every row, the second half
         warm_s = <float *> (scratch + o_warm_s)
         warm_j = <int *> (scratch + o_warm_j)
