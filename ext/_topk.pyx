@@ -92,10 +92,12 @@ cdef extern from *:
        (2 * 2 * 127 * 63 < 32767) before one vpmaddwd, a quarter fewer multiply instructions
        where there is no VNNI; its corr is then 64 sum c, half the stored 128 sum c. */
     #if defined(__AVX2__) && !defined(__AVX512BW__)
+    #define FR_HEAD 1  /* the head/tail split of the tile (no VNNI here) */
     #define FR_QMAX 63
     #define FR_QOFF 64
     #define FR_CORR_SHIFT 1
     #else
+    #define FR_HEAD 0
     #define FR_QMAX 127
     #define FR_QOFF 128
     #define FR_CORR_SHIFT 0
@@ -492,6 +494,7 @@ cdef extern from *:
     int fr_topk_next(const float *row, const float *bias, int j, int n, float thr) nogil
     int fr_ctz64(unsigned long long x) nogil
     const int FR_QMAX
+    const int FR_HEAD
     const int FR_QOFF
     void fr_i8_tile(const int *U, int nu, int F4, const signed char *P, int ng2,
                     const float *qs, const float *qa, const float *qb,
@@ -1097,7 +1100,7 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                 qab[u] = <float> ((qn + eq) * (1 + 1e-5))
                 qbb[u] = <float> (eq * (1 + 1e-5))
                 qtb[u] = 0
-                if head_quads > 0:  # |q_tail|, the factors after the head
+                if head_quads > 0 and FR_HEAD and bu >= 4:  # |q_tail|, the factors after the head
                     qt = 0
                     for j in range(head_from, f):
                         qt = qt + <double> Q[u0 + u, j] * <double> Q[u0 + u, j]
