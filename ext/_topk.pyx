@@ -889,6 +889,18 @@ def topk_codes(const float[:, ::1] Q, const float[:, ::1] Y, const float[::1] bi
 DEF WARM_ROWS = 32
 
 
+cdef inline void offer_row(const float *y, const float *q, int f, const float *bias, int item, float *heap_scores,
+                           int *heap_ids, int *size, int k) noexcept nogil:
+    """Score row ``y`` for query ``q`` exactly (the dot of ``pair_scores``, plus ``*bias`` if given) and
+    push ``item`` into the query's heap if it enters."""
+    cdef float s = dot(y, q, f)
+    if bias != NULL:
+        s = s + bias[0]
+    if size[0] == k and s < heap_scores[0]:
+        return
+    heap_push(heap_scores, heap_ids, size, k, s, item)
+
+
 cdef inline size_t _up64(size_t nbytes) noexcept nogil:
     """``nbytes`` rounded up to a multiple of 64 (a cache line)."""
     return (nbytes + 63) & ~(<size_t> 63)
@@ -1178,14 +1190,9 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                             i = i0 + warm_j[t]
                             S[<size_t> a * block_items + warm_j[t]] = NAN  # scored now: the scan below passes it by
                             item = item_ids[i] if use_map else i
-                            if use_mask and exclude_mask[item]:
-                                continue
-                            s = dot(&Y[i, 0], &Q[u0 + u, 0], f)
-                            if use_bias:
-                                s = s + ibias[i]
-                            if hsize[u] == k and s < hsu[0]:
-                                continue
-                            heap_push(hsu, hiu, &hsize[u], k, s, item)
+                            if not (use_mask and exclude_mask[item]):
+                                offer_row(&Y[i, 0], &Q[u0 + u, 0], f, ibias + i if use_bias else NULL, item,
+                                          hsu, hiu, &hsize[u], k)
                     left = runs[a]
                     while left != 0:  # the runs of 8 rows the tile stored: some bound reached thr[a]
                         j = 8 * fr_ctz64(left)
@@ -1201,14 +1208,9 @@ cdef int codes_scan(const float[:, ::1] Q, const float[:, ::1] Y, const float[::
                             if row[i - i0] != row[i - i0]:  # seen (reached only while the heap fills)
                                 continue
                             item = item_ids[i] if use_map else i
-                            if use_mask and exclude_mask[item]:
-                                continue
-                            s = dot(&Y[i, 0], &Q[u0 + u, 0], f)
-                            if use_bias:
-                                s = s + ibias[i]
-                            if hsize[u] == k and s < hsu[0]:
-                                continue
-                            heap_push(hsu, hiu, &hsize[u], k, s, item)
+                            if not (use_mask and exclude_mask[item]):
+                                offer_row(&Y[i, 0], &Q[u0 + u, 0], f, ibias + i if use_bias else NULL, item,
+                                          hsu, hiu, &hsize[u], k)
                 ib = ib + split
             for u in range(bu):
                 heap_drain_sorted(hs + <size_t> u * k, hi + <size_t> u * k, hsize[u], k,
