@@ -119,15 +119,15 @@ cdef extern from *:
     static inline void fr_ub_epi512(__m512i a, int col, const float *isc, const int *icorr,
                                     const float *ierr, const float *inorm, const float *ibias,
                                     float qs, float qa, float qb, float *out, float thr,
-                                    unsigned long long *flag) {
+                                    unsigned long long *flag, int branchless) {
         __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_loadu_si512((const void *)(icorr + col))));
         v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(qs), _mm512_loadu_ps(isc + col)));
         v = _mm512_fmadd_ps(_mm512_set1_ps(qa), _mm512_loadu_ps(ierr + col), v);
         v = _mm512_fmadd_ps(_mm512_set1_ps(qb), _mm512_loadu_ps(inorm + col), v);
         if (ibias) v = _mm512_add_ps(v, _mm512_loadu_ps(ibias + col));
         __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_set1_ps(thr), _CMP_GE_OQ);
-        if (m) {  /* rare once the heap is full: the rest is never stored nor read */
-            _mm512_storeu_ps(out + col, v);
+        if (branchless || m) {  /* rare once the heap is full: the rest is never stored nor read */
+            _mm512_storeu_ps(out + col, v);  /* (one query's row: storing costs less than the branch) */
             *flag |= (unsigned long long)((m & 0xff) != 0) << (col >> 3)
                      | (unsigned long long)((m >> 8) != 0) << ((col >> 3) + 1);
         }
@@ -163,10 +163,10 @@ cdef extern from *:
                 a2 = DP(a2, u, _mm512_loadu_si512((const void *)(p2 + (size_t)k * 64)));          \
                 a3 = DP(a3, u, _mm512_loadu_si512((const void *)(p3 + (size_t)k * 64)));          \
             }                                                                                    \
-            fr_ub_epi512(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);           \
-            fr_ub_epi512(a1, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);      \
-            fr_ub_epi512(a2, 16 * g + 32, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);      \
-            fr_ub_epi512(a3, 16 * g + 48, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);      \
+            fr_ub_epi512(a0, 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag, 1);           \
+            fr_ub_epi512(a1, 16 * g + 16, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag, 1);      \
+            fr_ub_epi512(a2, 16 * g + 32, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag, 1);      \
+            fr_ub_epi512(a3, 16 * g + 48, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag, 1);      \
         }                                                                                        \
         for (; g < 2 * ng2; g++) {                                                               \
             const signed char *p0 = P + (size_t)g * F4 * 64;                                     \
@@ -177,7 +177,7 @@ cdef extern from *:
                 a1 = DP(a1, _mm512_set1_epi32(U[k + 1]), _mm512_loadu_si512((const void *)(p0 + (size_t)(k + 1) * 64)));  \
             }                                                                                    \
             if (k < F4) a0 = DP(a0, _mm512_set1_epi32(U[k]), _mm512_loadu_si512((const void *)(p0 + (size_t)k * 64)));  \
-            fr_ub_epi512(_mm512_add_epi32(a0, a1), 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag);  \
+            fr_ub_epi512(_mm512_add_epi32(a0, a1), 16 * g, isc, icorr, ierr, inorm, ibias, qs, qa, qb, out, thr, flag, 1);  \
         }
     #define FR_DP_VNNI(a, u, y) _mm512_dpbusd_epi32(a, u, y)
     #define FR_DP_BW(a, u, y) _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_maddubs_epi16(u, y), ones))
@@ -419,8 +419,8 @@ cdef extern from *:
                 else fr_rows_bw(U + (size_t)r0 * F4, F4, p0, p1, acc);
                 for (int r = 0; r < FR_R; r++) {
                     float *o = out + (size_t)(r0 + r) * ldo;
-                    fr_ub_epi512(acc[2 * r], 32 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
-                    fr_ub_epi512(acc[2 * r + 1], 32 * g + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
+                    fr_ub_epi512(acc[2 * r], 32 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r, 0);
+                    fr_ub_epi512(acc[2 * r + 1], 32 * g + 16, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r, 0);
                 }
             }
         }
