@@ -221,17 +221,11 @@ cdef extern from *:
     static inline __m256i fr_dp_avx2(__m256i a, __m256i u, __m256i y, __m256i ones) {
         return _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones));
     }
-    /* FR_R queries against one 16-row group (two ymm of 8 rows): acc[2r], acc[2r + 1].
-       8 accumulators, 2 rows of codes, the query and the ones: within AVX2's 16 registers. */
-    /* two quads' 7-bit-query products added in 16 bits, then widened once (FR_QMAX 63) */
-    static inline __m256i fr_dp2_avx2(__m256i a, __m256i u, __m256i y, __m256i v, __m256i z, __m256i ones) {
-        return _mm256_add_epi32(a, _mm256_madd_epi16(
-            _mm256_add_epi16(_mm256_maddubs_epi16(u, y), _mm256_maddubs_epi16(v, z)), ones));
-    }
-    /* Per quad pair and query: the two quads' products add in 16 bits, one vpmaddwd widens them.
-       The codes are read where they are used (a memory operand of vpmaddubsw, from L1), so the 8
+    /* acc += one query's products with a quad pair of 8 rows (quad y, quad z; 7-bit query codes,
+       FR_QMAX 63): the two quads' products add in 16 bits, one vpmaddwd widens them.  The codes
+       are read where they are used (a memory operand of vpmaddubsw, from L1), so fr_rows_avx2's 8
        accumulators, the two broadcast query words, two temporaries and the ones fit AVX2's 16
-       registers without spills; the four query rows are walked by their own pointers. */
+       registers without spills. */
     #define FR_PAIR_AVX2(acc, u, v, y, z) \
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16( \
             _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(y))), \
@@ -357,14 +351,8 @@ cdef extern from *:
             for (; k + 2 <= F4; k += 2) {
                 __m256i u = _mm256_set1_epi32(U[k]), v = _mm256_set1_epi32(U[k + 1]);
                 const signed char *q0 = p0 + (size_t)k * 64, *q1 = p1 + (size_t)k * 64;
-                a0 = fr_dp2_avx2(a0, u, _mm256_loadu_si256((const __m256i *)q0), v,
-                                 _mm256_loadu_si256((const __m256i *)(q0 + 64)), ones);
-                a1 = fr_dp2_avx2(a1, u, _mm256_loadu_si256((const __m256i *)(q0 + 32)), v,
-                                 _mm256_loadu_si256((const __m256i *)(q0 + 96)), ones);
-                a2 = fr_dp2_avx2(a2, u, _mm256_loadu_si256((const __m256i *)q1), v,
-                                 _mm256_loadu_si256((const __m256i *)(q1 + 64)), ones);
-                a3 = fr_dp2_avx2(a3, u, _mm256_loadu_si256((const __m256i *)(q1 + 32)), v,
-                                 _mm256_loadu_si256((const __m256i *)(q1 + 96)), ones);
+                FR_PAIR_AVX2(a0, u, v, q0, q0 + 64) FR_PAIR_AVX2(a1, u, v, q0 + 32, q0 + 96)
+                FR_PAIR_AVX2(a2, u, v, q1, q1 + 64) FR_PAIR_AVX2(a3, u, v, q1 + 32, q1 + 96)
             }
             if (k < F4) {
                 __m256i u = _mm256_set1_epi32(U[k]);
@@ -428,48 +416,40 @@ cdef extern from *:
         /* the head's dots of every query with a group: 2 vectors each, 64-byte aligned */
         __m256i *work = (__m256i *)(((uintptr_t)work_space + 63) & ~(uintptr_t)63);
         float *tau = (float *)(work + 2 * (size_t)nu);
-        if (H4 > 0 && H4 < F4 && full > 0) fr_head_tau(full, 4 * ng2, ierr, inorm, itail, ibias, qs, qa, qb, qt, thr, tau);
+        const int head = H4 > 0 && H4 < F4;
+        int *every = need + nu;
+        for (int r = 0; r < full; r++) every[r] = r;
+        if (head && full > 0) fr_head_tau(full, 4 * ng2, ierr, inorm, itail, ibias, qs, qa, qb, qt, thr, tau);
         for (int g = 0; g < (full > 0 ? 2 * ng2 : 0); g++) {  /* 16-row groups x FR_R queries (if any) */
             const signed char *p0 = P + (size_t)g * F4 * 64;
-            if (H4 > 0 && H4 < F4) {
-                /* the head of every query first; then the tails, four queries at a time, of the
-                   queries whose head bound still reaches their threshold (no branch per query) */
-                int n_need = 0, *every = need + nu;
-                for (int r = 0; r < full; r++) every[r] = r;
-                fr_rows_avx2(U, F4, every, full, 0, H4, p0, work, 1);
+            /* every query's dots over the head (or all quads); then, with a head, the tails, four
+               queries at a time, of the queries whose head bound still reaches their threshold */
+            fr_rows_avx2(U, F4, every, full, 0, head ? H4 : F4, p0, work, 1);
+            const int *kept = every;
+            int n_kept = full;
+            if (head) {
                 const __m256i ch0 = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(ichead + 16 * g)), FR_CORR_SHIFT);
                 const __m256i ch1 = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(ichead + 16 * g + 8)), FR_CORR_SHIFT);
                 const __m256 sc0 = _mm256_loadu_ps(isc + 16 * g), sc1 = _mm256_loadu_ps(isc + 16 * g + 8);
-                for (int r0 = 0; r0 < full; r0 += FR_R) {
-                    for (int r = r0; r < r0 + FR_R; r++) {  /* may a row of the group reach thr[r]? */
-                        const float *tr = tau + (size_t)r * 64 + 2 * g;
-                        __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r], ch0)), sc0);
-                        __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r + 1], ch1)), sc1);
-                        need[n_need] = r;
-                        n_need += _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, _mm256_set1_ps(tr[0]), _CMP_GE_OQ),
-                                                                  _mm256_cmp_ps(v1, _mm256_set1_ps(tr[1]), _CMP_GE_OQ))) != 0;
-                    }
+                n_kept = 0;
+                for (int r = 0; r < full; r++) {  /* may a row of the group reach thr[r]? (no branch) */
+                    const float *tr = tau + (size_t)r * 64 + 2 * g;
+                    __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r], ch0)), sc0);
+                    __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(work[2 * r + 1], ch1)), sc1);
+                    need[n_kept] = r;
+                    n_kept += _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, _mm256_set1_ps(tr[0]), _CMP_GE_OQ),
+                                                              _mm256_cmp_ps(v1, _mm256_set1_ps(tr[1]), _CMP_GE_OQ))) != 0;
                 }
-                int i = n_need - n_need % 4;
+                int i = n_kept - n_kept % 4;
                 fr_rows_avx2(U, F4, need, i, H4, F4, p0, work, 0);
-                for (; i < n_need; i++) fr_row16_avx2(U + (size_t)need[i] * F4, H4, F4, p0, work + 2 * need[i]);
-                for (i = 0; i < n_need; i++) {  /* the others are out of reach: nothing stored, nothing flagged */
-                    int r = need[i];
-                    float *o = out + (size_t)r * ldo;
-                    fr_ub_epi256(work[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], o, thr[r], flags + r);
-                    fr_ub_epi256(work[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], o, thr[r], flags + r);
-                }
-                continue;
+                for (; i < n_kept; i++) fr_row16_avx2(U + (size_t)need[i] * F4, H4, F4, p0, work + 2 * need[i]);
+                kept = need;
             }
-            for (int r0 = 0; r0 < full; r0 += FR_R) {
-                const int rows[4] = {0, 1, 2, 3};
-                __m256i acc[8];
-                fr_rows_avx2(U + (size_t)r0 * F4, F4, rows, 4, 0, F4, p0, acc, 1);
-                for (int r = 0; r < FR_R; r++) {
-                    float *o = out + (size_t)(r0 + r) * ldo;
-                    fr_ub_epi256(acc[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
-                    fr_ub_epi256(acc[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r0 + r], qa[r0 + r], qb[r0 + r], o, thr[r0 + r], flags + r0 + r);
-                }
+            for (int i = 0; i < n_kept; i++) {  /* the others are out of reach: nothing stored, nothing flagged */
+                int r = kept[i];
+                float *o = out + (size_t)r * ldo;
+                fr_ub_epi256(work[2 * r], 16 * g, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], o, thr[r], flags + r);
+                fr_ub_epi256(work[2 * r + 1], 16 * g + 8, isc, icorr, ierr, inorm, ibias, qs[r], qa[r], qb[r], o, thr[r], flags + r);
             }
         }
     #else
