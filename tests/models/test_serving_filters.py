@@ -194,3 +194,24 @@ def test_a_run_of_consecutive_users_ranks_as_any_other_order(dtype):
         queries[0, 0] = 1
     gathered = model._queries(state, np.array([3, 5, 4]))  # not a run: a copy
     assert not np.shares_memory(gathered, state.user_factors)
+
+
+def test_a_run_of_users_grown_by_a_partial_fit_ranks_as_one_by_one():
+    """New users added by ``partial_fit_users``: a run over old and new users (gathered while the update
+    is pending, a view of the merged vectors after) ranks as each user asked alone."""
+    import dataclasses
+    R = planted_low_rank(N_USERS, N_ITEMS, rank=4, per_user=12, seed=5)
+    model = ALS(factors=6, iterations=3, random_state=0, num_threads=2).fit(R)
+    new_rows = planted_low_rank(3, N_ITEMS, rank=4, per_user=12, seed=6)
+    model.partial_fit_users(np.arange(N_USERS, N_USERS + 3), new_rows)
+    run = np.arange(N_USERS - 5, N_USERS + 3)
+    for merged in (False, True):
+        if merged:
+            model._state = dataclasses.replace(model._state)
+            assert model._state.pending is None
+            assert np.shares_memory(model._queries(model._state, run), model._state.user_factors)
+        ids, scores = model.recommend(run, n=6)
+        for row, user in enumerate(run):
+            one_ids, one_scores = model.recommend(int(user), n=6)
+            np.testing.assert_array_equal(ids[row], one_ids)
+            np.testing.assert_array_equal(scores[row], one_scores)
